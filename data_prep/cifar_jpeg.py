@@ -1,0 +1,163 @@
+"""CIFAR-10-LT from the JPEG re-encoded CIFAR-10 copy (PROVENANCE §3).
+
+A lossy substitute for CIFAR-10 when no lossless copy can be downloaded:
+results on it are comparable with each other, not with the paper's to the
+decimal, and carry that label.
+
+Split, as in the official M2m code (CIFAR-10-LT):
+- train: class k keeps its first int(5000 * ratio^(-k/9)) images by file
+  number (`index_in_class`); ratio 100 gives 5000, 2997, 1796, 1077, 645,
+  387, 232, 139, 83, 50 (12,406 images).
+- validation: test images 0..99 of each class (1,000 images).
+- test: test images 100..999 of each class (9,000 images).
+Images are decoded with `tf.io.decode_jpeg(..., dct_method=
+"INTEGER_ACCURATE")`, which reproduces PIL's decode exactly; only the kept
+images are decoded. Arrays are uint8 NHWC (the pipeline scales to [0, 1]).
+"""
+
+import os
+from typing import Dict, Optional, Union
+
+import numpy as np
+
+from data_prep import cache as cache_lib
+from data_prep import download
+from data_prep import paths
+from data_prep import splits
+from data_prep import synthetic
+
+TRAIN_FILE = "cifar10_jpeg/train.npz"
+TEST_FILE = "cifar10_jpeg/test.npz"
+BUILDER_VERSION = "cifar10_jpeg_lt-v1"
+N_MAX = 5000
+VAL_PER_CLASS = 100
+LABEL = ("CIFAR-10 JPEG substitute (lossy re-encoding; not comparable to the "
+         "paper to the decimal)")
+_ARRAYS = ("jpeg_bytes", "offsets", "labels", "index_in_class", "class_names")
+
+
+def load_jpeg_archive(path: Union[str, os.PathLike]) -> Dict[str, np.ndarray]:
+  """Loads and checks one packed JPEG archive (no pickles).
+
+  Raises:
+    ValueError: naming the file, when an array is missing or inconsistent.
+  """
+  with np.load(path, allow_pickle=False) as data:
+    missing = [a for a in _ARRAYS if a not in data.files]
+    if missing:
+      raise ValueError(f"{path}: missing arrays {missing}")
+    arrays = {a: data[a] for a in _ARRAYS}
+  n = len(arrays["labels"])
+  offsets = arrays["offsets"]
+  if (len(offsets) != n + 1 or len(arrays["index_in_class"]) != n or
+      offsets[0] != 0 or offsets[-1] != len(arrays["jpeg_bytes"]) or
+      np.any(np.diff(offsets) <= 0)):
+    raise ValueError(f"{path}: offsets/labels/index_in_class are inconsistent")
+  return arrays
+
+
+def select_first_per_class(labels: np.ndarray, index_in_class: np.ndarray,
+                           counts) -> np.ndarray:
+  """Indices of the first counts[k] images of each class k by file number.
+
+  Returned class by class, each in file-number order.
+  """
+  chosen = []
+  for k, n_k in enumerate(counts):
+    members = np.flatnonzero(labels == k)
+    members = members[np.argsort(index_in_class[members], kind="stable")]
+    if len(members) < n_k:
+      raise ValueError(f"class {k} has {len(members)} images, needs {n_k}")
+    chosen.append(members[:n_k])
+  return np.concatenate(chosen).astype(np.int64)
+
+
+def decode_jpegs(archive: Dict[str, np.ndarray],
+                 indices: np.ndarray) -> np.ndarray:
+  """Decodes the selected images to uint8 [n, 32, 32, 3] (parallel tf.data)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  jpeg, offsets = archive["jpeg_bytes"], archive["offsets"]
+  blobs = [jpeg[offsets[i]:offsets[i + 1]].tobytes() for i in indices]
+  if not blobs:
+    return np.zeros((0, 32, 32, 3), np.uint8)
+  ds = tf.data.Dataset.from_tensor_slices(tf.constant(blobs, dtype=tf.string))
+  ds = ds.map(lambda b: tf.io.decode_jpeg(b, channels=3,
+                                          dct_method="INTEGER_ACCURATE"),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  images = np.concatenate([b.numpy() for b in ds.batch(2048)])
+  if images.shape[1:] != (32, 32, 3):
+    raise ValueError(f"decoded images have shape {images.shape[1:]}, "
+                     "expected (32, 32, 3)")
+  return images
+
+
+def _build_arrays(train_path, test_path, imbalance_ratio) -> Dict[str,
+                                                                  np.ndarray]:
+  """Selects the long-tailed train set and the val/test split, then decodes."""
+  train = load_jpeg_archive(train_path)
+  test = load_jpeg_archive(test_path)
+  num_classes = len(train["class_names"])
+  counts = synthetic.long_tail_counts(N_MAX, num_classes, imbalance_ratio)
+  train_idx = select_first_per_class(train["labels"], train["index_in_class"],
+                                     counts)
+  val_idx, test_idx = [], []
+  for k in range(num_classes):
+    members = np.flatnonzero(test["labels"] == k)
+    members = members[np.argsort(test["index_in_class"][members],
+                                 kind="stable")]
+    is_val = test["index_in_class"][members] < VAL_PER_CLASS
+    val_idx.append(members[is_val])
+    test_idx.append(members[~is_val])
+  val_idx, test_idx = np.concatenate(val_idx), np.concatenate(test_idx)
+  return {
+      "x_train": decode_jpegs(train, train_idx),
+      "y_train": train["labels"][train_idx].astype(np.int64),
+      "x_val": decode_jpegs(test, val_idx),
+      "y_val": test["labels"][val_idx].astype(np.int64),
+      "x_test": decode_jpegs(test, test_idx),
+      "y_test": test["labels"][test_idx].astype(np.int64),
+      "class_names": np.asarray(train["class_names"], dtype=np.str_),
+  }
+
+
+def build_cifar10_jpeg_lt(data_dir: Optional[Union[str, os.PathLike]] = None,
+                          *, imbalance_ratio: float = 100,
+                          cache_dir: Optional[Union[str, os.PathLike]] = None,
+                          use_cache: bool = True,
+                          verify_checksums: bool = True
+                          ) -> splits.DatasetSplits:
+  """Builds CIFAR-10-LT from the JPEG substitute (see the module docstring).
+
+  Args:
+    data_dir: the data root holding `cifar10_jpeg/`.
+    imbalance_ratio: N_max / N_min (100 or 10 in the paper).
+    cache_dir: see `cache.resolve_cache_dir`; the decoded arrays are cached.
+    use_cache: read/write the decoded arrays from/to the cache.
+    verify_checksums: check the archives' sha256 (PROVENANCE §3) first.
+
+  Returns:
+    DatasetSplits named "cifar10_jpeg_lt", uint8 NHWC, input_kind "image",
+    clip_range (0, 1), labelled as a lossy substitute.
+  """
+  root = paths.resolve_data_dir(data_dir)
+  digests, files = {}, []
+  for rel in (TRAIN_FILE, TEST_FILE):
+    path = paths.require_file(root, rel)
+    files.append(path)
+    if verify_checksums:
+      digests[rel] = download.verify_sha256(path,
+                                            download.expected_sha256(rel))
+    else:
+      digests[rel] = download.sha256_file(path)
+  options = dict(imbalance_ratio=float(imbalance_ratio))
+  arrays = cache_lib.cached_arrays(
+      "cifar10_jpeg_lt", BUILDER_VERSION, digests, options,
+      lambda: _build_arrays(files[0], files[1], float(imbalance_ratio)),
+      cache_dir=cache_dir, use_cache=use_cache)
+  return splits.DatasetSplits(
+      name="cifar10_jpeg_lt",
+      x_train=arrays["x_train"], y_train=arrays["y_train"],
+      x_val=arrays["x_val"], y_val=arrays["y_val"],
+      x_test=arrays["x_test"], y_test=arrays["y_test"],
+      class_names=tuple(str(c) for c in arrays["class_names"]),
+      input_kind="image", clip_range=(0.0, 1.0), label=LABEL)

@@ -1,0 +1,254 @@
+"""Reuters R52 as a 1000-d binary bag of words (SPEC §2, PROVENANCE §1).
+
+Pipeline, following prior work (Hendrycks & Gimpel 2017, whose R52 setup M2m
+uses):
+1. Read `r52/r52-train.txt` and `r52/r52-test.txt`: one document per line,
+   `label<TAB>text`. Words are the whitespace-separated tokens of the text;
+   NLTK's English stop words (`stopwords.ENGLISH_STOP_WORDS`) are removed.
+2. Keep the classes with at least `min_test_docs` (5) TEST documents: 36
+   classes, 6,436 training documents (earn 2840 ... fuel 4, N_1/N_K = 710) and
+   2,530 test documents, as in the M2m paper.
+3. Vocabulary: word counts over all kept training documents (before the
+   validation hold-out), in `collections.Counter.most_common` order (count
+   descending; ties in first-occurrence order). A word keeps its rank as index
+   if rank < vocab_size and its count >= the count of the rank vocab_size-2
+   word; every other word, including words never seen in training, maps to
+   index vocab_size-1 (so that index is shared by "UNK" and the rank
+   vocab_size-1 word, exactly as in prior work).
+4. Each document becomes a binary float32 presence vector of length
+   vocab_size.
+5. Validation: a stratified hold-out of `val_fraction` of the training
+   documents with a fixed `split_seed`, independent of any training seed (the
+   paper holds out 10% but does not say how; this is our choice).
+
+Class indices are sorted by training count, descending (index 0 = earn), for
+readability only: the library never assumes class 0 is the largest.
+"""
+
+import collections
+import hashlib
+import os
+import pathlib
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from data_prep import cache as cache_lib
+from data_prep import download
+from data_prep import paths
+from data_prep import splits
+from data_prep import stopwords
+
+TRAIN_FILE = "r52/r52-train.txt"
+TEST_FILE = "r52/r52-test.txt"
+BUILDER_VERSION = "reuters-v1"
+
+_Doc = Tuple[str, List[str], int]  # (label, words, line number)
+
+
+def read_labeled_lines(path: Union[str, os.PathLike]) -> List[_Doc]:
+  """Reads `label<TAB>text` lines into (label, words, line_number) tuples.
+
+  Words are `text.split()` (whitespace collapsed); stop words are NOT removed
+  here.
+
+  Raises:
+    ValueError: naming the file and line, for a line without a tab, with an
+      empty label, or with empty text (blank lines are malformed too).
+  """
+  docs = []
+  with open(path, "r", encoding="utf-8") as f:
+    for lineno, raw in enumerate(f, start=1):
+      line = raw.rstrip("\r\n")
+      if "\t" not in line:
+        raise ValueError(f"{path}:{lineno}: malformed line (no tab between "
+                         f"label and text): {line[:60]!r}")
+      label, text = line.split("\t", 1)
+      label = label.strip()
+      if not label:
+        raise ValueError(f"{path}:{lineno}: malformed line (empty label)")
+      words = text.split()
+      if not words:
+        raise ValueError(f"{path}:{lineno}: malformed line (empty text) for "
+                         f"label {label!r}")
+      docs.append((label, words, lineno))
+  return docs
+
+
+def remove_stop_words(words: Sequence[str]) -> List[str]:
+  """Drops NLTK English stop words (exact, case-sensitive match)."""
+  stop = stopwords.ENGLISH_STOP_WORD_SET
+  return [w for w in words if w not in stop]
+
+
+def build_vocabulary(documents: Sequence[Sequence[str]],
+                     vocab_size: int) -> Dict[str, int]:
+  """Word -> index by PROVENANCE §1 step 3 (see the module docstring).
+
+  Args:
+    documents: token lists (stop words already removed), training only.
+    vocab_size: the feature dimension; index vocab_size-1 is UNK.
+
+  Returns:
+    The words that keep their own rank as index (all other words are UNK,
+    index vocab_size-1; the rank vocab_size-1 word is included with that
+    index).
+  """
+  if vocab_size < 2:
+    raise ValueError(f"vocab_size must be >= 2, got {vocab_size}")
+  counts = collections.Counter()
+  for words in documents:
+    counts.update(words)
+  ranked = counts.most_common()
+  unk = vocab_size - 1
+  if len(ranked) > vocab_size - 2:
+    threshold = ranked[vocab_size - 2][1]
+  else:
+    threshold = 0  # fewer words than the vocabulary: every word qualifies
+  vocab = {}
+  for rank, (word, count) in enumerate(ranked):
+    if rank >= vocab_size:
+      break
+    vocab[word] = rank if count >= threshold else unk
+  return vocab
+
+
+def binary_bag_of_words(documents: Sequence[Sequence[str]],
+                        vocab: Dict[str, int], vocab_size: int) -> np.ndarray:
+  """Binary presence matrix (float32, [len(documents), vocab_size])."""
+  unk = vocab_size - 1
+  x = np.zeros((len(documents), vocab_size), dtype=np.float32)
+  for i, words in enumerate(documents):
+    cols = [vocab.get(w, unk) for w in words]
+    x[i, cols] = 1.0
+  return x
+
+
+def _hash_order(seed: int, index: int) -> bytes:
+  """A platform-independent pseudo-random sort key for the hold-out."""
+  return hashlib.sha256(f"r52-holdout:{seed}:{index}".encode()).digest()
+
+
+def stratified_holdout(y: np.ndarray, num_classes: int, val_fraction: float,
+                       split_seed: int) -> Tuple[np.ndarray, np.ndarray]:
+  """Per-class validation hold-out; returns sorted (train_idx, val_idx).
+
+  Class k with N_k >= 2 documents gives n_val = max(1, round(val_fraction *
+  N_k)) documents (Python's round: half to even) to validation; a class with
+  one document keeps it in training; val_fraction == 0 holds out nothing. The
+  documents held out are the first n_val of the class in the order of
+  sha256("r52-holdout:{split_seed}:{document index}"), so the split depends
+  only on the data and split_seed (not on NumPy's generator version).
+  """
+  if not 0.0 <= val_fraction < 1.0:
+    raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+  val = []
+  for k in range(num_classes):
+    members = np.flatnonzero(y == k)
+    n_k = len(members)
+    if val_fraction == 0.0 or n_k < 2:
+      continue
+    n_val = max(1, round(val_fraction * n_k))
+    order = sorted(members.tolist(), key=lambda i: _hash_order(split_seed, i))
+    val.extend(order[:n_val])
+  val_idx = np.array(sorted(val), dtype=np.int64)
+  train_mask = np.ones(len(y), dtype=bool)
+  train_mask[val_idx] = False
+  return np.flatnonzero(train_mask).astype(np.int64), val_idx
+
+
+def _build_arrays(train_path, test_path, val_fraction, split_seed, vocab_size,
+                  min_test_docs) -> Dict[str, np.ndarray]:
+  """Does steps 1-5 of the module docstring; returns the arrays."""
+  train_docs = read_labeled_lines(train_path)
+  test_docs = read_labeled_lines(test_path)
+  train_labels = collections.Counter(label for label, _, _ in train_docs)
+  for label, _, lineno in test_docs:
+    if label not in train_labels:
+      raise ValueError(f"{test_path}:{lineno}: unknown label {label!r} (it "
+                       f"never occurs in the training file {train_path})")
+  test_counts = collections.Counter(label for label, _, _ in test_docs)
+  kept = {label for label in train_labels
+          if test_counts[label] >= min_test_docs}
+  if not kept:
+    raise ValueError(f"No class has >= {min_test_docs} test documents in "
+                     f"{test_path}; every class would be empty.")
+  kept_train = [d for d in train_docs if d[0] in kept]
+  kept_test = [d for d in test_docs if d[0] in kept]
+  class_names = tuple(label for label, _ in collections.Counter(
+      d[0] for d in kept_train).most_common())
+  index = {name: k for k, name in enumerate(class_names)}
+
+  train_words = [remove_stop_words(w) for _, w, _ in kept_train]
+  test_words = [remove_stop_words(w) for _, w, _ in kept_test]
+  vocab = build_vocabulary(train_words, vocab_size)
+  x_all = binary_bag_of_words(train_words, vocab, vocab_size)
+  y_all = np.array([index[d[0]] for d in kept_train], dtype=np.int64)
+  x_test = binary_bag_of_words(test_words, vocab, vocab_size)
+  y_test = np.array([index[d[0]] for d in kept_test], dtype=np.int64)
+
+  train_idx, val_idx = stratified_holdout(y_all, len(class_names),
+                                          val_fraction, split_seed)
+  y_train = y_all[train_idx]
+  left = np.bincount(y_train, minlength=len(class_names))
+  for k, name in enumerate(class_names):
+    if left[k] == 0:
+      raise ValueError(
+          f"Class {name!r} is empty: none of its {int((y_all == k).sum())} "
+          f"training documents ({train_path}) is left after holding out "
+          f"val_fraction={val_fraction} for validation.")
+  return {
+      "x_train": x_all[train_idx], "y_train": y_train,
+      "x_val": x_all[val_idx], "y_val": y_all[val_idx],
+      "x_test": x_test, "y_test": y_test,
+      "class_names": np.array(class_names, dtype=np.str_),
+  }
+
+
+def build_reuters(data_dir: Optional[Union[str, os.PathLike]] = None, *,
+                  val_fraction: float = 0.1, split_seed: int = 0,
+                  vocab_size: int = 1000, min_test_docs: int = 5,
+                  cache_dir: Optional[Union[str, os.PathLike]] = None,
+                  use_cache: bool = True,
+                  verify_checksums: bool = True) -> splits.DatasetSplits:
+  """Builds Reuters R52 (36 classes, 6,436 training docs, ratio 710).
+
+  See the module docstring for the exact steps.
+
+  Args:
+    data_dir: the data root holding `r52/`; see `paths.resolve_data_dir`.
+    val_fraction: fraction of each class's training docs held out.
+    split_seed: seed of the hold-out (fixed, independent of run seeds).
+    vocab_size: feature dimension (index vocab_size-1 is UNK).
+    min_test_docs: classes with fewer test documents are dropped.
+    cache_dir: see `cache.resolve_cache_dir`.
+    use_cache: read/write the built arrays from/to the cache.
+    verify_checksums: check the raw files' sha256 against PROVENANCE.md
+      first (False only for tests on small fake files).
+
+  Returns:
+    DatasetSplits with input_kind "bow", clip_range (0, 1).
+  """
+  root = paths.resolve_data_dir(data_dir)
+  train_path = paths.require_file(root, TRAIN_FILE)
+  test_path = paths.require_file(root, TEST_FILE)
+  digests = {}
+  for rel, path in ((TRAIN_FILE, train_path), (TEST_FILE, test_path)):
+    if verify_checksums:
+      digests[rel] = download.verify_sha256(path,
+                                            download.expected_sha256(rel))
+    else:
+      digests[rel] = download.sha256_file(path)
+  options = dict(val_fraction=float(val_fraction), split_seed=int(split_seed),
+                 vocab_size=int(vocab_size), min_test_docs=int(min_test_docs))
+  arrays = cache_lib.cached_arrays(
+      "reuters", BUILDER_VERSION, digests, options,
+      lambda: _build_arrays(train_path, test_path, **options),
+      cache_dir=cache_dir, use_cache=use_cache)
+  return splits.DatasetSplits(
+      name="reuters",
+      x_train=arrays["x_train"], y_train=arrays["y_train"],
+      x_val=arrays["x_val"], y_val=arrays["y_val"],
+      x_test=arrays["x_test"], y_test=arrays["y_test"],
+      class_names=tuple(str(c) for c in arrays["class_names"]),
+      input_kind="bow", clip_range=(0.0, 1.0), label="")

@@ -1,0 +1,300 @@
+"""Twitter POS tagging, one example per token (SPEC §2, PROVENANCE §2).
+
+Files (`token<TAB>tag` per line, a blank line after each tweet):
+- source="hendrycks" (default; normalised tokens, as used by prior work):
+  `twitter_pos/hendrycks/tweets-train.txt` (train), `tweets-dev.txt`
+  (validation), `tweets-devtest.txt` (test).
+- source="ark": `twitter_pos/ark_v0.3/oct27.train/.dev/.test` (the original
+  release; same tweets and tags, cased tokens).
+
+Classes are the training tags that occur in the test split: `M` and `Y` have
+no test tokens and are dropped, leaving 23 classes and 14,614 training tokens
+(V 2219 ... X 15, N_1/N_K = 147.9), as in the M2m paper. Tokens of a dropped
+tag are not examples but still serve as context for their neighbours. Class
+indices are sorted by training count, descending (index 0 = V), for
+readability only; nothing assumes class 0 is the largest.
+
+Features (prior work's window features): token i of a tweet becomes the
+concatenation of the embeddings of tokens i-window .. i+window, with the
+tweet padded by `</s>` on both sides; window=1 gives 3 x 50 = 150 dims. A
+token (and `</s>` itself) is looked up as is, then lowercased, then as
+`UUUNKKK`, so a file without a `</s>` row pads with the UUUNKKK vector.
+
+Embeddings: prior work's `embeddings-twitter.txt` (`word f1 ... f50`) is not
+available offline; pass its path as `embeddings` when you have it. Without
+it, an offline substitute is used: every word w gets a fixed vector computed
+only from the string w.lower() (see `substitute_embedding`), identical on all
+machines and runs. Results made with it are labelled as such (`label`).
+"""
+
+import collections
+import hashlib
+import math
+import os
+import pathlib
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from data_prep import cache as cache_lib
+from data_prep import download
+from data_prep import paths
+from data_prep import splits
+
+BUILDER_VERSION = "twitter-v1"
+PAD_TOKEN = "</s>"
+UNK_TOKEN = "UUUNKKK"
+SUBSTITUTE_DIM = 50
+SUBSTITUTE_LABEL = ("Twitter POS with offline substitute embeddings "
+                    "(not the paper's embeddings)")
+
+SOURCES = {
+    "hendrycks": ("twitter_pos/hendrycks/tweets-train.txt",
+                  "twitter_pos/hendrycks/tweets-dev.txt",
+                  "twitter_pos/hendrycks/tweets-devtest.txt"),
+    "ark": ("twitter_pos/ark_v0.3/oct27.train",
+            "twitter_pos/ark_v0.3/oct27.dev",
+            "twitter_pos/ark_v0.3/oct27.test"),
+}
+SOURCES["ark_v0.3"] = SOURCES["ark"]
+
+# A tweet: list of (token, tag, line number).
+_Tweet = List[Tuple[str, str, int]]
+
+
+def read_tagged_tweets(path: Union[str, os.PathLike]) -> List[_Tweet]:
+  """Reads a `token<TAB>tag` file into tweets (blank line = end of tweet).
+
+  Raises:
+    ValueError: naming the file and line, for a line without a tab, with more
+      than two tab-separated fields, or with an empty token or tag.
+  """
+  tweets, current = [], []
+  with open(path, "r", encoding="utf-8") as f:
+    for lineno, raw in enumerate(f, start=1):
+      line = raw.rstrip("\r\n")
+      if not line.strip():
+        if current:
+          tweets.append(current)
+          current = []
+        continue
+      fields = line.split("\t")
+      if len(fields) != 2:
+        what = "no tab" if len(fields) == 1 else f"{len(fields)} fields"
+        raise ValueError(f"{path}:{lineno}: malformed line ({what}; expected "
+                         f"token<TAB>tag): {line[:60]!r}")
+      token, tag = fields
+      if not tag.strip():
+        raise ValueError(f"{path}:{lineno}: malformed line (empty tag)")
+      if not token:
+        raise ValueError(f"{path}:{lineno}: malformed line (empty token)")
+      current.append((token, tag.strip(), lineno))
+  if current:
+    tweets.append(current)
+  return tweets
+
+
+def load_embeddings(path: Union[str, os.PathLike]
+                   ) -> Tuple[Dict[str, int], np.ndarray]:
+  """Parses a `word f1 ... fd` embeddings file.
+
+  The word is separated from the values by a tab or by whitespace (a tab,
+  when present, ends the word); values are whitespace separated. Blank lines
+  are skipped; a repeated word keeps its first vector.
+
+  Returns:
+    (word -> row, float32 matrix [num_words, d]).
+
+  Raises:
+    ValueError: naming file and line, for a line without values, a value
+      that is not a number, a dimension that differs from the first line's,
+      or a file without the `UUUNKKK` vector.
+  """
+  words, rows, dim = {}, [], None
+  with open(path, "r", encoding="utf-8") as f:
+    for lineno, raw in enumerate(f, start=1):
+      line = raw.rstrip("\r\n")
+      if not line.strip():
+        continue
+      if "\t" in line:
+        word, rest = line.split("\t", 1)
+        values = rest.split()
+      else:
+        parts = line.split()
+        word, values = parts[0], parts[1:]
+      if not word or not values:
+        raise ValueError(f"{path}:{lineno}: malformed embedding line (expected "
+                         f"'word f1 ... fd'): {line[:60]!r}")
+      try:
+        vec = [float(v) for v in values]
+      except ValueError:
+        raise ValueError(f"{path}:{lineno}: non-numeric value in the vector of "
+                         f"{word!r}") from None
+      if dim is None:
+        dim = len(vec)
+      elif len(vec) != dim:
+        raise ValueError(f"{path}:{lineno}: {word!r} has {len(vec)} values, "
+                         f"expected {dim} (the first line's dimension)")
+      if word not in words:
+        words[word] = len(rows)
+        rows.append(vec)
+  if UNK_TOKEN not in words:
+    raise ValueError(f"{path}: no {UNK_TOKEN!r} vector (needed for unknown "
+                     "words); is this the right embeddings file?")
+  return words, np.asarray(rows, dtype=np.float32)
+
+
+def substitute_embedding(word: str, dim: int = SUBSTITUTE_DIM) -> np.ndarray:
+  """The offline substitute vector of `word` (float32, shape [dim]).
+
+  Computed only from w = word.lower(): SHAKE-256 of "m2m_tf/twitter-sub-v1:"
+  + w gives 8 bytes per coordinate, read as uniforms in (0, 1) and turned into
+  standard normals by Box-Muller, then divided by sqrt(dim) (so the expected
+  squared norm is 1). Pure hashing and float64 arithmetic: the same on every
+  machine, run and NumPy version. It carries no meaning (it is not trained):
+  a substitute, not the paper's embeddings.
+  """
+  n_pairs = (dim + 1) // 2
+  raw = hashlib.shake_256(
+      ("m2m_tf/twitter-sub-v1:" + word.lower()).encode("utf-8")).digest(
+          16 * n_pairs)
+  ints = np.frombuffer(raw, dtype="<u8")
+  u = ((ints >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+  u1, u2 = u[0::2], u[1::2]
+  r = np.sqrt(-2.0 * np.log(u1))
+  z = np.empty(2 * n_pairs, dtype=np.float64)
+  z[0::2] = r * np.cos(2.0 * math.pi * u2)
+  z[1::2] = r * np.sin(2.0 * math.pi * u2)
+  return (z[:dim] / math.sqrt(dim)).astype(np.float32)
+
+
+def _lookup(token: str, vocab: Dict[str, int]) -> int:
+  """Row of `token`: as is, else lowercased, else UUUNKKK."""
+  row = vocab.get(token)
+  if row is None:
+    row = vocab.get(token.lower())
+  if row is None:
+    row = vocab[UNK_TOKEN]
+  return row
+
+
+def window_features(tweets: Sequence[_Tweet], vocab: Dict[str, int],
+                    matrix: np.ndarray, window: int) -> np.ndarray:
+  """[num_tokens, (2*window+1)*d] window features of every token, in order."""
+  ids = []
+  pad = _lookup(PAD_TOKEN, vocab)
+  for tweet in tweets:
+    padded = ([pad] * window + [_lookup(tok, vocab) for tok, _, _ in tweet] +
+              [pad] * window)
+    for i in range(len(tweet)):
+      ids.append(padded[i:i + 2 * window + 1])
+  ids = np.asarray(ids, dtype=np.int64).reshape(-1, 2 * window + 1)
+  return matrix[ids].reshape(len(ids), -1).astype(np.float32)
+
+
+def _substitute_table(all_tweets: Sequence[_Tweet]
+                     ) -> Tuple[Dict[str, int], np.ndarray]:
+  """Substitute vectors for every (lowercased) word of the data + specials."""
+  words = {PAD_TOKEN.lower(): 0, UNK_TOKEN.lower(): 1}
+  for tweets in all_tweets:
+    for tweet in tweets:
+      for tok, _, _ in tweet:
+        words.setdefault(tok.lower(), len(words))
+  matrix = np.stack([substitute_embedding(w) for w in words])
+  vocab = dict(words)
+  vocab[PAD_TOKEN], vocab[UNK_TOKEN] = 0, 1
+  return vocab, matrix
+
+
+def _build_arrays(files, embeddings, window) -> Dict[str, np.ndarray]:
+  """Reads the three splits and builds features and labels."""
+  split_tweets = [read_tagged_tweets(p) for p in files]
+  train_counts = collections.Counter(
+      tag for tweet in split_tweets[0] for _, tag, _ in tweet)
+  for path, tweets in zip(files[1:], split_tweets[1:]):
+    for tweet in tweets:
+      for _, tag, lineno in tweet:
+        if tag not in train_counts:
+          raise ValueError(f"{path}:{lineno}: unknown tag {tag!r} (it never "
+                           f"occurs in the training file {files[0]})")
+  test_tags = {tag for tweet in split_tweets[2] for _, tag, _ in tweet}
+  class_names = tuple(tag for tag, _ in train_counts.most_common()
+                      if tag in test_tags)
+  if not class_names:
+    raise ValueError(f"No training tag occurs in the test file {files[2]}.")
+  index = {tag: k for k, tag in enumerate(class_names)}
+  if embeddings is None:
+    vocab, matrix = _substitute_table(split_tweets)
+  else:
+    vocab, matrix = load_embeddings(embeddings)
+  out = {"class_names": np.array(class_names, dtype=np.str_)}
+  for name, tweets in zip(("train", "val", "test"), split_tweets):
+    x = window_features(tweets, vocab, matrix, window)
+    tags = [tag for tweet in tweets for _, tag, _ in tweet]
+    keep = np.array([t in index for t in tags], dtype=bool)
+    out["x_" + name] = x[keep]
+    out["y_" + name] = np.array([index[t] for t in tags if t in index],
+                                dtype=np.int64)
+  return out
+
+
+def build_twitter(data_dir: Optional[Union[str, os.PathLike]] = None, *,
+                  embeddings: Optional[Union[str, os.PathLike]] = None,
+                  source: str = "hendrycks", window: int = 1,
+                  cache_dir: Optional[Union[str, os.PathLike]] = None,
+                  use_cache: bool = True,
+                  verify_checksums: bool = True) -> splits.DatasetSplits:
+  """Builds Twitter POS (23 classes, 14,614 training tokens, ratio 147.9).
+
+  See the module docstring for files, classes and features.
+
+  Args:
+    data_dir: the data root holding `twitter_pos/`.
+    embeddings: path of a `word f1 ... fd` file with a `UUUNKKK` row, or
+      None for the offline substitute (50-d).
+    source: "hendrycks" (default) or "ark" (alias "ark_v0.3").
+    window: context tokens on each side (features are (2*window+1)*d).
+    cache_dir: see `cache.resolve_cache_dir`.
+    use_cache: read/write the built arrays from/to the cache.
+    verify_checksums: check the raw files' sha256 first (False for tests on
+      fake files). The embeddings file is never checksummed (no reference
+      digest exists), but its digest is part of the cache key.
+
+  Returns:
+    DatasetSplits with input_kind "embedding", clip_range None.
+  """
+  if source not in SOURCES:
+    raise ValueError(f"Unknown source {source!r}; valid: {sorted(SOURCES)}")
+  if window < 0:
+    raise ValueError(f"window must be >= 0, got {window}")
+  root = paths.resolve_data_dir(data_dir)
+  files, digests = [], {}
+  for rel in SOURCES[source]:
+    path = paths.require_file(root, rel)
+    files.append(path)
+    if verify_checksums:
+      digests[rel] = download.verify_sha256(path,
+                                            download.expected_sha256(rel))
+    else:
+      digests[rel] = download.sha256_file(path)
+  if embeddings is not None:
+    embeddings = pathlib.Path(embeddings)
+    if not embeddings.is_file():
+      raise paths.DataNotFoundError(
+          f"Embeddings file {str(embeddings)!r} does not exist.")
+    digests["embeddings"] = download.sha256_file(embeddings)
+  else:
+    digests["embeddings"] = "offline-substitute-v1"
+  options = dict(source=SOURCES[source][0], window=int(window))
+  arrays = cache_lib.cached_arrays(
+      "twitter", BUILDER_VERSION, digests, options,
+      lambda: _build_arrays(files, embeddings, int(window)),
+      cache_dir=cache_dir, use_cache=use_cache)
+  return splits.DatasetSplits(
+      name="twitter",
+      x_train=arrays["x_train"], y_train=arrays["y_train"],
+      x_val=arrays["x_val"], y_val=arrays["y_val"],
+      x_test=arrays["x_test"], y_test=arrays["y_test"],
+      class_names=tuple(str(c) for c in arrays["class_names"]),
+      input_kind="embedding", clip_range=None,
+      label=SUBSTITUTE_LABEL if embeddings is None else "")

@@ -1,0 +1,122 @@
+"""The translation x_j -> x* of M2m (paper eq. 3; SPEC §1 step 3).
+
+    x* = argmin_x  CE(g(x), y_i) + lam * f(x)[y_j]
+
+solved approximately by T normalised gradient steps from the seed x_j:
+
+    x <- clip(x - eta * d / ||d||_2),   d = grad_x [CE(g(x), y_i) + lam * f(x)[y_j]].
+
+Differences from the official code (alinlab/M2m, `train.py: generation`), on
+purpose:
+  * the random start is renormalised per sample (the official code normalises
+    over the wrong axis);
+  * the loss is a per-sample sum, not a batch mean. After the per-sample
+    normalisation of d the two give the same step, but padded rows (see
+    `m2m_tf.m2m.generation`) cannot leak into real rows.
+"""
+
+from typing import Optional
+
+import tensorflow as tf
+
+
+def _per_sample_l2(t: tf.Tensor) -> tf.Tensor:
+  """||t_b||_2 over all non-batch axes, shaped [B, 1, ..., 1] to broadcast."""
+  axes = list(range(1, len(t.shape)))
+  return tf.sqrt(tf.reduce_sum(tf.square(t), axis=axes, keepdims=True))
+
+
+def random_start(x0: tf.Tensor, radius: float, seed: tf.Tensor) -> tf.Tensor:
+  """A random start x0 + delta with ||delta_b||_2 = radius * u_b, u_b ~ U(0, 1).
+
+  The direction is Gaussian, normalised per sample (the official code's
+  `random_perturb` normalises over the batch axis instead; SPEC §1 fault 1).
+
+  Args:
+    x0: [B, ...] float32 seeds.
+    radius: the largest L2 norm of delta (`start_noise`; the official code uses 0.5).
+    seed: int32/int64 tensor of shape [2], a stateless (philox) seed.
+  Returns:
+    x0 + delta, not yet clipped.
+  """
+  seeds = tf.random.experimental.stateless_split(seed, 2)
+  direction = tf.random.stateless_normal(tf.shape(x0), seed=seeds[0], alg="philox")
+  direction = direction / tf.maximum(_per_sample_l2(direction), 1e-12)
+  batch_shape = tf.concat([tf.shape(x0)[:1], tf.ones([len(x0.shape) - 1], tf.int32)], 0)
+  u = tf.random.stateless_uniform(batch_shape, seed=seeds[1], alg="philox")
+  return x0 + radius * u * direction
+
+
+def translate(g, f, x0, seed_labels, target_labels, *, lam, step_size, steps,
+              clip_min=0.0, clip_max=1.0, start_noise=0.0, seed=None):
+  """Translates seeds x0 (of class `seed_labels`) towards `target_labels`.
+
+  Public API of SPEC §5: the pure translation of §1.3, without acceptance.
+  Usable eagerly and inside `tf.function` (with or without XLA): the T steps run
+  in a `tf.while_loop` with static shapes.
+
+  Both f and g are called in inference mode (`training=False`): BatchNorm uses
+  running statistics and nothing about f or g changes.
+
+  Args:
+    g: the frozen classifier, a callable `g(x, training=False) -> logits`.
+    f: the classifier being trained, same calling convention. Pass `g` again for
+      the M2m-Self ablation.
+    x0: [B, ...] float seeds x_j.
+    seed_labels: [B] int, y_j (the class whose f-logit is pushed down).
+    target_labels: [B] int, y_i (the class g should predict for x*).
+    lam: weight of f's seed-class logit (lambda; 0 gives the lam = 0 ablation).
+    step_size: eta, the L2 length of each step.
+    steps: T, the number of steps (a Python int).
+    clip_min, clip_max: the valid input domain. Pass None for both to leave x
+      unclipped (embeddings).
+    start_noise: the largest L2 norm of the random start (0 disables it).
+    seed: a stateless seed (shape [2] int tensor) for the random start; required
+      when start_noise > 0.
+  Returns:
+    x*: [B, ...] float32, the translated inputs.
+  """
+  x0 = tf.convert_to_tensor(x0, tf.float32)
+  seed_labels = tf.cast(seed_labels, tf.int32)
+  target_labels = tf.cast(target_labels, tf.int32)
+  if (clip_min is None) != (clip_max is None):
+    raise ValueError("clip_min and clip_max must both be set or both be None.")
+  steps = int(steps)
+  if steps < 0:
+    raise ValueError(f"steps must be >= 0, got {steps}.")
+
+  def clip(x):
+    if clip_min is None:
+      return x
+    return tf.clip_by_value(x, clip_min, clip_max)
+
+  x = x0
+  if start_noise and start_noise > 0:
+    if seed is None:
+      raise ValueError("translate(start_noise > 0) needs a stateless `seed`.")
+    x = clip(random_start(x0, start_noise, tf.cast(seed, tf.int64)))
+
+  lam = tf.cast(lam, tf.float32)
+  eta = tf.cast(step_size, tf.float32)
+
+  def objective(x):
+    g_logits = tf.cast(g(x, training=False), tf.float32)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=target_labels, logits=g_logits)
+    f_logits = tf.cast(f(x, training=False), tf.float32)
+    f_seed = tf.gather(f_logits, seed_labels, axis=1, batch_dims=1)
+    return tf.reduce_sum(ce + lam * f_seed)
+
+  def body(t, x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = objective(x)
+    d = tape.gradient(loss, x)
+    d = d / tf.maximum(_per_sample_l2(d), 1e-12)
+    return t + 1, clip(x - eta * d)
+
+  if steps == 0:
+    return x
+  _, x = tf.while_loop(lambda t, _: t < steps, body, (tf.constant(0), x),
+                       maximum_iterations=steps)
+  return x

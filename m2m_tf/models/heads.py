@@ -1,0 +1,102 @@
+"""Classifier heads and PyTorch-default initialisers shared by the models."""
+
+import math
+
+import keras
+from keras import ops
+
+# F.normalize(x, dim) divides by max(||x||_2, eps) with eps = 1e-12. Using
+# rsqrt(max(sum x^2, eps^2)) is the same function and has a finite gradient
+# at x = 0 (sqrt does not).
+_NORMALIZE_EPS_SQ = 1e-24
+
+
+def l2_normalize(x, axis):
+  """x / max(||x||_2, 1e-12) along `axis`, as PyTorch's `F.normalize`."""
+  sq = ops.sum(ops.square(x), axis=axis, keepdims=True)
+  return x * ops.rsqrt(ops.maximum(sq, ops.cast(_NORMALIZE_EPS_SQ, x.dtype)))
+
+
+def torch_kernel_initializer():
+  """PyTorch's default nn.Linear / nn.Conv2d weight initialiser.
+
+  PyTorch uses kaiming_uniform_(a=sqrt(5)), i.e. U(-b, b) with
+  b = sqrt(6 / ((1 + 5) * fan_in)) = 1 / sqrt(fan_in), which is Keras'
+  VarianceScaling(scale=1/3, mode="fan_in", distribution="uniform")
+  (limit sqrt(3 * scale / fan_in)).
+  """
+  return keras.initializers.VarianceScaling(
+      scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+
+
+def torch_bias_initializer(fan_in):
+  """PyTorch's default bias initialiser: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  if fan_in <= 0:
+    raise ValueError(f"fan_in must be positive, got {fan_in}")
+  bound = 1.0 / math.sqrt(fan_in)
+  return keras.initializers.RandomUniform(minval=-bound, maxval=bound)
+
+
+@keras.saving.register_keras_serializable(package="m2m_tf")
+class NormedDense(keras.layers.Layer):
+  """Cosine-similarity classifier: the official LDAM-DRW / M2m `NormedLinear`.
+
+  logits = normalize(x, axis=1) @ normalize(W, axis=0), W of shape
+  (in_features, units), so every logit lies in [-1, 1]. No bias. The LDAM
+  scale s (30 in the paper's code) is applied by the loss, not here.
+
+  Initialisation follows the official code up to scale:
+  `W.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)` draws U(-1, 1) and rescales
+  every column to unit norm; since the forward pass normalises the columns
+  anyway, we draw U(-1, 1) and keep the scale (only the gradient magnitude
+  through the normalisation differs by the column norm at step 0).
+  """
+
+  def __init__(self, units, kernel_initializer=None, **kwargs):
+    super().__init__(**kwargs)
+    units = int(units)
+    if units <= 0:
+      raise ValueError(f"NormedDense: units must be positive, got {units}")
+    self.units = units
+    self.kernel_initializer = keras.initializers.get(
+        kernel_initializer or keras.initializers.RandomUniform(-1.0, 1.0))
+
+  def build(self, input_shape):
+    if len(input_shape) != 2:
+      raise ValueError(
+          f"NormedDense expects inputs of shape (batch, features), got "
+          f"{tuple(input_shape)}")
+    self.kernel = self.add_weight(
+        name="kernel",
+        shape=(int(input_shape[-1]), self.units),
+        initializer=self.kernel_initializer,
+        trainable=True)
+
+  def call(self, inputs):
+    x = l2_normalize(inputs, axis=1)
+    w = l2_normalize(ops.cast(self.kernel, x.dtype), axis=0)
+    return ops.matmul(x, w)
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0], self.units)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "units": self.units,
+        "kernel_initializer":
+            keras.initializers.serialize(self.kernel_initializer),
+    })
+    return config
+
+
+def classifier_head(num_classes, *, normed_head, kernel_initializer,
+                    bias_initializer, name):
+  """The last layer: `NormedDense` if `normed_head` else a Dense with bias."""
+  if num_classes <= 0:
+    raise ValueError(f"num_classes must be positive, got {num_classes}")
+  if normed_head:
+    return NormedDense(num_classes, name=name)
+  return keras.layers.Dense(
+      num_classes, use_bias=True, kernel_initializer=kernel_initializer,
+      bias_initializer=bias_initializer, name=name)

@@ -1,0 +1,57 @@
+"""Multi-layer perceptron for the vector datasets (Reuters, Twitter POS)."""
+
+import keras
+
+from m2m_tf.models import heads
+
+
+def mlp(input_dim, num_classes, *, hidden_units=(256,), normed_head=False,
+        name="mlp"):
+  """Dense-ReLU MLP returning logits, e.g. Reuters 1000-256-K (paper Sec. 4.1).
+
+  Every Dense layer uses PyTorch's nn.Linear default initialisation: weights
+  U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (Keras VarianceScaling(1/3, "fan_in",
+  "uniform")) and biases with the same bound. No weight regulariser: the
+  trainer applies the paper's coupled L2 weight decay.
+
+  Args:
+    input_dim: number of input features d.
+    num_classes: number of classes K.
+    hidden_units: widths of the hidden layers, each followed by ReLU.
+    normed_head: use the cosine `NormedDense` head (for LDAM) instead of a
+      Dense layer with bias.
+    name: model name.
+
+  Returns:
+    A functional `keras.Model` mapping (batch, input_dim) floats to
+    (batch, num_classes) logits.
+  """
+  input_dim = int(input_dim)
+  num_classes = int(num_classes)
+  if input_dim <= 0:
+    raise ValueError(f"mlp: input_dim must be positive, got {input_dim}")
+  if num_classes <= 0:
+    raise ValueError(f"mlp: num_classes must be positive, got {num_classes}")
+  hidden_units = tuple(int(u) for u in hidden_units)
+  if any(u <= 0 for u in hidden_units):
+    raise ValueError(
+        f"mlp: hidden_units must all be positive, got {hidden_units}")
+
+  inputs = keras.Input(shape=(input_dim,), name="features")
+  x = inputs
+  fan_in = input_dim
+  for i, units in enumerate(hidden_units):
+    x = keras.layers.Dense(
+        units,
+        kernel_initializer=heads.torch_kernel_initializer(),
+        bias_initializer=heads.torch_bias_initializer(fan_in),
+        name=f"fc{i + 1}")(x)
+    x = keras.layers.ReLU(name=f"relu{i + 1}")(x)
+    fan_in = units
+  logits = heads.classifier_head(
+      num_classes,
+      normed_head=normed_head,
+      kernel_initializer=heads.torch_kernel_initializer(),
+      bias_initializer=heads.torch_bias_initializer(fan_in),
+      name="classifier")(x)
+  return keras.Model(inputs, logits, name=name)

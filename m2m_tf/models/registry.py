@@ -1,0 +1,45 @@
+"""Builds a model by architecture name (the names used in configs and flags)."""
+
+# Not `from m2m_tf.models import mlp`: the package re-exports the function
+# `mlp`, which shadows the submodule of the same name.
+from m2m_tf.models.mlp import mlp as _mlp
+from m2m_tf.models import resnet
+
+ARCHITECTURES = ("mlp", "resnet32", "preact_resnet18", "resnet50")
+
+
+def build_model(arch, input_shape, num_classes, *, normed_head=False, **kw):
+  """Returns a fresh, uncompiled `keras.Model` that maps inputs to logits.
+
+  Args:
+    arch: one of ARCHITECTURES: "mlp" (vector inputs; `input_shape` must be
+      (d,)), "resnet32", "preact_resnet18" or "resnet50" (NHWC images in
+      [0, 1]; `input_shape` is (height, width, channels)).
+    input_shape: shape of one example, without the batch dimension
+      (`DatasetSplits.input_shape`).
+    num_classes: K.
+    normed_head: cosine `NormedDense` last layer (for LDAM).
+    **kw: further keyword arguments of the builder (e.g. `hidden_units` for
+      the MLP, `mean`/`std` or `name` for the ResNets).
+
+  Raises:
+    ValueError: unknown `arch`, or an `input_shape` of the wrong rank.
+  """
+  input_shape = tuple(int(d) for d in input_shape)
+  if arch == "mlp":
+    if len(input_shape) != 1:
+      raise ValueError(
+          f"build_model: arch 'mlp' needs a 1-D input_shape (d,), got "
+          f"{input_shape}")
+    return _mlp(input_shape[0], num_classes, normed_head=normed_head, **kw)
+  builders = {
+      "resnet32": resnet.resnet32,
+      "preact_resnet18": resnet.preact_resnet18,
+      "resnet50": resnet.resnet50,
+  }
+  if arch not in builders:
+    raise ValueError(
+        f"build_model: unknown arch {arch!r}; expected one of "
+        f"{', '.join(ARCHITECTURES)}")
+  return builders[arch](num_classes, input_shape=input_shape,
+                        normed_head=normed_head, **kw)

@@ -1,0 +1,359 @@
+"""ResNets: the official M2m ResNet-32, pre-activation ResNet-18, ResNet-50.
+
+All models take NHWC images in [0, 1], standardise them inside the model as
+their first op ((x - mean) / std, like torchvision's `Normalize`) and return
+logits. Keras layers are named after the PyTorch modules of the reference
+implementation (e.g. "stage_2.0.conv_a", "linear"), which is what
+`m2m_tf.models.load_torch_state_dict` relies on.
+
+Conventions shared with PyTorch:
+- 3x3 convolutions pad 1 on every side. For stride 2 this is an explicit
+  ZeroPadding2D(1) followed by a 'valid' convolution; Keras 'same' would pad
+  (0, 1) instead of (1, 1) and shift the sampling grid.
+- No conv bias; BatchNorm with epsilon 1e-5 and Keras momentum 0.9 (PyTorch
+  momentum 0.1). One known difference: Keras updates the moving variance with
+  the biased batch variance, PyTorch with the unbiased one (factor n/(n-1),
+  n = batch * height * width, i.e. < 0.1% for these models).
+- No weight regularisers: the trainer applies coupled L2 weight decay.
+"""
+
+import keras
+from keras import ops
+import numpy as np
+
+from m2m_tf.models import heads
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_BN_EPSILON = 1e-5
+_BN_MOMENTUM = 0.9  # Keras convention; equals PyTorch momentum 0.1.
+
+
+@keras.saving.register_keras_serializable(package="m2m_tf")
+class Standardize(keras.layers.Layer):
+  """(x - mean) / std per channel (last axis); no weights.
+
+  The official code applies `transforms.Normalize(mean, std)` in the data
+  pipeline; we apply it inside the model so that M2m's translation works in
+  [0, 1] image space and clips there.
+  """
+
+  def __init__(self, mean, std, **kwargs):
+    super().__init__(**kwargs)
+    self.mean = tuple(float(m) for m in mean)
+    self.std = tuple(float(s) for s in std)
+    if len(self.mean) != len(self.std):
+      raise ValueError(
+          f"Standardize: mean has {len(self.mean)} entries but std has "
+          f"{len(self.std)}")
+    if any(s <= 0 for s in self.std):
+      raise ValueError(f"Standardize: std must be positive, got {self.std}")
+
+  def build(self, input_shape):
+    channels = input_shape[-1]
+    if channels is not None and channels != len(self.mean):
+      raise ValueError(
+          f"Standardize: input has {channels} channels but mean/std have "
+          f"{len(self.mean)} entries")
+
+  def call(self, inputs):
+    mean = ops.convert_to_tensor(np.asarray(self.mean, np.float32))
+    std = ops.convert_to_tensor(np.asarray(self.std, np.float32))
+    return (inputs - ops.cast(mean, inputs.dtype)) / ops.cast(
+        std, inputs.dtype)
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"mean": list(self.mean), "std": list(self.std)})
+    return config
+
+
+@keras.saving.register_keras_serializable(package="m2m_tf")
+class DownsampleA(keras.layers.Layer):
+  """Option-A shortcut of the official code: subsample, then zero channels.
+
+  PyTorch: `x = AvgPool2d(kernel_size=1, stride=2)(x); cat((x, 0 * x), 1)`.
+  An average pool with a 1x1 kernel is plain subsampling x[:, ::2, ::2, :],
+  and the zeros double the channel count (16 -> 32 -> 64). No weights.
+  """
+
+  def call(self, inputs):
+    x = inputs[:, ::2, ::2, :]
+    return ops.concatenate([x, ops.zeros_like(x)], axis=-1)
+
+  def compute_output_shape(self, input_shape):
+    b, h, w, c = input_shape
+    h = None if h is None else (h + 1) // 2
+    w = None if w is None else (w + 1) // 2
+    c = None if c is None else 2 * c
+    return (b, h, w, c)
+
+
+def _batch_norm(name):
+  return keras.layers.BatchNormalization(
+      axis=-1, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name)
+
+
+def _conv(x, filters, kernel_size, stride, padding, name, initializer):
+  """Conv2D without bias and PyTorch-style symmetric zero padding `padding`."""
+  if padding:
+    x = keras.layers.ZeroPadding2D(padding, name=name + "_pad")(x)
+  return keras.layers.Conv2D(
+      filters, kernel_size, strides=stride, padding="valid", use_bias=False,
+      kernel_initializer=initializer, name=name)(x)
+
+
+def _check_image_args(fn, num_classes, input_shape, mean, std):
+  num_classes = int(num_classes)
+  if num_classes <= 0:
+    raise ValueError(f"{fn}: num_classes must be positive, got {num_classes}")
+  input_shape = tuple(input_shape)
+  if len(input_shape) != 3:
+    raise ValueError(
+        f"{fn}: input_shape must be (height, width, channels), got "
+        f"{input_shape}")
+  if input_shape[-1] != len(mean) or len(mean) != len(std):
+    raise ValueError(
+        f"{fn}: input_shape {input_shape} has {input_shape[-1]} channels but "
+        f"mean has {len(mean)} and std {len(std)} entries")
+  return num_classes, input_shape
+
+
+# ---------------------------------------------------------------------------
+# ResNet-32 (official M2m / LDAM-DRW CifarResNet)
+# ---------------------------------------------------------------------------
+
+
+def _official_conv_init():
+  # Official: m.weight.normal_(0, sqrt(2 / n)), n = kh * kw * out_channels.
+  return keras.initializers.VarianceScaling(
+      scale=2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def _resnet32_basic_block(x, planes, stride, downsample, name):
+  """Official ResNetBasicblock.
+
+  out = relu(bn_b(conv_b(relu(bn_a(conv_a(x))))) + shortcut(x)), shortcut =
+  DownsampleA when the shape changes, else identity.
+  """
+  init = _official_conv_init()
+  out = _conv(x, planes, 3, stride, 1, name + ".conv_a", init)
+  out = _batch_norm(name + ".bn_a")(out)
+  out = keras.layers.ReLU(name=name + ".relu_a")(out)
+  out = _conv(out, planes, 3, 1, 1, name + ".conv_b", init)
+  out = _batch_norm(name + ".bn_b")(out)
+  residual = DownsampleA(name=name + ".downsample")(x) if downsample else x
+  out = keras.layers.Add(name=name + ".add")([residual, out])
+  return keras.layers.ReLU(name=name + ".relu")(out)
+
+
+def resnet32(num_classes, *, input_shape=(32, 32, 3), normed_head=False,
+             mean=CIFAR10_MEAN, std=CIFAR10_STD, name="resnet32"):
+  """The official M2m ResNet-32 (`models/resnet32.py` of alinlab/M2m).
+
+  conv_1_3x3 (3->16) - bn_1 - relu, then three stages of five basic blocks
+  (16, 32, 64 channels; stages 2 and 3 start with stride 2 and an option-A
+  DownsampleA shortcut), global average pooling and the classifier `linear`
+  (nn.Linear(64, K) with bias, or `NormedDense` for `resnet32_norm`, the LDAM
+  model). 464,154 trainable parameters for K = 10 (0.46 M).
+
+  Initialisation as the official code: conv N(0, 2 / (kh * kw * out)), BN
+  gamma 1 / beta 0, linear kaiming_normal (N(0, 2 / fan_in)) with zero bias.
+  The official forward also returns intermediate features; ours returns only
+  the logits.
+
+  Args:
+    num_classes: K.
+    input_shape: (height, width, channels) of the [0, 1] input images.
+    normed_head: cosine classifier (official `resnet32_norm`) instead of
+      nn.Linear.
+    mean, std: per-channel standardisation applied inside the model
+      (CIFAR-10 statistics of the official code by default).
+    name: model name.
+
+  Returns:
+    A functional `keras.Model` from (batch, H, W, C) images to logits.
+  """
+  num_classes, input_shape = _check_image_args(
+      "resnet32", num_classes, input_shape, mean, std)
+  inputs = keras.Input(shape=input_shape, name="images")
+  x = Standardize(mean, std, name="normalize")(inputs)
+  x = _conv(x, 16, 3, 1, 1, "conv_1_3x3", _official_conv_init())
+  x = _batch_norm("bn_1")(x)
+  x = keras.layers.ReLU(name="relu_1")(x)
+  inplanes = 16
+  for stage, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2)), 1):
+    for block in range(5):  # (32 - 2) // 6 blocks per stage.
+      s = stride if block == 0 else 1
+      x = _resnet32_basic_block(
+          x, planes, s, downsample=(s != 1 or inplanes != planes),
+          name=f"stage_{stage}.{block}")
+      inplanes = planes
+  x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+  logits = heads.classifier_head(
+      num_classes, normed_head=normed_head,
+      kernel_initializer=keras.initializers.VarianceScaling(
+          scale=2.0, mode="fan_in", distribution="untruncated_normal"),
+      bias_initializer="zeros", name="linear")(x)
+  return keras.Model(inputs, logits, name=name)
+
+
+# ---------------------------------------------------------------------------
+# Pre-activation ResNet-18 (common CIFAR code, e.g. kuangliu/pytorch-cifar)
+# ---------------------------------------------------------------------------
+
+
+def _preact_block(x, in_planes, planes, stride, name):
+  """PreActBlock: out = conv2(relu(bn2(conv1(relu(bn1(x)))))) + shortcut.
+
+  The shortcut is identity, or a 1x1 strided conv (no BN) applied to the
+  pre-activated input relu(bn1(x)) when the shape changes.
+  """
+  init = heads.torch_kernel_initializer()
+  out = _batch_norm(name + ".bn1")(x)
+  out = keras.layers.ReLU(name=name + ".relu1")(out)
+  if stride != 1 or in_planes != planes:
+    shortcut = _conv(out, planes, 1, stride, 0, name + ".shortcut.0", init)
+  else:
+    shortcut = x
+  out = _conv(out, planes, 3, stride, 1, name + ".conv1", init)
+  out = _batch_norm(name + ".bn2")(out)
+  out = keras.layers.ReLU(name=name + ".relu2")(out)
+  out = _conv(out, planes, 3, 1, 1, name + ".conv2", init)
+  return keras.layers.Add(name=name + ".add")([out, shortcut])
+
+
+def preact_resnet18(num_classes, *, input_shape=(32, 32, 3),
+                    normed_head=False, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                    final_bn_relu=False, name="preact_resnet18"):
+  """Pre-activation ResNet-18 for 32 px inputs (SUN397 in the paper).
+
+  As the common CIFAR code (kuangliu/pytorch-cifar `PreActResNet18`): 3x3
+  stem conv1 (3->64, stride 1, no BN after it), four stages of two PreActBlocks
+  (64, 128, 256, 512 channels, strides 1, 2, 2, 2), global average pooling
+  (`avg_pool2d(out, 4)` there, which is global for 32 px) and `linear`. That
+  code has no BN-ReLU after the last block; `final_bn_relu=True` adds one
+  ("bn", as in He et al. 2016's full pre-activation design). PyTorch default
+  initialisation everywhere (weights U(+-1/sqrt(fan_in)), BN 1/0).
+  11,171,146 trainable parameters for K = 10 (11,172,170 with final_bn_relu).
+
+  Args:
+    num_classes: K.
+    input_shape: (height, width, channels) of the [0, 1] input images.
+    normed_head: cosine `NormedDense` classifier instead of Dense.
+    mean, std: per-channel standardisation inside the model; ImageNet
+      statistics by default (the paper does not give SUN397's).
+    final_bn_relu: add BN + ReLU before pooling.
+    name: model name.
+
+  Returns:
+    A functional `keras.Model` from (batch, H, W, C) images to logits.
+  """
+  num_classes, input_shape = _check_image_args(
+      "preact_resnet18", num_classes, input_shape, mean, std)
+  inputs = keras.Input(shape=input_shape, name="images")
+  x = Standardize(mean, std, name="normalize")(inputs)
+  x = _conv(x, 64, 3, 1, 1, "conv1", heads.torch_kernel_initializer())
+  in_planes = 64
+  for stage, (planes, stride) in enumerate(
+      ((64, 1), (128, 2), (256, 2), (512, 2)), 1):
+    for block in range(2):
+      x = _preact_block(x, in_planes, planes, stride if block == 0 else 1,
+                        name=f"layer{stage}.{block}")
+      in_planes = planes
+  if final_bn_relu:
+    x = _batch_norm("bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+  x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+  logits = heads.classifier_head(
+      num_classes, normed_head=normed_head,
+      kernel_initializer=heads.torch_kernel_initializer(),
+      bias_initializer=heads.torch_bias_initializer(512), name="linear")(x)
+  return keras.Model(inputs, logits, name=name)
+
+
+# ---------------------------------------------------------------------------
+# ResNet-50 (torchvision)
+# ---------------------------------------------------------------------------
+
+
+def _torchvision_conv_init():
+  # torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu").
+  return keras.initializers.VarianceScaling(
+      scale=2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def _bottleneck(x, in_planes, planes, stride, name):
+  """torchvision Bottleneck (v1.5: the stride sits on the 3x3 conv)."""
+  init = _torchvision_conv_init()
+  out_planes = planes * 4
+  out = _conv(x, planes, 1, 1, 0, name + ".conv1", init)
+  out = _batch_norm(name + ".bn1")(out)
+  out = keras.layers.ReLU(name=name + ".relu1")(out)
+  out = _conv(out, planes, 3, stride, 1, name + ".conv2", init)
+  out = _batch_norm(name + ".bn2")(out)
+  out = keras.layers.ReLU(name=name + ".relu2")(out)
+  out = _conv(out, out_planes, 1, 1, 0, name + ".conv3", init)
+  out = _batch_norm(name + ".bn3")(out)
+  if stride != 1 or in_planes != out_planes:
+    identity = _conv(x, out_planes, 1, stride, 0, name + ".downsample.0", init)
+    identity = _batch_norm(name + ".downsample.1")(identity)
+  else:
+    identity = x
+  out = keras.layers.Add(name=name + ".add")([out, identity])
+  return keras.layers.ReLU(name=name + ".relu")(out)
+
+
+def resnet50(num_classes, *, input_shape=(128, 128, 3), normed_head=False,
+             mean=IMAGENET_MEAN, std=IMAGENET_STD, name="resnet50"):
+  """torchvision-style ResNet-50 (ImageNet-LT at 128 px in the paper).
+
+  conv1 7x7/2 (pad 3) - bn1 - relu - maxpool 3x3/2 (pad 1), stages of
+  3, 4, 6, 3 bottlenecks (64, 128, 256, 512 -> x4 channels; stride on the 3x3
+  conv, "ResNet v1.5"; 1x1 conv + BN projection shortcuts), global average
+  pooling and `fc`. Initialisation as torchvision: conv kaiming_normal
+  fan_out, BN 1/0 (zero_init_residual=False), fc PyTorch default.
+  25,557,032 parameters for K = 1000 (the torchvision count, BN gamma/beta
+  included and running statistics excluded).
+
+  The max pool follows a ReLU, so zero padding equals PyTorch's -inf padding.
+
+  Args:
+    num_classes: K.
+    input_shape: (height, width, channels) of the [0, 1] input images.
+    normed_head: cosine `NormedDense` classifier instead of Dense.
+    mean, std: per-channel standardisation inside the model (ImageNet).
+    name: model name.
+
+  Returns:
+    A functional `keras.Model` from (batch, H, W, C) images to logits.
+  """
+  num_classes, input_shape = _check_image_args(
+      "resnet50", num_classes, input_shape, mean, std)
+  inputs = keras.Input(shape=input_shape, name="images")
+  x = Standardize(mean, std, name="normalize")(inputs)
+  x = _conv(x, 64, 7, 2, 3, "conv1", _torchvision_conv_init())
+  x = _batch_norm("bn1")(x)
+  x = keras.layers.ReLU(name="relu")(x)
+  x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)
+  x = keras.layers.MaxPooling2D(3, strides=2, padding="valid",
+                                name="maxpool")(x)
+  in_planes = 64
+  for stage, (planes, blocks, stride) in enumerate(
+      ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)), 1):
+    for block in range(blocks):
+      x = _bottleneck(x, in_planes, planes, stride if block == 0 else 1,
+                      name=f"layer{stage}.{block}")
+      in_planes = planes * 4
+  x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+  logits = heads.classifier_head(
+      num_classes, normed_head=normed_head,
+      kernel_initializer=heads.torch_kernel_initializer(),
+      bias_initializer=heads.torch_bias_initializer(2048), name="fc")(x)
+  return keras.Model(inputs, logits, name=name)

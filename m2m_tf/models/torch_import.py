@@ -1,0 +1,155 @@
+"""Loads a PyTorch state_dict saved as .npz into a Keras model of this package.
+
+The Keras layers of `resnet32` (and of the other ResNets) carry the PyTorch
+module names, so the key of every tensor follows from the layer name:
+
+- Conv2D kernel -> NAME.weight, (out, in, kh, kw) -> (kh, kw, in, out);
+  Conv2D bias (if any) -> NAME.bias.
+- BatchNormalization gamma, beta, moving_mean, moving_variance ->
+  NAME.weight, NAME.bias, NAME.running_mean, NAME.running_var.
+- Dense kernel -> NAME.weight, (out, in) -> (in, out); bias -> NAME.bias.
+- NormedDense kernel -> NAME.weight, unchanged (the official NormedLinear
+  stores its weight as (in, out)).
+
+`NAME.num_batches_tracked` entries are ignored (Keras has no counterpart; it
+only matters for PyTorch BN with momentum=None).
+"""
+
+import os
+
+import keras
+import numpy as np
+
+from m2m_tf.models import heads
+
+_IGNORED_SUFFIXES = (".num_batches_tracked",)
+_DATA_PARALLEL_PREFIX = "module."
+
+
+def _walk_layers(layer):
+  """Yields every leaf layer, descending into nested models."""
+  sublayers = getattr(layer, "layers", None)
+  if isinstance(layer, keras.Model) and sublayers is not None:
+    for sub in sublayers:
+      yield from _walk_layers(sub)
+  else:
+    yield layer
+
+
+def _expected_tensors(model):
+  """Maps PyTorch key -> (keras variable, torch-layout shape, converter)."""
+
+  def conv_kernel(a):
+    return np.transpose(a, (2, 3, 1, 0))
+
+  def dense_kernel(a):
+    return np.transpose(a, (1, 0))
+
+  def same(a):
+    return a
+
+  expected = {}
+  for layer in _walk_layers(model):
+    name = layer.name
+    entries = []
+    if isinstance(layer, keras.layers.Conv2D) and not isinstance(
+        layer, (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
+                keras.layers.Conv2DTranspose)):
+      kh, kw, cin, cout = layer.kernel.shape
+      entries.append(("weight", layer.kernel, (cout, cin, kh, kw),
+                      conv_kernel))
+      if layer.use_bias:
+        entries.append(("bias", layer.bias, tuple(layer.bias.shape), same))
+    elif isinstance(layer, keras.layers.BatchNormalization):
+      if layer.scale:
+        entries.append(("weight", layer.gamma, tuple(layer.gamma.shape), same))
+      if layer.center:
+        entries.append(("bias", layer.beta, tuple(layer.beta.shape), same))
+      entries.append(("running_mean", layer.moving_mean,
+                      tuple(layer.moving_mean.shape), same))
+      entries.append(("running_var", layer.moving_variance,
+                      tuple(layer.moving_variance.shape), same))
+    elif isinstance(layer, keras.layers.Dense):
+      cin, cout = layer.kernel.shape
+      entries.append(("weight", layer.kernel, (cout, cin), dense_kernel))
+      if layer.use_bias:
+        entries.append(("bias", layer.bias, tuple(layer.bias.shape), same))
+    elif isinstance(layer, heads.NormedDense):
+      entries.append(("weight", layer.kernel, tuple(layer.kernel.shape), same))
+    elif layer.weights:
+      raise ValueError(
+          f"load_torch_state_dict: layer {name!r} of type "
+          f"{type(layer).__name__} has weights but no PyTorch mapping")
+    for suffix, variable, torch_shape, convert in entries:
+      expected[f"{name}.{suffix}"] = (
+          variable, tuple(int(d) for d in torch_shape), convert)
+  return expected
+
+
+def load_torch_state_dict(model, npz_path):
+  """Loads a PyTorch-layout state_dict (.npz) into `model`; returns `model`.
+
+  Made for `resnet32` (normed_head False or True) and the official M2m
+  checkpoint (e.g. `official_erm_resnet32_cifar10lt_r100.npz`: conv weights
+  (out, in, kh, kw), BN weight/bias/running_mean/running_var, linear
+  (out, in)). It works for any model of this package whose layer names are
+  PyTorch module names. After loading, `model(x, training=False)` matches
+  the PyTorch model in eval mode on the same [0, 1] images (the PyTorch side
+  normalising with the same mean/std) to float32 rounding.
+
+  A DataParallel "module." prefix on every key is stripped. All keys and
+  shapes are checked before any variable is written.
+
+  Args:
+    model: a built Keras model (e.g. from `resnet32`).
+    npz_path: path to an .npz file mapping state_dict keys to arrays.
+
+  Returns:
+    `model`, with its weights replaced.
+
+  Raises:
+    FileNotFoundError: `npz_path` does not exist.
+    ValueError: the file is not a readable .npz, a key the model needs is
+      missing, the file has a key the model does not use
+      (`*.num_batches_tracked` excepted), or a shape does not match; the
+      message names the keys and both shapes.
+  """
+  path = os.fspath(npz_path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"load_torch_state_dict: no such file: {path}")
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      state = {k: np.asarray(data[k]) for k in data.files}
+  except (OSError, ValueError) as e:
+    raise ValueError(
+        f"load_torch_state_dict: {path} is not a readable .npz file: {e}"
+    ) from e
+  if state and all(k.startswith(_DATA_PARALLEL_PREFIX) for k in state):
+    state = {k[len(_DATA_PARALLEL_PREFIX):]: v for k, v in state.items()}
+  state = {k: v for k, v in state.items()
+           if not k.endswith(_IGNORED_SUFFIXES)}
+
+  expected = _expected_tensors(model)
+  problems = []
+  missing = sorted(set(expected) - set(state))
+  if missing:
+    problems.append(f"missing keys {missing}")
+  unexpected = sorted(set(state) - set(expected))
+  if unexpected:
+    problems.append(f"unexpected keys {unexpected}")
+  for key in sorted(set(expected) & set(state)):
+    variable, torch_shape, _ = expected[key]
+    if tuple(state[key].shape) != torch_shape:
+      problems.append(
+          f"shape mismatch for key {key!r}: checkpoint has "
+          f"{tuple(state[key].shape)}, model expects {torch_shape} "
+          f"(PyTorch layout; Keras variable {variable.path} has shape "
+          f"{tuple(variable.shape)})")
+  if problems:
+    raise ValueError(
+        f"load_torch_state_dict: {path} does not fit model {model.name!r}: "
+        + "; ".join(problems))
+
+  for key, (variable, _, convert) in expected.items():
+    variable.assign(convert(state[key]).astype(variable.dtype))
+  return model

@@ -1,0 +1,49 @@
+"""Per-dataset training recipes (SPEC §2). Flags left unset in `m2m_tf.main` take these values."""
+
+import dataclasses
+from typing import Dict, Tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """One dataset's architecture and schedule.
+
+  lr follows `warmup_step_lr(lr, warmup_epochs, milestones, factors)`; SGD with
+  momentum 0.9 and coupled L2 weight decay; M2m phase 2 from `deferred_epoch`.
+  """
+
+  arch: str
+  epochs: int
+  batch_size: int
+  weight_decay: float
+  milestones: Tuple[int, ...]
+  factors: Tuple[float, ...]
+  deferred_epoch: int
+  step_size: float = 0.1
+  lr: float = 0.1
+  warmup_epochs: int = 5
+  augment: bool = False
+  hidden_units: Tuple[int, ...] = (256,)
+
+
+RECIPES: Dict[str, Recipe] = {
+    "reuters": Recipe("mlp", 15, 64, 5e-5, (10,), (0.1,), 10, step_size=1.0),
+    "twitter": Recipe("mlp", 15, 64, 5e-5, (10,), (0.1,), 10),
+    "synthetic_lt": Recipe("mlp", 6, 32, 5e-5, (4,), (0.1,), 3, step_size=0.5, warmup_epochs=1,
+                           hidden_units=(64,)),
+    "cifar10_jpeg_lt": Recipe("resnet32", 200, 128, 2e-4, (160, 180), (0.01, 0.01), 160,
+                              augment=True),
+    "cifar10_lt": Recipe("resnet32", 200, 128, 2e-4, (160, 180), (0.01, 0.01), 160, augment=True),
+    "cifar100_lt": Recipe("resnet32", 200, 128, 2e-4, (160, 180), (0.01, 0.01), 160, augment=True),
+    "celeba5": Recipe("resnet32", 90, 128, 2e-4, (30, 60), (0.1, 0.1), 60, augment=True),
+    "sun397": Recipe("preact_resnet18", 90, 128, 2e-4, (30, 60), (0.1, 0.1), 60, augment=True),
+    "imagenet_lt": Recipe("resnet50", 200, 256, 1e-4, (160, 180), (0.1, 0.1), 160, augment=True),
+}
+
+
+def get_recipe(dataset: str) -> Recipe:
+  """The recipe of a dataset; a clear error lists the known ones."""
+  try:
+    return RECIPES[dataset]
+  except KeyError:
+    raise ValueError(f"No recipe for dataset {dataset!r}; known: {sorted(RECIPES)}.") from None

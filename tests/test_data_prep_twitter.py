@@ -1,0 +1,227 @@
+"""Tests of data_prep.twitter on the real Twitter POS files and fake files."""
+
+import os
+import shutil
+import tempfile
+from unittest import mock
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+
+from data_prep import paths
+from data_prep import twitter
+
+# PROVENANCE.md §2: training tag counts without M (3) and Y (2).
+PROVENANCE_COUNTS = [
+    ("V", 2219), ("N", 2003), (",", 1715), ("P", 1252), ("O", 1063),
+    ("^", 890), ("D", 869), ("A", 755), ("@", 713), ("R", 689), ("~", 538),
+    ("!", 406), ("L", 252), ("&", 239), ("U", 223), ("$", 216), ("E", 148),
+    ("#", 141), ("G", 137), ("T", 92), ("Z", 21), ("S", 18), ("X", 15)]
+
+
+class TempDirMixin:
+  """Temporary folders without absl flags (works under plain pytest)."""
+
+  def tmpdir(self):
+    path = tempfile.mkdtemp(prefix="m2m_data_prep_test_")
+    self.addCleanup(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def _tweets(path):
+  """Independent reader: list of tweets, each a list of (token, tag)."""
+  with open(path, encoding="utf-8") as f:
+    blocks = f.read().strip("\n").split("\n\n")
+  return [[tuple(line.split("\t")) for line in b.split("\n")] for b in blocks]
+
+
+class RealTwitterTest(TempDirMixin, parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.data = twitter.build_twitter(use_cache=False)
+
+  def test_classes_and_counts(self):
+    d = self.data
+    self.assertEqual(d.num_classes, 23)
+    self.assertLen(d.y_train, 14614)
+    self.assertEqual(list(zip(d.class_names, d.class_counts.tolist())),
+                     PROVENANCE_COUNTS)
+    self.assertAlmostEqual(d.class_counts.max() / d.class_counts.min(),
+                           147.93, places=2)
+    self.assertLen(d.y_val, 4823)   # dev has no M / Y tokens
+    self.assertLen(d.y_test, 7152)
+    self.assertEqual((d.name, d.input_kind, d.clip_range),
+                     ("twitter", "embedding", None))
+    self.assertEqual(d.label, twitter.SUBSTITUTE_LABEL)
+    self.assertIn("substitute", d.label)
+
+  def test_window_features_match_independent_reference(self):
+    d = self.data
+    self.assertEqual(d.input_shape, (150,))
+    self.assertEqual(d.x_train.dtype, np.float32)
+    root = paths.resolve_data_dir(None)
+    emb = {}
+
+    def vec(w):
+      if w not in emb:
+        emb[w] = twitter.substitute_embedding(w)
+      return emb[w]
+
+    for split, fname, x in (
+        ("train", "tweets-train.txt", d.x_train),
+        ("test", "tweets-devtest.txt", d.x_test)):
+      rows = []
+      for tweet in _tweets(root / "twitter_pos/hendrycks" / fname):
+        toks = ["</s>"] + [t for t, _ in tweet] + ["</s>"]
+        for i, (_, tag) in enumerate(tweet):
+          if tag not in ("M", "Y"):
+            rows.append(np.concatenate([vec(toks[i]), vec(toks[i + 1]),
+                                        vec(toks[i + 2])]))
+      np.testing.assert_array_equal(x, np.stack(rows), err_msg=split)
+
+  def test_ark_source_same_labels(self):
+    ark = twitter.build_twitter(source="ark", use_cache=False)
+    for name in ("y_train", "y_val", "y_test"):
+      np.testing.assert_array_equal(getattr(ark, name),
+                                    getattr(self.data, name))
+    self.assertEqual(ark.class_names, self.data.class_names)
+
+  def test_window_size(self):
+    d = twitter.build_twitter(window=2, use_cache=False)
+    self.assertEqual(d.input_shape, (250,))
+    np.testing.assert_array_equal(d.x_train[:, 50:200], self.data.x_train)
+
+  def test_deterministic_and_cached(self):
+    cache_dir = self.tmpdir()
+    first = twitter.build_twitter(cache_dir=cache_dir)
+    with mock.patch.object(twitter, "_build_arrays",
+                           side_effect=AssertionError("cache miss")):
+      second = twitter.build_twitter(cache_dir=cache_dir)
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+      self.assertEqual(getattr(first, name).tobytes(),
+                       getattr(self.data, name).tobytes())
+      self.assertEqual(getattr(second, name).tobytes(),
+                       getattr(self.data, name).tobytes())
+
+
+class SubstituteEmbeddingTest(absltest.TestCase):
+
+  def test_deterministic_golden_values(self):
+    # Pinned values: the substitute must be identical on every machine.
+    v = twitter.substitute_embedding("the")
+    self.assertEqual(v.shape, (50,))
+    self.assertEqual(v.dtype, np.float32)
+    np.testing.assert_allclose(
+        v[:4], [-0.018967652693390846, -0.04649700969457626,
+                0.0711727887392044, 0.1659642457962036], rtol=1e-6)
+    np.testing.assert_array_equal(v, twitter.substitute_embedding("The"))
+    np.testing.assert_array_equal(v, twitter.substitute_embedding("THE"))
+    self.assertFalse(np.array_equal(v, twitter.substitute_embedding("then")))
+
+  def test_distribution(self):
+    m = np.stack([twitter.substitute_embedding(f"w{i}") for i in range(400)])
+    z = m.astype(np.float64) * np.sqrt(50)  # standard normal entries
+    self.assertAlmostEqual(z.mean(), 0.0, delta=0.03)
+    self.assertAlmostEqual(z.std(), 1.0, delta=0.03)
+    self.assertAlmostEqual(np.mean(np.sum(m**2, axis=1)), 1.0, delta=0.03)
+
+
+class FakeTwitterTest(TempDirMixin, absltest.TestCase):
+
+  TRAIN = "Hello\tV\nworld\tN\n\nfoo\tM\nbar\tV\n\n"
+  DEV = "hello\tN\n\n"
+  TEST = "world\tV\nHELLO\tN\n\n"
+
+  def _root(self, train=TRAIN, dev=DEV, test=TEST):
+    root = self.tmpdir()
+    sub = os.path.join(root, "twitter_pos", "hendrycks")
+    os.makedirs(sub)
+    for name, text in (("tweets-train.txt", train), ("tweets-dev.txt", dev),
+                       ("tweets-devtest.txt", test)):
+      with open(os.path.join(sub, name), "w") as f:
+        f.write(text)
+    return root
+
+  def _emb(self, text):
+    path = os.path.join(self.tmpdir(), "emb.txt")
+    with open(path, "w") as f:
+      f.write(text)
+    return path
+
+  def _build(self, root, **kw):
+    return twitter.build_twitter(root, verify_checksums=False,
+                                 use_cache=False, **kw)
+
+  def test_embeddings_file_by_hand(self):
+    emb = self._emb("UUUNKKK 0 0\n</s>\t9 9\nhello\t1 2\nworld 3  4\n\n")
+    d = self._build(self._root(), embeddings=emb)
+    self.assertEqual(d.class_names, ("V", "N"))  # M has no test tokens
+    self.assertEqual(d.label, "")
+    # Train tweet 1: </s> Hello world </s>; tweet 2: </s> foo bar </s>.
+    # "Hello" is found lowercased; foo, bar are unknown (UUUNKKK = 0 0).
+    np.testing.assert_array_equal(d.x_train, [
+        [9, 9, 1, 2, 3, 4],     # Hello (V)
+        [1, 2, 3, 4, 9, 9],     # world (N)
+        [0, 0, 0, 0, 9, 9],     # bar (V); foo (M) is context only
+    ])
+    np.testing.assert_array_equal(d.y_train, [0, 1, 0])
+    np.testing.assert_array_equal(d.x_val, [[9, 9, 1, 2, 9, 9]])
+    np.testing.assert_array_equal(d.y_val, [1])
+    np.testing.assert_array_equal(d.x_test, [[9, 9, 3, 4, 1, 2],
+                                             [3, 4, 1, 2, 9, 9]])
+    np.testing.assert_array_equal(d.y_test, [0, 1])
+    d0 = self._build(self._root(), embeddings=emb, window=0)
+    np.testing.assert_array_equal(d0.x_train, [[1, 2], [3, 4], [0, 0]])
+
+  def test_exact_case_preferred_over_lowercase(self):
+    vocab, m = twitter.load_embeddings(
+        self._emb("UUUNKKK 0\nHello 1\nhello 2\nhello 3\n"))
+    self.assertEqual(m[vocab["Hello"]].tolist(), [1.0])
+    self.assertEqual(m[vocab["hello"]].tolist(), [2.0])  # first copy kept
+    self.assertEqual(m.dtype, np.float32)
+
+  def test_malformed_embeddings(self):
+    for text, what, line in (
+        ("UUUNKKK 0 0\nhello 1 2 3\n", "has 3 values, expected 2", 2),
+        ("UUUNKKK 0 0\nhello 1 x\n", "non-numeric", 2),
+        ("UUUNKKK 0 0\nhello\n", "malformed embedding line", 2),
+    ):
+      path = self._emb(text)
+      with self.assertRaises(ValueError) as ctx:
+        twitter.load_embeddings(path)
+      self.assertIn(f"{path}:{line}", str(ctx.exception))
+      self.assertIn(what, str(ctx.exception))
+    with self.assertRaisesRegex(ValueError, "no 'UUUNKKK' vector"):
+      twitter.load_embeddings(self._emb("hello 1 2\n"))
+
+  def test_malformed_tweet_lines(self):
+    for bad, what in (("x y\tV\tN\n", "3 fields"), ("xy V\n", "no tab"),
+                      ("x\t \n", "empty tag"), ("\tV\n", "empty token")):
+      root = self._root(train="a\tV\n\nb\tN\n" + bad)
+      with self.assertRaises(ValueError) as ctx:
+        self._build(root)
+      self.assertIn("tweets-train.txt:4", str(ctx.exception))
+      self.assertIn(what, str(ctx.exception))
+
+  def test_unknown_tag(self):
+    with self.assertRaisesRegex(ValueError,
+                                r"tweets-devtest.txt:2: unknown tag 'Q'"):
+      self._build(self._root(test="a\tV\nb\tQ\n"))
+    with self.assertRaisesRegex(ValueError,
+                                r"tweets-dev.txt:1: unknown tag 'Q'"):
+      self._build(self._root(dev="a\tQ\n"))
+
+  def test_missing_files(self):
+    with self.assertRaisesRegex(paths.DataNotFoundError, "tweets-train.txt"):
+      twitter.build_twitter(self.tmpdir())
+    with self.assertRaisesRegex(paths.DataNotFoundError, "nope.txt"):
+      self._build(self._root(), embeddings="/nope.txt")
+    with self.assertRaisesRegex(ValueError, "Unknown source"):
+      twitter.build_twitter(source="bogus")
+
+
+if __name__ == "__main__":
+  absltest.main()

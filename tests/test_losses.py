@@ -1,0 +1,339 @@
+"""Tests of m2m_tf.losses against NumPy float64 formulas."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from m2m_tf import losses
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Deliberately unsorted: the largest class is not class 0.
+_COUNTS = np.array([50, 5000, 7, 300, 1, 1200], np.int64)
+
+
+def _np_log_softmax(z):
+  z = np.asarray(z, np.float64)
+  m = z.max(axis=1, keepdims=True)
+  return z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+
+
+def _np_ce(y, z):
+  return -_np_log_softmax(z)[np.arange(len(y)), y]
+
+
+def _np_focal(y, z, gamma):
+  ce = _np_ce(y, z)
+  p = np.exp(-ce)
+  return (1.0 - p) ** gamma * ce
+
+
+def _np_ldam(y, z, counts, max_m=0.5, s=30.0):
+  m = np.asarray(counts, np.float64) ** -0.25
+  m = m / m.max() * max_m
+  z = np.array(z, np.float64)
+  z[np.arange(len(y)), y] -= m[y]
+  return _np_ce(y, s * z)
+
+
+def _data(b=16, k=len(_COUNTS), scale=1.0, seed=0):
+  rng = np.random.default_rng(seed)
+  z = rng.normal(size=(b, k)) * scale
+  y = rng.integers(0, k, size=b)
+  return y, z
+
+
+class ClassWeightsTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_none(self):
+    self.assertAllEqual(losses.class_weights("none", _COUNTS), np.ones(6))
+
+  def test_rw(self):
+    w = losses.class_weights("rw", _COUNTS)
+    self.assertEqual(w.dtype, np.float32)
+    expected = (1.0 / _COUNTS) / np.sum(1.0 / _COUNTS) * len(_COUNTS)
+    self.assertAllClose(w, expected, rtol=1e-6)
+    self.assertAllClose(w.mean(), 1.0, rtol=1e-6)
+    # The smallest class (index 4, one example) gets the largest weight.
+    self.assertEqual(int(np.argmax(w)), 4)
+    self.assertEqual(int(np.argmin(w)), 1)
+
+  @parameterized.parameters(0.9999, 0.99, 0.9)
+  def test_cb(self, beta):
+    w = losses.class_weights("cb", _COUNTS, beta=beta)
+    eff = (1.0 - np.power(beta, _COUNTS.astype(np.float64))) / (1.0 - beta)
+    expected = (1.0 / eff) / np.sum(1.0 / eff) * len(_COUNTS)
+    self.assertAllClose(w, expected, rtol=1e-5)
+    self.assertAllClose(w.sum(), len(_COUNTS), rtol=1e-6)
+
+  def test_cb_hand_value(self):
+    # K = 2, N = (1, 2), beta = 0.5: raw weights 0.5/0.5 = 1 and 0.5/0.75 = 2/3;
+    # normalised to sum 2: (1.2, 0.8).
+    self.assertAllClose(losses.class_weights("cb", [1, 2], beta=0.5), [1.2, 0.8])
+
+  def test_errors(self):
+    with self.assertRaisesRegex(ValueError, "unknown kind"):
+      losses.class_weights("inverse", _COUNTS)
+    with self.assertRaisesRegex(ValueError, r"classes \[1\]"):
+      losses.class_weights("rw", [3, 0, 2])
+    with self.assertRaisesRegex(ValueError, "beta"):
+      losses.class_weights("cb", _COUNTS, beta=1.0)
+
+
+class LossValuesTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(1.0, 30.0, 1e3)
+  def test_cross_entropy(self, scale):
+    y, z = _data(scale=scale)
+    got = losses.cross_entropy(y, tf.constant(z, tf.float64))
+    self.assertEqual(got.shape, (16,))
+    self.assertAllClose(got, _np_ce(y, z), rtol=1e-12, atol=1e-12)
+    got32 = losses.cross_entropy(y, tf.constant(z, tf.float32))
+    self.assertAllClose(got32, _np_ce(y, z), rtol=1e-5, atol=1e-4 * scale)
+    self.assertTrue(np.all(np.isfinite(got32.numpy())))
+
+  @parameterized.product(gamma=[0.0, 0.5, 1.0, 2.0], scale=[1.0, 50.0])
+  def test_focal(self, gamma, scale):
+    y, z = _data(scale=scale, seed=1)
+    got = losses.focal(y, tf.constant(z, tf.float64), gamma=gamma)
+    self.assertAllClose(got, _np_focal(y, z, gamma), rtol=1e-10, atol=1e-12)
+
+  def test_focal_gamma_zero_is_ce_and_alpha_is_one(self):
+    y, z = _data(seed=2)
+    self.assertAllClose(losses.focal(y, z, gamma=0.0), losses.cross_entropy(y, z))
+    # gamma = 1 by hand on one example: z = (0, log 3) -> p_0 = 1/4,
+    # CE = log 4, FL = 3/4 * log 4 (alpha = 1, not Keras' 0.25).
+    z1 = np.array([[0.0, np.log(3.0)]])
+    self.assertAllClose(losses.focal([0], z1, gamma=1.0), [0.75 * np.log(4.0)])
+
+  def test_focal_gradient_matches_finite_differences(self):
+    y, z = _data(b=5, k=4, scale=2.0, seed=3)
+    for gamma in (1.0, 2.0, 0.5):
+      fn = lambda t, g=gamma: tf.reduce_sum(
+          losses.focal(y, t, gamma=g) * tf.constant(
+              np.arange(1, 6, dtype=np.float64)))
+      theo, num = tf.test.compute_gradient(fn, [tf.constant(z, tf.float64)],
+                                           delta=1e-6)
+      self.assertAllClose(theo[0], num[0], rtol=1e-6, atol=1e-7)
+
+  def test_focal_gradient_hand(self):
+    # d/dz FL for gamma = 1 by the chain rule, in float64.
+    y, z = _data(b=6, k=3, seed=4)
+    t = tf.constant(z, tf.float64)
+    with tf.GradientTape() as tape:
+      tape.watch(t)
+      loss = tf.reduce_sum(losses.focal(y, t, gamma=1.0))
+    grad = tape.gradient(loss, t).numpy()
+    p = np.exp(_np_log_softmax(z))
+    py = p[np.arange(6), y]
+    ce = -np.log(py)
+    onehot = np.eye(3)[y]
+    dce = p - onehot                           # d CE / dz
+    dfl_dce = (1 - py) + py * ce               # d[(1 - e^-ce) ce] / d ce
+    self.assertAllClose(grad, dfl_dce[:, None] * dce, rtol=1e-10)
+
+  def test_ldam_margins(self):
+    m = losses.ldam_margins(_COUNTS, 0.5)
+    self.assertEqual(m.max(), 0.5)                  # exactly
+    self.assertEqual(int(np.argmax(m)), 4)          # the smallest class
+    self.assertEqual(m[4], 0.5)
+    # m_i / m_j = (N_j / N_i)^(1/4).
+    self.assertAllClose(m[1] / m[0], (50 / 5000) ** 0.25, rtol=1e-12)
+    self.assertAllClose(losses.ldam_margins([16, 1, 81], 0.3),
+                        [0.3 / 2, 0.3, 0.3 / 3])
+
+  @parameterized.parameters((0.5, 30.0), (0.3, 10.0))
+  def test_ldam(self, max_m, s):
+    y, z = _data(seed=5)
+    z = np.tanh(z)  # cosine logits
+    got = losses.ldam(y, tf.constant(z, tf.float64), _COUNTS, max_m, s)
+    self.assertAllClose(got, _np_ldam(y, z, _COUNTS, max_m, s), rtol=1e-10)
+    got32 = losses.ldam(y, tf.constant(z, tf.float32), _COUNTS, max_m, s)
+    self.assertAllClose(got32, _np_ldam(y, z, _COUNTS, max_m, s), rtol=1e-4,
+                        atol=1e-4)
+
+  def test_ldam_only_true_class_shifted(self):
+    # K = 2, counts (1, 16): m = (0.5, 0.25). Label 1: logits (a, b - 0.25) * s.
+    z = np.array([[0.2, 0.7]])
+    expected = _np_ce(np.array([1]), 30.0 * np.array([[0.2, 0.7 - 0.25]]))
+    self.assertAllClose(losses.ldam([1], z, [1, 16]), expected)
+
+  def test_ldam_class_count_mismatch(self):
+    with self.assertRaisesRegex(ValueError, "classes"):
+      losses.ldam([0], np.zeros((1, 3)), [1, 2])
+
+  def test_mixed_precision_logits(self):
+    y, z = _data(seed=6)
+    got = losses.cross_entropy(y, tf.constant(z, tf.float16))
+    self.assertEqual(got.dtype, tf.float32)
+    self.assertAllClose(got, _np_ce(y, z), rtol=1e-2, atol=1e-2)
+
+
+class MakeLossTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_names(self):
+    self.assertEqual(losses.LOSSES, ("ce", "focal", "ldam"))
+
+  @parameterized.parameters("ce", "focal", "ldam")
+  def test_xla_and_eager_agree(self, name):
+    fn = losses.make_loss(name, _COUNTS)
+    y, z = _data(seed=7)
+    z = np.tanh(z).astype(np.float32)
+    eager = fn(y, z)
+    xla = tf.function(fn, jit_compile=True)(tf.constant(y), tf.constant(z))
+    self.assertEqual(eager.shape, (16,))
+    self.assertAllClose(eager, xla, rtol=1e-5, atol=1e-6)
+    expected = {"ce": _np_ce(y, z), "focal": _np_focal(y, z, 1.0),
+                "ldam": _np_ldam(y, z, _COUNTS)}[name]
+    self.assertAllClose(eager, expected, rtol=1e-4, atol=1e-5)
+
+  def test_hparams(self):
+    y, z = _data(seed=8)
+    self.assertAllClose(losses.make_loss("focal", gamma=2.0)(y, z),
+                        _np_focal(y, z, 2.0), rtol=1e-5)
+    self.assertAllClose(
+        losses.make_loss("ldam", _COUNTS, max_margin=0.3, scale=10.0)(y, z),
+        _np_ldam(y, z, _COUNTS, 0.3, 10.0), rtol=1e-4)
+
+  def test_errors(self):
+    with self.assertRaisesRegex(ValueError, r"'hinge'.*\('ce', 'focal', 'ldam'\)"):
+      losses.make_loss("hinge", _COUNTS)
+    with self.assertRaisesRegex(ValueError, "unknown.*gama"):
+      losses.make_loss("focal", _COUNTS, gama=2.0)
+    with self.assertRaisesRegex(ValueError, "class_counts"):
+      losses.make_loss("ldam")
+    with self.assertRaisesRegex(ValueError, "at least one"):
+      losses.make_loss("ldam", [3, 0])
+
+
+class WeightedMeanTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_reductions(self):
+    rng = np.random.default_rng(9)
+    l = rng.random(10)
+    y = rng.integers(0, 3, 10)
+    cw = np.array([0.5, 1.0, 3.0])
+    w = cw[y]
+    batch = losses.weighted_mean(tf.constant(l), y, cw, 10)
+    self.assertAllClose(batch, np.sum(w * l) / 10, rtol=1e-12)
+    default_b = losses.weighted_mean(tf.constant(l), y, cw)
+    self.assertAllClose(default_b, np.sum(w * l) / 10, rtol=1e-12)
+    weights = losses.weighted_mean(tf.constant(l), y, cw, reduction="weights")
+    self.assertAllClose(weights, np.sum(w * l) / np.sum(w), rtol=1e-12)
+    # The global batch size is what "batch" divides by.
+    self.assertAllClose(losses.weighted_mean(tf.constant(l), y, cw, 40),
+                        np.sum(w * l) / 40, rtol=1e-12)
+    self.assertAllClose(
+        losses.weighted_mean(tf.constant(l), y, cw, reduction="weights",
+                             global_weight_sum=7.0),
+        np.sum(w * l) / 7.0, rtol=1e-12)
+    self.assertAllClose(losses.weighted_mean(tf.constant(l), y), l.mean())
+
+  def test_unit_weights_agree(self):
+    l = tf.constant([1.0, 2.0, 4.0])
+    y = [0, 1, 1]
+    self.assertAllClose(losses.weighted_mean(l, y, [1.0, 1.0], 3),
+                        losses.weighted_mean(l, y, [1.0, 1.0],
+                                             reduction="weights"))
+
+  def test_xla(self):
+    l = tf.constant([1.0, 2.0, 4.0, 8.0])
+    y = tf.constant([0, 1, 1, 2])
+    cw = losses.class_weights("rw", [10, 5, 1])
+    f = tf.function(lambda l, y: (
+        losses.weighted_mean(l, y, cw, 4),
+        losses.weighted_mean(l, y, cw, reduction="weights")), jit_compile=True)
+    b, w = f(l, y)
+    wy = cw[[0, 1, 1, 2]]
+    self.assertAllClose(b, np.sum(wy * [1, 2, 4, 8]) / 4, rtol=1e-6)
+    self.assertAllClose(w, np.sum(wy * [1, 2, 4, 8]) / wy.sum(), rtol=1e-6)
+
+  def test_bad_reduction(self):
+    with self.assertRaisesRegex(ValueError, "reduction"):
+      losses.weighted_mean([1.0], [0], None, 1, reduction="mean")
+
+  def test_two_replicas_match_single_device(self):
+    """MirroredStrategy over 2 logical CPUs, in a fresh process."""
+    script = textwrap.dedent("""
+      import json, sys
+      import numpy as np
+      import tensorflow as tf
+      cpu = tf.config.list_physical_devices("CPU")[0]
+      tf.config.set_logical_device_configuration(
+          cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+      from m2m_tf import losses
+      strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+      rng = np.random.default_rng(0)
+      B, D, K = 8, 3, 4
+      x = rng.normal(size=(B, D)).astype(np.float32)
+      # Replica 0 gets only class 0 (small weight), replica 1 the others:
+      # their local weight sums differ a lot.
+      y = np.array([0, 0, 0, 0, 1, 2, 3, 3], np.int32)
+      cw = np.array([0.2, 1.0, 2.0, 3.0], np.float32)
+      w0 = rng.normal(size=(D, K)).astype(np.float32)
+
+      def single(reduction):
+        v = tf.Variable(w0)
+        with tf.GradientTape() as tape:
+          loss = losses.weighted_mean(losses.cross_entropy(y, x @ v), y, cw, B,
+                                      reduction=reduction)
+        return loss.numpy(), tape.gradient(loss, v).numpy()
+
+      def mirrored(reduction, gbs, wrong=False):
+        with strategy.scope():
+          v = tf.Variable(w0)
+        xs = strategy.experimental_distribute_values_from_function(
+            lambda c: x[4 * c.replica_id_in_sync_group:][:4])
+        ys = strategy.experimental_distribute_values_from_function(
+            lambda c: y[4 * c.replica_id_in_sync_group:][:4])
+        def step(xb, yb):
+          with tf.GradientTape() as tape:
+            kw = {}
+            if wrong:  # replica-local sum times R: NOT exact
+              kw["global_weight_sum"] = 2.0 * tf.reduce_sum(tf.gather(cw, yb))
+            loss = losses.weighted_mean(losses.cross_entropy(yb, xb @ v), yb,
+                                        cw, gbs, reduction=reduction, **kw)
+          return loss, tape.gradient(loss, v)
+        @tf.function
+        def run():
+          loss, g = strategy.run(step, args=(xs, ys))
+          return (strategy.reduce("SUM", loss, axis=None),
+                  strategy.reduce("SUM", g, axis=None))
+        loss, g = run()
+        return loss.numpy(), g.numpy()
+
+      out = {}
+      for name, red, gbs, wrong in [("batch", "batch", B, False),
+                                    ("batch_auto", "batch", None, False),
+                                    ("weights", "weights", None, False),
+                                    ("weights_wrong", "weights", None, True)]:
+        l1, g1 = single(red)
+        l2, g2 = mirrored(red, gbs, wrong)
+        out[name] = [float(abs(l1 - l2)), float(np.abs(g1 - g2).max()),
+                     float(np.abs(g1).max())]
+      print("RESULT" + json.dumps(out))
+    """)
+    env = dict(os.environ, PYTHONPATH=_REPO, TF_CPP_MIN_LOG_LEVEL="2",
+               CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          text=True, env=env, cwd=_REPO, timeout=300)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+    self.assertTrue(lines, msg=proc.stdout[-2000:] + proc.stderr[-4000:])
+    out = json.loads(lines[-1][len("RESULT"):])
+    for name in ("batch", "batch_auto", "weights"):
+      dloss, dgrad, gmax = out[name]
+      self.assertLess(dloss, 1e-5, msg=name)
+      self.assertLess(dgrad, 1e-5 * max(1.0, gmax), msg=name)
+    # The replica-local approximation is measurably different (the test can
+    # tell a wrong denominator apart).
+    self.assertGreater(out["weights_wrong"][1], 1e-3)
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -1,0 +1,286 @@
+"""Tests for m2m_tf.models: shapes, parameter counts, padding, heads, init."""
+
+import math
+import os
+import tempfile
+
+from absl.testing import parameterized
+import keras
+import numpy as np
+import tensorflow as tf
+
+from m2m_tf import models
+from m2m_tf.models import resnet
+
+OFFICIAL_NPZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "pretrained",
+                            "official_erm_resnet32_cifar10lt_r100.npz")
+_RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _trainable_params(model):
+  return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def _conv_nchw(x, w, stride, pad):
+  """float64 reference of PyTorch conv2d (no bias): x (N,C,H,W), w (O,C,k,k)."""
+  x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+  k = w.shape[-1]
+  win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))
+  win = win[:, :, ::stride, ::stride]
+  return np.einsum("nchwij,ocij->nohw", win, w)
+
+
+def _bn_nchw(x, sd, key):
+  g, b = sd[key + ".weight"], sd[key + ".bias"]
+  m, v = sd[key + ".running_mean"], sd[key + ".running_var"]
+  sh = (1, -1, 1, 1)
+  return (x - m.reshape(sh)) / np.sqrt(v.reshape(sh) + 1e-5) * g.reshape(
+      sh) + b.reshape(sh)
+
+
+def numpy_resnet32(images_nhwc, sd):
+  """float64 forward of the official ResNet-32 from a PyTorch state_dict."""
+  sd = {k: v.astype(np.float64) for k, v in sd.items()}
+  mean = np.array(resnet.CIFAR10_MEAN).reshape(1, 3, 1, 1)
+  std = np.array(resnet.CIFAR10_STD).reshape(1, 3, 1, 1)
+  x = (images_nhwc.astype(np.float64).transpose(0, 3, 1, 2) - mean) / std
+  relu = lambda t: np.maximum(t, 0.0)
+  x = relu(_bn_nchw(_conv_nchw(x, sd["conv_1_3x3.weight"], 1, 1), sd, "bn_1"))
+  for stage in (1, 2, 3):
+    for block in range(5):
+      p = f"stage_{stage}.{block}"
+      stride = 2 if (stage > 1 and block == 0) else 1
+      out = relu(_bn_nchw(_conv_nchw(x, sd[p + ".conv_a.weight"], stride, 1),
+                          sd, p + ".bn_a"))
+      out = _bn_nchw(_conv_nchw(out, sd[p + ".conv_b.weight"], 1, 1), sd,
+                     p + ".bn_b")
+      if stride == 2:  # DownsampleA: subsample, then zero channels.
+        sub = x[:, :, ::2, ::2]
+        x = np.concatenate([sub, np.zeros_like(sub)], axis=1)
+      x = relu(x + out)
+  feat = x.mean(axis=(2, 3))
+  return feat @ sd["linear.weight"].T + sd["linear.bias"]
+
+
+class ModelShapesTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ("mlp", "mlp", (1000,), 36, False),
+      ("mlp_normed", "mlp", (50,), 23, True),
+      ("resnet32", "resnet32", (32, 32, 3), 10, False),
+      ("resnet32_normed", "resnet32", (32, 32, 3), 100, True),
+      ("preact_resnet18", "preact_resnet18", (32, 32, 3), 397, False),
+      ("resnet50", "resnet50", (64, 64, 3), 7, True),
+  )
+  def test_output_shape_and_finite(self, arch, input_shape, k, normed):
+    model = models.build_model(arch, input_shape, k, normed_head=normed)
+    x = np.random.default_rng(0).random((2,) + input_shape, np.float32)
+    y = model(x, training=False)
+    self.assertEqual(tuple(y.shape), (2, k))
+    self.assertTrue(np.all(np.isfinite(y.numpy())))
+    if normed:
+      self.assertIsInstance(model.layers[-1], models.NormedDense)
+      self.assertAllInRange(y.numpy(), -1.0 - 1e-6, 1.0 + 1e-6)
+
+  def test_unknown_arch(self):
+    with self.assertRaisesRegex(ValueError, "unknown arch 'vgg16'.*resnet32"):
+      models.build_model("vgg16", (32, 32, 3), 10)
+
+  def test_mlp_needs_vector_input(self):
+    with self.assertRaisesRegex(ValueError, "1-D input_shape"):
+      models.build_model("mlp", (32, 32, 3), 10)
+
+  def test_bad_channels(self):
+    with self.assertRaisesRegex(ValueError, "1 channels but mean has 3"):
+      models.resnet32(10, input_shape=(32, 32, 1))
+
+
+class ParameterCountTest(tf.test.TestCase):
+
+  def test_resnet32_matches_official_checkpoint(self):
+    model = models.resnet32(10)
+    count = _trainable_params(model)
+    with np.load(OFFICIAL_NPZ) as d:
+      official = sum(d[k].size for k in d.files
+                     if not k.endswith(_RUNNING_STATS))
+    print(f"ResNet-32 (K=10) trainable parameters: {count} "
+          f"(official checkpoint: {official})")
+    self.assertEqual(count, official)
+    self.assertEqual(count, 464154)  # "0.46 M".
+    self.assertEqual(_trainable_params(models.resnet32(100)),
+                     464154 + 90 * 65)
+
+  def test_preact_resnet18(self):
+    count = _trainable_params(models.preact_resnet18(10))
+    print(f"PreAct-ResNet-18 (K=10) trainable parameters: {count}")
+    self.assertEqual(count, 11171146)  # kuangliu/pytorch-cifar value.
+
+  def test_resnet50(self):
+    count = _trainable_params(models.resnet50(1000))
+    print(f"ResNet-50 (K=1000) trainable parameters: {count}")
+    self.assertEqual(count, 25557032)  # torchvision value.
+
+  def test_mlp(self):
+    self.assertEqual(_trainable_params(models.mlp(1000, 36)),
+                     1000 * 256 + 256 + 256 * 36 + 36)
+
+
+class ResNet32ArchitectureTest(tf.test.TestCase):
+
+  def test_layer_conventions(self):
+    model = models.resnet32(10)
+    self.assertIsInstance(model.layers[1], models.Standardize)
+    for layer in model.layers:
+      if isinstance(layer, keras.layers.BatchNormalization):
+        self.assertEqual(layer.epsilon, 1e-5)
+        self.assertEqual(layer.momentum, 0.9)
+      if isinstance(layer, keras.layers.Conv2D):
+        self.assertFalse(layer.use_bias)
+        self.assertEqual(layer.padding, "valid")
+        self.assertIsNone(layer.kernel_regularizer)
+    self.assertIsNotNone(model.get_layer("linear").bias)
+
+  def test_stride2_conv_pads_symmetrically(self):
+    """stage_2.0.conv_a against a float64 conv with padding 1 on all sides."""
+    keras.utils.set_random_seed(1)
+    model = models.resnet32(10)
+    x = np.random.default_rng(1).random((2, 32, 32, 3), np.float32)
+    feat_in = keras.Model(model.input, model.get_layer("stage_1.4.relu").output)
+    conv = model.get_layer("stage_2.0.conv_a")
+    conv_out = keras.Model(model.input, conv.output)
+    f = feat_in(x).numpy().astype(np.float64).transpose(0, 3, 1, 2)
+    w = conv.kernel.numpy().astype(np.float64).transpose(3, 2, 0, 1)
+    ref = _conv_nchw(f, w, stride=2, pad=1).transpose(0, 2, 3, 1)
+    got = conv_out(x).numpy()
+    self.assertEqual(got.shape, (2, 16, 16, 32))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    # Keras 'same' pads (0, 1) for stride 2, which this test must tell apart.
+    same = tf.nn.conv2d(f.transpose(0, 2, 3, 1).astype(np.float32),
+                        conv.kernel, strides=2, padding="SAME").numpy()
+    self.assertGreater(np.max(np.abs(same - ref)), 1e-2)
+
+  def test_forward_matches_numpy_reference_on_official_weights(self):
+    model = models.load_torch_state_dict(models.resnet32(10), OFFICIAL_NPZ)
+    with np.load(OFFICIAL_NPZ) as d:
+      sd = {k: d[k] for k in d.files}
+    x = np.random.default_rng(2).random((3, 32, 32, 3), np.float32)
+    ref = numpy_resnet32(x, sd)
+    got = model(x, training=False).numpy()
+    print(f"ResNet-32 vs NumPy float64 reference: max |diff| = "
+          f"{np.max(np.abs(got - ref)):.3g} (max |logit| "
+          f"{np.max(np.abs(ref)):.3g})")
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+  def test_downsample_a(self):
+    x = np.random.default_rng(3).random((2, 7, 5, 4), np.float32)
+    y = models.DownsampleA()(x).numpy()
+    self.assertEqual(y.shape, (2, 4, 3, 8))
+    np.testing.assert_array_equal(y[..., :4], x[:, ::2, ::2, :])
+    np.testing.assert_array_equal(y[..., 4:], 0.0)
+
+  def test_standardize(self):
+    x = np.random.default_rng(4).random((2, 3, 3, 3), np.float32)
+    y = models.Standardize(resnet.CIFAR10_MEAN, resnet.CIFAR10_STD)(x).numpy()
+    ref = (x.astype(np.float64) - np.array(resnet.CIFAR10_MEAN)) / np.array(
+        resnet.CIFAR10_STD)
+    np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-6)
+
+
+class NormedDenseTest(tf.test.TestCase):
+
+  def test_matches_numpy_cosine(self):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 8)).astype(np.float32)
+    x[0] = 0.0  # A zero row gives zero logits (F.normalize's eps), not NaN.
+    layer = models.NormedDense(5)
+    y = layer(x).numpy()
+    w = layer.kernel.numpy().astype(np.float64)
+    x64 = x.astype(np.float64)
+    xn = x64 / np.maximum(np.linalg.norm(x64, axis=1, keepdims=True), 1e-12)
+    wn = w / np.linalg.norm(w, axis=0, keepdims=True)
+    ref = xn @ wn
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
+    self.assertAllInRange(y, -1.0 - 1e-6, 1.0 + 1e-6)
+    self.assertAllEqual(y[0], np.zeros(5))
+    # Scale invariance in x and in each column of W.
+    np.testing.assert_allclose(layer(3.0 * x).numpy(), y, atol=1e-6)
+
+  def test_gradient_finite_at_zero_input(self):
+    layer = models.NormedDense(3)
+    x = tf.constant(np.zeros((2, 4), np.float32))
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = tf.reduce_sum(layer(x))
+    grads = tape.gradient(y, [x, layer.kernel])
+    for g in grads:
+      self.assertTrue(np.all(np.isfinite(g.numpy())))
+
+  def test_config_roundtrip(self):
+    layer = models.NormedDense(7, name="head")
+    clone = models.NormedDense.from_config(layer.get_config())
+    self.assertEqual(clone.units, 7)
+    self.assertEqual(clone.name, "head")
+
+  def test_bad_units(self):
+    with self.assertRaisesRegex(ValueError, "units must be positive"):
+      models.NormedDense(0)
+
+
+class MlpInitTest(tf.test.TestCase):
+
+  def test_torch_linear_init_bounds(self):
+    keras.utils.set_random_seed(0)
+    model = models.mlp(1000, 36)
+    for name, fan_in in (("fc1", 1000), ("classifier", 256)):
+      layer = model.get_layer(name)
+      bound = 1.0 / math.sqrt(fan_in)
+      for w in (layer.kernel.numpy(), layer.bias.numpy()):
+        self.assertLessEqual(np.max(np.abs(w)), bound)
+      k = layer.kernel.numpy()
+      # Uniform on [-b, b]: fills the range, std b / sqrt(3).
+      self.assertGreater(np.max(np.abs(k)), 0.99 * bound)
+      self.assertAllClose(np.std(k), bound / math.sqrt(3), rtol=0.05)
+      self.assertGreater(np.max(np.abs(layer.bias.numpy())), 0.5 * bound)
+
+  def test_hidden_layers_and_relu(self):
+    model = models.mlp(4, 3, hidden_units=(5, 6))
+    dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
+    self.assertEqual([l.units for l in dense], [5, 6, 3])
+    x = np.random.default_rng(6).normal(size=(3, 4)).astype(np.float32)
+    h = x.astype(np.float64)
+    for i, l in enumerate(dense):
+      h = h @ l.kernel.numpy() + l.bias.numpy()
+      if i < 2:
+        h = np.maximum(h, 0.0)
+    np.testing.assert_allclose(model(x).numpy(), h, rtol=1e-5, atol=1e-5)
+
+  def test_bad_args(self):
+    with self.assertRaisesRegex(ValueError, "hidden_units"):
+      models.mlp(10, 2, hidden_units=(0,))
+
+
+class CompileAndSaveTest(tf.test.TestCase):
+
+  def test_jit_compile(self):
+    for model, shape in ((models.mlp(20, 4, normed_head=True), (3, 20)),
+                         (models.resnet32(10), (2, 32, 32, 3))):
+      x = np.random.default_rng(7).random(shape, np.float32)
+      fn = tf.function(lambda t, m=model: m(t, training=False),
+                       jit_compile=True)
+      np.testing.assert_allclose(fn(tf.constant(x)).numpy(),
+                                 model(x, training=False).numpy(),
+                                 rtol=1e-4, atol=1e-4)
+
+  def test_keras_file_roundtrip(self):
+    model = models.resnet32(5, normed_head=True)
+    x = np.random.default_rng(8).random((2, 32, 32, 3), np.float32)
+    with tempfile.TemporaryDirectory() as d:
+      path = os.path.join(d, "m.keras")
+      model.save(path)
+      loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded(x, training=False).numpy(),
+                               model(x, training=False).numpy(), atol=1e-6)
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -1,0 +1,234 @@
+"""load_torch_state_dict against a PyTorch copy of the official ResNet-32.
+
+Needs PyTorch (CPU): `.venv/bin/pip install torch==2.13.0`. Without it the
+whole module is skipped.
+"""
+
+import math
+import os
+import tempfile
+
+import pytest
+
+torch = pytest.importorskip(
+    "torch",
+    reason="PyTorch is not installed (pip install torch==2.13.0); the "
+    "PyTorch-vs-Keras ResNet-32 comparison needs it")
+
+from absl.testing import parameterized  # pylint: disable=g-import-not-at-top
+import numpy as np
+import tensorflow as tf
+from torch import nn
+import torch.nn.functional as F
+
+from m2m_tf import models
+from m2m_tf.models import resnet
+
+OFFICIAL_NPZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "pretrained",
+                            "official_erm_resnet32_cifar10lt_r100.npz")
+
+
+# --- The official architecture (alinlab/M2m models/resnet32.py), re-typed. ---
+
+
+class DownsampleA(nn.Module):
+
+  def __init__(self):
+    super().__init__()
+    self.avg = nn.AvgPool2d(kernel_size=1, stride=2)
+
+  def forward(self, x):
+    x = self.avg(x)
+    return torch.cat((x, x.mul(0)), 1)
+
+
+class NormedLinear(nn.Module):
+
+  def __init__(self, in_features, out_features):
+    super().__init__()
+    self.weight = nn.Parameter(torch.Tensor(in_features, out_features))
+    self.weight.data.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
+
+  def forward(self, x):
+    return F.normalize(x, dim=1).mm(F.normalize(self.weight, dim=0))
+
+
+class BasicBlock(nn.Module):
+
+  def __init__(self, inplanes, planes, stride=1, downsample=None):
+    super().__init__()
+    self.conv_a = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+    self.bn_a = nn.BatchNorm2d(planes)
+    self.conv_b = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+    self.bn_b = nn.BatchNorm2d(planes)
+    self.downsample = downsample
+
+  def forward(self, x):
+    residual = x
+    out = F.relu(self.bn_a(self.conv_a(x)))
+    out = self.bn_b(self.conv_b(out))
+    if self.downsample is not None:
+      residual = self.downsample(x)
+    return F.relu(residual + out)
+
+
+class TorchResNet32(nn.Module):
+  """CifarResNet(depth=32); forward takes already-normalised NCHW images."""
+
+  def __init__(self, num_classes=10, normalized=False):
+    super().__init__()
+    self.conv_1_3x3 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+    self.bn_1 = nn.BatchNorm2d(16)
+    self.inplanes = 16
+    self.stage_1 = self._make_layer(16, 5, 1)
+    self.stage_2 = self._make_layer(32, 5, 2)
+    self.stage_3 = self._make_layer(64, 5, 2)
+    self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+    if normalized:
+      self.linear = NormedLinear(64, num_classes)
+    else:
+      self.linear = nn.Linear(64, num_classes)
+
+  def _make_layer(self, planes, blocks, stride):
+    downsample = None
+    if stride != 1 or self.inplanes != planes:
+      downsample = DownsampleA()
+    layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
+    self.inplanes = planes
+    layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
+    return nn.Sequential(*layers)
+
+  def forward(self, x):
+    x = F.relu(self.bn_1(self.conv_1_3x3(x)))
+    x = self.stage_3(self.stage_2(self.stage_1(x)))
+    x = self.avgpool(x).view(x.size(0), -1)
+    return self.linear(x)
+
+
+# --- Helpers. ---
+
+
+def _randomize(net, seed):
+  """Random weights and random BN running statistics (logits of O(1))."""
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for name, t in net.state_dict().items():
+      if name.endswith("num_batches_tracked"):
+        t.fill_(7)
+      elif name.endswith("running_var"):
+        t.copy_(0.5 + torch.rand(t.shape, generator=g))
+      elif name.endswith("running_mean"):
+        t.copy_(0.2 * torch.randn(t.shape, generator=g))
+      elif t.dim() == 1:  # BN gamma / beta, linear bias.
+        t.copy_(0.2 + 0.4 * torch.rand(t.shape, generator=g) if name.endswith(
+            ".weight") else 0.1 * torch.randn(t.shape, generator=g))
+      else:
+        fan_in = t[0].numel() if t.dim() > 1 else 1
+        t.copy_(torch.randn(t.shape, generator=g) * math.sqrt(2.0 / fan_in))
+  return net.eval()
+
+
+def _torch_logits(net, images_nhwc):
+  mean = torch.tensor(resnet.CIFAR10_MEAN).view(1, 3, 1, 1)
+  std = torch.tensor(resnet.CIFAR10_STD).view(1, 3, 1, 1)
+  x = torch.from_numpy(images_nhwc).permute(0, 3, 1, 2)
+  with torch.no_grad():
+    return net.eval()((x - mean) / std).numpy()
+
+
+def _save_npz(state, path):
+  np.savez(path, **{k: v.detach().cpu().numpy() for k, v in state.items()})
+
+
+def _images(n, seed):
+  return np.random.default_rng(seed).random((n, 32, 32, 3), np.float32)
+
+
+class LoadTorchStateDictTest(tf.test.TestCase, parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.tmp = tempfile.mkdtemp()
+
+  @parameterized.named_parameters(("linear", False), ("normed", True))
+  def test_random_weights_logits_match(self, normed):
+    torch.manual_seed(0)
+    net = _randomize(TorchResNet32(10, normalized=normed), seed=1)
+    path = os.path.join(self.tmp, "random.npz")
+    _save_npz(net.state_dict(), path)  # Includes num_batches_tracked.
+    model = models.load_torch_state_dict(
+        models.resnet32(10, normed_head=normed), path)
+    x = _images(6, seed=2)
+    ref = _torch_logits(net, x)
+    got = model(x, training=False).numpy()
+    diff = np.max(np.abs(got - ref))
+    print(f"random weights (normed_head={normed}): max |logit diff| = "
+          f"{diff:.3g}, max |logit| = {np.max(np.abs(ref)):.3g}")
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+  def test_official_checkpoint_logits_match(self):
+    with np.load(OFFICIAL_NPZ) as d:
+      state = {k: torch.from_numpy(d[k].copy()) for k in d.files}
+    net = TorchResNet32(10)
+    result = net.load_state_dict(state, strict=False)
+    self.assertEqual(list(result.unexpected_keys), [])
+    self.assertTrue(all(k.endswith("num_batches_tracked")
+                        for k in result.missing_keys))
+    model = models.load_torch_state_dict(models.resnet32(10), OFFICIAL_NPZ)
+    x = _images(8, seed=3)
+    ref = _torch_logits(net, x)
+    got = model(x, training=False).numpy()
+    diff = np.max(np.abs(got - ref))
+    print(f"official checkpoint: max |logit diff| = {diff:.3g}, "
+          f"max |logit| = {np.max(np.abs(ref)):.3g}")
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    self.assertAllEqual(np.argmax(got, 1), np.argmax(ref, 1))
+
+  def test_missing_file(self):
+    path = os.path.join(self.tmp, "nope.npz")
+    with self.assertRaisesRegex(FileNotFoundError, "nope.npz"):
+      models.load_torch_state_dict(models.resnet32(10), path)
+
+  def test_missing_key(self):
+    with np.load(OFFICIAL_NPZ) as d:
+      state = {k: d[k] for k in d.files if k != "stage_2.3.bn_b.running_var"}
+    path = os.path.join(self.tmp, "missing.npz")
+    np.savez(path, **state)
+    with self.assertRaisesRegex(ValueError,
+                                r"missing keys.*stage_2\.3\.bn_b\.running_var"):
+      models.load_torch_state_dict(models.resnet32(10), path)
+
+  def test_unexpected_key(self):
+    with np.load(OFFICIAL_NPZ) as d:
+      state = {k: d[k] for k in d.files}
+    state["fc.weight"] = np.zeros((10, 64), np.float32)
+    path = os.path.join(self.tmp, "extra.npz")
+    np.savez(path, **state)
+    with self.assertRaisesRegex(ValueError, r"unexpected keys.*fc\.weight"):
+      models.load_torch_state_dict(models.resnet32(10), path)
+
+  def test_wrong_shape_names_key_and_shapes_and_writes_nothing(self):
+    model = models.resnet32(100)  # The checkpoint has 10 classes.
+    before = [w.numpy().copy() for w in model.weights]
+    with self.assertRaisesRegex(
+        ValueError,
+        r"'linear\.weight': checkpoint has \(10, 64\), model expects "
+        r"\(100, 64\)"):
+      models.load_torch_state_dict(model, OFFICIAL_NPZ)
+    for b, w in zip(before, model.weights):
+      np.testing.assert_array_equal(b, w.numpy())
+
+  def test_data_parallel_prefix_stripped(self):
+    with np.load(OFFICIAL_NPZ) as d:
+      state = {"module." + k: d[k] for k in d.files}
+    path = os.path.join(self.tmp, "dp.npz")
+    np.savez(path, **state)
+    a = models.load_torch_state_dict(models.resnet32(10), path)
+    b = models.load_torch_state_dict(models.resnet32(10), OFFICIAL_NPZ)
+    x = _images(2, seed=4)
+    np.testing.assert_array_equal(a(x, training=False).numpy(),
+                                  b(x, training=False).numpy())
+
+
+if __name__ == "__main__":
+  tf.test.main()
