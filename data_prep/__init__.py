@@ -3,17 +3,32 @@
 Knows nothing of training. Entry point: `load_dataset(name, data_dir,
 **options)`; raw files are found by `resolve_data_dir` (--data_dir,
 $M2M_DATA_DIR, or ../shared/data). Nothing is read at import time.
+
+The names below are imported lazily (PEP 562), so that
+`python -m data_prep.download` runs without importing the builders first.
 """
 
-from data_prep.paths import DataNotFoundError
-from data_prep.paths import resolve_data_dir
-from data_prep.registry import available_datasets
-from data_prep.registry import DATASETS
-from data_prep.registry import load_dataset
-from data_prep.registry import register_dataset
-from data_prep.splits import DatasetSplits
+import importlib
 
-__all__ = [
-    "DataNotFoundError", "DATASETS", "DatasetSplits", "available_datasets",
-    "load_dataset", "register_dataset", "resolve_data_dir",
-]
+_EXPORTS = {
+    "DataNotFoundError": "data_prep.paths",
+    "resolve_data_dir": "data_prep.paths",
+    "DATASETS": "data_prep.registry",
+    "available_datasets": "data_prep.registry",
+    "load_dataset": "data_prep.registry",
+    "register_dataset": "data_prep.registry",
+    "DatasetSplits": "data_prep.splits",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  """Imports an exported name on first use."""
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+  raise AttributeError(f"module 'data_prep' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(list(globals()) + list(_EXPORTS))

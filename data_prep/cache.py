@@ -65,7 +65,7 @@ def cache_path(cache_dir: Union[str, os.PathLike], builder: str,
 
 def save_npz_atomic(path: Union[str, os.PathLike],
                     arrays: Mapping[str, np.ndarray]) -> None:
-  """Writes `arrays` to `path` (.npz, no pickles) via a temp file + os.replace."""
+  """Writes `arrays` to `path` (.npz, no pickles): temp file + os.replace."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp",
@@ -75,6 +75,7 @@ def save_npz_atomic(path: Union[str, os.PathLike],
       np.savez(f, **arrays)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp_name, 0o644)  # mkstemp creates 0600
     os.replace(tmp_name, path)
   finally:
     if os.path.exists(tmp_name):

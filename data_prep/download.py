@@ -182,6 +182,7 @@ def download_file(url: str, dest: Union[str, os.PathLike], expected: str,
       raise ChecksumError(
           f"Checksum mismatch for {url}: sha256 is {actual}, expected "
           f"{expected}. Refusing to write {str(dest)!r}.")
+    os.chmod(tmp_name, 0o644)  # mkstemp creates 0600
     os.replace(tmp_name, dest)
   finally:
     if os.path.exists(tmp_name):

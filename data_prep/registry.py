@@ -69,3 +69,8 @@ def load_dataset(name: str,
   if "data_dir" in params or takes_kwargs:
     return builder(data_dir=data_dir, **options)
   return builder(**options)
+
+
+# --- Image datasets on tensorflow-datasets (owned by data_prep/tfds_images.py) ---
+from data_prep import tfds_images  # pylint: disable=g-import-not-at-top,g-bad-import-order
+tfds_images.register(register_dataset)

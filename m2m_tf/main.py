@@ -53,7 +53,8 @@ flags.DEFINE_integer("seed_pool_size", 0, "Ablation: seeds from a fixed pool of 
 flags.DEFINE_integer("n_buckets", 8, "M2m: compiled translation sizes (1 = translate the whole "
                      "batch, the naive static-shape version).")
 flags.DEFINE_string("g_checkpoint", None, "Frozen g for M2m: a .weights.h5 file, or an official "
-                    "PyTorch-layout ResNet-32 .npz. Unset: train g with ERM first.")
+                    "PyTorch-layout ResNet-32 .npz; several comma-separated files make an ensemble g "
+                    "(M2m-Ensemble ablation). Unset: train g with ERM first.")
 flags.DEFINE_string("data_dir", None, "Raw data root. Default: $M2M_DATA_DIR, else ../shared/data.")
 flags.DEFINE_string("output_dir", None, "Where results go (default runs/<dataset>_<loss>_<method>"
                     "_s<seed>). Refused if it holds results, unless --overwrite.")
@@ -138,6 +139,11 @@ def main(argv):
   print(line)
   print(f"results: {os.path.join(config.output_dir, 'results.json')}")
   sys.stdout.flush()
+
+
+def run_main():
+  """Console-script entry point (`m2m-train`)."""
+  app.run(main)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from m2m_tf import models as models_lib
 from m2m_tf.data import pipeline
 from m2m_tf.io_utils import atomic_replace_dir, atomic_write_json
 from m2m_tf.m2m.generation import M2mConfig
+from m2m_tf.models.ensemble import ProbabilityEnsemble
 from m2m_tf.recipes import get_recipe
 from m2m_tf.training import callbacks as cb
 from m2m_tf.training.methods import get_method
@@ -77,7 +78,7 @@ class ExperimentConfig:
   self_translation: bool = False
   seed_pool_size: int = 0
   n_buckets: int = 8
-  g_checkpoint: Optional[str] = None
+  g_checkpoint: Optional[str] = None  # comma-separated paths: an ensemble g (M2m-Ensemble)
   loss_reduction: str = "batch"
   jit_compile: str = "auto"
   strategy: str = "default"
@@ -246,8 +247,9 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
   if method.needs_g and not cfg.self_translation:
     if g_path is None:
       g_path = train_g(cfg, data)
-    elif not os.path.exists(g_path):
-      load_g_weights(None, g_path)  # raises a clear FileNotFoundError
+    for path in g_path.split(","):
+      if not os.path.exists(path):
+        load_g_weights(None, path)  # raises a clear FileNotFoundError
 
   counts = data.class_counts
   num_classes = data.num_classes
@@ -270,9 +272,13 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
                          hidden_units=recipe.hidden_units, name="f")
     g = None
     if method.needs_g and not cfg.self_translation:
-      g = build_classifier(recipe.arch, input_shape, num_classes, normed_head=False,
-                           hidden_units=recipe.hidden_units, name="g")
-      load_g_weights(g, g_path)
+      members = []
+      for i, path in enumerate(g_path.split(",")):
+        member = build_classifier(recipe.arch, input_shape, num_classes, normed_head=False,
+                                  hidden_units=recipe.hidden_units, name=f"g{i}")
+        load_g_weights(member, path)
+        members.append(member)
+      g = members[0] if len(members) == 1 else ProbabilityEnsemble(members, name="g_ensemble")
     m2m = None
     if method.m2m:
       m2m = M2mConfig(beta=cfg.beta, lam=cfg.lam, gamma=cfg.gamma, steps=cfg.steps,

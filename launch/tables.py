@@ -1,0 +1,134 @@
+"""Table rows (the paper's Table 2 and ablations), the paper's numbers, and the collector.
+
+`collect(run_root, ...)` reads every `results.json` under a grid's run folder
+with pandas and writes `results/<name>.csv` (one row per run) and
+`results/<name>.md` (mean ± std per row beside the paper's numbers).
+"""
+
+import glob
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+import pandas as pd
+
+from m2m_tf.io_utils import atomic_write_text
+
+# Row key -> (label, main.py flags). Table 2 of the paper, in its order.
+TABLE2_ROWS: Dict[str, tuple] = {
+    "erm": ("ERM", {"loss": "ce", "method": "erm"}),
+    "rs": ("ERM-RS", {"loss": "ce", "method": "rs"}),
+    "smote": ("ERM-SMOTE", {"loss": "ce", "method": "smote"}),
+    "rw": ("ERM-RW", {"loss": "ce", "method": "rw"}),
+    "cb_rw": ("ERM-CB-RW", {"loss": "ce", "method": "cb_rw"}),
+    "drs": ("ERM-DRS", {"loss": "ce", "method": "drs"}),
+    "m2m": ("ERM-M2m", {"loss": "ce", "method": "m2m"}),
+    "focal": ("Focal", {"loss": "focal", "method": "erm"}),
+    "ldam": ("LDAM", {"loss": "ldam", "method": "erm"}),
+    "ldam_drw": ("LDAM-DRW", {"loss": "ldam", "method": "drw"}),
+    "ldam_m2m": ("LDAM-M2m", {"loss": "ldam", "method": "m2m"}),
+}
+
+# Ablations of SPEC §1 (paper Tables 3-5), each a flag value on top of ERM-M2m.
+ABLATION_ROWS: Dict[str, tuple] = {
+    "m2m": ("M2m", {}),
+    "m2m_self": ("M2m-Self (g := f)", {"self_translation": True}),
+    "m2m_no_reject": ("M2m-No-Reject", {"no_reject": True}),
+    "m2m_gamma0": ("M2m, gamma = 0", {"gamma": 0.0}),
+    "m2m_lam0": ("M2m, lam = 0", {"lam": 0.0}),
+    "m2m_clean": ("M2m-Clean", {"accept_mode": "clean"}),
+    "m2m_rs": ("M2m-RS (phase 2 from epoch 0)", {"deferred_epoch": 0}),
+    "m2m_rs_rand": ("M2m-RS-Rand", {"accept_mode": "random_label"}),
+    "m2m_ensemble": ("M2m-Ensemble (two g)", {"g_ensemble": 2}),
+    **{f"m2m_pool{p}": (f"M2m, seed pool P = {p}", {"seed_pool_size": p})
+       for p in (10, 50, 100, 200, 500)},
+}
+
+# SPEC §4: the paper's bACC / GM (mean of 3 seeds).
+PAPER = {
+    "reuters": {
+        "erm": (59.8, 53.8), "rs": (63.3, 57.4), "smote": (62.5, 56.8), "rw": (65.0, 59.2),
+        "cb_rw": (64.8, 57.6), "drs": (62.4, 56.0), "m2m": (66.3, 60.5), "focal": (59.4, 53.0),
+        "ldam": (63.0, 57.6), "ldam_drw": (64.1, 56.9), "ldam_m2m": (70.0, 63.9),
+    },
+    "cifar10_lt": {
+        "erm": (68.7, 66.4), "rs": (70.4, 69.0), "smote": (71.5, 70.2), "rw": (72.8, 72.0),
+        "cb_rw": (71.2, 70.0), "drs": (75.2, 73.9), "m2m": (78.3, 77.8), "focal": (68.3, 65.5),
+        "ldam": (72.8, 70.8), "ldam_drw": (77.1, 76.7), "ldam_m2m": (79.1, 78.6),
+    },
+}
+
+
+def load_runs(run_root: str) -> pd.DataFrame:
+  """One row per finished run (a `results.json` directly under a run folder of `run_root`)."""
+  rows = []
+  for path in sorted(glob.glob(os.path.join(run_root, "*", "results.json"))):
+    with open(path) as fh:
+      r = json.load(fh)
+    run = os.path.basename(os.path.dirname(path))
+    rows.append({
+        "run": run,
+        "row": run.rsplit("_s", 1)[0],
+        "loss": r["loss"],
+        "rebalancing": r["rebalancing"],
+        "seed": r["seed"],
+        "test_bacc": r["test_bacc"],
+        "test_gm": r["test_gm"],
+        "n_zero_recall": r["n_zero_recall"],
+        "val_bacc": r["val_bacc"],
+        "val_gm": r["val_gm"],
+        "major_acc": r["test"].get("major_acc"),
+        "minor_acc": r["test"].get("minor_acc"),
+        "best_epoch": r["best_epoch"],
+        "seconds": r["seconds"],
+        "data_label": r.get("data_label", ""),
+    })
+  return pd.DataFrame(rows)
+
+
+def _pm(series: pd.Series) -> str:
+  std = series.std(ddof=1) if len(series) > 1 else float("nan")
+  return f"{series.mean():.1f} ± {std:.1f}" if len(series) > 1 else f"{series.mean():.1f}"
+
+
+def markdown_table(df: pd.DataFrame, rows: Dict[str, tuple], paper: Optional[dict], title: str,
+                   notes: Sequence[str] = ()) -> str:
+  """Mean ± std per row (bACC, GM, zero-recall classes, seconds) with the paper's figures."""
+  lines = [f"# {title}", ""]
+  lines += [f"{n}" for n in notes]
+  if notes:
+    lines.append("")
+  head = "| method | seeds | bACC | GM | paper bACC / GM | Δ bACC | Δ GM | zero-recall classes | val bACC | s / run |"
+  lines += [head, "|" + "---|" * (head.count("|") - 1)]
+  for key, (label, _) in rows.items():
+    sub = df[df["row"] == key]
+    if sub.empty:
+      continue
+    p = (paper or {}).get(key)
+    pb = f"{p[0]:.1f} / {p[1]:.1f}" if p else "n/a"
+    db = f"{sub.test_bacc.mean() - p[0]:+.1f}" if p else ""
+    dg = f"{sub.test_gm.mean() - p[1]:+.1f}" if p else ""
+    lines.append(f"| {label} | {len(sub)} | {_pm(sub.test_bacc)} | {_pm(sub.test_gm)} | {pb} | {db} | "
+                 f"{dg} | {sub.n_zero_recall.mean():.1f} | {_pm(sub.val_bacc)} | "
+                 f"{sub.seconds.mean():.0f} |")
+  lines.append("")
+  return "\n".join(lines)
+
+
+def collect(run_root: str, name: str, rows: Dict[str, tuple], *, paper: Optional[dict] = None,
+            results_dir: str = "results", title: Optional[str] = None,
+            notes: Sequence[str] = ()) -> pd.DataFrame:
+  """Writes results/<name>.csv and results/<name>.md from the runs under `run_root`."""
+  df = load_runs(run_root)
+  if df.empty:
+    raise FileNotFoundError(f"No finished run (results.json) under {run_root}.")
+  df = df[df["row"].isin(list(rows))]
+  order = {k: i for i, k in enumerate(rows)}
+  df = df.sort_values(by=["row", "seed"], key=lambda s: s.map(order) if s.name == "row" else s)
+  os.makedirs(results_dir, exist_ok=True)
+  atomic_write_text(os.path.join(results_dir, f"{name}.csv"), df.to_csv(index=False))
+  labels = sorted(set(df["data_label"]) - {""})
+  all_notes = list(notes) + [f"Data: {l}." for l in labels]
+  atomic_write_text(os.path.join(results_dir, f"{name}.md"),
+                    markdown_table(df, rows, paper, title or name, all_notes))
+  return df
