@@ -290,7 +290,8 @@ class RegistryTest(absltest.TestCase):
 
   def test_names(self):
     self.assertEqual(data_prep.available_datasets(),
-                     ("cifar10_jpeg_lt", "reuters", "synthetic_lt", "twitter"))
+                     ("celeba5", "cifar100_lt", "cifar10_jpeg_lt", "cifar10_lt",
+                      "imagenet_lt", "reuters", "sun397", "synthetic_lt", "twitter"))
 
   def test_unknown_name_lists_valid_ones(self):
     with self.assertRaises(ValueError) as ctx:

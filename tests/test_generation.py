@@ -303,6 +303,35 @@ class GenerateStatisticsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(eager[1], graph[1])
     self.assertGreater(float(eager[2]["accepted"]), 0)
 
+  @parameterized.parameters(0.0, 0.5)
+  def test_dynamic_buckets_match_static(self, start_noise):
+    """static_shapes=False translates the same rows with the same random starts."""
+    counts, g, f, x, y = self._accept_setup()
+    for n_buckets in (8, 3):
+      config = M2mConfig(beta=0.999, lam=0.5, gamma=0.2, steps=3, step_size=0.2,
+                         start_noise=start_noise, n_buckets=n_buckets)
+      for seed in ([1, 2], [7, 7]):
+        seed_t = tf.constant(seed, tf.int64)
+        xs, ys, ss = generate(g, f, x, y, counts, config, seed_t)
+        xd, yd, sd = generate(g, f, x, y, counts, config, seed_t, static_shapes=False)
+        self.assertAllClose(xs, xd, atol=1e-6, rtol=0)
+        self.assertAllEqual(ys, yd)
+        self.assertEqual({k: float(v) for k, v in ss.items()}, {k: float(v) for k, v in sd.items()})
+    # Also with an unknown batch size inside a graph.
+    fn = tf.function(lambda a, b: generate(g, f, a, b, counts, config, seed_t, static_shapes=False),
+                     input_signature=[tf.TensorSpec([None, D]), tf.TensorSpec([None], tf.int32)])
+    xg, yg, _ = fn(tf.constant(x), tf.constant(y))
+    self.assertAllClose(xg, xd, atol=1e-6, rtol=0)
+    self.assertAllEqual(yg, yd)
+
+  def test_bucket_size_for_matches_bucket_sizes(self):
+    for batch in (1, 7, 16, 64, 100):
+      for n_buckets in (1, 2, 3, 8):
+        sizes = generation.bucket_sizes(batch, n_buckets)
+        want = [min(s for s in sizes if s >= c) for c in range(batch + 1)]
+        got = generation.bucket_size_for(tf.range(batch + 1), batch, n_buckets).numpy()
+        self.assertAllEqual(got, want, msg=f"batch {batch}, {n_buckets} buckets")
+
   def test_bucketed_statistics_with_start_noise(self):
     # With a random start, x* depends on the bucket layout, but the candidate
     # set does not: the candidate counts agree exactly.

@@ -32,7 +32,7 @@ from data_prep.registry import load_dataset
 from m2m_tf import losses as losses_lib
 from m2m_tf import models as models_lib
 from m2m_tf.data import pipeline
-from m2m_tf.io_utils import atomic_replace_dir, atomic_write_json
+from m2m_tf.io_utils import atomic_replace_dir, atomic_write_json, atomic_write_text
 from m2m_tf.m2m.generation import M2mConfig
 from m2m_tf.models.ensemble import ProbabilityEnsemble
 from m2m_tf.recipes import get_recipe
@@ -176,6 +176,26 @@ def backup_start_epoch(backup_dir: str) -> int:
     return int(json.load(fh)["epoch"])
 
 
+def truncate_history(path: str, start_epoch: int) -> None:
+  """Drops the history.csv rows of epochs >= start_epoch before a resumed run appends.
+
+  An epoch whose row was written but whose backup was not (a kill between the
+  two) is repeated on resume; without this its row would appear twice.
+  """
+  if not os.path.exists(path):
+    return
+  with open(path) as fh:
+    lines = fh.read().splitlines(keepends=True)
+
+  def keep(line):
+    try:
+      return int(line.split(",", 1)[0]) < start_epoch
+    except ValueError:
+      return False
+
+  atomic_write_text(path, "".join(lines[:1] + [l for l in lines[1:] if keep(l)]))
+
+
 def build_classifier(arch: str, input_shape, num_classes: int, *, normed_head: bool,
                      hidden_units=(256,), name: str) -> keras.Model:
   """f or g for a dataset: the recipe's architecture, with the cosine head for LDAM."""
@@ -312,8 +332,14 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
       {"val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}, counts,
       batch_size=cfg.eval_batch_size, select_on="val", state_dir=cfg.output_dir)
   phase1_cw = _class_weight(None if method.class_weight == "none" else method.class_weight, counts)
+  history_path = os.path.join(cfg.output_dir, "history.csv")
+  if resuming:
+    truncate_history(history_path, start_epoch)
+  # BackupAndRestore comes LAST: its epoch-end save is the commit point of an
+  # epoch. A run killed before it repeats that epoch (deterministically, with
+  # the same evaluation and CSV row); first in the list, a kill between its save
+  # and BalancedEvaluation would skip that epoch's evaluation on resume.
   callbacks = [
-      keras.callbacks.BackupAndRestore(backup_dir),
       cb.PhaseSchedule(cfg.deferred_epoch if method.m2m else None,
                        weights_from=cfg.deferred_epoch, phase1_class_weight=phase1_cw,
                        phase2_class_weight=_class_weight(method.deferred_class_weight, counts)),
@@ -324,8 +350,9 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
   if method.m2m:
     callbacks.append(cb.M2mStatistics(steps * cfg.batch_size))
   callbacks += [
-      keras.callbacks.CSVLogger(os.path.join(cfg.output_dir, "history.csv"), append=resuming),
+      keras.callbacks.CSVLogger(history_path, append=resuming),
       keras.callbacks.TensorBoard(os.path.join(cfg.output_dir, "tensorboard"), write_graph=False),
+      keras.callbacks.BackupAndRestore(backup_dir),
   ]
   trainer.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks,
               verbose=cfg.verbose)

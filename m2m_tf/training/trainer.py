@@ -115,8 +115,11 @@ class M2mTrainer(keras.Model):
     seed_x, seed_y = self.seed_pool if self.seed_pool is not None else (None, None)
 
     def rewrite():
+      # Static bucket shapes only under XLA; default kernels take the run-time
+      # bucket size (same rows translated, one traced translation loop).
       xn, yn, stats = generate(g, self.f, x, y, self.class_counts, config, self._step_seed(),
-                               seed_x=seed_x, seed_y=seed_y)
+                               seed_x=seed_x, seed_y=seed_y,
+                               static_shapes=bool(self.jit_compile))
       return xn, yn, [stats[k] for k in M2M_STATS]
 
     def identity():

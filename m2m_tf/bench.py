@@ -1,0 +1,549 @@
+"""Benchmark of the M2m step against the ERM step: `python -m m2m_tf.bench`.
+
+Measures, in one process and on one device (issue 4):
+  * the median time of the compiled training step (`M2mTrainer.train_function`,
+    the function `fit` runs) after warm-up, for ERM and for the M2m phase-2 step
+    (`phase2` on), with XLA on and off, for
+      - "mlp": the Reuters MLP 1000-256-36, batch 64, Reuters class counts;
+      - "resnet32": ResNet-32 on CIFAR-LT-10 (ratio 100) class counts, batch 128;
+    M2m with n_buckets=8 (only the slots that passed the Bernoulli draw are
+    translated, padded to one of 8 sizes) and n_buckets=1 (naive: the whole
+    batch is translated);
+  * samples per second, and the rate of the real input pipeline
+    (`m2m_tf.data.pipeline.train_dataset`, class-balanced, with augmentation for
+    images) against what the fastest step consumes;
+  * the whole-run ratio on Reuters: wall time of `run_experiment` with M2m
+    (training g with ERM included) over the same ERM run.
+Inputs are random (the cost of M2m does not depend on pixel values), labels are
+real class-balanced draws of the balanced sampler over the dataset's class
+counts, so the number of translated slots is realistic. Steps are timed in
+interleaved rounds (one step of every configuration per round), so a change in
+machine load hits all configurations alike; every figure is also given as a
+ratio to the ERM step of the same run.
+
+Writes a JSON file and a Markdown table (atomically) and prints the table.
+`--quick` is a tiny configuration for tests (no meaningful timings).
+"""
+
+import argparse
+import dataclasses
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+# Class counts of the benchmark workloads.
+CIFAR10_LT_R100_COUNTS = (5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50)
+# Reuters R52 training counts of the 36 kept classes (PROVENANCE.md, 6436 docs).
+REUTERS_COUNTS = (2840, 1596, 253, 251, 206, 190, 123, 108, 97, 90, 70, 58, 54, 46, 41, 37, 37,
+                  33, 31, 31, 31, 26, 24, 22, 19, 17, 15, 14, 13, 13, 13, 10, 9, 8, 6, 4)
+
+WORKLOAD_NAMES = ("mlp", "resnet32")
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+  """One benchmarked model, batch size and class distribution."""
+
+  key: str
+  label: str
+  arch: str
+  input_shape: Tuple[int, ...]
+  class_counts: Tuple[int, ...]
+  batch_size: int
+  step_size: float
+  weight_decay: float
+  augment: bool
+  hidden_units: Tuple[int, ...] = (256,)
+  translation_steps: int = 10
+
+
+WORKLOADS: Dict[str, Workload] = {
+    "mlp": Workload("mlp", "Reuters MLP 1000-256-36, batch 64", "mlp", (1000,), REUTERS_COUNTS,
+                    64, 1.0, 5e-5, False),
+    "resnet32": Workload("resnet32", "ResNet-32, CIFAR-LT-10 ratio 100, batch 128", "resnet32",
+                         (32, 32, 3), CIFAR10_LT_R100_COUNTS, 128, 0.1, 2e-4, True),
+}
+
+
+def quick_workload(w: Workload) -> Workload:
+  """A tiny version of a workload for tests: small inputs, batch 16, T = 2."""
+  counts = tuple(max(2, c // 50) for c in w.class_counts)
+  if w.arch == "mlp":
+    return dataclasses.replace(w, label=w.label + " (quick)", input_shape=(20,),
+                               hidden_units=(8,), class_counts=counts[:6], batch_size=16,
+                               translation_steps=2)
+  return dataclasses.replace(w, label=w.label + " (quick)", input_shape=(8, 8, 3),
+                             class_counts=counts, batch_size=16, translation_steps=2)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """One timed step: ERM or M2m, XLA on or off, bucket count."""
+
+  method: str  # "erm" or "m2m"
+  jit: bool
+  n_buckets: int = 0  # 0 for ERM
+
+  @property
+  def name(self) -> str:
+    mode = "xla" if self.jit else "default"
+    if self.method == "erm":
+      return f"erm/{mode}"
+    return f"m2m_b{self.n_buckets}/{mode}"
+
+
+def machine_info() -> dict:
+  """CPU model, cores, TF and Keras versions, and the device the steps run on."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  cpu = platform.processor() or "unknown"
+  try:
+    with open("/proc/cpuinfo") as fh:
+      for line in fh:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  gpus = tf.config.list_physical_devices("GPU")
+  device = "CPU"
+  if gpus:
+    details = tf.config.experimental.get_device_details(gpus[0])
+    device = f"GPU: {details.get('device_name', gpus[0].name)}"
+  return {
+      "cpu": cpu,
+      "cores": os.cpu_count(),
+      "device": device,
+      "tensorflow": tf.__version__,
+      "keras": keras.__version__,
+      "python": platform.python_version(),
+      "load_average_start": _load_average(),
+  }
+
+
+def _load_average() -> Optional[List[float]]:
+  try:
+    return [round(v, 2) for v in os.getloadavg()]
+  except OSError:
+    return None
+
+
+def synthetic_arrays(w: Workload, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+  """A training set with the workload's class counts: random inputs, real label counts.
+
+  Images are uint8 (the pipeline scales them to [0, 1] and augments them);
+  vectors are sparse-ish float32 in [0, 1] like normalised bag-of-words rows.
+  """
+  rng = np.random.default_rng(seed)
+  y = np.repeat(np.arange(len(w.class_counts)), w.class_counts).astype(np.int64)
+  if len(w.input_shape) == 3:
+    x = rng.integers(0, 256, (len(y),) + w.input_shape, dtype=np.uint8)
+  else:
+    x = (rng.random((len(y),) + w.input_shape, dtype=np.float32) < 0.05).astype(np.float32)
+  return x, y
+
+
+def balanced_batches(w: Workload, x, y, n_batches: int, seed: int):
+  """`n_batches` real batches of the balanced (augmented) pipeline, kept in memory."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from m2m_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  ds = pipeline.train_dataset(x, y, num_classes=len(w.class_counts), batch_size=w.batch_size,
+                              seed=seed, epochs=1000, balanced_from_epoch=0, augment=w.augment)
+  batches = list(ds.take(n_batches))
+  xs = tf.stack([b[0] for b in batches])
+  ys = tf.stack([b[1] for b in batches])
+  return xs, ys
+
+
+def build_trainer(w: Workload, cfg: StepConfig, seed: int):
+  """An `M2mTrainer` as `run_experiment` builds it, compiled, with its train_function made."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from m2m_tf.m2m.generation import M2mConfig  # pylint: disable=g-import-not-at-top
+  from m2m_tf.models import build_model  # pylint: disable=g-import-not-at-top
+  from m2m_tf.training.trainer import M2mTrainer  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(seed)
+  kwargs = {"hidden_units": w.hidden_units} if w.arch == "mlp" else {}
+  num_classes = len(w.class_counts)
+  f = build_model(w.arch, w.input_shape, num_classes, name="f", **kwargs)
+  g = None
+  m2m = None
+  if cfg.method == "m2m":
+    g = build_model(w.arch, w.input_shape, num_classes, name="g", **kwargs)
+    m2m = M2mConfig(steps=w.translation_steps, step_size=w.step_size, clip_range=(0.0, 1.0),
+                    n_buckets=cfg.n_buckets)
+  trainer = M2mTrainer(f, g, class_counts=w.class_counts, m2m=m2m, weight_decay=w.weight_decay,
+                       seed=seed)
+  trainer.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1, momentum=0.9),
+                  jit_compile=cfg.jit)
+  trainer.build((None,) + tuple(w.input_shape))
+  if m2m is not None:
+    trainer.phase2.assign(True)
+  trainer.make_train_function()
+  return trainer
+
+
+class _Timed:
+  """A trainer, an in-memory iterator of balanced batches, and its step times."""
+
+  def __init__(self, w: Workload, cfg: StepConfig, xs, ys, seed: int):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    self.cfg = cfg
+    self.trainer = build_trainer(w, cfg, seed)
+    data = tf.data.Dataset.from_tensor_slices((xs, ys)).repeat().prefetch(2)
+    self.iterator = iter(data)
+    self.times: List[float] = []
+    self.first_call_s: Optional[float] = None
+    self.logs: dict = {}
+
+  def step(self) -> float:
+    """One compiled step, synchronised on its loss; returns the seconds taken."""
+    t0 = time.perf_counter()
+    logs = self.trainer.train_function(self.iterator)
+    loss = float(np.asarray(logs["loss"]))
+    dt = time.perf_counter() - t0
+    if not np.isfinite(loss):
+      raise FloatingPointError(f"{self.cfg.name}: non-finite loss {loss}.")
+    self.logs = logs
+    return dt
+
+
+def time_steps(w: Workload, configs: Sequence[StepConfig], *, warmup: int, steps: int,
+               slow_steps: int, seed: int, log=print) -> List[dict]:
+  """Median step times of `configs`, timed in interleaved rounds.
+
+  Each configuration first runs `warmup` untimed steps (the first one traces and
+  compiles; its time is reported as first_call_s), then round r runs one timed
+  step of every configuration that still needs one. XLA-compiled conv-net M2m
+  steps take tens of seconds on a CPU, so they get `slow_steps` timed steps
+  (and one warm-up).
+  """
+  x, y = synthetic_arrays(w, seed)
+  xs, ys = balanced_batches(w, x, y, n_batches=8, seed=seed)
+  timed = []
+  for cfg in configs:
+    slow = cfg.jit and cfg.method == "m2m" and w.arch != "mlp"
+    t = _Timed(w, cfg, xs, ys, seed)
+    t.n_steps = slow_steps if slow else steps
+    n_warm = min(warmup, 1) if slow else warmup
+    for i in range(n_warm):
+      dt = t.step()
+      if i == 0:
+        t.first_call_s = dt
+    log(f"  {w.key} {cfg.name}: first call (trace + compile) {t.first_call_s:.2f} s")
+    timed.append(t)
+  for r in range(max(t.n_steps for t in timed)):
+    for t in timed:
+      if r < t.n_steps:
+        t.times.append(t.step())
+  rows = []
+  for t in timed:
+    med = statistics.median(t.times) if t.times else float("nan")
+    row = {
+        "workload": w.key,
+        "config": t.cfg.name,
+        "method": t.cfg.method,
+        "jit_compile": t.cfg.jit,
+        "n_buckets": t.cfg.n_buckets or None,
+        "batch_size": w.batch_size,
+        "median_step_s": med,
+        "step_times_s": [round(v, 5) for v in t.times],
+        "first_call_s": t.first_call_s,
+        "samples_per_s": w.batch_size / med if med > 0 else None,
+    }
+    if t.cfg.method == "m2m":
+      # The trackers are sums over every step this trainer ran.
+      n_run = int(t.trainer.optimizer.iterations.numpy())
+      stats = {k: float(np.asarray(t.logs[k])) for k in ("gen_slots", "candidates", "accepted")}
+      row["translated_slot_fraction"] = stats["candidates"] / (n_run * w.batch_size)
+      row["generation_slot_fraction"] = stats["gen_slots"] / (n_run * w.batch_size)
+    rows.append(row)
+    log(f"  {w.key} {t.cfg.name}: median {med:.4f} s over {len(t.times)} steps")
+  return rows
+
+
+def input_rate(w: Workload, *, n_batches: int, seed: int) -> dict:
+  """Samples/s of the real balanced (augmented) `train_dataset`, read on its own."""
+  from m2m_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  x, y = synthetic_arrays(w, seed)
+  ds = pipeline.train_dataset(x, y, num_classes=len(w.class_counts), batch_size=w.batch_size,
+                              seed=seed, epochs=1000, balanced_from_epoch=0, augment=w.augment)
+  it = iter(ds)
+  for _ in range(3):
+    next(it)
+  t0 = time.perf_counter()
+  for _ in range(n_batches):
+    b = next(it)
+  np.asarray(b[1])
+  dt = time.perf_counter() - t0
+  return {"batches": n_batches, "seconds": dt, "samples_per_s": n_batches * w.batch_size / dt,
+          "augment": w.augment}
+
+
+def summarise(w: Workload, rows: List[dict], pipe: Optional[dict]) -> dict:
+  """Ratios of every step to the ERM step (same XLA mode, and fastest modes)."""
+  by = {r["config"]: r for r in rows}
+  for r in rows:
+    erm = by.get("erm/" + ("xla" if r["jit_compile"] else "default"))
+    r["ratio_to_erm_same_mode"] = (r["median_step_s"] / erm["median_step_s"]) if erm else None
+  erm_rows = [r for r in rows if r["method"] == "erm"]
+  fastest_erm = min(erm_rows, key=lambda r: r["median_step_s"]) if erm_rows else None
+  out = {"workload": w.key, "label": w.label, "batch_size": w.batch_size,
+         "class_counts": list(w.class_counts), "translation_steps": w.translation_steps}
+  if fastest_erm:
+    out["fastest_erm"] = fastest_erm["config"]
+    out["fastest_erm_step_s"] = fastest_erm["median_step_s"]
+    for r in rows:
+      r["ratio_to_fastest_erm"] = r["median_step_s"] / fastest_erm["median_step_s"]
+  for nb in sorted({r["n_buckets"] for r in rows if r["method"] == "m2m"}):
+    m2m_rows = [r for r in rows if r["method"] == "m2m" and r["n_buckets"] == nb]
+    best = min(m2m_rows, key=lambda r: r["median_step_s"])
+    out[f"fastest_m2m_b{nb}"] = best["config"]
+    if fastest_erm:
+      out[f"m2m_b{nb}_over_erm_fastest_modes"] = (best["median_step_s"]
+                                                  / fastest_erm["median_step_s"])
+  if pipe is not None and fastest_erm:
+    out["input_pipeline"] = pipe
+    consumers = {"fastest_erm": fastest_erm}
+    m2m_rows = [r for r in rows if r["method"] == "m2m"]
+    if m2m_rows:
+      consumers["fastest_m2m"] = min(m2m_rows, key=lambda r: r["median_step_s"])
+    out["input_over_consumption"] = {k: pipe["samples_per_s"] / r["samples_per_s"]
+                                     for k, r in consumers.items()}
+  return out
+
+
+def whole_run_ratio(dataset: str, *, seed: int, overrides: dict, log=print) -> dict:
+  """Wall time of a full M2m `run_experiment` (g's ERM training included) over a full ERM run."""
+  from data_prep.registry import load_dataset  # pylint: disable=g-import-not-at-top
+  from m2m_tf.training.run import ExperimentConfig, run_experiment  # pylint: disable=g-import-not-at-top
+  options = overrides.pop("dataset_options", {})
+  t0 = time.perf_counter()
+  data = load_dataset(dataset, **options)
+  load_s = time.perf_counter() - t0
+  out = {"dataset": dataset, "seed": seed, "data_load_s": load_s, "overrides": dict(overrides),
+         "class_counts": np.asarray(data.class_counts).tolist()}
+  with tempfile.TemporaryDirectory(prefix="m2m_bench_") as tmp:
+    for method in ("erm", "m2m"):
+      cfg = ExperimentConfig(dataset=dataset, method=method, seed=seed, verbose=0, overwrite=True,
+                             output_dir=os.path.join(tmp, method), **overrides)
+      t0 = time.perf_counter()
+      res = run_experiment(cfg, data=data)
+      out[f"{method}_run_s"] = time.perf_counter() - t0
+      out[f"{method}_test_bacc"] = res["test_bacc"]
+      out["jit_compile"] = res["jit_compile"]
+      log(f"  whole {method} run on {dataset}: {out[f'{method}_run_s']:.1f} s")
+  out["m2m_over_erm"] = out["m2m_run_s"] / out["erm_run_s"]
+  return out
+
+
+TARGETS = {
+    "resnet32_m2m_over_erm": 6.0,
+    "reuters_whole_run_m2m_over_erm": 3.5,
+    "input_over_consumption": 3.0,
+}
+
+
+def _fmt(v, digits=3):
+  if v is None:
+    return "–"
+  if isinstance(v, float):
+    if not np.isfinite(v):
+      return "–"
+    return f"{v:.{digits}g}" if abs(v) < 1000 else f"{v:.0f}"
+  return str(v)
+
+
+def markdown(report: dict) -> str:
+  """The Markdown summary written next to the JSON."""
+  m = report["machine"]
+  lines = [
+      "# M2m step benchmark",
+      "",
+      f"Made by `python -m m2m_tf.bench {' '.join(report['argv'])}` on "
+      f"{report['finished']}. Do not edit by hand.",
+      "",
+      f"Machine: {m['cpu']}, {m['cores']} cores, device {m['device']}, TensorFlow "
+      f"{m['tensorflow']}, Keras {m['keras']}. Load average at start {m['load_average_start']}, "
+      f"at end {report.get('load_average_end')}.",
+      "",
+      f"Steps: {report['settings']['warmup']} warm-up + {report['settings']['steps']} timed, "
+      "interleaved across configurations; XLA conv-net M2m steps: 1 warm-up + "
+      f"{report['settings']['slow_steps']} timed. Medians. Ratios are to the ERM step of "
+      "the same run.",
+      "",
+      "| workload | step | median s | samples/s | × ERM same mode | × fastest ERM | "
+      "translated slots | first call s |",
+      "|---|---|---|---|---|---|---|---|",
+  ]
+  for r in report["steps"]:
+    lines.append(
+        f"| {r['workload']} | {r['config']} | {_fmt(r['median_step_s'], 4)} | "
+        f"{_fmt(r['samples_per_s'], 4)} | {_fmt(r.get('ratio_to_erm_same_mode'))} | "
+        f"{_fmt(r.get('ratio_to_fastest_erm'))} | {_fmt(r.get('translated_slot_fraction'), 2)} | "
+        f"{_fmt(r['first_call_s'], 3)} |")
+  lines += ["", "## Summary", ""]
+  for s in report["summaries"]:
+    lines.append(f"**{s['label']}**")
+    lines.append("")
+    if "fastest_erm" in s:
+      lines.append(f"- fastest ERM step: {s['fastest_erm']} at {_fmt(s['fastest_erm_step_s'], 4)} s")
+    for k, v in s.items():
+      if k.startswith("m2m_b") and k.endswith("_over_erm_fastest_modes"):
+        nb = k[len("m2m_b"):].split("_")[0]
+        lines.append(f"- M2m (n_buckets={nb}, {s[f'fastest_m2m_b{nb}']}) / ERM, each in its "
+                     f"fastest mode: **{_fmt(v)}×**")
+    if "input_pipeline" in s:
+      p = s["input_pipeline"]
+      ratios = ", ".join(f"{_fmt(v)}× the {k.replace('_', ' ')} step"
+                         for k, v in s["input_over_consumption"].items())
+      lines.append(f"- input pipeline (balanced{', augmented' if p['augment'] else ''}): "
+                   f"{_fmt(p['samples_per_s'], 4)} samples/s = {ratios}")
+    lines.append("")
+  if report.get("whole_run"):
+    wr = report["whole_run"]
+    lines.append(f"**Whole run on {wr['dataset']}** (seed {wr['seed']}, verbose=0, "
+                 f"jit_compile={wr['jit_compile']}, data loaded once, {_fmt(wr['data_load_s'])} s):")
+    lines.append("")
+    lines.append(f"- ERM run {_fmt(wr['erm_run_s'], 4)} s, M2m run (g's ERM training included) "
+                 f"{_fmt(wr['m2m_run_s'], 4)} s: **{_fmt(wr['m2m_over_erm'])}×**")
+    lines.append("")
+  if report.get("targets"):
+    lines += ["## Targets (issue 4)", "", "| target | limit | measured | met |", "|---|---|---|---|"]
+    for t in report["targets"]:
+      lines.append(f"| {t['name']} | {t['limit']} | {_fmt(t['measured'])} | "
+                   f"{'yes' if t['met'] else 'no'} |")
+    lines.append("")
+  return "\n".join(lines) + "\n"
+
+
+def check_targets(report: dict) -> List[dict]:
+  """The issue's three targets against what this run measured (quick runs excluded)."""
+  out = []
+  for s in report["summaries"]:
+    if s["workload"] == "resnet32" and "m2m_b8_over_erm_fastest_modes" in s:
+      v = s["m2m_b8_over_erm_fastest_modes"]
+      out.append({"name": "ResNet-32 M2m step / ERM step (fastest modes)",
+                  "limit": f"<= {TARGETS['resnet32_m2m_over_erm']}", "measured": v,
+                  "met": v <= TARGETS["resnet32_m2m_over_erm"]})
+    if "input_over_consumption" in s:
+      v = s["input_over_consumption"]["fastest_erm"]
+      out.append({"name": f"{s['workload']} input pipeline / fastest step's consumption",
+                  "limit": f">= {TARGETS['input_over_consumption']}", "measured": v,
+                  "met": v >= TARGETS["input_over_consumption"]})
+  wr = report.get("whole_run")
+  if wr:
+    v = wr["m2m_over_erm"]
+    out.append({"name": f"{wr['dataset']} whole M2m run / ERM run",
+                "limit": f"<= {TARGETS['reuters_whole_run_m2m_over_erm']}", "measured": v,
+                "met": v <= TARGETS["reuters_whole_run_m2m_over_erm"]})
+  return out
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+  """Command-line flags (only this entry point parses arguments)."""
+  p = argparse.ArgumentParser(prog="python -m m2m_tf.bench", description=__doc__.split("\n")[0])
+  p.add_argument("--quick", action="store_true",
+                 help="tiny models and sizes, 1 warm-up + 2 steps (for tests; timings meaningless)")
+  p.add_argument("--which", default="mlp,resnet32",
+                 help=f"comma-separated workloads among {', '.join(WORKLOAD_NAMES)}")
+  p.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default 5)")
+  p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 3)")
+  p.add_argument("--slow_steps", type=int, default=None,
+                 help="timed steps of XLA-compiled conv-net M2m steps (default 1)")
+  p.add_argument("--jit", default="both", choices=("both", "on", "off"), help="XLA modes to time")
+  p.add_argument("--buckets", default="8,1", help="M2m n_buckets values to time (8: ours, 1: naive)")
+  p.add_argument("--skip_xla_m2m_conv", action="store_true",
+                 help="skip XLA M2m steps of conv nets (tens of seconds per step on CPU)")
+  p.add_argument("--pipeline_batches", type=int, default=None,
+                 help="batches read to measure the input rate (default 40)")
+  p.add_argument("--skip_pipeline", action="store_true", help="do not measure the input rate")
+  p.add_argument("--skip_runs", action="store_true", help="do not time the whole Reuters runs")
+  p.add_argument("--run_dataset", default=None,
+                 help="dataset of the whole-run ratio (default reuters; synthetic_lt with --quick)")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--output", default="results/bench.json",
+                 help="JSON output; the Markdown goes next to it with suffix .md")
+  args = p.parse_args(argv)
+  which = [s.strip() for s in args.which.split(",") if s.strip()]
+  bad = [s for s in which if s not in WORKLOADS]
+  if bad:
+    p.error(f"--which: unknown workload(s) {bad}; valid: {', '.join(WORKLOAD_NAMES)}")
+  args.which = which
+  try:
+    args.buckets = [int(v) for v in args.buckets.split(",") if v.strip()]
+  except ValueError:
+    p.error(f"--buckets must be comma-separated integers, got {args.buckets!r}")
+  if any(v < 1 for v in args.buckets):
+    p.error("--buckets values must be >= 1")
+  defaults = (1, 2, 1, 4) if args.quick else (3, 5, 1, 40)
+  for name, d in zip(("warmup", "steps", "slow_steps", "pipeline_batches"), defaults):
+    if getattr(args, name) is None:
+      setattr(args, name, d)
+  if args.warmup < 1 or args.steps < 1 or args.slow_steps < 1 or args.pipeline_batches < 1:
+    p.error("--warmup, --steps, --slow_steps and --pipeline_batches must be >= 1")
+  if args.run_dataset is None:
+    args.run_dataset = "synthetic_lt" if args.quick else "reuters"
+  return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+  """Runs the benchmark, prints the table, writes JSON + Markdown; returns the report."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = parse_args(argv)
+  from m2m_tf.io_utils import atomic_write_json, atomic_write_text  # pylint: disable=g-import-not-at-top
+  t_start = time.perf_counter()
+  report = {"argv": argv, "machine": machine_info(), "quick": args.quick,
+            "settings": {"warmup": args.warmup, "steps": args.steps,
+                         "slow_steps": args.slow_steps, "buckets": args.buckets,
+                         "jit": args.jit, "seed": args.seed},
+            "steps": [], "summaries": []}
+  modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.jit]
+  for key in args.which:
+    w = WORKLOADS[key]
+    if args.quick:
+      w = quick_workload(w)
+    print(f"[bench] {w.label}", flush=True)
+    configs = [StepConfig("erm", jit) for jit in modes]
+    for jit in modes:
+      if jit and args.skip_xla_m2m_conv and w.arch != "mlp":
+        continue
+      configs += [StepConfig("m2m", jit, nb) for nb in args.buckets]
+    rows = time_steps(w, configs, warmup=args.warmup, steps=args.steps,
+                      slow_steps=args.slow_steps, seed=args.seed,
+                      log=lambda s: print(s, flush=True))
+    pipe = None
+    if not args.skip_pipeline:
+      pipe = input_rate(w, n_batches=args.pipeline_batches, seed=args.seed)
+      print(f"  {w.key} input pipeline: {pipe['samples_per_s']:.0f} samples/s", flush=True)
+    report["steps"] += rows
+    report["summaries"].append(summarise(w, rows, pipe))
+  if not args.skip_runs:
+    overrides = {}
+    if args.quick:
+      overrides = {"epochs": 2, "deferred_epoch": 1, "warmup_epochs": 0,
+                   "dataset_options": {"n_max": 40, "n_val_per_class": 4, "n_test_per_class": 4}}
+    print(f"[bench] whole runs on {args.run_dataset}", flush=True)
+    report["whole_run"] = whole_run_ratio(args.run_dataset, seed=args.seed, overrides=overrides,
+                                          log=lambda s: print(s, flush=True))
+  report["targets"] = [] if args.quick else check_targets(report)
+  report["load_average_end"] = _load_average()
+  report["total_s"] = time.perf_counter() - t_start
+  report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+  md = markdown(report)
+  out_json = args.output
+  out_md = os.path.splitext(out_json)[0] + ".md"
+  atomic_write_json(out_json, report)
+  atomic_write_text(out_md, md)
+  print(md)
+  print(f"[bench] wrote {out_json} and {out_md} in {report['total_s']:.0f} s", flush=True)
+  return report
+
+
+if __name__ == "__main__":
+  main()

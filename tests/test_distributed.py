@@ -1,0 +1,122 @@
+"""MirroredStrategy over two logical CPU devices gives the single-device M2m training.
+
+The logical devices must be configured before TensorFlow initialises, so the
+comparison runs in a subprocess. It fits the same M2mTrainer (M2m phase 2 on
+from epoch 1, coupled weight decay, momentum, class weights; jit_compile=False,
+as PLATFORM.md says XLA fails on 2 logical CPUs) once with the default strategy
+and once with MirroredStrategy on the same global batches, and compares the
+loss history, the M2m statistics and the final weights.
+
+To make M2m's random draws identical although each replica only sees half of
+every batch, the generation is made deterministic without disabling any part
+of it: class 1 generates with probability 1 - 1e-5 and classes 0 and 2 never
+do; the seed set is a fixed pool of one class-0 example, beta = 0 gives
+w_ij = 1 (so the Bernoulli draw always passes) and gamma = 0 accepts every
+translation. The translation itself (T steps against the current f and the
+frozen g) is deterministic, so every class-1 slot becomes x* computed from the
+replica's own copy of f.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_SCRIPT = textwrap.dedent("""
+    import json
+    import sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    import keras
+    import numpy as np
+    from m2m_tf.m2m.generation import M2mConfig
+    from m2m_tf.training import callbacks as cb
+    from m2m_tf.training.trainer import M2mTrainer
+
+    D, K, B = 8, 3, 16
+    counts = np.array([100000, 1, 100000])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (64, D)).astype(np.float32)
+    y = np.tile(np.arange(K), 22)[:64].astype(np.int32)
+    pool = (x[:1], np.zeros(1, np.int32))
+    keras.utils.set_random_seed(0)
+    def mlp():
+      return keras.Sequential([keras.Input((D,)), keras.layers.Dense(16, activation="relu"),
+                               keras.layers.Dense(K)])
+    init_f = mlp().get_weights()
+    init_g = [w * 3 for w in mlp().get_weights()]
+
+    def fit(strategy, reduction):
+      with strategy.scope():
+        f, g = mlp(), mlp()
+        f.set_weights(init_f)
+        g.set_weights(init_g)
+        config = M2mConfig(beta=0.0, gamma=0.0, lam=0.5, steps=3, step_size=0.1,
+                           start_noise=0.0, n_buckets=4)
+        trainer = M2mTrainer(f, g, class_counts=counts, m2m=config, seed_pool=pool,
+                             weight_decay=0.01, class_weight=[1.0, 2.0, 0.5],
+                             loss_reduction=reduction, seed=1)
+        trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), jit_compile=False)
+        trainer.build((None, D))
+      ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(B, drop_remainder=True).repeat()
+      hist = trainer.fit(ds, epochs=2, steps_per_epoch=4, verbose=0,
+                         callbacks=[cb.PhaseSchedule(1)])
+      return {"history": {k: [float(v) for v in vals] for k, vals in hist.history.items()},
+              "weights": [w.tolist() for w in f.get_weights()],
+              "g": [w.tolist() for w in g.get_weights()],
+              "init_f": [w.tolist() for w in init_f],
+              "replicas": strategy.num_replicas_in_sync}
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    out = {r: {"default": fit(tf.distribute.get_strategy(), r), "mirrored": fit(mirrored, r)}
+           for r in sys.argv[1:]}
+    print("RESULT" + json.dumps(out))
+""")
+
+
+class MirroredStrategyTest(tf.test.TestCase, parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    env = dict(os.environ, PYTHONPATH=_REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cls.proc = subprocess.run([sys.executable, "-c", _SCRIPT, "batch", "weights"],
+                              capture_output=True, text=True, env=env, cwd=_REPO, timeout=300)
+
+  @parameterized.parameters("batch", "weights")
+  def test_mirrored_matches_single_device(self, reduction):
+    proc = self.proc
+    self.assertEqual(proc.returncode, 0, proc.stderr[-4000:])
+    out = json.loads(proc.stdout.split("RESULT", 1)[1])[reduction]
+    single, mirrored = out["default"], out["mirrored"]
+    self.assertEqual(single["replicas"], 1)
+    self.assertEqual(mirrored["replicas"], 2)
+    hs, hm = single["history"], mirrored["history"]
+    # Phase 1 generates nothing; phase 2 turns every class-1 slot (21 of the
+    # 64 examples of the epoch) into an accepted x*.
+    self.assertEqual(hs["gen_slots"][0], 0.0)
+    self.assertEqual(hs["accepted"][1], 21.0)
+    self.assertEqual(hs["accepted"][1], hs["gen_slots"][1])
+    for key in ("gen_slots", "candidates", "accepted"):
+      self.assertAllClose(hm[key], hs[key], atol=0, msg=key)
+    self.assertAllClose(hm["loss"], hs["loss"], atol=1e-5, rtol=1e-5, msg="loss")
+    self.assertAllClose(hm["accuracy"], hs["accuracy"], atol=1e-6, msg="accuracy")
+    for a, b in zip(single["weights"], mirrored["weights"]):
+      self.assertAllClose(np.array(a), np.array(b), atol=1e-5, rtol=1e-5)
+    for a, b in zip(single["g"], mirrored["g"]):
+      self.assertAllEqual(np.array(a), np.array(b))
+    # Training moved f well beyond the tolerance.
+    self.assertNotAllClose(np.array(single["weights"][0]), np.array(single["init_f"][0]), atol=1e-3)
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -1,0 +1,286 @@
+"""End-to-end tests of m2m_tf.training.run.run_experiment on a tiny synthetic_lt.
+
+Covers the output files, refusal of a finished output directory, a missing g
+checkpoint, seeded determinism, resumption after a simulated kill (two kill
+points), and reloading the exported SavedModel in a process that imports only
+TensorFlow.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from unittest import mock
+
+import h5py
+import keras
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score
+import tensorflow as tf
+
+from data_prep.registry import load_dataset
+from m2m_tf.training import callbacks as cb
+from m2m_tf.training import run
+
+_OPTS = dict(n_max=80, dim=8, n_val_per_class=10, n_test_per_class=10)
+_TMP = None
+
+
+def setUpModule():
+  global _TMP
+  _TMP = tempfile.TemporaryDirectory(prefix="m2m_test_run_")
+  os.environ["M2M_CACHE_DIR"] = os.path.join(_TMP.name, "cache")
+
+
+def tearDownModule():
+  _TMP.cleanup()
+
+
+def _config(name, method, **kw):
+  args = dict(dataset="synthetic_lt", method=method, seed=0,
+              output_dir=os.path.join(_TMP.name, name), dataset_options=dict(_OPTS), epochs=2,
+              deferred_epoch=1, verbose=0, jit_compile="false", n_buckets=2)
+  args.update(kw)
+  return run.ExperimentConfig(**args)
+
+
+def _h5_arrays(path):
+  out = {}
+  with h5py.File(path, "r") as fh:
+    fh.visititems(lambda k, v: out.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset) else None)
+  return out
+
+
+def _history(path):
+  with open(path) as fh:
+    return list(csv.DictReader(fh))
+
+
+def _load_results(path):
+  with open(os.path.join(path, "results.json")) as fh:
+    res = json.load(fh)
+  res.pop("seconds")
+  return res
+
+
+class _Kill(Exception):
+  pass
+
+
+class RunExperimentTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.results = {}
+    for method in ("erm", "drs", "m2m"):
+      # m2m without g_checkpoint trains g with ERM under output_dir/g_erm.
+      cls.results[method] = run.run_experiment(_config(f"smoke_{method}", method))
+    cls.g_path = os.path.join(_TMP.name, "smoke_erm", "best_f.weights.h5")
+    # The reference 4-epoch M2m run (phase 2 from epoch 2; gamma low so that
+    # samples are actually accepted), used by the determinism and resume tests.
+    cls.m2m_kw = dict(epochs=4, deferred_epoch=2, gamma=0.2, beta=0.99, g_checkpoint=cls.g_path)
+    cls.reference = run.run_experiment(_config("ref_m2m", "m2m", **cls.m2m_kw))
+
+  def test_outputs(self):
+    data = load_dataset("synthetic_lt", **_OPTS)
+    for method, res in self.results.items():
+      out = os.path.join(_TMP.name, f"smoke_{method}")
+      for name in ("flags.json", "history.csv", "results.json", "best_f.weights.h5"):
+        self.assertTrue(os.path.isfile(os.path.join(out, name)), f"{method}: {name}")
+      self.assertNotEmpty(os.listdir(os.path.join(out, "tensorboard")))
+      self.assertTrue(os.path.isfile(os.path.join(out, "saved_model", "saved_model.pb")))
+      self.assertFalse(os.path.exists(os.path.join(out, "backup")))  # removed when finished
+      with open(os.path.join(out, "flags.json")) as fh:
+        flags = json.load(fh)
+      self.assertEqual(flags["method"], method)
+      self.assertEqual(flags["epochs"], 2)
+      on_disk = _load_results(out)
+      for key in ("dataset", "method", "seed", "test_bacc", "test_gm", "val_bacc", "best_epoch",
+                  "per_class_recall"):
+        self.assertIn(key, on_disk)
+        self.assertIn(key, res)
+      self.assertEqual(on_disk["dataset"], "synthetic_lt")
+      self.assertEqual(on_disk["method"], method)
+      self.assertEqual(on_disk["seed"], 0)
+      self.assertIn(on_disk["best_epoch"], (0, 1))
+      recall = np.array(on_disk["per_class_recall"], np.float64)
+      self.assertLen(recall, data.num_classes)
+      # Percent, and bACC is the mean per-class recall.
+      self.assertAllInRange(recall, 0.0, 100.0)
+      self.assertAllClose(on_disk["test_bacc"], recall.mean(), atol=1e-9)
+      self.assertBetween(on_disk["test_gm"], 0.0, 100.0)
+      self.assertBetween(on_disk["val_bacc"], 0.0, 100.0)
+      self.assertLessEqual(on_disk["test_gm"], on_disk["test_bacc"] + 1e-9)
+      rows = _history(os.path.join(out, "history.csv"))
+      self.assertLen(rows, 2)
+      self.assertEqual([int(r["epoch"]) for r in rows], [0, 1])
+      for col in ("loss", "lr", "val_bacc", "test_bacc", "val_gm"):
+        self.assertIn(col, rows[0])
+      best = on_disk["best_epoch"]
+      self.assertAllClose(float(rows[best]["val_bacc"]), on_disk["val_bacc"])
+      self.assertAllClose(float(rows[best]["test_bacc"]), on_disk["test_bacc"])
+      self.assertEqual(max(float(r["val_bacc"]) for r in rows), on_disk["val_bacc"])
+      if method == "m2m":
+        for col in ("m2m_accept_rate", "m2m_gen_rate", "m2m_candidate_rate", "m2m_accepted"):
+          self.assertIn(col, rows[0])
+        self.assertEqual(float(rows[0]["gen_slots"]), 0.0)  # phase 1
+        self.assertGreater(float(rows[1]["gen_slots"]), 0.0)  # phase 2 from epoch 1
+        self.assertTrue(os.path.isfile(os.path.join(out, "g_erm", "results.json")))
+        self.assertTrue(os.path.isfile(os.path.join(out, "g_erm", "best_f.weights.h5")))
+
+  def test_results_match_best_weights(self):
+    # Recompute test bACC from the saved best f with scikit-learn.
+    data = load_dataset("synthetic_lt", **_OPTS)
+    out = os.path.join(_TMP.name, "ref_m2m")
+    f = run.build_classifier("mlp", data.input_shape, data.num_classes, normed_head=False,
+                             hidden_units=(64,), name="f")
+    f.load_weights(os.path.join(out, "best_f.weights.h5"))
+    pred = np.argmax(f.predict(data.x_test, verbose=0), axis=1)
+    self.assertAllClose(100 * balanced_accuracy_score(data.y_test, pred),
+                        self.reference["test_bacc"], atol=1e-6)
+
+  def test_second_run_refused_unless_overwrite(self):
+    cfg = _config("smoke_erm", "erm")
+    with self.assertRaisesRegex(run.OutputDirError, "already holds results"):
+      run.run_experiment(cfg)
+    cfg_overwrite = _config("overwrite_erm", "erm", epochs=1)
+    run.run_experiment(cfg_overwrite)
+    with self.assertRaises(run.OutputDirError):
+      run.run_experiment(cfg_overwrite)
+    marker = os.path.join(cfg_overwrite.output_dir, "results.json")
+    os.utime(marker, (0, 0))
+    res = run.run_experiment(_config("overwrite_erm", "erm", epochs=1, overwrite=True))
+    self.assertEqual(res["method"], "erm")
+    self.assertGreater(os.path.getmtime(marker), 0)
+
+  def test_foreign_directory_refused(self):
+    out = os.path.join(_TMP.name, "foreign")
+    os.makedirs(out)
+    with open(os.path.join(out, "notes.txt"), "w") as fh:
+      fh.write("mine")
+    with self.assertRaisesRegex(run.OutputDirError, "not empty"):
+      run.run_experiment(_config("foreign", "erm"))
+    self.assertTrue(os.path.exists(os.path.join(out, "notes.txt")))
+
+  def test_missing_g_checkpoint(self):
+    missing = os.path.join(_TMP.name, "nowhere", "g.weights.h5")
+    with self.assertRaisesRegex(FileNotFoundError, "nowhere/g.weights.h5"):
+      run.run_experiment(_config("missing_g", "m2m", g_checkpoint=missing))
+
+  def test_deterministic(self):
+    again = run.run_experiment(_config("ref_m2m_again", "m2m", **self.m2m_kw))
+    a = _load_results(os.path.join(_TMP.name, "ref_m2m"))
+    b = _load_results(os.path.join(_TMP.name, "ref_m2m_again"))
+    self.assertEqual(a, b)
+    self.assertEqual(again["test_bacc"], self.reference["test_bacc"])
+    self._assert_same_run("ref_m2m", "ref_m2m_again")
+
+  def _assert_same_run(self, name_a, name_b):
+    dir_a, dir_b = (os.path.join(_TMP.name, n) for n in (name_a, name_b))
+    self.assertEqual(_load_results(dir_a), _load_results(dir_b))
+    wa = _h5_arrays(os.path.join(dir_a, "best_f.weights.h5"))
+    wb = _h5_arrays(os.path.join(dir_b, "best_f.weights.h5"))
+    self.assertEqual(sorted(wa), sorted(wb))
+    self.assertNotEmpty(wa)
+    for k in wa:
+      self.assertAllEqual(wa[k], wb[k], msg=k)
+    ha, hb = _history(os.path.join(dir_a, "history.csv")), _history(os.path.join(dir_b, "history.csv"))
+    self.assertEqual(ha, hb)
+    # M2m really ran in phase 2 and accepted samples.
+    self.assertGreater(float(ha[3]["accepted"]), 0.0)
+
+  def _interrupted_then_resumed(self, name, kill_patch, restart_epoch):
+    cfg = _config(name, "m2m", **self.m2m_kw)
+    with kill_patch, self.assertRaises(_Kill):
+      run.run_experiment(cfg)
+    out = cfg.output_dir
+    self.assertFalse(os.path.exists(os.path.join(out, "results.json")))
+    self.assertTrue(os.path.isdir(os.path.join(out, "backup")))
+    self.assertEqual(run.backup_start_epoch(os.path.join(out, "backup")), restart_epoch)
+    run.run_experiment(cfg)  # same configuration: resumes at restart_epoch
+    self._assert_same_run("ref_m2m", name)
+    self.assertFalse(os.path.exists(os.path.join(out, "backup")))
+
+  def test_resume_after_kill_after_backup(self):
+    # Killed after everything of epoch 2, the backup included: resumes at 3.
+    class KillingBackup(keras.callbacks.BackupAndRestore):
+
+      def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if epoch == 2:
+          raise _Kill()
+
+    self._interrupted_then_resumed(
+        "resume_after_backup",
+        mock.patch.object(keras.callbacks, "BackupAndRestore", KillingBackup), 3)
+
+  def test_resume_after_kill_before_backup(self):
+    # Killed after epoch 2's evaluation and CSV row, before its backup: epoch 2
+    # is repeated, and its history row must not appear twice.
+    class KillingTensorBoard(keras.callbacks.TensorBoard):
+
+      def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if epoch == 2:
+          raise _Kill()
+
+    self._interrupted_then_resumed(
+        "resume_before_backup",
+        mock.patch.object(keras.callbacks, "TensorBoard", KillingTensorBoard), 2)
+
+  def test_resume_after_kill_before_evaluation(self):
+    # Killed at the end of epoch 2 before its evaluation was saved. (With the
+    # backup saved FIRST, as run.py had it, the resumed run skipped epoch 2's
+    # evaluation and picked a different best epoch.)
+    class KillingPhaseSchedule(cb.PhaseSchedule):
+
+      def on_epoch_end(self, epoch, logs=None):
+        if epoch == 2:
+          raise _Kill()
+
+    self._interrupted_then_resumed(
+        "resume_before_eval", mock.patch.object(cb, "PhaseSchedule", KillingPhaseSchedule), 2)
+
+  def test_truncate_history(self):
+    path = os.path.join(_TMP.name, "history_trunc.csv")
+    with open(path, "w") as fh:
+      fh.write("epoch,loss\n0,1.0\n1,0.5\n2,0.25\n2,0.25\n")
+    run.truncate_history(path, 2)
+    with open(path) as fh:
+      self.assertEqual(fh.read(), "epoch,loss\n0,1.0\n1,0.5\n")
+
+  def test_saved_model_reloads_without_m2m_tf(self):
+    data = load_dataset("synthetic_lt", **_OPTS)
+    out = os.path.join(_TMP.name, "ref_m2m")
+    x_path = os.path.join(_TMP.name, "x_test.npy")
+    pred_path = os.path.join(_TMP.name, "pred.npy")
+    np.save(x_path, data.x_test)
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        import tensorflow as tf
+        loaded = tf.saved_model.load({os.path.join(out, "saved_model")!r})
+        x = tf.constant(np.load({x_path!r}))
+        np.save({pred_path!r}, loaded.serve(x).numpy())
+        bad = [m for m in sys.modules if m.startswith(("m2m_tf", "data_prep"))]
+        assert not bad, bad
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=_TMP.name, timeout=120)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    served = np.load(pred_path)
+    f = run.build_classifier("mlp", data.input_shape, data.num_classes, normed_head=False,
+                             hidden_units=(64,), name="f")
+    f.load_weights(os.path.join(out, "best_f.weights.h5"))
+    self.assertAllClose(served, f.predict(data.x_test, verbose=0), atol=1e-5)
+    pred = np.argmax(served, axis=1)
+    self.assertAllClose(100 * balanced_accuracy_score(data.y_test, pred),
+                        self.reference["test_bacc"], atol=1e-6)
+
+
+if __name__ == "__main__":
+  tf.test.main()

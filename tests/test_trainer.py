@@ -1,0 +1,174 @@
+"""Tests of m2m_tf.training.trainer.M2mTrainer and its callbacks."""
+
+from absl.testing import parameterized
+import keras
+import numpy as np
+import tensorflow as tf
+
+from m2m_tf.data import pipeline
+from m2m_tf.m2m.generation import M2mConfig
+from m2m_tf.training import callbacks as cb
+from m2m_tf.training.trainer import M2mTrainer
+
+D, K = 8, 3
+COUNTS = np.array([20, 80, 6])
+
+
+def _data(seed=0):
+  rng = np.random.default_rng(seed)
+  y = np.repeat(np.arange(K), COUNTS)
+  protos = rng.uniform(0.2, 0.8, (K, D))
+  x = np.clip(protos[y] + 0.2 * rng.standard_normal((len(y), D)), 0, 1).astype(np.float32)
+  return x, y
+
+
+def _mlp(seed, batchnorm=False, name=None):
+  keras.utils.set_random_seed(seed)
+  layers = [keras.Input((D,)), keras.layers.Dense(16)]
+  if batchnorm:
+    layers.append(keras.layers.BatchNormalization())
+  layers += [keras.layers.ReLU(), keras.layers.Dense(K)]
+  return keras.Sequential(layers, name=name)
+
+
+def _all_weights(model):
+  return [v.numpy().copy() for v in model.weights]
+
+
+class TrainerTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(False, True)
+  def test_g_frozen_f_trained_with_m2m(self, jit_compile):
+    x, y = _data()
+    f = _mlp(1, batchnorm=True, name="f")
+    g = _mlp(2, batchnorm=True, name="g")
+    # Non-trivial BatchNorm statistics in g, so an update would show.
+    g.layers[1].moving_mean.assign(np.linspace(-0.5, 0.5, 16))
+    g_before = _all_weights(g)
+    f_before = _all_weights(f)
+    config = M2mConfig(beta=0.99, gamma=0.0, steps=3, step_size=0.2, n_buckets=2)
+    trainer = M2mTrainer(f, g, class_counts=COUNTS, m2m=config, weight_decay=1e-3, seed=3)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), jit_compile=jit_compile)
+    trainer.build((None, D))
+    b = 16
+    steps = pipeline.steps_per_epoch(len(y), b)
+    ds = pipeline.train_dataset(x, y, num_classes=K, batch_size=b, seed=0, epochs=2,
+                                balanced_from_epoch=1)
+    history = trainer.fit(ds, epochs=2, steps_per_epoch=steps, verbose=0,
+                          callbacks=[cb.PhaseSchedule(1), cb.M2mStatistics(steps * b)])
+    for a, b_ in zip(g_before, _all_weights(g)):
+      self.assertAllEqual(a, b_)
+    self.assertFalse(g.trainable)
+    changed = [not np.array_equal(a, b_) for a, b_ in zip(f_before, _all_weights(f))]
+    self.assertTrue(all(changed[:2]) and changed[-1])
+    h = history.history
+    for key in ("m2m_accept_rate", "m2m_gen_rate", "m2m_candidate_rate", "m2m_accepted",
+                "accepted", "candidates", "gen_slots", "loss", "accuracy"):
+      self.assertIn(key, h)
+    self.assertEqual(h["gen_slots"][0], 0.0)  # phase 1
+    self.assertEqual(h["accepted"][0], 0.0)
+    self.assertGreater(h["accepted"][1], 0.0)  # gamma = 0: every candidate accepted
+    self.assertEqual(h["accepted"][1], h["candidates"][1])
+    self.assertEqual(h["m2m_accept_rate"][1], 1.0)
+    self.assertAllClose(h["m2m_gen_rate"][1], h["gen_slots"][1] / (steps * b))
+    self.assertTrue(bool(trainer.phase2.numpy()))
+
+  def test_self_translation_needs_no_g(self):
+    f = _mlp(1)
+    trainer = M2mTrainer(f, None, class_counts=COUNTS, m2m=M2mConfig(), self_translation=True)
+    self.assertIsNone(trainer.g)
+
+  def test_missing_g_raises(self):
+    with self.assertRaisesRegex(ValueError, "frozen classifier g"):
+      M2mTrainer(_mlp(1), None, class_counts=COUNTS, m2m=M2mConfig())
+
+  def test_bad_class_counts_and_weights(self):
+    with self.assertRaisesRegex(ValueError, "class_counts"):
+      M2mTrainer(_mlp(1), class_counts=[3, 0, 2])
+    with self.assertRaisesRegex(ValueError, "class_weight"):
+      M2mTrainer(_mlp(1), class_counts=COUNTS, class_weight=[1.0, 2.0])
+
+  def _linear_step(self, wd, class_weight=None, lr=0.3):
+    """One trainer SGD step on a linear f; returns (W, b) before, after, and the batch."""
+    rng = np.random.default_rng(4)
+    keras.utils.set_random_seed(0)
+    f = keras.Sequential([keras.Input((D,)), keras.layers.Dense(K)])
+    w0 = rng.normal(0, 0.5, (D, K)).astype(np.float32)
+    b0 = rng.normal(0, 0.5, K).astype(np.float32)
+    f.set_weights([w0, b0])
+    trainer = M2mTrainer(f, class_counts=COUNTS, weight_decay=wd, class_weight=class_weight)
+    trainer.compile(optimizer=keras.optimizers.SGD(lr, momentum=0.0), jit_compile=False)
+    trainer.build((None, D))
+    xb = rng.uniform(0, 1, (12, D)).astype(np.float32)
+    yb = rng.integers(0, K, 12).astype(np.int32)
+    logs = trainer.train_on_batch(xb, yb, return_dict=True)
+    w1, b1 = f.get_weights()
+    return (w0, b0), (w1, b1), (xb, yb), logs
+
+  def _np_grad(self, w, b, xb, yb, cw):
+    """float64 gradient of sum_i cw[y_i] CE_i / B for logits = x W + b."""
+    w, b, xb = (np.asarray(a, np.float64) for a in (w, b, xb))
+    z = xb @ w + b
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    ce = -np.log(p[np.arange(len(yb)), yb])
+    wi = np.asarray(cw, np.float64)[yb]
+    dz = p.copy()
+    dz[np.arange(len(yb)), yb] -= 1.0
+    dz *= wi[:, None] / len(yb)
+    return xb.T @ dz, dz.sum(axis=0), np.sum(wi * ce) / len(yb)
+
+  def test_coupled_weight_decay_sgd_step(self):
+    wd, lr = 0.05, 0.3
+    (w0, b0), (w1, b1), (xb, yb), logs = self._linear_step(wd, lr=lr)
+    gw, gb, loss = self._np_grad(w0, b0, xb, yb, np.ones(K))
+    self.assertAllClose(w1, w0 - lr * (gw + wd * w0), atol=1e-6)
+    self.assertAllClose(b1, b0 - lr * (gb + wd * b0), atol=1e-6)  # biases decay too (PyTorch)
+    self.assertAllClose(logs["loss"], loss, atol=1e-5)
+    # And it is not decoupled decay w(1 - lr wd) - lr g with a different grad scale.
+    self.assertGreater(np.abs((w0 - lr * (gw + wd * w0)) - (w0 - lr * gw)).max(), 1e-3)
+
+  def test_class_weighted_step(self):
+    cw = np.array([2.0, 0.5, 3.0])
+    (w0, b0), (w1, b1), (xb, yb), _ = self._linear_step(0.0, class_weight=cw)
+    gw, gb, _ = self._np_grad(w0, b0, xb, yb, cw)
+    self.assertAllClose(w1, w0 - 0.3 * gw, atol=1e-6)
+    self.assertAllClose(b1, b0 - 0.3 * gb, atol=1e-6)
+
+  def test_nan_loss_raises(self):
+    # (Inf inputs are not used: in graph mode the fused MatMul+BiasAdd+ReLU on
+    # this CPU maps the NaN pre-activations to 0, so the loss stays finite.)
+    x, y = _data()
+    f = _mlp(1)
+    f.layers[-1].bias.assign([np.nan, 0.0, 0.0])
+    trainer = M2mTrainer(f, class_counts=COUNTS)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
+    trainer.build((None, D))
+    ds = pipeline.train_dataset(x, y, num_classes=K, batch_size=16, seed=0, epochs=1)
+    with self.assertRaisesRegex(FloatingPointError, r"loss became nan at epoch 0, batch 0"):
+      trainer.fit(ds, epochs=1, steps_per_epoch=6, verbose=0, callbacks=[cb.RaiseOnNaN()])
+
+  def test_huge_lr_raises(self):
+    x, y = _data()
+    f = _mlp(1)
+    trainer = M2mTrainer(f, class_counts=COUNTS)
+    trainer.compile(optimizer=keras.optimizers.SGD(1e30), jit_compile=False)
+    trainer.build((None, D))
+    ds = pipeline.train_dataset(x, y, num_classes=K, batch_size=16, seed=0, epochs=3)
+    with self.assertRaisesRegex(FloatingPointError, "loss became"):
+      trainer.fit(ds, epochs=3, steps_per_epoch=6, verbose=0, callbacks=[cb.RaiseOnNaN()])
+
+  def test_phase_schedule_class_weights(self):
+    f = _mlp(1)
+    trainer = M2mTrainer(f, class_counts=COUNTS)
+    schedule = cb.PhaseSchedule(None, weights_from=2, phase2_class_weight=[1.0, 2.0, 3.0])
+    schedule.set_model(trainer)
+    schedule.on_epoch_begin(1)
+    self.assertAllEqual(trainer.class_weight.numpy(), np.ones(K))
+    self.assertFalse(bool(trainer.phase2.numpy()))
+    schedule.on_epoch_begin(2)
+    self.assertAllEqual(trainer.class_weight.numpy(), [1.0, 2.0, 3.0])
+
+
+if __name__ == "__main__":
+  tf.test.main()
