@@ -27,6 +27,7 @@ Writes a JSON file and a Markdown table (atomically) and prints the table.
 
 import argparse
 import dataclasses
+import math
 import os
 import platform
 import statistics
@@ -198,15 +199,18 @@ class _Timed:
     data = tf.data.Dataset.from_tensor_slices((xs, ys)).repeat().prefetch(2)
     self.iterator = iter(data)
     self.times: List[float] = []
+    self.n_steps = 0
+    self.repeat = 1
     self.first_call_s: Optional[float] = None
     self.logs: dict = {}
 
-  def step(self) -> float:
-    """One compiled step, synchronised on its loss; returns the seconds taken."""
+  def step(self, repeat: int = 1) -> float:
+    """`repeat` compiled steps, synchronised on the last loss; returns seconds per step."""
     t0 = time.perf_counter()
-    logs = self.trainer.train_function(self.iterator)
+    for _ in range(repeat):
+      logs = self.trainer.train_function(self.iterator)
     loss = float(np.asarray(logs["loss"]))
-    dt = time.perf_counter() - t0
+    dt = (time.perf_counter() - t0) / repeat
     if not np.isfinite(loss):
       raise FloatingPointError(f"{self.cfg.name}: non-finite loss {loss}.")
     self.logs = logs
@@ -214,14 +218,17 @@ class _Timed:
 
 
 def time_steps(w: Workload, configs: Sequence[StepConfig], *, warmup: int, steps: int,
-               slow_steps: int, seed: int, log=print) -> List[dict]:
+               slow_steps: int, seed: int, min_sample_s: float = 0.25,
+               log=print) -> List[dict]:
   """Median step times of `configs`, timed in interleaved rounds.
 
   Each configuration first runs `warmup` untimed steps (the first one traces and
   compiles; its time is reported as first_call_s), then round r runs one timed
   step of every configuration that still needs one. XLA-compiled conv-net M2m
   steps take tens of seconds on a CPU, so they get `slow_steps` timed steps
-  (and one warm-up).
+  (and one warm-up). A step shorter than `min_sample_s` (the MLP's few
+  milliseconds) is timed as the mean of a block of consecutive steps lasting
+  about `min_sample_s`, and each block counts as one timed sample.
   """
   x, y = synthetic_arrays(w, seed)
   xs, ys = balanced_batches(w, x, y, n_batches=8, seed=seed)
@@ -231,16 +238,19 @@ def time_steps(w: Workload, configs: Sequence[StepConfig], *, warmup: int, steps
     t = _Timed(w, cfg, xs, ys, seed)
     t.n_steps = slow_steps if slow else steps
     n_warm = min(warmup, 1) if slow else warmup
+    last = None
     for i in range(n_warm):
-      dt = t.step()
+      last = t.step()
       if i == 0:
-        t.first_call_s = dt
+        t.first_call_s = last
+    if n_warm > 1:
+      t.repeat = max(1, min(200, int(math.ceil(min_sample_s / max(last, 1e-6)))))
     log(f"  {w.key} {cfg.name}: first call (trace + compile) {t.first_call_s:.2f} s")
     timed.append(t)
   for r in range(max(t.n_steps for t in timed)):
     for t in timed:
       if r < t.n_steps:
-        t.times.append(t.step())
+        t.times.append(t.step(t.repeat))
   rows = []
   for t in timed:
     med = statistics.median(t.times) if t.times else float("nan")
@@ -253,6 +263,7 @@ def time_steps(w: Workload, configs: Sequence[StepConfig], *, warmup: int, steps
         "batch_size": w.batch_size,
         "median_step_s": med,
         "step_times_s": [round(v, 5) for v in t.times],
+        "steps_per_sample": t.repeat,
         "first_call_s": t.first_call_s,
         "samples_per_s": w.batch_size / med if med > 0 else None,
     }
@@ -318,8 +329,13 @@ def summarise(w: Workload, rows: List[dict], pipe: Optional[dict]) -> dict:
   return out
 
 
-def whole_run_ratio(dataset: str, *, seed: int, overrides: dict, log=print) -> dict:
-  """Wall time of a full M2m `run_experiment` (g's ERM training included) over a full ERM run."""
+def whole_run_ratio(dataset: str, *, seed: int, overrides: dict, n_buckets: Sequence[int] = (8,),
+                    log=print) -> dict:
+  """Wall time of a full M2m `run_experiment` (g's ERM training included) over a full ERM run.
+
+  One ERM run, then one M2m run per `n_buckets` value (each trains its own g, as
+  a user's M2m run does); the first value gives the headline ratio.
+  """
   from data_prep.registry import load_dataset  # pylint: disable=g-import-not-at-top
   from m2m_tf.training.run import ExperimentConfig, run_experiment  # pylint: disable=g-import-not-at-top
   options = overrides.pop("dataset_options", {})
@@ -328,17 +344,29 @@ def whole_run_ratio(dataset: str, *, seed: int, overrides: dict, log=print) -> d
   load_s = time.perf_counter() - t0
   out = {"dataset": dataset, "seed": seed, "data_load_s": load_s, "overrides": dict(overrides),
          "class_counts": np.asarray(data.class_counts).tolist()}
+  runs = [("erm", None)] + [("m2m", nb) for nb in n_buckets]
+  out["m2m_runs"] = []
   with tempfile.TemporaryDirectory(prefix="m2m_bench_") as tmp:
-    for method in ("erm", "m2m"):
+    for method, nb in runs:
+      extra = {} if nb is None else {"n_buckets": nb}
       cfg = ExperimentConfig(dataset=dataset, method=method, seed=seed, verbose=0, overwrite=True,
-                             output_dir=os.path.join(tmp, method), **overrides)
+                             output_dir=os.path.join(tmp, f"{method}{nb or ''}"), **overrides,
+                             **extra)
       t0 = time.perf_counter()
       res = run_experiment(cfg, data=data)
-      out[f"{method}_run_s"] = time.perf_counter() - t0
-      out[f"{method}_test_bacc"] = res["test_bacc"]
+      seconds = time.perf_counter() - t0
       out["jit_compile"] = res["jit_compile"]
-      log(f"  whole {method} run on {dataset}: {out[f'{method}_run_s']:.1f} s")
-  out["m2m_over_erm"] = out["m2m_run_s"] / out["erm_run_s"]
+      log(f"  whole {method} run (n_buckets={nb}) on {dataset}: {seconds:.1f} s")
+      if method == "erm":
+        out["erm_run_s"] = seconds
+        out["erm_test_bacc"] = res["test_bacc"]
+      else:
+        out["m2m_runs"].append({"n_buckets": nb, "run_s": seconds, "test_bacc": res["test_bacc"],
+                                "m2m_over_erm": seconds / out["erm_run_s"]})
+  first = out["m2m_runs"][0]
+  out["m2m_run_s"] = first["run_s"]
+  out["m2m_n_buckets"] = first["n_buckets"]
+  out["m2m_over_erm"] = first["m2m_over_erm"]
   return out
 
 
@@ -372,8 +400,10 @@ def markdown(report: dict) -> str:
       f"{m['tensorflow']}, Keras {m['keras']}. Load average at start {m['load_average_start']}, "
       f"at end {report.get('load_average_end')}.",
       "",
-      f"Steps: {report['settings']['warmup']} warm-up + {report['settings']['steps']} timed, "
-      "interleaved across configurations; XLA conv-net M2m steps: 1 warm-up + "
+      f"Steps: {report['settings']['warmup']} warm-up + {report['settings']['steps']} timed "
+      "samples, interleaved across configurations (a step under 0.25 s is timed as the mean of "
+      "a block of steps lasting ~0.25 s); XLA conv-net M2m steps (n_buckets "
+      f"{report['settings']['xla_conv_buckets']}): 1 warm-up + "
       f"{report['settings']['slow_steps']} timed. Medians. Ratios are to the ERM step of "
       "the same run.",
       "",
@@ -410,8 +440,10 @@ def markdown(report: dict) -> str:
     lines.append(f"**Whole run on {wr['dataset']}** (seed {wr['seed']}, verbose=0, "
                  f"jit_compile={wr['jit_compile']}, data loaded once, {_fmt(wr['data_load_s'])} s):")
     lines.append("")
-    lines.append(f"- ERM run {_fmt(wr['erm_run_s'], 4)} s, M2m run (g's ERM training included) "
-                 f"{_fmt(wr['m2m_run_s'], 4)} s: **{_fmt(wr['m2m_over_erm'])}×**")
+    lines.append(f"- ERM run {_fmt(wr['erm_run_s'], 4)} s")
+    for r in wr["m2m_runs"]:
+      lines.append(f"- M2m run, n_buckets={r['n_buckets']} (g's ERM training included): "
+                   f"{_fmt(r['run_s'], 4)} s = **{_fmt(r['m2m_over_erm'])}×** the ERM run")
     lines.append("")
   if report.get("targets"):
     lines += ["## Targets (issue 4)", "", "| target | limit | measured | met |", "|---|---|---|---|"]
@@ -439,7 +471,7 @@ def check_targets(report: dict) -> List[dict]:
   wr = report.get("whole_run")
   if wr:
     v = wr["m2m_over_erm"]
-    out.append({"name": f"{wr['dataset']} whole M2m run / ERM run",
+    out.append({"name": f"{wr['dataset']} whole M2m run (n_buckets={wr['m2m_n_buckets']}) / ERM run",
                 "limit": f"<= {TARGETS['reuters_whole_run_m2m_over_erm']}", "measured": v,
                 "met": v <= TARGETS["reuters_whole_run_m2m_over_erm"]})
   return out
@@ -458,12 +490,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                  help="timed steps of XLA-compiled conv-net M2m steps (default 1)")
   p.add_argument("--jit", default="both", choices=("both", "on", "off"), help="XLA modes to time")
   p.add_argument("--buckets", default="8,1", help="M2m n_buckets values to time (8: ours, 1: naive)")
-  p.add_argument("--skip_xla_m2m_conv", action="store_true",
-                 help="skip XLA M2m steps of conv nets (tens of seconds per step on CPU)")
+  p.add_argument("--xla_conv_buckets", default="1",
+                 help="n_buckets values timed for conv-net M2m steps under XLA (default 1: on "
+                      "CPU XLA compiles each of the 9 bucket branches of n_buckets=8 for "
+                      "minutes and a step takes tens of seconds; empty: none)")
   p.add_argument("--pipeline_batches", type=int, default=None,
                  help="batches read to measure the input rate (default 40)")
   p.add_argument("--skip_pipeline", action="store_true", help="do not measure the input rate")
   p.add_argument("--skip_runs", action="store_true", help="do not time the whole Reuters runs")
+  p.add_argument("--run_n_buckets", default="8,1",
+                 help="n_buckets of the whole M2m runs (one M2m run per value; 8 is the default)")
+  p.add_argument("--run_jit", default=None, choices=("auto", "true", "false"),
+                 help="jit_compile of the whole runs (default auto; false with --quick)")
   p.add_argument("--run_dataset", default=None,
                  help="dataset of the whole-run ratio (default reuters; synthetic_lt with --quick)")
   p.add_argument("--seed", type=int, default=0)
@@ -475,12 +513,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   if bad:
     p.error(f"--which: unknown workload(s) {bad}; valid: {', '.join(WORKLOAD_NAMES)}")
   args.which = which
-  try:
-    args.buckets = [int(v) for v in args.buckets.split(",") if v.strip()]
-  except ValueError:
-    p.error(f"--buckets must be comma-separated integers, got {args.buckets!r}")
-  if any(v < 1 for v in args.buckets):
-    p.error("--buckets values must be >= 1")
+  for name in ("buckets", "xla_conv_buckets", "run_n_buckets"):
+    text = getattr(args, name)
+    try:
+      values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+      p.error(f"--{name} must be comma-separated integers, got {text!r}")
+    if any(v < 1 for v in values):
+      p.error(f"--{name} values must be >= 1")
+    setattr(args, name, values)
+  if args.run_jit is None:
+    args.run_jit = "false" if args.quick else "auto"
   defaults = (1, 2, 1, 4) if args.quick else (3, 5, 1, 40)
   for name, d in zip(("warmup", "steps", "slow_steps", "pipeline_batches"), defaults):
     if getattr(args, name) is None:
@@ -501,6 +544,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   report = {"argv": argv, "machine": machine_info(), "quick": args.quick,
             "settings": {"warmup": args.warmup, "steps": args.steps,
                          "slow_steps": args.slow_steps, "buckets": args.buckets,
+                         "xla_conv_buckets": args.xla_conv_buckets,
+                         "run_n_buckets": args.run_n_buckets, "run_jit": args.run_jit,
                          "jit": args.jit, "seed": args.seed},
             "steps": [], "summaries": []}
   modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.jit]
@@ -511,9 +556,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     print(f"[bench] {w.label}", flush=True)
     configs = [StepConfig("erm", jit) for jit in modes]
     for jit in modes:
-      if jit and args.skip_xla_m2m_conv and w.arch != "mlp":
-        continue
-      configs += [StepConfig("m2m", jit, nb) for nb in args.buckets]
+      buckets = args.xla_conv_buckets if (jit and w.arch != "mlp") else args.buckets
+      configs += [StepConfig("m2m", jit, nb) for nb in buckets]
     rows = time_steps(w, configs, warmup=args.warmup, steps=args.steps,
                       slow_steps=args.slow_steps, seed=args.seed,
                       log=lambda s: print(s, flush=True))
@@ -524,12 +568,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     report["steps"] += rows
     report["summaries"].append(summarise(w, rows, pipe))
   if not args.skip_runs:
-    overrides = {}
+    overrides = {"jit_compile": args.run_jit}
     if args.quick:
-      overrides = {"epochs": 2, "deferred_epoch": 1, "warmup_epochs": 0,
-                   "dataset_options": {"n_max": 40, "n_val_per_class": 4, "n_test_per_class": 4}}
+      overrides.update({"epochs": 2, "deferred_epoch": 1, "warmup_epochs": 0,
+                   "dataset_options": {"n_max": 40, "n_val_per_class": 4, "n_test_per_class": 4}})
     print(f"[bench] whole runs on {args.run_dataset}", flush=True)
     report["whole_run"] = whole_run_ratio(args.run_dataset, seed=args.seed, overrides=overrides,
+                                          n_buckets=args.run_n_buckets,
                                           log=lambda s: print(s, flush=True))
   report["targets"] = [] if args.quick else check_targets(report)
   report["load_average_end"] = _load_average()

@@ -61,6 +61,8 @@ flags.DEFINE_string("output_dir", None, "Where results go (default runs/<dataset
 flags.DEFINE_bool("overwrite", False, "Replace an output directory that already holds results.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA for the train step. auto: "
                   "on for GPUs; on CPU only for the MLP (XLA slows conv nets on CPU).")
+flags.DEFINE_bool("mixed_precision", False, "mixed_float16 compute for f and g (GPU); the loss "
+                  "and the M2m translation stay float32; dynamic loss scaling.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
 flags.DEFINE_enum("loss_reduction", "batch", ["batch", "weights"], "Weighted-loss reduction: "
                   "sum(w*l)/B (batch) or sum(w*l)/sum(w) (weights).")
@@ -117,7 +119,7 @@ def config_from_flags():
       self_translation=FLAGS.self_translation, seed_pool_size=FLAGS.seed_pool_size,
       n_buckets=FLAGS.n_buckets, g_checkpoint=FLAGS.g_checkpoint,
       loss_reduction=FLAGS.loss_reduction, jit_compile=FLAGS.jit_compile,
-      strategy=FLAGS.strategy, overwrite=FLAGS.overwrite, verbose=FLAGS.verbose)
+      strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision, overwrite=FLAGS.overwrite, verbose=FLAGS.verbose)
 
 
 def main(argv):

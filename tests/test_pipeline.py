@@ -137,6 +137,10 @@ class PipelineTest(tf.test.TestCase, parameterized.TestCase):
       pipeline.train_dataset(x, y, num_classes=3, batch_size=16, seed=0, epochs=1)
     with self.assertRaisesRegex(ValueError, "batch_size"):
       pipeline.train_dataset(x, y, num_classes=4, batch_size=161, seed=0, epochs=1)
+    x_bad = np.array(x, np.float32)
+    x_bad[7, 0] = np.inf
+    with self.assertRaisesRegex(ValueError, r"NaN/Inf in 1 examples \(first: index 7\)"):
+      pipeline.train_dataset(x_bad, y, num_classes=4, batch_size=16, seed=0, epochs=1)
     ctx = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
                                      num_replicas_in_sync=3)
     with self.assertRaisesRegex(ValueError, "divisible"):

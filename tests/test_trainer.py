@@ -128,6 +128,45 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     # And it is not decoupled decay w(1 - lr wd) - lr g with a different grad scale.
     self.assertGreater(np.abs((w0 - lr * (gw + wd * w0)) - (w0 - lr * gw)).max(), 1e-3)
 
+  def test_loss_scale_optimizer_keeps_coupled_weight_decay(self):
+    # Under a LossScaleOptimizer (mixed precision) the loss is scaled by 2^15 and the
+    # gradients unscaled again: the L2 term must come out as wd * w, not wd * w / 2^15.
+    wd, lr = 0.05, 0.3
+    rng = np.random.default_rng(0)
+    f = keras.Sequential([keras.Input((D,)), keras.layers.Dense(K)])
+    w0 = rng.normal(0, 0.5, (D, K)).astype(np.float32)
+    b0 = rng.normal(0, 0.5, K).astype(np.float32)
+    f.set_weights([w0, b0])
+    trainer = M2mTrainer(f, class_counts=COUNTS, weight_decay=wd)
+    opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(lr, momentum=0.0))
+    trainer.compile(optimizer=opt, jit_compile=False)
+    trainer.build((None, D))
+    xb = rng.uniform(0, 1, (12, D)).astype(np.float32)
+    yb = rng.integers(0, K, 12).astype(np.int32)
+    trainer.train_on_batch(xb, yb)
+    gw, _, _ = self._np_grad(w0, b0, xb, yb, np.ones(K))
+    self.assertGreater(float(opt.dynamic_scale.numpy()), 1.0)
+    self.assertAllClose(f.get_weights()[0], w0 - lr * (gw + wd * w0), atol=1e-5)
+
+  def test_mixed_float16_m2m_fit_is_finite(self):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+      f, g = _mlp(1), _mlp(2)
+      self.assertEqual(f.layers[0].compute_dtype, "float16")
+      trainer = M2mTrainer(f, g, class_counts=COUNTS, weight_decay=5e-4,
+                           m2m=M2mConfig(beta=0.99, gamma=0.0, steps=2, step_size=0.5))
+      trainer.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05)),
+                      jit_compile=False)
+      trainer.build((None, D))
+      trainer.phase2.assign(True)
+      x, y = _data()
+      hist = trainer.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    finally:
+      keras.mixed_precision.set_global_policy("float32")
+    self.assertTrue(np.isfinite(hist.history["loss"][0]))
+    self.assertGreater(hist.history["accepted"][0], 0)
+    self.assertEqual(f.weights[0].dtype, "float32")
+
   def test_class_weighted_step(self):
     cw = np.array([2.0, 0.5, 3.0])
     (w0, b0), (w1, b1), (xb, yb), _ = self._linear_step(0.0, class_weight=cw)

@@ -122,6 +122,10 @@ def train_dataset(x: np.ndarray, y: np.ndarray, *, num_classes: int, batch_size:
     raise ValueError(f"x and y lengths differ: {len(x)} vs {len(y)}.")
   if len(y) == 0:
     raise ValueError("Empty training set.")
+  if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+    bad = np.flatnonzero(~np.all(np.isfinite(x.reshape(len(x), -1)), axis=1))
+    raise ValueError(f"Training inputs contain NaN/Inf in {bad.size} examples (first: index "
+                     f"{bad[0]}); clean the data before training.")
   if y.min() < 0 or y.max() >= num_classes:
     raise ValueError(f"Labels must be in [0, {num_classes}), got [{y.min()}, {y.max()}].")
   n = len(x)

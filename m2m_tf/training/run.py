@@ -24,6 +24,7 @@ import shutil
 import time
 from typing import Optional, Tuple
 
+from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
@@ -81,6 +82,7 @@ class ExperimentConfig:
   g_checkpoint: Optional[str] = None  # comma-separated paths: an ensemble g (M2m-Ensemble)
   loss_reduction: str = "batch"
   jit_compile: str = "auto"
+  mixed_precision: bool = False
   strategy: str = "default"
   overwrite: bool = False
   verbose: int = 1
@@ -283,6 +285,10 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
   epoch_size = len(data.x_train)
 
   keras.utils.set_random_seed(cfg.seed)
+  if cfg.mixed_precision:
+    if not tf.config.list_physical_devices("GPU"):
+      logging.warning("mixed_float16 on a CPU is slow; it is meant for GPUs.")
+    keras.mixed_precision.set_global_policy("mixed_float16")
   strategy = make_strategy(cfg.strategy)
   jit = resolve_jit_compile(cfg.jit_compile, recipe.arch)
   normed = cfg.loss == "ldam"
@@ -315,8 +321,10 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
                          class_weight=_class_weight(None if method.class_weight == "none"
                                                     else method.class_weight, counts),
                          seed=cfg.seed)
-    trainer.compile(optimizer=keras.optimizers.SGD(learning_rate=cfg.lr, momentum=cfg.momentum),
-                    jit_compile=jit)
+    optimizer = keras.optimizers.SGD(learning_rate=cfg.lr, momentum=cfg.momentum)
+    if cfg.mixed_precision:
+      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    trainer.compile(optimizer=optimizer, jit_compile=jit)
     trainer.build((None,) + tuple(input_shape))
 
   backup_dir = os.path.join(cfg.output_dir, "backup")
@@ -354,8 +362,12 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
       keras.callbacks.TensorBoard(os.path.join(cfg.output_dir, "tensorboard"), write_graph=False),
       keras.callbacks.BackupAndRestore(backup_dir),
   ]
-  trainer.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks,
-              verbose=cfg.verbose)
+  try:
+    trainer.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks,
+                verbose=cfg.verbose)
+  finally:
+    if cfg.mixed_precision:
+      keras.mixed_precision.set_global_policy("float32")
 
   if evaluation.best_weights is None:
     raise RuntimeError("Training finished without a single evaluated epoch.")

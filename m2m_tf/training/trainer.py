@@ -16,6 +16,12 @@ Known difference: Keras' SGD keeps lr inside the momentum buffer, PyTorch's
 applies lr after it; the two agree while lr is constant and differ only for
 the few steps after an lr change.
 
+Mixed precision (`keras.mixed_precision.set_global_policy("mixed_float16")`
+before building f and g, and a `keras.optimizers.LossScaleOptimizer`): f's
+layers compute in float16, the loss, the logits used by the loss and the whole
+M2m translation stay float32 (x is float32; logits are cast), and the coupled
+L2 term is multiplied by the loss scale so the optimizer's unscaling leaves wd * w.
+
 Randomness inside the step is stateless (philox), seeded by (seed,
 optimizer.iterations), so a seeded run is deterministic and a resumed run
 (BackupAndRestore restores the iteration count) continues identically.
@@ -142,11 +148,18 @@ class M2mTrainer(keras.Model):
       per_example = self.loss_fn(y, logits)
       loss = losses_lib.weighted_mean(per_example, y, self.class_weight, global_batch,
                                       reduction=self.loss_reduction)
+      # Identity, except under a LossScaleOptimizer (mixed_float16), whose
+      # apply_gradients divides the gradients by the same dynamic scale.
+      scaled = self.optimizer.scale_loss(loss)
     variables = self.f.trainable_variables
-    grads = tape.gradient(loss, variables)
+    grads = tape.gradient(scaled, variables)
     if self.weight_decay:
-      wd = self.weight_decay / replicas
-      grads = [gr + wd * v for gr, v in zip(grads, variables)]
+      # Coupled L2: + wd * w (wd / R per replica: the replica sum is wd * w),
+      # times the loss scale under a LossScaleOptimizer, which unscales it.
+      wd = tf.constant(self.weight_decay / replicas, tf.float32)
+      if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+        wd = wd * tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
+      grads = [gr + tf.cast(wd, gr.dtype) * v for gr, v in zip(grads, variables)]
     self.optimizer.apply_gradients(zip(grads, variables))
     self.loss_tracker.update_state(loss * replicas)
     self.acc_tracker.update_state(y, logits)

@@ -1,0 +1,66 @@
+"""The benchmark command runs on a tiny configuration and writes valid JSON and Markdown.
+
+No timing is asserted (timings depend on the machine); only structure and sanity.
+"""
+
+import json
+import math
+import os
+
+from absl.testing import absltest
+import tensorflow as tf
+
+from m2m_tf import bench
+
+
+class BenchTest(tf.test.TestCase):
+
+  def test_quick_run_writes_json_and_markdown(self):
+    out = os.path.join(self.get_temp_dir(), "sub", "bench.json")
+    report = bench.main(["--quick", "--jit", "off", "--output", out, "--run_n_buckets", "8"])
+    with open(out) as fh:
+      data = json.load(fh)  # valid JSON (no NaN tokens)
+    self.assertEqual(data["argv"], report["argv"])
+    names = {(r["workload"], r["config"]) for r in data["steps"]}
+    for w in ("mlp", "resnet32"):
+      self.assertTrue({(w, "erm/default"), (w, "m2m_b8/default"),
+                       (w, "m2m_b1/default")} <= names, names)
+    for r in data["steps"]:
+      self.assertLen(r["step_times_s"], 2)
+      self.assertGreater(r["median_step_s"], 0)
+      self.assertTrue(math.isfinite(r["ratio_to_erm_same_mode"]))
+      if r["method"] == "m2m":
+        self.assertBetween(r["translated_slot_fraction"], 0.0, 1.0)
+    for s in data["summaries"]:
+      self.assertGreater(s["input_pipeline"]["samples_per_s"], 0)
+      self.assertIn("m2m_b8_over_erm_fastest_modes", s)
+    run = data["whole_run"]
+    self.assertEqual(run["dataset"], "synthetic_lt")
+    self.assertGreater(run["m2m_over_erm"], 0)
+    for key in ("cpu", "cores", "tensorflow", "device"):
+      self.assertIn(key, data["machine"])
+    with open(os.path.splitext(out)[0] + ".md") as fh:
+      md = fh.read()
+    self.assertIn("| resnet32 | m2m_b8/default |", md)
+    self.assertIn("Whole run on synthetic_lt", md)
+    self.assertEqual(sorted(os.listdir(os.path.dirname(out))), ["bench.json", "bench.md"])
+
+  def test_bad_flags(self):
+    with self.assertRaises(SystemExit):
+      bench.parse_args(["--which", "vgg"])
+    with self.assertRaises(SystemExit):
+      bench.parse_args(["--buckets", "0"])
+
+  def test_defaults(self):
+    args = bench.parse_args([])
+    self.assertEqual(args.which, ["mlp", "resnet32"])
+    self.assertEqual((args.warmup, args.steps), (3, 5))
+    self.assertEqual(args.buckets, [8, 1])
+    self.assertEqual(args.run_dataset, "reuters")
+    self.assertEqual(args.output, "results/bench.json")
+    self.assertEqual(sum(bench.REUTERS_COUNTS), 6436)
+    self.assertLen(bench.REUTERS_COUNTS, 36)
+
+
+if __name__ == "__main__":
+  absltest.main()
