@@ -60,7 +60,7 @@ flags.DEFINE_string("output_dir", None, "Where results go (default runs/<dataset
                     "_s<seed>). Refused if it holds results, unless --overwrite.")
 flags.DEFINE_bool("overwrite", False, "Replace an output directory that already holds results.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA for the train step. auto: "
-                  "on for GPUs; on CPU only for the MLP (XLA slows conv nets on CPU).")
+                  "on for GPUs, off on CPUs (measured slower there, compile included).")
 flags.DEFINE_bool("mixed_precision", False, "mixed_float16 compute for f and g (GPU); the loss "
                   "and the M2m translation stay float32; dynamic loss scaling.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")

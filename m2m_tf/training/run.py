@@ -108,20 +108,23 @@ class ExperimentConfig:
 
 
 def resolve_jit_compile(mode: str, arch: str) -> bool:
-  """`auto`: XLA on GPU; on CPU only for dense models (PLATFORM.md: XLA makes a
+  """`auto`: XLA on GPU only; "true"/"false" force it.
 
-  ResNet-32 M2m step ~11x slower on this CPU but leaves the MLP step as fast or
-  faster). "true"/"false" force it.
+  On this 2-core CPU XLA loses everywhere it was measured: a plain ResNet-32
+  step 0.95 s against 0.54 s, an M2m ResNet-32 step ~11x slower, and for the
+  MLP, whose step is too small to gain, the compile of the bucketed M2m step
+  (30-50 s) makes a whole Reuters M2m run slower (18 s against 12 s with
+  default kernels, `results/bench.md`). `arch` is kept for per-architecture
+  policies.
   """
+  del arch
   if mode in ("true", True):
     return True
   if mode in ("false", False):
     return False
   if mode != "auto":
     raise ValueError(f"jit_compile must be auto, true or false, got {mode!r}.")
-  if tf.config.list_physical_devices("GPU"):
-    return True
-  return arch == "mlp"
+  return bool(tf.config.list_physical_devices("GPU"))
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
