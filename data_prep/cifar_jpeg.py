@@ -140,24 +140,12 @@ def build_cifar10_jpeg_lt(data_dir: Optional[Union[str, os.PathLike]] = None,
     clip_range (0, 1), labelled as a lossy substitute.
   """
   root = paths.resolve_data_dir(data_dir)
-  digests, files = {}, []
-  for rel in (TRAIN_FILE, TEST_FILE):
-    path = paths.require_file(root, rel)
-    files.append(path)
-    if verify_checksums:
-      digests[rel] = download.verify_sha256(path,
-                                            download.expected_sha256(rel))
-    else:
-      digests[rel] = download.sha256_file(path)
+  files, digests = download.checked_raw_files(root, (TRAIN_FILE, TEST_FILE),
+                                              verify_checksums)
   options = dict(imbalance_ratio=float(imbalance_ratio))
   arrays = cache_lib.cached_arrays(
       "cifar10_jpeg_lt", BUILDER_VERSION, digests, options,
       lambda: _build_arrays(files[0], files[1], float(imbalance_ratio)),
       cache_dir=cache_dir, use_cache=use_cache)
-  return splits.DatasetSplits(
-      name="cifar10_jpeg_lt",
-      x_train=arrays["x_train"], y_train=arrays["y_train"],
-      x_val=arrays["x_val"], y_val=arrays["y_val"],
-      x_test=arrays["x_test"], y_test=arrays["y_test"],
-      class_names=tuple(str(c) for c in arrays["class_names"]),
-      input_kind="image", clip_range=(0.0, 1.0), label=LABEL)
+  return splits.from_arrays(
+      "cifar10_jpeg_lt", arrays, input_kind="image", clip_range=(0.0, 1.0), label=LABEL)

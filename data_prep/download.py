@@ -223,3 +223,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 if __name__ == "__main__":
   sys.exit(main())
+
+
+def checked_raw_files(root, relative_paths, verify_checksums=True):
+  """Locates raw files under a data root and hashes them (the cache key).
+
+  Args:
+    root: the data root (`paths.resolve_data_dir`).
+    relative_paths: files relative to the root, e.g. ("r52/r52-train.txt", ...).
+    verify_checksums: compare each sha256 with PROVENANCE.md's (ChecksumError on
+      a mismatch); False only for tests on small fake files.
+  Returns:
+    (paths, digests): the absolute paths in order, and {relative path: sha256}.
+  Raises:
+    DataNotFoundError: a file is missing (the message says how to provide it).
+  """
+  from data_prep import paths as paths_lib  # pylint: disable=g-import-not-at-top
+  files, digests = [], {}
+  for rel in relative_paths:
+    path = paths_lib.require_file(root, rel)
+    files.append(path)
+    digests[rel] = (verify_sha256(path, expected_sha256(rel)) if verify_checksums
+                    else sha256_file(path))
+  return files, digests
+

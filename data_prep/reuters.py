@@ -230,25 +230,13 @@ def build_reuters(data_dir: Optional[Union[str, os.PathLike]] = None, *,
     DatasetSplits with input_kind "bow", clip_range (0, 1).
   """
   root = paths.resolve_data_dir(data_dir)
-  train_path = paths.require_file(root, TRAIN_FILE)
-  test_path = paths.require_file(root, TEST_FILE)
-  digests = {}
-  for rel, path in ((TRAIN_FILE, train_path), (TEST_FILE, test_path)):
-    if verify_checksums:
-      digests[rel] = download.verify_sha256(path,
-                                            download.expected_sha256(rel))
-    else:
-      digests[rel] = download.sha256_file(path)
+  (train_path, test_path), digests = download.checked_raw_files(
+      root, (TRAIN_FILE, TEST_FILE), verify_checksums)
   options = dict(val_fraction=float(val_fraction), split_seed=int(split_seed),
                  vocab_size=int(vocab_size), min_test_docs=int(min_test_docs))
   arrays = cache_lib.cached_arrays(
       "reuters", BUILDER_VERSION, digests, options,
       lambda: _build_arrays(train_path, test_path, **options),
       cache_dir=cache_dir, use_cache=use_cache)
-  return splits.DatasetSplits(
-      name="reuters",
-      x_train=arrays["x_train"], y_train=arrays["y_train"],
-      x_val=arrays["x_val"], y_val=arrays["y_val"],
-      x_test=arrays["x_test"], y_test=arrays["y_test"],
-      class_names=tuple(str(c) for c in arrays["class_names"]),
-      input_kind="bow", clip_range=(0.0, 1.0), label="")
+  return splits.from_arrays(
+      "reuters", arrays, input_kind="bow", clip_range=(0.0, 1.0), label="")

@@ -50,3 +50,15 @@ class DatasetSplits:
   def input_shape(self) -> Tuple[int, ...]:
     """Shape of one example, without the batch dimension."""
     return tuple(self.x_train.shape[1:])
+
+
+def from_arrays(name: str, arrays, *, input_kind: str, clip_range, label: str = "") -> DatasetSplits:
+  """A `DatasetSplits` from a builder's cached arrays (x_/y_ train, val, test and class_names)."""
+  return DatasetSplits(
+      name=name,
+      x_train=arrays["x_train"], y_train=arrays["y_train"],
+      x_val=arrays["x_val"], y_val=arrays["y_val"],
+      x_test=arrays["x_test"], y_test=arrays["y_test"],
+      class_names=tuple(str(c) for c in arrays["class_names"]),
+      input_kind=input_kind, clip_range=clip_range, label=label)
+

@@ -268,15 +268,7 @@ def build_twitter(data_dir: Optional[Union[str, os.PathLike]] = None, *,
   if window < 0:
     raise ValueError(f"window must be >= 0, got {window}")
   root = paths.resolve_data_dir(data_dir)
-  files, digests = [], {}
-  for rel in SOURCES[source]:
-    path = paths.require_file(root, rel)
-    files.append(path)
-    if verify_checksums:
-      digests[rel] = download.verify_sha256(path,
-                                            download.expected_sha256(rel))
-    else:
-      digests[rel] = download.sha256_file(path)
+  files, digests = download.checked_raw_files(root, SOURCES[source], verify_checksums)
   if embeddings is not None:
     embeddings = pathlib.Path(embeddings)
     if not embeddings.is_file():
@@ -290,11 +282,6 @@ def build_twitter(data_dir: Optional[Union[str, os.PathLike]] = None, *,
       "twitter", BUILDER_VERSION, digests, options,
       lambda: _build_arrays(files, embeddings, int(window)),
       cache_dir=cache_dir, use_cache=use_cache)
-  return splits.DatasetSplits(
-      name="twitter",
-      x_train=arrays["x_train"], y_train=arrays["y_train"],
-      x_val=arrays["x_val"], y_val=arrays["y_val"],
-      x_test=arrays["x_test"], y_test=arrays["y_test"],
-      class_names=tuple(str(c) for c in arrays["class_names"]),
-      input_kind="embedding", clip_range=None,
+  return splits.from_arrays(
+      "twitter", arrays, input_kind="embedding", clip_range=None,
       label=SUBSTITUTE_LABEL if embeddings is None else "")

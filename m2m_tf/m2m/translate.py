@@ -108,7 +108,8 @@ def translate(g, f, x0, seed_labels, target_labels, *, lam, step_size, steps,
     return tf.reduce_sum(ce + lam * f_seed)
 
   def body(t, x):
-    with tf.GradientTape() as tape:
+    # Only x is watched: f's and g's weights are not recorded (no weight gradients).
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
       tape.watch(x)
       loss = objective(x)
     d = tape.gradient(loss, x)
