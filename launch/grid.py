@@ -24,6 +24,7 @@ from absl import flags
 
 from launch import tables
 from launch.runner import launch_run, plan
+from m2m_tf.io_utils import atomic_write_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "reuters", "Dataset of the grid.")
@@ -66,10 +67,21 @@ def main(argv):
           print(f"  done {futures[fut]} in {fut.result():.0f} s", flush=True)
   wall = time.time() - t0
   name = dataset if FLAGS.table == "table2" else f"ablations_{dataset}"
+  timing_path = os.path.join(root, f"timing_{FLAGS.table}.json")
+  if not FLAGS.collect_only and jobs:
+    atomic_write_json(timing_path, {"runs": len(jobs), "wall_seconds": wall, "jobs": FLAGS.jobs,
+                                    "load_average": os.getloadavg()})
   notes = [f"Made by `python -m launch.grid --dataset={dataset} --table={FLAGS.table}` "
            f"(seeds {','.join(map(str, seeds))}).",
            "Test metrics of the epoch with the best validation bACC; GM with zero recalls "
            "replaced by 0.001 (imbalanced-learn correction)."]
+  if os.path.exists(timing_path):
+    with open(timing_path) as fh:
+      timing = json.load(fh)
+    notes.append(f"Wall time of the invocation that trained {timing['runs']} of these runs: "
+                 f"{timing['wall_seconds']:.0f} s with {timing['jobs']} processes on this machine "
+                 f"({os.cpu_count()} cores; load average at the end "
+                 f"{', '.join(f'{v:.1f}' for v in timing['load_average'])}).")
   if hparams:
     notes.append(f"M2m hyper-parameters selected on validation bACC: `{json.dumps(hparams)}`.")
   if FLAGS.extra:
