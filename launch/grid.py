@@ -87,7 +87,7 @@ def main(argv):
   if FLAGS.extra:
     notes.append(f"Extra flags: {FLAGS.extra}.")
   df = tables.collect(root, name, rows, paper=tables.PAPER.get(dataset),
-                      results_dir=FLAGS.results_dir,
+                      results_dir=FLAGS.results_dir, seeds=seeds,
                       title=f"{dataset}: {'Table 2' if FLAGS.table == 'table2' else 'ablations'}",
                       notes=notes)
   print(open(os.path.join(FLAGS.results_dir, f"{name}.md")).read())

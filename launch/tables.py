@@ -117,12 +117,18 @@ def markdown_table(df: pd.DataFrame, rows: Dict[str, tuple], paper: Optional[dic
 
 def collect(run_root: str, name: str, rows: Dict[str, tuple], *, paper: Optional[dict] = None,
             results_dir: str = "results", title: Optional[str] = None,
-            notes: Sequence[str] = ()) -> pd.DataFrame:
-  """Writes results/<name>.csv and results/<name>.md from the runs under `run_root`."""
+            notes: Sequence[str] = (), seeds: Optional[Sequence[int]] = None) -> pd.DataFrame:
+  """Writes results/<name>.csv and results/<name>.md from the runs under `run_root`.
+
+  Only the given rows (and seeds, when given: the ensemble ablation's extra ERM
+  g runs live in the same folder) enter the tables.
+  """
   df = load_runs(run_root)
   if df.empty:
     raise FileNotFoundError(f"No finished run (results.json) under {run_root}.")
   df = df[df["row"].isin(list(rows))]
+  if seeds is not None:
+    df = df[df["seed"].isin(list(seeds))]
   order = {k: i for i, k in enumerate(rows)}
   df = df.sort_values(by=["row", "seed"], key=lambda s: s.map(order) if s.name == "row" else s)
   os.makedirs(results_dir, exist_ok=True)
