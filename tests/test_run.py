@@ -284,3 +284,22 @@ class RunExperimentTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+class PrepareOutputDirTest(tf.test.TestCase):
+
+  def test_resume_accepts_flags_written_before_a_new_field_existed(self):
+    out = os.path.join(tempfile.mkdtemp(), "run")
+    cfg = run.ExperimentConfig(dataset="synthetic_lt", output_dir=out).to_json()
+    self.assertFalse(run.prepare_output_dir(out, cfg, overwrite=False))
+    old = dict(cfg)
+    del old["mixed_precision"]  # a run started by a version without this field
+    with open(os.path.join(out, "flags.json"), "w") as fh:
+      json.dump(old, fh)
+    self.assertTrue(run.prepare_output_dir(out, cfg, overwrite=False))
+    # A real difference is still refused, naming the field.
+    with self.assertRaisesRegex(run.OutputDirError, r"\['seed'\]"):
+      run.prepare_output_dir(out, dict(cfg, seed=7), overwrite=False)
+    # A non-default value of the new field is a real difference too.
+    with self.assertRaisesRegex(run.OutputDirError, "mixed_precision"):
+      run.prepare_output_dir(out, dict(cfg, mixed_precision=True), overwrite=False)

@@ -157,8 +157,10 @@ def prepare_output_dir(output_dir: str, config_json: dict, overwrite: bool) -> b
       with open(flags_path) as fh:
         previous = json.load(fh)
       ignore = {"overwrite", "verbose"}
+      # A field added to ExperimentConfig after the run started counts as its default.
+      defaults = ExperimentConfig().to_json()
       diff = sorted(k for k in set(previous) | set(config_json)
-                    if k not in ignore and previous.get(k) != config_json.get(k))
+                    if k not in ignore and previous.get(k, defaults.get(k)) != config_json.get(k))
       if diff:
         raise OutputDirError(
             f"{output_dir} holds an unfinished run with a different configuration "
