@@ -189,40 +189,29 @@ def generate(g, f, x, y, class_counts, config: M2mConfig, seed,
     return xs, p
 
   static_b = x.shape[0]
+  nothing = lambda: (tf.zeros_like(x), tf.zeros([batch], tf.float32))  # pylint: disable=unnecessary-lambda-assignment
   if config.n_buckets == 1 or (static_b is None and static_shapes):
     x_star, p_target = translate_rows(tf.range(batch))
-  elif not static_shapes:
-    n_cand = tf.reduce_sum(tf.cast(candidate, tf.int32))
-    order = tf.argsort(tf.cast(candidate, tf.int32), direction="DESCENDING", stable=True)
-    size = bucket_size_for(n_cand, batch, config.n_buckets)
-
-    def translate_bucket():
-      idx = order[:size]
-      xs, p = translate_rows(idx)
-      scatter_idx = idx[:, None]
-      return tf.scatter_nd(scatter_idx, xs, tf.shape(x)), tf.scatter_nd(scatter_idx, p, [batch])
-
-    x_star, p_target = tf.cond(
-        size > 0, translate_bucket,
-        lambda: (tf.zeros_like(x), tf.zeros([batch], tf.float32)))
   else:
     n_cand = tf.reduce_sum(tf.cast(candidate, tf.int32))
+    # Candidates first (stable), so the first `size` rows hold every candidate.
     order = tf.argsort(tf.cast(candidate, tf.int32), direction="DESCENDING", stable=True)
-    sizes = bucket_sizes(static_b, config.n_buckets)
-    branch_index = tf.reduce_sum(tf.cast(tf.constant(sizes[:-1]) < n_cand, tf.int32))
 
-    def make_branch(size):
-      def branch():
-        if size == 0:
-          return tf.zeros_like(x), tf.zeros([static_b], tf.float32)
-        idx = order[:size]
-        xs, p = translate_rows(idx)
-        scatter_idx = idx[:, None]
-        return (tf.scatter_nd(scatter_idx, xs, tf.shape(x)),
-                tf.scatter_nd(scatter_idx, p, [static_b]))
-      return branch
+    def translate_first(size):
+      """Translates rows order[:size]; scatters x* and g's probability back to [B]."""
+      idx = order[:size]
+      xs, p = translate_rows(idx)
+      return (tf.scatter_nd(idx[:, None], xs, tf.shape(x)),
+              tf.scatter_nd(idx[:, None], p, [batch]))
 
-    x_star, p_target = tf.switch_case(branch_index, [make_branch(n) for n in sizes])
+    if static_shapes:  # XLA: one branch per static bucket size.
+      sizes = bucket_sizes(static_b, config.n_buckets)
+      branch_index = tf.reduce_sum(tf.cast(tf.constant(sizes[:-1]) < n_cand, tf.int32))
+      branches = [nothing if n == 0 else (lambda n=n: translate_first(n)) for n in sizes]
+      x_star, p_target = tf.switch_case(branch_index, branches)
+    else:  # Default kernels: the same bucket size at run time, one traced loop.
+      size = bucket_size_for(n_cand, batch, config.n_buckets)
+      x_star, p_target = tf.cond(size > 0, lambda: translate_first(size), nothing)
 
   accepted = candidate & (p_target >= config.gamma)
   y_new = y
