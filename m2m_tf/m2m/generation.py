@@ -16,10 +16,10 @@ argsort and translated in one of a few fixed-size buckets chosen by
 `tf.switch_case` (sizes ceil(B*k/n_buckets)); padded rows are translated too and
 masked out. With no candidate, nothing is translated. Without XLA
 (`static_shapes=False`, what `M2mTrainer` passes when it is not jit-compiled)
-the same bucket size is sliced at run time instead, so the translation loop is
-traced once rather than once per bucket (a ResNet-32 step then traces in ~1/4
-of the time) and the rows translated, their order and their random starts are
-exactly those of the static path.
+exactly the candidate rows are translated (a run-time size, no padding), and
+the translation loop is traced once. The random start is drawn for the whole
+batch and gathered, so every row's x* is the same whatever the bucket layout:
+both paths give the same batch.
 
 The official code (alinlab/M2m `train.py`) translates every generation slot and
 rejects afterwards, and assumes class 0 is the largest; we use the counts.
@@ -32,7 +32,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from m2m_tf.m2m.translate import translate
+from m2m_tf.m2m.translate import random_start, translate
 
 ACCEPT_MODES = ("translate", "clean", "random_label")
 
@@ -115,19 +115,6 @@ def bucket_sizes(batch_size: int, n_buckets: int) -> Tuple[int, ...]:
   return tuple(sizes)
 
 
-def bucket_size_for(n_cand, batch, n_buckets: int) -> tf.Tensor:
-  """The smallest bucket size ceil(B*k/n) (k = 0..n) that holds n_cand rows, int32.
-
-  The run-time form of `bucket_sizes` (same value as the static `tf.switch_case`
-  branch), valid for a dynamic batch size too: ceil(B*k/n) >= c iff
-  k > n*(c-1)/B, so k = floor(n*(c-1)/B) + 1 for c >= 1, and 0 for c = 0.
-  """
-  c = tf.cast(n_cand, tf.int64)
-  b = tf.cast(batch, tf.int64)
-  k = tf.where(c > 0, tf.math.floordiv(n_buckets * (c - 1), b) + 1, tf.zeros_like(c))
-  return tf.cast(tf.math.floordiv(b * k + n_buckets - 1, n_buckets), tf.int32)
-
-
 def generate(g, f, x, y, class_counts, config: M2mConfig, seed,
              seed_x=None, seed_y=None, *,
              static_shapes: bool = True) -> Tuple[tf.Tensor, tf.Tensor, Dict[str, tf.Tensor]]:
@@ -143,8 +130,8 @@ def generate(g, f, x, y, class_counts, config: M2mConfig, seed,
     seed_x, seed_y: optional fixed seed pool (the seed-pool ablation); by
       default the seeds are the batch itself.
     static_shapes: True (needed under XLA): one `tf.switch_case` branch per
-      bucket size. False (default kernels): the bucket size is a run-time
-      value and the translation is traced once; same rows, same result.
+      bucket size. False (default kernels): exactly the candidates are
+      translated (run-time size) and the translation is traced once; same result.
   Returns:
     (x_new, y_new, stats) with stats the scalar float32 counts "gen_slots",
     "candidates" (generation slots with a seed that passed the Bernoulli draw,
@@ -178,12 +165,18 @@ def generate(g, f, x, y, class_counts, config: M2mConfig, seed,
 
   clip_min, clip_max = config.clip_range if config.clip_range is not None else (None, None)
 
+  x_start = x_seed
+  if config.start_noise > 0:
+    # Per row, independent of which rows are translated together (buckets).
+    x_start = random_start(x_seed, config.start_noise, s[3])
+    if clip_min is not None:
+      x_start = tf.clip_by_value(x_start, clip_min, clip_max)
+
   def translate_rows(idx):
     """Translates rows idx; returns x* and g's target probability there."""
-    xs = translate(g, f, tf.gather(x_seed, idx), tf.gather(y_seed, idx), tf.gather(y, idx),
+    xs = translate(g, f, tf.gather(x_start, idx), tf.gather(y_seed, idx), tf.gather(y, idx),
                    lam=config.lam, step_size=config.step_size, steps=config.steps,
-                   clip_min=clip_min, clip_max=clip_max, start_noise=config.start_noise,
-                   seed=s[3])
+                   clip_min=clip_min, clip_max=clip_max)
     probs = tf.nn.softmax(tf.cast(g(xs, training=False), tf.float32))
     p = tf.gather(probs, tf.gather(y, idx), axis=1, batch_dims=1)
     return xs, p
@@ -209,9 +202,8 @@ def generate(g, f, x, y, class_counts, config: M2mConfig, seed,
       branch_index = tf.reduce_sum(tf.cast(tf.constant(sizes[:-1]) < n_cand, tf.int32))
       branches = [nothing if n == 0 else (lambda n=n: translate_first(n)) for n in sizes]
       x_star, p_target = tf.switch_case(branch_index, branches)
-    else:  # Default kernels: the same bucket size at run time, one traced loop.
-      size = bucket_size_for(n_cand, batch, config.n_buckets)
-      x_star, p_target = tf.cond(size > 0, lambda: translate_first(size), nothing)
+    else:  # Default kernels: exactly the candidates (run-time size), one traced loop.
+      x_star, p_target = tf.cond(n_cand > 0, lambda: translate_first(n_cand), nothing)
 
   accepted = candidate & (p_target >= config.gamma)
   y_new = y
