@@ -92,17 +92,21 @@ class TranslateTest(tf.test.TestCase, parameterized.TestCase):
     args.update(kw)
     return translate(self.g, self.f, self.x0, self.y_seed, self.y_target, **args).numpy()
 
-  def test_reference_gradient_matches_finite_differences(self):
-    # Validates the hand-written NumPy gradient the other tests rely on.
-    x = self.x0.astype(np.float64)
-    grad = _np_grad(self.gp, self.fp, x, self.y_seed, self.y_target, 0.7)
-    eps = 1e-6
+  def _finite_difference_grad(self, x, lam, eps=1e-6):
+    """Central differences of the float64 objective, one input coordinate at a time."""
     num = np.zeros_like(x)
     for k in range(D):
       e = np.zeros(D)
       e[k] = eps
-      num[:, k] = (_np_objective(self.gp, self.fp, x + e, self.y_seed, self.y_target, 0.7)
-                   - _np_objective(self.gp, self.fp, x - e, self.y_seed, self.y_target, 0.7)) / (2 * eps)
+      num[:, k] = (_np_objective(self.gp, self.fp, x + e, self.y_seed, self.y_target, lam)
+                   - _np_objective(self.gp, self.fp, x - e, self.y_seed, self.y_target, lam)) / (2 * eps)
+    return num
+
+  def test_reference_gradient_matches_finite_differences(self):
+    # Validates the hand-written NumPy gradient the other tests rely on.
+    x = self.x0.astype(np.float64)
+    grad = _np_grad(self.gp, self.fp, x, self.y_seed, self.y_target, 0.7)
+    num = self._finite_difference_grad(x, 0.7)
     np.testing.assert_allclose(grad, num, atol=1e-6)
 
   def test_one_step_direction_is_normalised_finite_difference_gradient(self):
@@ -110,13 +114,7 @@ class TranslateTest(tf.test.TestCase, parameterized.TestCase):
     direction = (self.x0 - x1) / 0.01
     np.testing.assert_allclose(np.linalg.norm(direction, axis=1), np.ones(16), atol=1e-4)
     x = self.x0.astype(np.float64)
-    eps = 1e-6
-    num = np.zeros_like(x)
-    for k in range(D):
-      e = np.zeros(D)
-      e[k] = eps
-      num[:, k] = (_np_objective(self.gp, self.fp, x + e, self.y_seed, self.y_target, 0.7)
-                   - _np_objective(self.gp, self.fp, x - e, self.y_seed, self.y_target, 0.7)) / (2 * eps)
+    num = self._finite_difference_grad(x, 0.7)
     num /= np.linalg.norm(num, axis=1, keepdims=True)
     np.testing.assert_allclose(direction, num, atol=2e-4)
 

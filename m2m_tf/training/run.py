@@ -226,7 +226,7 @@ def load_g_weights(g: keras.Model, path: str) -> None:
 
 
 def _class_weight(kind: Optional[str], counts: np.ndarray) -> Optional[np.ndarray]:
-  if kind is None:
+  if kind is None or kind == "none":
     return None
   return losses_lib.class_weights(kind, counts)
 
@@ -289,6 +289,7 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
     x_train, y_train = smote(x_train.astype(np.float32), y_train, k_neighbors=5, seed=cfg.seed)
   epoch_size = len(data.x_train)
 
+  phase1_cw = _class_weight(method.class_weight, counts)
   keras.utils.set_random_seed(cfg.seed)
   if cfg.mixed_precision:
     if not tf.config.list_physical_devices("GPU"):
@@ -323,8 +324,7 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
                          loss_reduction=cfg.loss_reduction, m2m=m2m,
                          self_translation=cfg.self_translation, seed_pool=seed_pool,
                          weight_decay=cfg.weight_decay,
-                         class_weight=_class_weight(None if method.class_weight == "none"
-                                                    else method.class_weight, counts),
+                         class_weight=phase1_cw,
                          seed=cfg.seed)
     optimizer = keras.optimizers.SGD(learning_rate=cfg.lr, momentum=cfg.momentum)
     if cfg.mixed_precision:
@@ -344,7 +344,6 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
   evaluation = cb.BalancedEvaluation(
       {"val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}, counts,
       batch_size=cfg.eval_batch_size, select_on="val", state_dir=cfg.output_dir)
-  phase1_cw = _class_weight(None if method.class_weight == "none" else method.class_weight, counts)
   history_path = os.path.join(cfg.output_dir, "history.csv")
   if resuming:
     truncate_history(history_path, start_epoch)
