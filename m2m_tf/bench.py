@@ -8,7 +8,9 @@ Measures, in one process and on one device (issue 4):
       - "resnet32": ResNet-32 on CIFAR-LT-10 (ratio 100) class counts, batch 128;
     M2m with n_buckets=8 (only the slots that passed the Bernoulli draw are
     translated, padded to one of 8 sizes) and n_buckets=1 (naive: the whole
-    batch is translated);
+    batch is translated); for conv nets also M2m with n_buckets=8 without
+    folding BatchNorm into the convolutions of the translation passes
+    (`M2mConfig.fold_batchnorm=False`, "_nofold"), to show that gain;
   * samples per second, and the rate of the real input pipeline
     (`m2m_tf.data.pipeline.train_dataset`, class-balanced, with augmentation for
     images) against what the fastest step consumes;
@@ -90,13 +92,15 @@ class StepConfig:
   method: str  # "erm" or "m2m"
   jit: bool
   n_buckets: int = 0  # 0 for ERM
+  fold_batchnorm: bool = True  # M2m: BatchNorm folded in the translation passes
 
   @property
   def name(self) -> str:
     mode = "xla" if self.jit else "default"
     if self.method == "erm":
       return f"erm/{mode}"
-    return f"m2m_b{self.n_buckets}/{mode}"
+    suffix = "" if self.fold_batchnorm else "_nofold"
+    return f"m2m_b{self.n_buckets}{suffix}/{mode}"
 
 
 def machine_info() -> dict:
@@ -177,7 +181,7 @@ def build_trainer(w: Workload, cfg: StepConfig, seed: int):
   if cfg.method == "m2m":
     g = build_model(w.arch, w.input_shape, num_classes, name="g", **kwargs)
     m2m = M2mConfig(steps=w.translation_steps, step_size=w.step_size, clip_range=(0.0, 1.0),
-                    n_buckets=cfg.n_buckets)
+                    n_buckets=cfg.n_buckets, fold_batchnorm=cfg.fold_batchnorm)
   trainer = M2mTrainer(f, g, class_counts=w.class_counts, m2m=m2m, weight_decay=w.weight_decay,
                        seed=seed)
   trainer.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1, momentum=0.9),
@@ -260,6 +264,7 @@ def time_steps(w: Workload, configs: Sequence[StepConfig], *, warmup: int, steps
         "method": t.cfg.method,
         "jit_compile": t.cfg.jit,
         "n_buckets": t.cfg.n_buckets or None,
+        "fold_batchnorm": t.cfg.fold_batchnorm if t.cfg.method == "m2m" else None,
         "batch_size": w.batch_size,
         "median_step_s": med,
         "step_times_s": [round(v, 5) for v in t.times],
@@ -312,16 +317,22 @@ def summarise(w: Workload, rows: List[dict], pipe: Optional[dict]) -> dict:
     for r in rows:
       r["ratio_to_fastest_erm"] = r["median_step_s"] / fastest_erm["median_step_s"]
   for nb in sorted({r["n_buckets"] for r in rows if r["method"] == "m2m"}):
-    m2m_rows = [r for r in rows if r["method"] == "m2m" and r["n_buckets"] == nb]
+    # The default (BatchNorm folded); "_nofold" rows are the comparison.
+    m2m_rows = [r for r in rows if r["method"] == "m2m" and r["n_buckets"] == nb
+                and r.get("fold_batchnorm", True)]
     best = min(m2m_rows, key=lambda r: r["median_step_s"])
     out[f"fastest_m2m_b{nb}"] = best["config"]
     if fastest_erm:
       out[f"m2m_b{nb}_over_erm_fastest_modes"] = (best["median_step_s"]
                                                   / fastest_erm["median_step_s"])
+  nofold = [r for r in rows if r["method"] == "m2m" and r.get("fold_batchnorm") is False]
+  if nofold and fastest_erm:
+    out["m2m_nofold"] = {r["config"]: r["median_step_s"] / fastest_erm["median_step_s"]
+                         for r in nofold}
   if pipe is not None and fastest_erm:
     out["input_pipeline"] = pipe
     consumers = {"fastest_erm": fastest_erm}
-    m2m_rows = [r for r in rows if r["method"] == "m2m"]
+    m2m_rows = [r for r in rows if r["method"] == "m2m" and r.get("fold_batchnorm", True)]
     if m2m_rows:
       consumers["fastest_m2m"] = min(m2m_rows, key=lambda r: r["median_step_s"])
     out["input_over_consumption"] = {k: pipe["samples_per_s"] / r["samples_per_s"]
@@ -436,6 +447,9 @@ def markdown(report: dict) -> str:
         nb = k[len("m2m_b"):].split("_")[0]
         lines.append(f"- M2m (n_buckets={nb}, {s[f'fastest_m2m_b{nb}']}) / ERM, each in its "
                      f"fastest mode: **{_fmt(v)}×**")
+    for name, v in s.get("m2m_nofold", {}).items():
+      lines.append(f"- without BatchNorm folding in the translation ({name}) / fastest ERM: "
+                   f"{_fmt(v)}×")
     if "input_pipeline" in s:
       p = s["input_pipeline"]
       ratios = ", ".join(f"{_fmt(v)}× the {k.replace('_', ' ')} step"
@@ -499,6 +513,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                  help="timed steps of XLA-compiled conv-net M2m steps (default 1)")
   p.add_argument("--jit", default="both", choices=("both", "on", "off"), help="XLA modes to time")
   p.add_argument("--buckets", default="8,1", help="M2m n_buckets values to time (8: ours, 1: naive)")
+  p.add_argument("--nofold_buckets", default="8",
+                 help="n_buckets values also timed without BatchNorm folding in the "
+                      "translation (conv nets, default kernels; empty: none), to show what "
+                      "folding gains in the same run")
   p.add_argument("--xla_conv_buckets", default="1",
                  help="n_buckets values timed for conv-net M2m steps under XLA (default 1: on "
                       "CPU XLA compiles each of the 9 bucket branches of n_buckets=8 for "
@@ -524,7 +542,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   if bad:
     p.error(f"--which: unknown workload(s) {bad}; valid: {', '.join(WORKLOAD_NAMES)}")
   args.which = which
-  for name in ("buckets", "xla_conv_buckets", "run_n_buckets"):
+  for name in ("buckets", "nofold_buckets", "xla_conv_buckets", "run_n_buckets"):
     text = getattr(args, name)
     try:
       values = [int(v) for v in text.split(",") if v.strip()]
@@ -556,6 +574,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             "settings": {"warmup": args.warmup, "steps": args.steps,
                          "slow_steps": args.slow_steps, "buckets": args.buckets,
                          "xla_conv_buckets": args.xla_conv_buckets,
+                         "nofold_buckets": args.nofold_buckets,
                          "run_n_buckets": args.run_n_buckets, "run_jit": args.run_jit,
                          "jit": args.jit, "seed": args.seed},
             "steps": [], "summaries": []}
@@ -569,6 +588,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     for jit in modes:
       buckets = args.xla_conv_buckets if (jit and w.arch != "mlp") else args.buckets
       configs += [StepConfig("m2m", jit, nb) for nb in buckets]
+      if not jit and w.arch != "mlp":
+        configs += [StepConfig("m2m", jit, nb, fold_batchnorm=False)
+                    for nb in args.nofold_buckets]
     rows = time_steps(w, configs, warmup=args.warmup, steps=args.steps,
                       slow_steps=args.slow_steps, seed=args.seed,
                       log=lambda s: print(s, flush=True))

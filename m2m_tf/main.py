@@ -52,6 +52,9 @@ flags.DEFINE_integer("seed_pool_size", 0, "Ablation: seeds from a fixed pool of 
                      "(0: seeds from the batch).")
 flags.DEFINE_integer("n_buckets", 8, "M2m: compiled translation sizes (1 = translate the whole "
                      "batch, the naive static-shape version).")
+flags.DEFINE_bool("fold_batchnorm", True, "M2m: run the translation's inference passes through "
+                  "g and f with BatchNorm folded into the convolutions (same function up to "
+                  "float32 rounding, faster); --nofold_batchnorm calls the models as they are.")
 flags.DEFINE_string("g_checkpoint", None, "Frozen g for M2m: a .weights.h5 file, or an official "
                     "PyTorch-layout ResNet-32 .npz; several comma-separated files make an ensemble g "
                     "(M2m-Ensemble ablation). Unset: train g with ERM first.")
@@ -117,7 +120,8 @@ def config_from_flags():
       lam=FLAGS.lam, gamma=FLAGS.gamma, steps=FLAGS.steps, step_size=FLAGS.step_size,
       start_noise=FLAGS.start_noise, no_reject=FLAGS.no_reject, accept_mode=FLAGS.accept_mode,
       self_translation=FLAGS.self_translation, seed_pool_size=FLAGS.seed_pool_size,
-      n_buckets=FLAGS.n_buckets, g_checkpoint=FLAGS.g_checkpoint,
+      n_buckets=FLAGS.n_buckets, fold_batchnorm=FLAGS.fold_batchnorm,
+      g_checkpoint=FLAGS.g_checkpoint,
       loss_reduction=FLAGS.loss_reduction, jit_compile=FLAGS.jit_compile,
       strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision, overwrite=FLAGS.overwrite, verbose=FLAGS.verbose)
 

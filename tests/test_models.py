@@ -136,9 +136,25 @@ class ResNet32ArchitectureTest(tf.test.TestCase):
         self.assertEqual(layer.momentum, 0.9)
       if isinstance(layer, keras.layers.Conv2D):
         self.assertFalse(layer.use_bias)
-        self.assertEqual(layer.padding, "valid")
+        # Symmetric padding 1: 'same' at stride 1, ZeroPadding2D + 'valid' at stride 2.
+        self.assertEqual(layer.padding, "same" if layer.strides == (1, 1) else "valid")
         self.assertIsNone(layer.kernel_regularizer)
     self.assertIsNotNone(model.get_layer("linear").bias)
+
+  def test_stride1_conv_pads_symmetrically(self):
+    """stage_2.1.conv_b ('same') against a float64 conv with padding 1 on all sides."""
+    keras.utils.set_random_seed(1)
+    model = models.resnet32(10)
+    x = np.random.default_rng(1).random((2, 32, 32, 3), np.float32)
+    conv = model.get_layer("stage_2.1.conv_b")
+    feat_in = keras.Model(model.input, model.get_layer("stage_2.1.relu_a").output)
+    conv_out = keras.Model(model.input, conv.output)
+    f = feat_in(x).numpy().astype(np.float64).transpose(0, 3, 1, 2)
+    w = conv.kernel.numpy().astype(np.float64).transpose(3, 2, 0, 1)
+    ref = _conv_nchw(f, w, stride=1, pad=1).transpose(0, 2, 3, 1)
+    got = conv_out(x).numpy()
+    self.assertEqual(got.shape, (2, 16, 16, 32))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
 
   def test_stride2_conv_pads_symmetrically(self):
     """stage_2.0.conv_a against a float64 conv with padding 1 on all sides."""

@@ -1,5 +1,6 @@
 """Models (MLP, ResNets) that map inputs to logits, and checkpoint import."""
 
+from m2m_tf.models.folding import inference_fn
 from m2m_tf.models.heads import NormedDense
 from m2m_tf.models.mlp import mlp
 from m2m_tf.models.registry import ARCHITECTURES
@@ -22,6 +23,7 @@ __all__ = [
     "DownsampleA",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "inference_fn",
     "NormedDense",
     "Standardize",
     "build_model",

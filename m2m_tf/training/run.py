@@ -79,6 +79,7 @@ class ExperimentConfig:
   self_translation: bool = False
   seed_pool_size: int = 0
   n_buckets: int = 8
+  fold_batchnorm: bool = True
   g_checkpoint: Optional[str] = None  # comma-separated paths: an ensemble g (M2m-Ensemble)
   loss_reduction: str = "batch"
   jit_compile: str = "auto"
@@ -316,7 +317,8 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
       m2m = M2mConfig(beta=cfg.beta, lam=cfg.lam, gamma=cfg.gamma, steps=cfg.steps,
                       step_size=cfg.step_size, start_noise=cfg.start_noise,
                       clip_range=data.clip_range, reject=not cfg.no_reject,
-                      accept_mode=cfg.accept_mode, n_buckets=cfg.n_buckets)
+                      accept_mode=cfg.accept_mode, n_buckets=cfg.n_buckets,
+                      fold_batchnorm=cfg.fold_batchnorm)
     seed_pool = None
     if cfg.seed_pool_size:
       seed_pool = fixed_seed_pool(x_train, y_train, num_classes, cfg.seed_pool_size, cfg.seed)
