@@ -141,35 +141,29 @@ class ResNet32ArchitectureTest(tf.test.TestCase):
         self.assertIsNone(layer.kernel_regularizer)
     self.assertIsNotNone(model.get_layer("linear").bias)
 
-  def test_stride1_conv_pads_symmetrically(self):
-    """stage_2.1.conv_b ('same') against a float64 conv with padding 1 on all sides."""
+  def _conv_against_float64(self, conv_name, input_layer, stride):
+    """A conv's output against a float64 conv with padding 1 on all sides."""
     keras.utils.set_random_seed(1)
     model = models.resnet32(10)
     x = np.random.default_rng(1).random((2, 32, 32, 3), np.float32)
-    conv = model.get_layer("stage_2.1.conv_b")
-    feat_in = keras.Model(model.input, model.get_layer("stage_2.1.relu_a").output)
+    conv = model.get_layer(conv_name)
+    feat_in = keras.Model(model.input, model.get_layer(input_layer).output)
     conv_out = keras.Model(model.input, conv.output)
     f = feat_in(x).numpy().astype(np.float64).transpose(0, 3, 1, 2)
     w = conv.kernel.numpy().astype(np.float64).transpose(3, 2, 0, 1)
-    ref = _conv_nchw(f, w, stride=1, pad=1).transpose(0, 2, 3, 1)
+    ref = _conv_nchw(f, w, stride=stride, pad=1).transpose(0, 2, 3, 1)
     got = conv_out(x).numpy()
     self.assertEqual(got.shape, (2, 16, 16, 32))
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    return conv, f, ref
+
+  def test_stride1_conv_pads_symmetrically(self):
+    """stage_2.1.conv_b, a 'same' conv."""
+    self._conv_against_float64("stage_2.1.conv_b", "stage_2.1.relu_a", stride=1)
 
   def test_stride2_conv_pads_symmetrically(self):
-    """stage_2.0.conv_a against a float64 conv with padding 1 on all sides."""
-    keras.utils.set_random_seed(1)
-    model = models.resnet32(10)
-    x = np.random.default_rng(1).random((2, 32, 32, 3), np.float32)
-    feat_in = keras.Model(model.input, model.get_layer("stage_1.4.relu").output)
-    conv = model.get_layer("stage_2.0.conv_a")
-    conv_out = keras.Model(model.input, conv.output)
-    f = feat_in(x).numpy().astype(np.float64).transpose(0, 3, 1, 2)
-    w = conv.kernel.numpy().astype(np.float64).transpose(3, 2, 0, 1)
-    ref = _conv_nchw(f, w, stride=2, pad=1).transpose(0, 2, 3, 1)
-    got = conv_out(x).numpy()
-    self.assertEqual(got.shape, (2, 16, 16, 32))
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    """stage_2.0.conv_a, ZeroPadding2D(1) + 'valid'."""
+    conv, f, ref = self._conv_against_float64("stage_2.0.conv_a", "stage_1.4.relu", stride=2)
     # Keras 'same' pads (0, 1) for stride 2, which this test must tell apart.
     same = tf.nn.conv2d(f.transpose(0, 2, 3, 1).astype(np.float32),
                         conv.kernel, strides=2, padding="SAME").numpy()
