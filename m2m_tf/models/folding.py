@@ -30,6 +30,7 @@ model (subclassed, or a plain callable) is returned unchanged.
 from typing import Callable, Dict
 
 import keras
+from keras.src.models import functional as keras_functional
 import tensorflow as tf
 
 
@@ -93,11 +94,11 @@ def _plan(model):
       continue
     entry = {"conv": op, "bn": None, "same": False}
     out = node.outputs[0]
-    readers = consumers.get(id(out), [])
-    if (op.activation is keras.activations.linear and len(readers) == 1
-        and _foldable_bn(readers[0].operation) and sole_link(out, readers[0])
-        and calls[id(readers[0].operation)] == 1):
-      entry["bn"] = readers[0].operation
+    reader = consumers.get(id(out), [None])[0]
+    if (reader is not None and op.activation is keras.activations.linear
+        and _foldable_bn(reader.operation) and sole_link(out, reader)
+        and calls[id(reader.operation)] == 1):
+      entry["bn"] = reader.operation
     t = node.input_tensors[0]
     src = producer.get(id(t))
     kh, kw = op.kernel_size
@@ -187,14 +188,8 @@ def inference_fn(model) -> Callable:
       return _passthrough
     if id(op) in replaced:
       return replaced[id(op)]
-    call_args = getattr(op, "_call_context_args", {})
-
-    def run(*args, **kwargs):
-      if "training" in call_args:
-        kwargs["training"] = False
-      return op(*args, **kwargs)
-
-    return run
+    # What `Functional.call(x, training=False)` does for every other layer.
+    return keras_functional.operation_fn(op, training=False)
 
   @tf.autograph.experimental.do_not_convert
   def call(x, training=False):
