@@ -2,11 +2,14 @@
 
 The cache key is the sha256 of a canonical JSON record of: the builder name, a
 builder version string (bump it whenever the builder's output changes), the
-sha256 of every raw input file, and the builder's options. Equal key means
-equal arrays, so a hit is returned as is. Files are written atomically (a
-temporary file in the cache folder, then `os.replace`), and a cache file that
-cannot be read (truncated, corrupt, wrong key, missing arrays) is rebuilt and
-overwritten.
+sha256 of every raw input file, and the builder's options. Beside the arrays,
+the same .npz holds a manifest: the sha256, dtype and shape of every array.
+A hit is returned only when every array matches its manifest entry, so a file
+that was edited, shuffled or half-copied is never used silently. Files are
+written atomically (a temporary file in the cache folder, then `os.replace`),
+and a cache file that cannot be read or fails a check (truncated, corrupt,
+wrong key, no manifest, missing or changed arrays) is rebuilt and overwritten
+with a warning.
 """
 
 import hashlib
@@ -22,6 +25,7 @@ import numpy as np
 
 CACHE_DIR_ENV = "M2M_CACHE_DIR"
 _KEY_ARRAY = "__cache_key__"
+_MANIFEST_ARRAY = "__cache_manifest__"
 
 _log = logging.getLogger(__name__)
 
@@ -82,19 +86,87 @@ def save_npz_atomic(path: Union[str, os.PathLike],
       os.remove(tmp_name)
 
 
-def _try_load(path: pathlib.Path, key: str) -> Optional[Dict[str, np.ndarray]]:
-  """Loads a cache entry, or returns None if it is absent or unreadable."""
-  if not path.is_file():
-    return None
+def array_digest(array: np.ndarray) -> str:
+  """Hex sha256 of an array's dtype, shape and C-order bytes.
+
+  Args:
+    array: any array without object dtype.
+
+  Returns:
+    The digest; equal for equal (dtype, shape, values).
+  """
+  array = np.ascontiguousarray(array)
+  h = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode("utf-8"))
+  # A flat uint8 view hashes the buffer without copying it (large image arrays).
+  h.update(array.reshape(-1).view(np.uint8))
+  return h.hexdigest()
+
+
+def manifest(arrays: Mapping[str, np.ndarray]) -> Dict[str, dict]:
+  """name -> {"sha256", "dtype", "shape"} of every array (stored beside them)."""
+  return {name: {"sha256": array_digest(a), "dtype": np.asarray(a).dtype.str,
+                 "shape": list(np.shape(a))}
+          for name, a in sorted(arrays.items())}
+
+
+def check_manifest(arrays: Mapping[str, np.ndarray],
+                   entries: Mapping[str, dict]) -> Optional[str]:
+  """Why `arrays` do not match their manifest `entries`, or None if they do.
+
+  Args:
+    arrays: the arrays read from a cache file (without the bookkeeping keys).
+    entries: the stored manifest (see `manifest`).
+
+  Returns:
+    A short reason (the first problem found), or None.
+  """
+  missing = sorted(set(entries) - set(arrays))
+  if missing:
+    return f"lacks array(s) {missing}"
+  unlisted = sorted(set(arrays) - set(entries))
+  if unlisted:
+    return f"has array(s) {unlisted} without a stored hash"
+  for name, want in sorted(entries.items()):
+    got = manifest({name: arrays[name]})[name]
+    if (got["dtype"], got["shape"]) != (want["dtype"], want["shape"]):
+      return (f"array {name!r} is {got['dtype']} {tuple(got['shape'])}, its manifest says "
+              f"{want['dtype']} {tuple(want['shape'])}")
+    if got["sha256"] != want["sha256"]:
+      return f"array {name!r} does not match its stored sha256 (same dtype and shape)"
+  return None
+
+
+def _read_npz(path: pathlib.Path) -> Optional[Dict[str, np.ndarray]]:
+  """All arrays of an .npz file, or None (with a warning) if it cannot be read."""
   try:
     with np.load(path, allow_pickle=False) as data:
-      arrays = {name: data[name] for name in data.files}
+      return {name: data[name] for name in data.files}
   except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
     _log.warning("Cache file %s is unreadable (%s); rebuilding.", path, e)
+    return None
+
+
+def _try_load(path: pathlib.Path, key: str) -> Optional[Dict[str, np.ndarray]]:
+  """Loads a verified cache entry, or returns None if it is absent or fails a check."""
+  if not path.is_file():
+    return None
+  arrays = _read_npz(path)
+  if arrays is None:
     return None
   stored_key = arrays.pop(_KEY_ARRAY, None)
   if stored_key is None or str(stored_key) != key:
     _log.warning("Cache file %s has a different key; rebuilding.", path)
+    return None
+  stored = arrays.pop(_MANIFEST_ARRAY, None)
+  if stored is None:
+    _log.warning("Cache file %s has no content hashes (older format); rebuilding.", path)
+    return None
+  try:
+    reason = check_manifest(arrays, json.loads(str(stored)))
+  except (ValueError, TypeError, KeyError, AttributeError) as e:
+    reason = f"has an unreadable manifest ({e})"
+  if reason:
+    _log.warning("Cache file %s %s; rebuilding.", path, reason)
     return None
   return arrays
 
@@ -123,11 +195,16 @@ def cached_arrays(builder: str, version: str,
   key = cache_key(builder, version, file_digests, options)
   path = cache_path(resolve_cache_dir(cache_dir), builder, key)
   arrays = _try_load(path, key)
-  if arrays is not None and all(n in arrays for n in (required or ())):
+  missing = sorted(set(required or ()) - set(arrays or {}))
+  if arrays is not None and not missing:
     return arrays
+  if arrays is not None:
+    _log.warning("Cache file %s lacks required array(s) %s; rebuilding.", path, missing)
   arrays = dict(build_fn())
+  stored_manifest = np.array(json.dumps(manifest(arrays), sort_keys=True))
   try:
-    save_npz_atomic(path, {**arrays, _KEY_ARRAY: np.array(key)})
+    save_npz_atomic(path, {**arrays, _KEY_ARRAY: np.array(key),
+                           _MANIFEST_ARRAY: stored_manifest})
   except OSError as e:
     _log.warning("Could not write cache file %s (%s); continuing uncached.",
                  path, e)

@@ -5,36 +5,45 @@ r"""Run a whole table as a grid of rows x seeds, in parallel processes, resumabl
   python -m launch.grid --dataset=reuters --table=table2 --rows=erm,drs,m2m
 
 Each run is `python -m m2m_tf.main ... --output_dir=<root>/<row>_s<seed>`. A run
-with a results.json is skipped, an unfinished one resumes (BackupAndRestore).
-The ERM runs go first: their best weights are the frozen g of the M2m rows with
-the same seed (g is "ERM on the same data", so it is exactly that run), and the
-ensemble ablation uses ERM seeds s and s + 100.
+with a results.json is skipped, an unfinished one resumes from its last epoch
+commit (docs/runs.md). The ERM runs go first: the frozen g of the M2m row with
+seed s is the best ERM model of seed s + 1000 (`erm_s1000`, ...), trained
+independently of f as in the paper; the ensemble ablation adds seed s + 1100.
 
 M2m hyper-parameters come from `--hparams` (default results/hparams_<dataset>.json,
 written by `launch.select_hparams` on the validation split) when present.
+
+The committed tables `<results_dir>/<name>.{csv,md}` are written only by a
+complete grid: every row of --table for every seed of 0,1,2, all finished,
+with hyper-parameters from a complete selection. Anything less (--rows, fewer
+seeds, unfinished runs under --collect_only) writes
+`<results_dir>/partial/<name>.{csv,md}` instead and says so.
 """
 
 import concurrent.futures
 import json
 import os
 import time
+from typing import List
 
-from absl import app
 from absl import flags
 
+from launch import runner
 from launch import tables
-from launch.runner import launch_run, plan
+from m2m_tf.cli import run_absl
 from m2m_tf.io_utils import atomic_write_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "reuters", "Dataset of the grid.")
-flags.DEFINE_enum("table", "table2", ["table2", "ablations"], "Which rows: the paper's Table 2 "
+flags.DEFINE_enum("table", "table2", list(tables.TABLES), "Which rows: the paper's Table 2 "
                   "(11 rows) or the M2m ablations.")
-flags.DEFINE_list("rows", None, "Subset of row keys (default: all rows of --table).")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+flags.DEFINE_list("rows", None, "Subset of row keys (default: all rows of --table); a subset "
+                  "makes a partial table.")
+flags.DEFINE_list("seeds", [str(s) for s in tables.CANONICAL_SEEDS], "Seeds.")
 flags.DEFINE_integer("jobs", 2, "Parallel processes (each uses one intra-op thread).")
 flags.DEFINE_string("root", None, "Run folder (default runs/grid/<dataset>).")
-flags.DEFINE_string("results_dir", "results", "Where the CSV and Markdown tables go.")
+flags.DEFINE_string("results_dir", "results", "Where the CSV and Markdown tables go (a partial "
+                    "grid's under <results_dir>/partial).")
 flags.DEFINE_string("hparams", None, "JSON of selected M2m hyper-parameters (default "
                     "results/hparams_<dataset>.json if it exists).")
 flags.DEFINE_list("extra", [], "Extra main.py flags for every run, e.g. epochs=2.")
@@ -42,39 +51,48 @@ flags.DEFINE_string("data_dir", None, "Raw data root (passed on).")
 flags.DEFINE_bool("collect_only", False, "Only rebuild the tables from finished runs.")
 
 
-def main(argv):
-  del argv
-  dataset = FLAGS.dataset
-  root = FLAGS.root or os.path.join("runs", "grid", dataset)
-  all_rows = tables.TABLE2_ROWS if FLAGS.table == "table2" else tables.ABLATION_ROWS
-  rows = {k: all_rows[k] for k in (FLAGS.rows or all_rows)}
-  seeds = [int(s) for s in FLAGS.seeds]
-  hp_path = FLAGS.hparams or os.path.join(FLAGS.results_dir, f"hparams_{dataset}.json")
-  hparams = {}
-  if os.path.exists(hp_path):
-    with open(hp_path) as fh:
-      hparams = json.load(fh)["selected"]
-    print(f"M2m hyper-parameters from {hp_path}: {hparams}")
-  t0 = time.time()
-  if not FLAGS.collect_only:
-    jobs = plan(dataset, rows, seeds, root, hparams, FLAGS.extra, FLAGS.data_dir)
-    print(f"{len(jobs)} runs to do under {root} with {FLAGS.jobs} processes")
-    for stage in (0, 1):
-      stage_jobs = [j for j in jobs if j[0] == stage]
-      with concurrent.futures.ThreadPoolExecutor(FLAGS.jobs) as pool:
-        futures = {pool.submit(launch_run, cmd, out): out for _, out, cmd in stage_jobs}
-        for fut in concurrent.futures.as_completed(futures):
-          print(f"  done {futures[fut]} in {fut.result():.0f} s", flush=True)
-  wall = time.time() - t0
-  name = dataset if FLAGS.table == "table2" else f"ablations_{dataset}"
-  timing_path = os.path.join(root, f"timing_{FLAGS.table}.json")
-  if not FLAGS.collect_only and jobs:
-    atomic_write_json(timing_path, {"runs": len(jobs), "wall_seconds": wall, "jobs": FLAGS.jobs,
-                                    "load_average": os.getloadavg()})
+@flags.multi_flags_validator(["rows", "table"])
+def _rows_in_table(values) -> bool:
+  """--rows must be keys of the chosen table (a typo would otherwise be a KeyError)."""
+  valid = list(tables.TABLES[values["table"]])
+  unknown = [r for r in values["rows"] or () if r not in valid]
+  if unknown:
+    raise flags.ValidationError(f"--rows {unknown} not in --table={values['table']} "
+                                f"(rows: {','.join(valid)})")
+  return True
+
+
+def _load_hparams(path: str) -> tuple:
+  """(selected hyper-parameters or {}, whether they come from a partial selection)."""
+  if not os.path.exists(path):
+    return {}, False
+  with open(path) as fh:
+    record = json.load(fh)
+  print(f"M2m hyper-parameters from {path}: {record['selected']}")
+  return record["selected"], record.get("complete") is False
+
+
+def _train(dataset, rows, seeds, root, hparams) -> int:
+  """Runs the grid's unfinished runs (ERM g runs first); returns how many there were."""
+  jobs = runner.plan(dataset, rows, seeds, root, hparams, FLAGS.extra, FLAGS.data_dir)
+  print(f"{len(jobs)} runs to do under {root} with {FLAGS.jobs} processes")
+  for stage in (0, 1):
+    stage_jobs = [j for j in jobs if j[0] == stage]
+    with concurrent.futures.ThreadPoolExecutor(FLAGS.jobs) as pool:
+      futures = {pool.submit(runner.launch_run, cmd, out): out for _, out, cmd in stage_jobs}
+      for fut in concurrent.futures.as_completed(futures):
+        print(f"  done {futures[fut]} in {fut.result():.0f} s", flush=True)
+  return len(jobs)
+
+
+def _notes(dataset, seeds, hparams, timing_path, gaps) -> List[str]:
+  """The lines under a table's title: provenance, timing, hyper-parameters, gaps."""
   notes = [f"Made by `python -m launch.grid --dataset={dataset} --table={FLAGS.table}` "
            f"(seeds {','.join(map(str, seeds))}).",
            "Test metrics of the epoch with the best validation bACC; GM with zero recalls "
            "replaced by 0.001 (imbalanced-learn correction)."]
+  if gaps:
+    notes.insert(0, f"**Partial grid ({'; '.join(gaps)}): not a committed table.**")
   if os.path.exists(timing_path):
     with open(timing_path) as fh:
       timing = json.load(fh)
@@ -86,13 +104,49 @@ def main(argv):
     notes.append(f"M2m hyper-parameters selected on validation bACC: `{json.dumps(hparams)}`.")
   if FLAGS.extra:
     notes.append(f"Extra flags: {FLAGS.extra}.")
-  df = tables.collect(root, name, rows, paper=tables.PAPER.get(dataset),
-                      results_dir=FLAGS.results_dir, seeds=seeds,
-                      title=f"{dataset}: {'Table 2' if FLAGS.table == 'table2' else 'ablations'}",
-                      notes=notes)
-  print(open(os.path.join(FLAGS.results_dir, f"{name}.md")).read())
+  return notes
+
+
+def _where_line(name: str, out_dir: str, gaps: List[str]) -> str:
+  """The one line saying which tables were written (and which were left alone)."""
+  written = os.path.join(out_dir, f"{name}.{{csv,md}}")
+  if not gaps:
+    return f"Complete grid: wrote {written}."
+  committed = os.path.join(FLAGS.results_dir, f"{name}.{{csv,md}}")
+  return f"Partial grid ({'; '.join(gaps)}): wrote {written}; {committed} left unchanged."
+
+
+def main(argv) -> int:
+  """Trains the grid's unfinished runs, then writes its complete or partial table."""
+  del argv
+  dataset = FLAGS.dataset
+  root = FLAGS.root or os.path.join("runs", "grid", dataset)
+  all_rows = tables.TABLES[FLAGS.table]
+  rows = {k: all_rows[k] for k in (FLAGS.rows or all_rows)}
+  seeds = [int(s) for s in FLAGS.seeds]
+  hparams, hp_partial = _load_hparams(
+      FLAGS.hparams or os.path.join(FLAGS.results_dir, f"hparams_{dataset}.json"))
+  t0 = time.time()
+  n_runs = 0 if FLAGS.collect_only else _train(dataset, rows, seeds, root, hparams)
+  wall = time.time() - t0
+  name = dataset if FLAGS.table == "table2" else f"ablations_{dataset}"
+  timing_path = os.path.join(root, f"timing_{FLAGS.table}.json")
+  if n_runs:
+    atomic_write_json(timing_path, {"runs": n_runs, "wall_seconds": wall, "jobs": FLAGS.jobs,
+                                    "load_average": os.getloadavg()})
+  gaps = tables.grid_gaps(root, FLAGS.table, list(rows), seeds)
+  gaps += ["hyper-parameters from a partial selection"] if hp_partial else []
+  out_dir = tables.output_dir(FLAGS.results_dir, gaps)
+  title = f"{dataset}: {'Table 2' if FLAGS.table == 'table2' else 'ablations'}"
+  df = tables.collect(root, name, rows, paper=tables.PAPER.get(dataset), results_dir=out_dir,
+                      seeds=seeds, title=title + (" (partial)" if gaps else ""),
+                      notes=_notes(dataset, seeds, hparams, timing_path, gaps))
+  with open(os.path.join(out_dir, f"{name}.md")) as fh:
+    print(fh.read())
   print(f"grid wall time this invocation: {wall:.0f} s; runs: {len(df)}")
+  print(_where_line(name, out_dir, gaps))
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_absl(main)

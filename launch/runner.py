@@ -7,7 +7,7 @@ import time
 from typing import Dict, List
 
 from launch import tables
-
+from m2m_tf.recipes import G_SEED_OFFSET
 
 def run_flags(row_flags: dict) -> List[str]:
   """{'loss': 'ce', 'no_reject': True} -> ['--loss=ce', '--no_reject']."""
@@ -33,6 +33,18 @@ def launch_run(cmd: List[str], out_dir: str) -> float:
   return time.time() - t0
 
 
+
+
+def g_seeds_of(seed: int, ensemble: bool = False) -> List[int]:
+  """The ERM seeds whose best weights are g for the M2m run with `seed`.
+
+  seed + G_SEED_OFFSET (the ensemble's second member: 100 more), never f's own
+  ERM twin `erm_s<seed>`: g must be trained independently of f.
+  """
+  first = seed + G_SEED_OFFSET
+  return [first] + ([first + 100] if ensemble else [])
+
+
 def plan(dataset: str, rows: Dict[str, tuple], seeds: List[int], root: str, hparams: dict,
          extra: List[str], data_dir) -> List[tuple]:
   """(stage, out_dir, cmd) for every unfinished run; stage 0 = ERM g runs, 1 = the rest."""
@@ -56,7 +68,7 @@ def plan(dataset: str, rows: Dict[str, tuple], seeds: List[int], root: str, hpar
       out = os.path.join(root, f"{key}_s{s}")
       flags_ = dict(row_flags)
       if is_m2m and not flags_.get("self_translation"):
-        g_seeds = [s] + ([s + 100] if ensemble else [])
+        g_seeds = g_seeds_of(s, ensemble)
         needs_erm.update(g_seeds)
         flags_["g_checkpoint"] = ",".join(
             os.path.join(root, f"erm_s{gs}", "best_f.weights.h5") for gs in g_seeds)

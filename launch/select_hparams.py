@@ -7,6 +7,11 @@ Grid: beta in {0.9, 0.99, 0.999} x lam in {0.01, 0.1, 0.5} x gamma in {0.9, 0.99
 --seeds; test metrics play no part (they are not even read). Writes
 results/hparams_<dataset>.json ({"selected": {loss: {beta, lam, gamma}}, "grid": [...]})
 and results/hparams_<dataset>.md, which `launch.grid` then uses.
+
+Only a complete selection (every default loss, beta, lam, gamma and seed
+included) writes those files; a narrower one writes
+`<results_dir>/partial/hparams_<dataset>.{json,md}` (marked "complete": false)
+and says so, so that it never replaces the committed selection.
 """
 
 import concurrent.futures
@@ -14,13 +19,14 @@ import itertools
 import json
 import os
 import sys
+from typing import List
 
-from absl import app
 from absl import flags
 import pandas as pd
 
 from launch import runner
 from launch import tables
+from m2m_tf.cli import run_absl
 from m2m_tf.io_utils import atomic_write_json, atomic_write_text
 
 FLAGS = flags.FLAGS
@@ -33,20 +39,27 @@ flags.DEFINE_list("gammas", ["0.9", "0.99"], "gamma grid.")
 flags.DEFINE_integer("jobs", 2, "Parallel processes.")
 flags.DEFINE_string("root", None, "Run folder (default runs/hp/<dataset>).")
 flags.DEFINE_string("grid_root", None, "Where the ERM g runs live (default runs/grid/<dataset>).")
-flags.DEFINE_string("results_dir", "results", "Output folder.")
+flags.DEFINE_string("results_dir", "results", "Output folder (a partial selection's under "
+                    "<results_dir>/partial).")
 flags.DEFINE_list("extra", [], "Extra main.py flags for every run.")
 
+# The flags whose default values make up the canonical (committed) selection.
+_GRID_FLAGS = {"losses": str, "betas": float, "lams": float, "gammas": float, "seeds": int}
 
-def main(argv):
-  del argv
-  ds = FLAGS.dataset
-  root = FLAGS.root or os.path.join("runs", "hp", ds)
-  g_root = FLAGS.grid_root or os.path.join("runs", "grid", ds)
-  seeds = [int(s) for s in FLAGS.seeds]
-  # ERM g runs first (shared with the Table 2 grid).
-  erm_jobs = runner.plan(ds, {"erm": tables.TABLE2_ROWS["erm"]}, seeds, g_root, {}, FLAGS.extra, None)
-  with concurrent.futures.ThreadPoolExecutor(FLAGS.jobs) as pool:
-    list(pool.map(lambda j: runner.launch_run(j[2], j[1]), erm_jobs))
+
+def selection_gaps() -> List[str]:
+  """What the flags leave out of the canonical grid (their defaults); empty when nothing."""
+  gaps = []
+  for name, kind in _GRID_FLAGS.items():
+    given = {kind(v) for v in FLAGS[name].value}
+    left_out = [v for v in FLAGS[name].default if kind(v) not in given]
+    if left_out:
+      gaps.append(f"--{name} leaves out {','.join(left_out)}")
+  return gaps
+
+
+def _settings(ds: str, root: str, g_root: str, seeds: List[int]) -> tuple:
+  """(every setting as (loss, beta, lam, gamma, seed, out), the unfinished runs' jobs)."""
   base = [sys.executable, "-m", "m2m_tf.main", f"--dataset={ds}", "--verbose=0", "--method=m2m"]
   jobs, settings = [], []
   for loss, beta, lam, gamma in itertools.product(FLAGS.losses, FLAGS.betas, FLAGS.lams,
@@ -56,43 +69,85 @@ def main(argv):
       settings.append((loss, float(beta), float(lam), float(gamma), s, out))
       if os.path.exists(os.path.join(out, "results.json")):
         continue
-      g = os.path.join(g_root, f"erm_s{s}", "best_f.weights.h5")
+      g = os.path.join(g_root, f"erm_s{runner.g_seeds_of(s)[0]}", "best_f.weights.h5")
       jobs.append((out, base + [f"--loss={loss}", f"--beta={beta}", f"--lam={lam}",
                                 f"--gamma={gamma}", f"--seed={s}", f"--g_checkpoint={g}",
                                 f"--output_dir={out}"] + [f"--{e}" for e in FLAGS.extra]))
-  print(f"{len(jobs)} of {len(settings)} runs to do")
-  with concurrent.futures.ThreadPoolExecutor(FLAGS.jobs) as pool:
-    for out, secs in zip([j[0] for j in jobs],
-                         pool.map(lambda j: runner.launch_run(j[1], j[0]), jobs)):
-      print(f"  done {out} in {secs:.0f} s", flush=True)
+  return settings, jobs
+
+
+def _select(settings) -> tuple:
+  """(per-loss best setting by mean val bACC, the mean table); test metrics are not read."""
   rows = []
   for loss, beta, lam, gamma, s, out in settings:
     with open(os.path.join(out, "results.json")) as fh:
       r = json.load(fh)
     rows.append({"loss": loss, "beta": beta, "lam": lam, "gamma": gamma, "seed": s,
                  "val_bacc": r["val_bacc"], "val_gm": r["val_gm"]})
-  df = pd.DataFrame(rows)
-  mean = df.groupby(["loss", "beta", "lam", "gamma"], as_index=False)["val_bacc"].mean()
+  mean = pd.DataFrame(rows).groupby(["loss", "beta", "lam", "gamma"],
+                                    as_index=False)["val_bacc"].mean()
   selected = {}
   for loss, sub in mean.groupby("loss"):
     best = sub.sort_values("val_bacc", ascending=False, kind="stable").iloc[0]
     selected[loss] = {"beta": float(best.beta), "lam": float(best.lam), "gamma": float(best.gamma)}
-  os.makedirs(FLAGS.results_dir, exist_ok=True)
-  atomic_write_json(os.path.join(FLAGS.results_dir, f"hparams_{ds}.json"),
-                    {"selected": selected, "seeds": seeds, "criterion": "mean val_bacc",
-                     "grid": mean.to_dict(orient="records")})
-  lines = [f"# {ds}: M2m hyper-parameters selected on validation bACC", "",
-           f"Made by `python -m launch.select_hparams --dataset={ds}` (seeds {FLAGS.seeds}). "
-           "Test metrics are not used.", ""]
+  return selected, mean
+
+
+def _markdown(ds: str, selected: dict, mean, gaps: List[str]) -> str:
+  """The selection as Markdown: one table of mean val bACC per loss."""
+  lines = [f"# {ds}: M2m hyper-parameters selected on validation bACC"
+           + (" (partial)" if gaps else ""), ""]
+  if gaps:
+    lines += [f"**Partial selection ({'; '.join(gaps)}): not a committed selection.**", ""]
+  lines += [f"Made by `python -m launch.select_hparams --dataset={ds}` (seeds {FLAGS.seeds}). "
+            "Test metrics are not used.", ""]
   for loss, sub in mean.groupby("loss"):
-    lines += [f"## loss = {loss}: selected {selected[loss]}", "", "| beta | lam | gamma | val bACC |",
-              "|---|---|---|---|"]
+    lines += [f"## loss = {loss}: selected {selected[loss]}", "",
+              "| beta | lam | gamma | val bACC |", "|---|---|---|---|"]
     for _, r in sub.sort_values("val_bacc", ascending=False).iterrows():
       lines.append(f"| {r.beta} | {r.lam} | {r.gamma} | {r.val_bacc:.2f} |")
     lines.append("")
-  atomic_write_text(os.path.join(FLAGS.results_dir, f"hparams_{ds}.md"), "\n".join(lines))
-  print("\n".join(lines))
+  return "\n".join(lines)
+
+
+def _run_all(jobs) -> None:
+  """Runs `(out, cmd)` jobs with --jobs processes, printing each run's wall time."""
+  with concurrent.futures.ThreadPoolExecutor(FLAGS.jobs) as pool:
+    for out, secs in zip([j[0] for j in jobs],
+                         pool.map(lambda j: runner.launch_run(j[1], j[0]), jobs)):
+      print(f"  done {out} in {secs:.0f} s", flush=True)
+
+
+def main(argv) -> int:
+  """Trains the ERM g runs and the grid's M2m runs, then writes the (partial) selection."""
+  del argv
+  ds = FLAGS.dataset
+  root = FLAGS.root or os.path.join("runs", "hp", ds)
+  g_root = FLAGS.grid_root or os.path.join("runs", "grid", ds)
+  seeds = [int(s) for s in FLAGS.seeds]
+  # ERM g runs first (shared with the Table 2 grid).
+  g_seeds = [runner.g_seeds_of(s)[0] for s in seeds]
+  erm_jobs = runner.plan(ds, {"erm": tables.TABLE2_ROWS["erm"]}, g_seeds, g_root, {}, FLAGS.extra,
+                         None)
+  _run_all([(out, cmd) for _, out, cmd in erm_jobs])
+  settings, jobs = _settings(ds, root, g_root, seeds)
+  print(f"{len(jobs)} of {len(settings)} runs to do")
+  _run_all(jobs)
+  selected, mean = _select(settings)
+  gaps = selection_gaps()
+  out_dir = tables.output_dir(FLAGS.results_dir, gaps)
+  atomic_write_json(os.path.join(out_dir, f"hparams_{ds}.json"),
+                    {"selected": selected, "seeds": seeds, "criterion": "mean val_bacc",
+                     "complete": not gaps, "grid": mean.to_dict(orient="records")})
+  md = _markdown(ds, selected, mean, gaps)
+  atomic_write_text(os.path.join(out_dir, f"hparams_{ds}.md"), md)
+  print(md)
+  written = os.path.join(out_dir, f"hparams_{ds}.{{json,md}}")
+  print(f"Complete selection: wrote {written}." if not gaps else
+        f"Partial selection ({'; '.join(gaps)}): wrote {written}; "
+        f"{os.path.join(FLAGS.results_dir, f'hparams_{ds}.{{json,md}}')} left unchanged.")
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_absl(main)

@@ -3,6 +3,11 @@
 `collect(run_root, ...)` reads every `results.json` under a grid's run folder
 with pandas and writes `results/<name>.csv` (one row per run) and
 `results/<name>.md` (mean ± std per row beside the paper's numbers).
+
+Only a complete grid (every row of its table for every seed of
+`CANONICAL_SEEDS`, all finished) may replace the committed tables;
+`grid_gaps` says what a grid lacks and `output_dir` sends a partial one
+to `<results_dir>/partial/`.
 """
 
 import glob
@@ -13,6 +18,11 @@ from typing import Dict, List, Optional, Sequence
 import pandas as pd
 
 from m2m_tf.io_utils import atomic_write_text
+
+# The seeds of a committed table (the paper reports the mean of 3 seeds).
+CANONICAL_SEEDS = (0, 1, 2)
+# A partial grid or selection goes here, under the results folder.
+PARTIAL_DIR = "partial"
 
 # Row key -> (label, main.py flags). Table 2 of the paper, in its order.
 TABLE2_ROWS: Dict[str, tuple] = {
@@ -38,7 +48,9 @@ ABLATION_ROWS: Dict[str, tuple] = {
     "m2m_lam0": ("M2m, lam = 0", {"lam": 0.0}),
     "m2m_clean": ("M2m-Clean", {"accept_mode": "clean"}),
     "m2m_rs": ("M2m-RS (phase 2 from epoch 0)", {"deferred_epoch": 0}),
-    "m2m_rs_rand": ("M2m-RS-Rand", {"accept_mode": "random_label"}),
+    # The paper's RS-Rand is M2m-RS (phase 2 from epoch 0) with random labels.
+    "m2m_rs_rand": ("M2m-RS-Rand (M2m-RS, random labels)",
+                    {"deferred_epoch": 0, "accept_mode": "random_label"}),
     "m2m_ensemble": ("M2m-Ensemble (two g)", {"g_ensemble": 2}),
     **{f"m2m_pool{p}": (f"M2m, seed pool P = {p}", {"seed_pool_size": p})
        for p in (10, 50, 100, 200, 500)},
@@ -57,6 +69,43 @@ PAPER = {
         "ldam": (72.8, 70.8), "ldam_drw": (77.1, 76.7), "ldam_m2m": (79.1, 78.6),
     },
 }
+
+
+TABLES = {"table2": TABLE2_ROWS, "ablations": ABLATION_ROWS}
+
+
+def grid_gaps(run_root: str, table: str, rows: Sequence[str], seeds: Sequence[int]) -> List[str]:
+  """Why a grid is not the complete `table` (empty when it is).
+
+  Args:
+    run_root: the grid's run folder (`<row>_s<seed>/results.json` per finished run).
+    table: a key of TABLES.
+    rows: the row keys the grid was asked for.
+    seeds: the seeds it was asked for.
+
+  Returns:
+    Short reasons: rows or canonical seeds left out, unfinished runs (of the
+    rows and seeds asked for).
+  """
+  all_rows = list(TABLES[table])
+  gaps = []
+  left_out = [r for r in all_rows if r not in rows]
+  if left_out:
+    gaps.append(f"{len(left_out)} of {len(all_rows)} rows left out")
+  seeds_out = [s for s in CANONICAL_SEEDS if s not in seeds]
+  if seeds_out:
+    gaps.append(f"seeds {','.join(map(str, seeds_out))} of {','.join(map(str, CANONICAL_SEEDS))} "
+                "left out")
+  runs = [f"{r}_s{s}" for r in all_rows if r in rows for s in seeds]
+  unfinished = [r for r in runs if not os.path.exists(os.path.join(run_root, r, "results.json"))]
+  if unfinished:
+    gaps.append(f"{len(unfinished)} of {len(runs)} runs unfinished (e.g. {unfinished[0]})")
+  return gaps
+
+
+def output_dir(results_dir: str, gaps: Sequence[str]) -> str:
+  """Where a table goes: `results_dir` when complete (no gaps), else its partial/ folder."""
+  return os.path.join(results_dir, PARTIAL_DIR) if gaps else results_dir
 
 
 def load_runs(run_root: str) -> pd.DataFrame:

@@ -4,10 +4,15 @@ r"""Evaluate a saved classifier on a dataset split (SPEC §3 metrics).
       --checkpoint=../shared/pretrained/official_erm_resnet32_cifar10lt_r100.npz \
       --output=results/official_g_cifar10_jpeg.json
 
+  python -m m2m_tf.evaluate --checkpoint=runs/reuters_m2m   # a run folder
+
 The checkpoint may be a PyTorch-layout `.npz` state_dict (loaded with
 `m2m_tf.models.load_torch_state_dict`, e.g. the official M2m g), a Keras
-`.weights.h5` file (e.g. `best_f.weights.h5` of a run), or a SavedModel
-directory written by a run (`saved_model/`, its `serve` endpoint gives logits).
+`.weights.h5` file (e.g. `best_f.weights.h5` of a run), a SavedModel
+directory written by a run (`saved_model/`, its `serve` endpoint gives logits),
+or a run folder (one with flags.json): its saved_model/, else its
+best_f.weights.h5. A run's flags.json (beside the checkpoint) gives the
+defaults of --dataset, its options, --data_dir and the LDAM cosine head.
 The architecture defaults to the dataset's recipe. Metrics are those of
 `m2m_tf.metrics.summarize` (bACC, GM with the 0.001 correction, per-class
 recall, ...), with class counts = the training counts N_k; the result carries
@@ -15,6 +20,9 @@ the dataset's substitute label (e.g. the CIFAR-10 JPEG substitute).
 
 Writes `--output` (JSON) and the same name with `.md` (a short table). Uses
 argparse: only `m2m_tf.main` reads absl FLAGS.
+
+A missing checkpoint, or one that does not fit the dataset (another input
+shape or number of classes), is reported in one line (exit status 1).
 """
 
 import argparse
@@ -22,15 +30,184 @@ import json
 import os
 import sys
 import time
-from typing import Optional, Sequence
+import warnings
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from m2m_tf.errors import CheckpointError
+
 SPLITS = ("test", "val", "train")
+# What a run folder holds, in the order evaluated (the SavedModel needs no --arch).
+RUN_CHECKPOINTS = ("saved_model", "best_f.weights.h5")
+
+
+def resolve_checkpoint(path: str) -> Tuple[str, dict]:
+  """The file or SavedModel to load for `path`, and its run's flags.json.
+
+  Args:
+    path: a checkpoint file, a SavedModel directory, or a run folder (one
+      holding flags.json and saved_model/ or best_f.weights.h5).
+
+  Returns:
+    (checkpoint path, the run's configuration or {} when there is no
+    flags.json in the run folder or beside the checkpoint).
+
+  Raises:
+    FileNotFoundError: `path` does not exist, or a run folder has no model.
+  """
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"checkpoint not found: {path!r}")
+  run_dir = os.path.dirname(os.path.abspath(path))
+  checkpoint = path
+  if os.path.isdir(path) and os.path.isfile(os.path.join(path, "flags.json")):
+    run_dir = path
+    found = [os.path.join(path, n) for n in RUN_CHECKPOINTS
+             if os.path.exists(os.path.join(path, n))]
+    if not found:
+      raise FileNotFoundError(f"run folder {path!r} has neither saved_model/ nor best_f.weights.h5 "
+                              "(an unfinished run?)")
+    checkpoint = found[0]
+  flags_path = os.path.join(run_dir, "flags.json")
+  if not os.path.isfile(flags_path):
+    return checkpoint, {}
+  with open(flags_path) as fh:
+    return checkpoint, json.load(fh)
+
+
+def _shape_str(shape) -> str:
+  """(None, 32, 3) -> '(?, 32, 3)'."""
+  dims = ["?" if d is None else str(int(d)) for d in shape]
+  return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def _mismatch(checkpoint: str, data_name: str, ckpt_shape, ckpt_k, input_shape,
+              num_classes) -> CheckpointError:
+  """The one-line error of a checkpoint made for another input shape or number of classes."""
+  return CheckpointError(
+      f"checkpoint {checkpoint!r} does not fit dataset {data_name}: the checkpoint takes input "
+      f"shape {_shape_str(ckpt_shape)} and predicts {ckpt_k} classes, the dataset has input "
+      f"shape {_shape_str(input_shape)} and {num_classes} classes")
+
+
+def _saved_model_shapes(loaded) -> Optional[Tuple[tuple, Optional[int]]]:
+  """(input shape without the batch axis, number of classes) of a Keras export, or None."""
+  try:
+    in_shape = tuple(loaded.serve.input_signature[0].shape[1:])
+    outputs = list(loaded.signatures["serving_default"].structured_outputs.values())
+  except (AttributeError, KeyError, IndexError, TypeError):
+    return None  # not a Keras export: nothing to check before calling it
+  k = outputs[0].shape[-1] if len(outputs) == 1 else None
+  return in_shape, k
+
+
+def _check_saved_model(loaded, checkpoint, data_name, input_shape, num_classes) -> None:
+  """Raises CheckpointError when a SavedModel's signature does not fit the dataset."""
+  shapes = _saved_model_shapes(loaded)
+  if shapes is None:
+    return
+  in_shape, k = shapes
+  fits_input = len(in_shape) == len(input_shape) and all(
+      a is None or int(a) == int(b) for a, b in zip(in_shape, input_shape))
+  if not fits_input or (k is not None and int(k) != num_classes):
+    raise _mismatch(checkpoint, data_name, in_shape, k, input_shape, num_classes)
+
+
+def _h5_shapes(path: str) -> Dict[str, tuple]:
+  """Every variable of a Keras `.weights.h5` file: its path in the file -> shape."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  shapes = {}
+  with h5py.File(path, "r") as f:
+    f.visititems(lambda name, obj: shapes.update({name: tuple(obj.shape)})
+                 if isinstance(obj, h5py.Dataset) else None)
+  return shapes
+
+
+def _diagnose_h5(model, checkpoint, data_name, input_shape, num_classes) -> Optional[str]:
+  """Why `checkpoint` does not load into `model` (built for the dataset), or None.
+
+  Compares the file with the same model saved fresh (Keras names the variables in
+  the file after the layer types, so equal architectures give equal names).
+  """
+  import tempfile  # pylint: disable=g-import-not-at-top
+  try:
+    got = _h5_shapes(checkpoint)
+  except OSError:
+    return None  # not readable as HDF5: Keras' own error says more
+  with tempfile.TemporaryDirectory() as tmp:
+    fresh = os.path.join(tmp, "fresh.weights.h5")
+    model.save_weights(fresh)
+    want = _h5_shapes(fresh)
+  diff = {n: (got[n], want[n]) for n in sorted(set(got) & set(want)) if got[n] != want[n]}
+  ckpt_k = [g[-1] for g, w in diff.values() if w[-1:] == (num_classes,) and g[:-1] == w[:-1]]
+  # A first-layer kernel (d, units) or (kh, kw, channels, filters) gives the input's last axis.
+  ckpt_in = [g[-2] for g, w in diff.values()
+             if len(w) >= 2 and w[-2] == input_shape[-1] and g[-2] != w[-2] and g[-1] == w[-1]]
+  if ckpt_k or ckpt_in:
+    # Weights fix only the input's last axis (features or channels), not an image's size.
+    in_shape = (None,) * (len(input_shape) - 1) + (ckpt_in[0] if ckpt_in else input_shape[-1],)
+    return str(_mismatch(checkpoint, data_name, in_shape, ckpt_k[0] if ckpt_k else num_classes,
+                         input_shape, num_classes))
+  return _layer_difference(checkpoint, model.name, got, want, diff)
+
+
+def _layer_difference(checkpoint, model_name, got, want, diff) -> Optional[str]:
+  """One line on variables that differ in name or shape (another arch or head), or None."""
+  only_ckpt = sorted({n.rsplit("/vars/", 1)[0] for n in set(got) - set(want)})
+  only_model = sorted({n.rsplit("/vars/", 1)[0] for n in set(want) - set(got)})
+  if diff:
+    name, (g, w) = next(iter(diff.items()))
+    return (f"checkpoint {checkpoint!r} does not fit model {model_name!r}: variable {name} has "
+            f"shape {g} in the checkpoint, {w} in the model (another --arch or hidden size?)")
+  if only_ckpt or only_model:
+    hint = (" (--normed_head must match the checkpoint: LDAM runs have the cosine head)"
+            if any("normed_dense" in n for n in only_ckpt + only_model) else "")
+    return (f"checkpoint {checkpoint!r} does not fit model {model_name!r}: layers only in the "
+            f"checkpoint {only_ckpt[:3]}, only in the model {only_model[:3]}{hint}")
+  return None
+
+
+def _build(arch, input_shape, num_classes, normed_head, hidden_units):
+  """The Keras model for `arch`; a CheckpointError when it cannot take the dataset's inputs."""
+  from m2m_tf import models  # pylint: disable=g-import-not-at-top
+  kw = {"hidden_units": tuple(hidden_units)} if arch == "mlp" and hidden_units else {}
+  try:
+    return models.build_model(arch, input_shape, num_classes, normed_head=normed_head, **kw)
+  except ValueError as e:  # unknown arch, or inputs of the wrong rank or channels
+    raise CheckpointError(str(e)) from e
+
+
+def _load_into(model, checkpoint, data_name, input_shape, num_classes) -> None:
+  """Loads a `.npz` (PyTorch layout) or `.weights.h5` checkpoint into `model`."""
+  from m2m_tf import models  # pylint: disable=g-import-not-at-top
+  if checkpoint.endswith(".npz"):
+    try:
+      models.load_torch_state_dict(model, checkpoint)
+    except ValueError as e:  # its messages name the keys and both shapes
+      raise CheckpointError(f"dataset {data_name} (input shape {_shape_str(input_shape)}, "
+                            f"{num_classes} classes): {e}") from e
+    return
+  # Keras warns about the layers it skips before it raises; those warnings are
+  # noise once the error is named in one line, and are re-issued otherwise.
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    try:
+      model.load_weights(checkpoint)
+      error = None
+    except ValueError as e:
+      error = e
+  why = None if error is None else _diagnose_h5(model, checkpoint, data_name, input_shape,
+                                                num_classes)
+  if why is not None:
+    raise CheckpointError(why) from error
+  for w in caught:
+    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+  if error is not None:
+    raise error  # not a shape problem we can name: keep Keras' own error
 
 
 def load_classifier(checkpoint: str, *, arch: str, input_shape, num_classes: int,
-                    normed_head: bool = False):
+                    normed_head: bool = False, hidden_units=None, data_name: str = "?"):
   """Returns a callable `logits = fn(x_float01_batch)` for `checkpoint`.
 
   Args:
@@ -39,28 +216,31 @@ def load_classifier(checkpoint: str, *, arch: str, input_shape, num_classes: int
     input_shape: one example's shape.
     num_classes: K.
     normed_head: the cosine head of LDAM models.
+    hidden_units: the MLP's hidden layer sizes (None: the builder's default).
+    data_name: the dataset's name, for error messages.
 
   Raises:
     FileNotFoundError: no such file or directory.
-    ValueError: an unknown checkpoint kind.
+    CheckpointError (a ValueError): an unknown checkpoint kind, or a
+      checkpoint whose input shape, number of classes or layers do not fit.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from m2m_tf import models  # pylint: disable=g-import-not-at-top
   if not os.path.exists(checkpoint):
     raise FileNotFoundError(f"checkpoint not found: {checkpoint!r}")
   if os.path.isdir(checkpoint):
+    if not os.path.isfile(os.path.join(checkpoint, "saved_model.pb")):
+      raise CheckpointError(f"{checkpoint!r} is neither a SavedModel (no saved_model.pb) nor a "
+                            "run folder (no flags.json)")
     loaded = tf.saved_model.load(checkpoint)
     if not hasattr(loaded, "serve"):
-      raise ValueError(f"SavedModel {checkpoint!r} has no `serve` endpoint")
+      raise CheckpointError(f"SavedModel {checkpoint!r} has no `serve` endpoint")
+    _check_saved_model(loaded, checkpoint, data_name, input_shape, num_classes)
     return lambda x: loaded.serve(tf.convert_to_tensor(x, tf.float32))
-  model = models.build_model(arch, input_shape, num_classes, normed_head=normed_head)
-  if checkpoint.endswith(".npz"):
-    models.load_torch_state_dict(model, checkpoint)
-  elif checkpoint.endswith(".weights.h5"):
-    model.load_weights(checkpoint)
-  else:
-    raise ValueError(f"checkpoint {checkpoint!r} must be a .npz file, a .weights.h5 file or a "
-                     "SavedModel directory")
+  if not checkpoint.endswith((".npz", ".weights.h5")):
+    raise CheckpointError(f"checkpoint {checkpoint!r} must be a .npz file, a .weights.h5 file, "
+                          "a SavedModel directory or a run folder")
+  model = _build(arch, input_shape, num_classes, normed_head, hidden_units)
+  _load_into(model, checkpoint, data_name, input_shape, num_classes)
   fn = tf.function(lambda x: model(x, training=False))
   return lambda x: fn(tf.convert_to_tensor(x, tf.float32))
 
@@ -74,47 +254,51 @@ def predict(logits_fn, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
   return np.concatenate(preds) if preds else np.zeros(0, np.int64)
 
 
+def _hidden_units(dataset: str, arch: str):
+  """The MLP hidden sizes of the dataset's recipe (None: not an MLP or no recipe)."""
+  from m2m_tf.recipes import RECIPES  # pylint: disable=g-import-not-at-top
+  return RECIPES[dataset].hidden_units if arch == "mlp" and dataset in RECIPES else None
+
+
 def evaluate_checkpoint(checkpoint: str, data, *, arch: Optional[str] = None,
                         split: str = "test", batch_size: int = 1024,
-                        normed_head: bool = False) -> dict:
+                        normed_head: Optional[bool] = None) -> dict:
   """Evaluates `checkpoint` on `data` (a DatasetSplits) and returns a JSON-able dict.
 
-  Keys: dataset, data_label, checkpoint, arch, split, n, bacc, gm, acc,
-  n_zero_recall, per_class_recall, class_names, class_counts, summary (the full
-  `metrics.summarize` dict) and seconds.
+  Args:
+    checkpoint: see `resolve_checkpoint` (a file, a SavedModel or a run folder).
+    data: the dataset.
+    arch: the architecture (default: the dataset's recipe; unused for a SavedModel).
+    split: one of SPLITS.
+    batch_size: evaluation batch size.
+    normed_head: the LDAM cosine head (default: the run's loss is LDAM).
+
+  Returns:
+    Keys: dataset, data_label, checkpoint, arch, split, n, bacc, gm, acc,
+    n_zero_recall, per_class_recall, class_names, class_counts, summary (the
+    full `metrics.summarize` dict) and seconds.
   """
   from m2m_tf import metrics  # pylint: disable=g-import-not-at-top
   from m2m_tf.recipes import get_recipe  # pylint: disable=g-import-not-at-top
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   t0 = time.time()
-  if os.path.isdir(checkpoint):
-    arch = arch or "saved_model"
-  else:
-    arch = arch or get_recipe(data.name).arch
+  checkpoint, run_flags = resolve_checkpoint(checkpoint)
+  if normed_head is None:
+    normed_head = run_flags.get("loss") == "ldam"
+  # A SavedModel carries its own architecture; --arch applies to weight files only.
+  arch = "saved_model" if os.path.isdir(checkpoint) else arch or get_recipe(data.name).arch
   x, y = {"test": (data.x_test, data.y_test), "val": (data.x_val, data.y_val),
           "train": (data.x_train, data.y_train)}[split]
   fn = load_classifier(checkpoint, arch=arch, input_shape=data.input_shape,
-                       num_classes=data.num_classes, normed_head=normed_head)
-  y_pred = predict(fn, x, batch_size)
-  summary = metrics.summarize(y, y_pred, data.class_counts)
-  return {
-      "dataset": data.name,
-      "data_label": data.label,
-      "checkpoint": checkpoint,
-      "arch": arch,
-      "split": split,
-      "n": int(len(y)),
-      "bacc": summary["bacc"],
-      "gm": summary["gm"],
-      "acc": summary["acc"],
-      "n_zero_recall": summary["n_zero_recall"],
-      "per_class_recall": summary["per_class_recall"],
-      "class_names": list(data.class_names),
-      "class_counts": data.class_counts.tolist(),
-      "summary": summary,
-      "seconds": time.time() - t0,
-  }
+                       num_classes=data.num_classes, normed_head=normed_head,
+                       hidden_units=_hidden_units(data.name, arch), data_name=data.name)
+  summary = metrics.summarize(y, predict(fn, x, batch_size), data.class_counts)
+  return {"dataset": data.name, "data_label": data.label, "checkpoint": checkpoint,
+          "arch": arch, "split": split, "n": int(len(y)),
+          **{k: summary[k] for k in ("bacc", "gm", "acc", "n_zero_recall", "per_class_recall")},
+          "class_names": list(data.class_names), "class_counts": data.class_counts.tolist(),
+          "summary": summary, "seconds": time.time() - t0}
 
 
 def markdown(result: dict) -> str:
@@ -135,32 +319,38 @@ def markdown(result: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  """Command line: see the module docstring."""
+def _parser() -> argparse.ArgumentParser:
+  """The command line (see the module docstring)."""
   parser = argparse.ArgumentParser(description="Evaluate a checkpoint (bACC, GM, per-class "
                                    "recall).")
-  parser.add_argument("--dataset", required=True)
+  parser.add_argument("--dataset", default=None, help="default: the run's (flags.json)")
   parser.add_argument("--checkpoint", required=True,
-                      help=".npz (PyTorch layout), .weights.h5, or a SavedModel directory")
+                      help=".npz (PyTorch layout), .weights.h5, a SavedModel directory or a run "
+                      "folder (flags.json + saved_model/ or best_f.weights.h5)")
   parser.add_argument("--arch", default=None, help="default: the dataset's recipe")
   parser.add_argument("--split", default="test", choices=SPLITS)
-  parser.add_argument("--data_dir", default=None)
+  parser.add_argument("--data_dir", default=None, help="default: the run's")
   parser.add_argument("--imbalance_ratio", type=float, default=None)
-  parser.add_argument("--normed_head", action="store_true", help="LDAM cosine head")
+  parser.add_argument("--normed_head", action="store_true", default=None,
+                      help="LDAM cosine head (default: the run's loss is LDAM)")
   parser.add_argument("--batch_size", type=int, default=1024)
   parser.add_argument("--output", default=None, help="JSON path (a .md is written beside it)")
-  args = parser.parse_args(argv)
+  return parser
+
+
+def _load_data(args, run_flags: dict):
+  """The dataset to evaluate on: the flags', else the run's (with the run's options)."""
   from data_prep.registry import load_dataset  # pylint: disable=g-import-not-at-top
-  options = {}
+  dataset = args.dataset or run_flags.get("dataset")
+  options = dict(run_flags.get("dataset_options") or {}) if dataset == run_flags.get(
+      "dataset") else {}
   if args.imbalance_ratio is not None:
     options["imbalance_ratio"] = args.imbalance_ratio
-  try:
-    data = load_dataset(args.dataset, args.data_dir, **options)
-    result = evaluate_checkpoint(args.checkpoint, data, arch=args.arch, split=args.split,
-                                 batch_size=args.batch_size, normed_head=args.normed_head)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"m2m_tf.evaluate: error: {e}", file=sys.stderr)
-    return 1
+  return load_dataset(dataset, args.data_dir or run_flags.get("data_dir"), **options)
+
+
+def _report(result: dict, output: Optional[str]) -> None:
+  """Prints the metrics and writes `output` (JSON) and its .md when asked."""
   line = (f"{result['dataset']} {result['split']} ({result['n']}): bACC {result['bacc']:.2f} "
           f"GM {result['gm']:.2f} acc {result['acc']:.2f} zero-recall {result['n_zero_recall']}")
   if result["data_label"]:
@@ -169,14 +359,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   print("per-class recall: " + ", ".join(
       f"{n} {'-' if r is None else f'{r:.1f}'}" for n, r in
       zip(result["class_names"], result["per_class_recall"])))
-  if args.output:
+  if output:
     from m2m_tf.io_utils import atomic_write_json  # pylint: disable=g-import-not-at-top
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    atomic_write_json(args.output, result)
-    md = os.path.splitext(args.output)[0] + ".md"
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    atomic_write_json(output, result)
+    md = os.path.splitext(output)[0] + ".md"
     with open(md, "w") as fh:
       fh.write(markdown(result))
-    print(f"wrote {args.output} and {md}")
+    print(f"wrote {output} and {md}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Command line: see the module docstring. Returns the exit status."""
+  parser = _parser()
+  args = parser.parse_args(argv)
+  try:
+    checkpoint, run_flags = resolve_checkpoint(args.checkpoint)
+  except FileNotFoundError as e:
+    print(f"m2m_tf.evaluate: error: {e}", file=sys.stderr)
+    return 1
+  if not (args.dataset or run_flags.get("dataset")):
+    parser.error("--dataset is required unless --checkpoint is in a run folder (with flags.json)")
+  # Data errors (unknown dataset or option, missing raw files) are the user's to fix.
+  try:
+    data = _load_data(args, run_flags)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"m2m_tf.evaluate: error: {e}", file=sys.stderr)
+    return 1
+  try:
+    result = evaluate_checkpoint(checkpoint, data, arch=args.arch, split=args.split,
+                                 batch_size=args.batch_size, normed_head=args.normed_head)
+  except (FileNotFoundError, CheckpointError) as e:
+    print(f"m2m_tf.evaluate: error: {e}", file=sys.stderr)
+    return 1
+  _report(result, args.output)
   return 0
 
 

@@ -1,5 +1,6 @@
 """Atomic file output: write to a temporary file in the same folder, then rename."""
 
+import hashlib
 import json
 import math
 import os
@@ -21,21 +22,64 @@ def _jsonable(obj: Any) -> Any:
   return obj
 
 
-def atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` atomically (temporary file + os.replace)."""
+TMP_PREFIX = ".tmp-"
+
+
+def _fsync_dir(folder: str) -> None:
+  """Makes a rename inside `folder` durable (no-op where directories cannot be opened)."""
+  try:
+    fd = os.open(folder, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+def atomic_save(save_fn, path: str) -> None:
+  """Writes `path` atomically with `save_fn(tmp_path)`: a temporary file in the same folder
+  (same suffix, so writers that check extensions accept it), fsync, then os.replace.
+
+  A kill at any instant leaves either the old file or the new one, never a torn one.
+  """
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+  name = os.path.basename(path)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix=name[name.find("."):])
+  os.close(fd)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make results private to one user
   try:
-    with os.fdopen(fd, "w") as fh:
-      fh.write(text)
-      fh.flush()
+    save_fn(tmp)
+    with open(tmp, "rb") as fh:
       os.fsync(fh.fileno())
     os.replace(tmp, path)
+    _fsync_dir(folder)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` atomically (temporary file + os.replace)."""
+  def write(tmp):
+    with open(tmp, "w") as fh:
+      fh.write(text)
+  atomic_save(write, path)
+
+
+def file_sha256(path: str) -> str:
+  """The hex sha256 of a file's bytes."""
+  h = hashlib.sha256()
+  with open(path, "rb") as fh:
+    for block in iter(lambda: fh.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
 
 
 def atomic_write_json(path: str, obj: Any) -> None:
@@ -47,7 +91,7 @@ def atomic_replace_dir(build_fn, path: str) -> None:
   """Builds a directory with `build_fn(tmp_path)` next to `path`, then renames it into place."""
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(path))
+  tmp = tempfile.mkdtemp(dir=parent, prefix=TMP_PREFIX + os.path.basename(path))
   try:
     target = os.path.join(tmp, "out")
     build_fn(target)

@@ -72,6 +72,12 @@ flags.DEFINE_enum("loss_reduction", "batch", ["batch", "weights"], "Weighted-los
 flags.DEFINE_integer("imbalance_ratio", None, "Dataset option for long-tailed image sets (100/10).")
 flags.DEFINE_string("embeddings", None, "Twitter: path to a `word f1 ... f50` embedding file.")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity (1: progress bar per epoch).")
+flags.DEFINE_string("init_from", None, "Phase-1 sharing: start from this run folder's committed "
+                    "state after --init_epoch epochs (it must differ only in what phase 2 uses; "
+                    "docs/runs.md).")
+flags.DEFINE_integer("init_epoch", None, "Completed epochs of --init_from's state to start from.")
+flags.DEFINE_list("keep_epochs", [], "Keep the state after these completed epochs for good "
+                  "(branch points for --init_from).")
 
 flags.register_validator("seed", lambda v: v >= 0, "--seed must be >= 0.")
 flags.register_validator("epochs", lambda v: v is None or v >= 1, "--epochs must be >= 1.")
@@ -90,6 +96,8 @@ flags.register_validator("n_buckets", lambda v: v >= 1, "--n_buckets must be >= 
 flags.register_validator("seed_pool_size", lambda v: v >= 0, "--seed_pool_size must be >= 0.")
 flags.register_validator("dataset", lambda v: v in RECIPES,
                          f"--dataset must be one of {sorted(RECIPES)}.")
+flags.register_validator("keep_epochs", lambda v: all(s.isdigit() for s in v),
+                         "--keep_epochs must be a comma-separated list of epochs.")
 flags.register_validator("lr_milestones", lambda v: v is None or all(s.isdigit() for s in v),
                          "--lr_milestones must be a comma-separated list of epochs.")
 
@@ -123,18 +131,25 @@ def config_from_flags():
       n_buckets=FLAGS.n_buckets, fold_batchnorm=FLAGS.fold_batchnorm,
       g_checkpoint=FLAGS.g_checkpoint,
       loss_reduction=FLAGS.loss_reduction, jit_compile=FLAGS.jit_compile,
-      strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision, overwrite=FLAGS.overwrite, verbose=FLAGS.verbose)
+      strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision, overwrite=FLAGS.overwrite,
+      verbose=FLAGS.verbose, init_from=FLAGS.init_from, init_epoch=FLAGS.init_epoch,
+      keep_epochs=tuple(int(e) for e in FLAGS.keep_epochs))
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from data_prep.paths import DataNotFoundError  # pylint: disable=g-import-not-at-top
+  from m2m_tf.errors import M2mError  # pylint: disable=g-import-not-at-top
   from m2m_tf.training.run import run_experiment  # pylint: disable=g-import-not-at-top
-  from m2m_tf.training.run import OutputDirError  # pylint: disable=g-import-not-at-top
   config = config_from_flags()
   try:
     results = run_experiment(config)
-  except (OutputDirError, FileNotFoundError, FloatingPointError, ValueError) as e:
+  except KeyboardInterrupt:
+    print("m2m_tf.main: interrupted; run the same command again to resume.", file=sys.stderr)
+    sys.exit(130)
+  except (M2mError, DataNotFoundError) as e:
+    # User errors get one line; anything else is a bug and keeps its traceback.
     sys.exit(f"m2m_tf.main: error: {e}")
   line = (f"{results['dataset']} {results['loss']}-{results['method']} seed {results['seed']}: "
           f"test bACC {results['test_bacc']:.2f} GM {results['test_gm']:.2f} | "
@@ -148,9 +163,10 @@ def main(argv):
 
 
 def run_main():
-  """Console-script entry point (`m2m-train`)."""
-  app.run(main)
+  """Console-script entry point (`m2m-train`); --help prints the flags and exits 0."""
+  from m2m_tf.cli import run_absl  # pylint: disable=g-import-not-at-top
+  run_absl(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_main()

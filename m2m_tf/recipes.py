@@ -26,6 +26,11 @@ class Recipe:
   hidden_units: Tuple[int, ...] = (256,)
 
 
+# The ERM run that trains g for the M2m run with seed s uses seed s + G_SEED_OFFSET: g must be a
+# classifier trained independently of f (its own initialisation and batch order), as in the
+# paper, where g is a separately pre-trained network (docs/method.md).
+G_SEED_OFFSET = 1000
+
 RECIPES: Dict[str, Recipe] = {
     "reuters": Recipe("mlp", 15, 64, 5e-5, (10,), (0.1,), 10, step_size=1.0),
     "twitter": Recipe("mlp", 15, 64, 5e-5, (10,), (0.1,), 10),

@@ -1,7 +1,11 @@
 """Tests of m2m_tf.evaluate on a tiny image dataset and a random ResNet-32."""
 
+import contextlib
+import io
 import json
 import os
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -15,6 +19,7 @@ from m2m_tf import models
 from m2m_tf.models import torch_import
 
 K = 4
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny_data():
@@ -37,6 +42,24 @@ def _model():
     if "moving_variance" in v.path:
       v.assign(np.random.default_rng(1).uniform(0.5, 2.0, v.shape).astype(np.float32))
   return model
+
+
+def _resized(data, *, size=16, classes=K, name="tiny_other"):
+  """`data` with another image size and/or number of classes (a "wrong dataset")."""
+  x = np.zeros((classes * 2, size, size, 3), np.uint8)
+  y = np.arange(classes * 2, dtype=np.int64) % classes
+  return splits.DatasetSplits(
+      name=name, x_train=x, y_train=y, x_val=x, y_val=y, x_test=x, y_test=y,
+      class_names=tuple(f"c{k}" for k in range(classes)), input_kind="image",
+      clip_range=(0.0, 1.0), label=data.label)
+
+
+def _cli(args):
+  """`python -m m2m_tf.evaluate ARGS` in a fresh process: (exit status, stdout, stderr)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", M2M_CACHE_DIR=tempfile.mkdtemp())
+  proc = subprocess.run([sys.executable, "-m", "m2m_tf.evaluate"] + args, cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  return proc.returncode, proc.stdout, proc.stderr
 
 
 def _reference(model, data):
@@ -103,6 +126,112 @@ class EvaluateTest(tf.test.TestCase):
       md = fh.read()
     self.assertIn("tiny test images", md)
     self.assertIn("| c3 | 2 |", md)
+
+  def _run_folder(self, flags, saved_model=False, weights=True, model=None):
+    run = tempfile.mkdtemp(dir=self.tmp)
+    with open(os.path.join(run, "flags.json"), "w") as fh:
+      json.dump(flags, fh)
+    model = model or self.model
+    if weights:
+      model.save_weights(os.path.join(run, "best_f.weights.h5"))
+    if saved_model:
+      model.export(os.path.join(run, "saved_model"), format="tf_saved_model", verbose=False)
+    return run
+
+  def _main(self, args):
+    """evaluate.main with the tiny dataset registered: (exit status, stderr)."""
+    registry.register_dataset("tiny_eval_images", lambda: self.data, overwrite=True)
+    err = io.StringIO()
+    try:
+      with contextlib.redirect_stderr(err):
+        rc = evaluate.main(args)
+    finally:
+      registry.DATASETS.pop("tiny_eval_images", None)
+    return rc, err.getvalue()
+
+  def test_run_folder_takes_dataset_from_flags_json(self):
+    run = self._run_folder({"dataset": "tiny_eval_images", "loss": "ce"})
+    out = os.path.join(self.tmp, "run_eval.json")
+    rc, err = self._main([f"--checkpoint={run}", "--arch=resnet32", f"--output={out}"])
+    self.assertEqual(rc, 0, err)
+    with open(out) as fh:
+      result = json.load(fh)
+    self._check(result)
+    self.assertEqual(result["checkpoint"], os.path.join(run, "best_f.weights.h5"))
+
+  def test_run_folder_prefers_its_saved_model(self):
+    run = self._run_folder({"dataset": "tiny_eval_images", "loss": "ce"}, saved_model=True)
+    result = evaluate.evaluate_checkpoint(run, self.data, batch_size=16)
+    self._check(result)
+    self.assertEqual((result["checkpoint"], result["arch"]),
+                     (os.path.join(run, "saved_model"), "saved_model"))
+
+  def test_ldam_run_folder_gets_the_cosine_head(self):
+    tf.keras.utils.set_random_seed(4)
+    ldam = models.resnet32(K, input_shape=(16, 16, 3), normed_head=True)
+    run = self._run_folder({"dataset": "tiny_eval_images", "loss": "ldam"}, model=ldam)
+    result = evaluate.evaluate_checkpoint(run, self.data, arch="resnet32", batch_size=16)
+    self.assertEqual(result["n"], 40)
+    with self.assertRaisesRegex(evaluate.CheckpointError, "--normed_head must match"):
+      evaluate.evaluate_checkpoint(os.path.join(run, "best_f.weights.h5"), self.data,
+                                   arch="resnet32", normed_head=False)
+
+  def test_run_folder_without_a_model_is_one_line(self):
+    run = self._run_folder({"dataset": "tiny_eval_images"}, weights=False)
+    rc, err = self._main([f"--checkpoint={run}"])
+    self.assertEqual(rc, 1)
+    self.assertEqual(err, f"m2m_tf.evaluate: error: run folder {run!r} has neither saved_model/ "
+                     "nor best_f.weights.h5 (an unfinished run?)\n")
+
+  def test_missing_path_is_one_line(self):
+    path = os.path.join(self.tmp, "nope")
+    rc, err = self._main([f"--checkpoint={path}", "--dataset=tiny_eval_images"])
+    self.assertEqual(rc, 1)
+    self.assertEqual(err, f"m2m_tf.evaluate: error: checkpoint not found: {path!r}\n")
+
+  def test_weights_of_another_dataset_name_both_shapes(self):
+    path = os.path.join(self.tmp, "m.weights.h5")
+    self.model.save_weights(path)
+    with self.assertRaises(evaluate.CheckpointError) as ctx:
+      evaluate.evaluate_checkpoint(path, _resized(self.data, classes=6), arch="resnet32")
+    self.assertEqual(str(ctx.exception), (
+        f"checkpoint {path!r} does not fit dataset tiny_other: the checkpoint takes input shape "
+        "(?, ?, 3) and predicts 4 classes, the dataset has input shape (16, 16, 3) and 6 classes"))
+
+  def test_saved_model_of_another_dataset_names_both_shapes(self):
+    path = os.path.join(self.tmp, "sm")
+    self.model.export(path, format="tf_saved_model", verbose=False)
+    with self.assertRaises(evaluate.CheckpointError) as ctx:
+      evaluate.evaluate_checkpoint(path, _resized(self.data, size=8, classes=5))
+    self.assertEqual(str(ctx.exception), (
+        f"checkpoint {path!r} does not fit dataset tiny_other: the checkpoint takes input shape "
+        "(16, 16, 3) and predicts 4 classes, the dataset has input shape (8, 8, 3) and 5 classes"))
+
+  def test_torch_npz_of_another_dataset_is_a_checkpoint_error(self):
+    path = os.path.join(self.tmp, "bad.npz")
+    np.savez(path, **{"linear.weight": np.zeros((10, 64), np.float32)})
+    with self.assertRaisesRegex(evaluate.CheckpointError, r"dataset tiny_eval_images \(input "
+                                r"shape \(16, 16, 3\), 4 classes\): .*linear.weight"):
+      evaluate.evaluate_checkpoint(path, self.data, arch="resnet32")
+
+  def test_cli_wrong_dataset_and_run_folder_end_to_end(self):
+    # An MLP for 20 features and 7 classes, evaluated on synthetic_lt (32 features, 5 classes).
+    tf.keras.utils.set_random_seed(5)
+    wrong = os.path.join(self.tmp, "wrong.weights.h5")
+    models.build_model("mlp", (20,), 7, hidden_units=(64,)).save_weights(wrong)
+    rc, out, err = _cli([f"--checkpoint={wrong}", "--dataset=synthetic_lt"])
+    self.assertEqual((rc, out), (1, ""))
+    self.assertEqual(err.splitlines(), [
+        f"m2m_tf.evaluate: error: checkpoint {wrong!r} does not fit dataset synthetic_lt: the "
+        "checkpoint takes input shape (20,) and predicts 7 classes, the dataset has input shape "
+        "(32,) and 5 classes"])
+    # A run folder of synthetic_lt (the recipe's 64 hidden units): no --dataset, no --arch.
+    mlp = models.build_model("mlp", (32,), 5, hidden_units=(64,))
+    run = self._run_folder({"dataset": "synthetic_lt", "loss": "ce", "dataset_options": {}},
+                           model=mlp)
+    rc, out, err = _cli([f"--checkpoint={run}"])
+    self.assertEqual(rc, 0, err)
+    self.assertRegex(out, r"synthetic_lt test \(\d+\): bACC")
 
   def test_errors(self):
     with self.assertRaisesRegex(FileNotFoundError, "not found"):

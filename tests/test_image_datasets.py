@@ -86,7 +86,7 @@ class RulesTest(parameterized.TestCase, tf.test.TestCase):
     self.assertAllEqual(np.bincount(labels[te]), [45, 45, 45])
     # held out = the first 50 by order key (here: the highest indices).
     self.assertTrue(np.all(order[va[:5]] < order[tr[labels[tr] == 0]].min()))
-    self.assertAlmostEqual((2361 - 50) / (100 - 50), 46.22)
+    self.assertAlmostEqual((2361 - 50) / (100 - 50), 46.22)  # 2311 / 50, float64: exact to 1e-15
     with self.assertRaisesRegex(ValueError, "class 2 has 53"):
       tfds_images.sun397_split(labels, 3, holdout=53)
 
@@ -102,7 +102,7 @@ class RulesTest(parameterized.TestCase, tf.test.TestCase):
                                          subsample=20), [2, 1, 0, 0, 1])
     # The inferred class order: official train counts = CelebA totals / 20.
     totals = np.array([8499, 48472, 29983, 41572, 4547])
-    self.assertAllClose(totals / 20, [424, 2423, 1499, 2078, 227], atol=1.0)
+    self.assertAllEqual(totals // 20, [424, 2423, 1499, 2078, 227])  # exact (floor)
 
   def test_read_split_list(self):
     with tempfile.TemporaryDirectory() as d:

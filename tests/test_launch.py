@@ -1,4 +1,8 @@
-"""launch/: a tiny grid and hyper-parameter selection run end to end, resume, and make their tables."""
+"""launch/: a tiny grid and hyper-parameter selection run end to end, resume, and make their tables.
+
+Grids and selections narrower than the committed ones must never overwrite
+results/ (they go to <results_dir>/partial/); every launch command answers --help.
+"""
 
 import json
 import os
@@ -7,8 +11,10 @@ import sys
 import tempfile
 
 from absl.testing import absltest
+import numpy as np
 import pandas as pd
 
+from launch import runner
 from launch import tables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,6 +28,42 @@ def _run(args, env):
   return proc.stdout
 
 
+def _fake_run(root, name, seed, rng):
+  """A finished run folder: only the results.json fields the collectors read."""
+  os.makedirs(os.path.join(root, name), exist_ok=True)
+  bacc = float(rng.uniform(50, 70))
+  with open(os.path.join(root, name, "results.json"), "w") as fh:
+    json.dump({"loss": "ce", "rebalancing": "none", "seed": seed, "test_bacc": bacc,
+               "test_gm": bacc - 5, "n_zero_recall": 0, "val_bacc": bacc + 1, "val_gm": bacc - 4,
+               "test": {}, "best_epoch": 1, "seconds": 1.0}, fh)
+
+
+def _read(path):
+  with open(path) as fh:
+    return fh.read()
+
+
+class PlanTest(absltest.TestCase):
+
+  def test_ablation_rows_are_the_papers(self):
+    root = tempfile.mkdtemp()
+    jobs = runner.plan("reuters", {k: tables.ABLATION_ROWS[k] for k in ("m2m_rs", "m2m_rs_rand",
+                                                                         "m2m_ensemble")},
+                       [3], root, {}, [], None)
+    cmds = {os.path.basename(out): cmd for _, out, cmd in jobs}
+    # RS-Rand is M2m-RS (phase 2 from epoch 0) with random labels (paper section 3.4).
+    self.assertIn("--deferred_epoch=0", cmds["m2m_rs_rand_s3"])
+    self.assertIn("--accept_mode=random_label", cmds["m2m_rs_rand_s3"])
+    self.assertIn("--deferred_epoch=0", cmds["m2m_rs_s3"])
+    self.assertNotIn("--accept_mode=random_label", cmds["m2m_rs_s3"])
+    # g: ERM seeds 1003 (and 1103 for the ensemble), planned first; never erm_s3.
+    g = [a for a in cmds["m2m_ensemble_s3"] if a.startswith("--g_checkpoint=")][0]
+    self.assertEqual(g, "--g_checkpoint=" + ",".join(
+        os.path.join(root, f"erm_s{s}", "best_f.weights.h5") for s in (1003, 1103)))
+    self.assertEqual([os.path.basename(out) for stage, out, _ in jobs if stage == 0],
+                     ["erm_s1003", "erm_s1103"])
+
+
 class LaunchTest(absltest.TestCase):
 
   @classmethod
@@ -31,23 +73,37 @@ class LaunchTest(absltest.TestCase):
     cls.env = dict(os.environ, M2M_CACHE_DIR=os.path.join(cls.tmp, "cache"),
                    TF_CPP_MIN_LOG_LEVEL="2")
 
-  def test_hparam_selection_then_grid_then_resume(self):
-    res = os.path.join(self.tmp, "results")
-    grid_root = os.path.join(self.tmp, "grid")
-    _run(["launch.select_hparams", "--dataset=synthetic_lt", "--losses=ce", "--seeds=0",
-          "--betas=0.9,0.999", "--lams=0.5", "--gammas=0.9", f"--root={self.tmp}/hp",
-          f"--grid_root={grid_root}", f"--results_dir={res}", EXTRA], self.env)
-    with open(os.path.join(res, "hparams_synthetic_lt.json")) as fh:
+  def _partial_selection(self, res, grid_root):
+    """A 2-setting selection (trains ERM g and 2 M2m runs); returns its JSON record."""
+    out = _run(["launch.select_hparams", "--dataset=synthetic_lt", "--losses=ce", "--seeds=0",
+                "--betas=0.9,0.999", "--lams=0.5", "--gammas=0.9", f"--root={self.tmp}/hp",
+                f"--grid_root={grid_root}", f"--results_dir={res}", EXTRA], self.env)
+    self.assertIn("Partial selection (--losses leaves out ldam; --betas leaves out 0.99;",
+                  out.splitlines()[-1])
+    self.assertFalse(os.path.exists(os.path.join(res, "hparams_synthetic_lt.json")))
+    with open(os.path.join(res, tables.PARTIAL_DIR, "hparams_synthetic_lt.json")) as fh:
       hp = json.load(fh)
+    self.assertFalse(hp["complete"])
     self.assertLen(hp["grid"], 2)
     best = max(hp["grid"], key=lambda r: r["val_bacc"])
     self.assertEqual(hp["selected"]["ce"]["beta"], best["beta"])
     self.assertNotIn("test_bacc", json.dumps(hp))  # selection never sees test metrics
+    return hp
 
-    out = _run(["launch.grid", "--dataset=synthetic_lt", "--rows=erm,drs,m2m", "--seeds=0,1",
-                f"--root={grid_root}", f"--results_dir={res}", EXTRA], self.env)
+  def test_hparam_selection_then_grid_then_resume(self):
+    res = os.path.join(self.tmp, "results")
+    partial = os.path.join(res, tables.PARTIAL_DIR)
+    grid_root = os.path.join(self.tmp, "grid")
+    hp = self._partial_selection(res, grid_root)
+    grid = ["launch.grid", "--dataset=synthetic_lt", "--rows=erm,drs,m2m", "--seeds=0,1",
+            f"--root={grid_root}", f"--results_dir={res}",
+            f"--hparams={partial}/hparams_synthetic_lt.json", EXTRA]
+    out = _run(grid, self.env)
     self.assertIn("M2m hyper-parameters from", out)
-    df = pd.read_csv(os.path.join(res, "synthetic_lt.csv"))
+    self.assertIn("Partial grid (8 of 11 rows left out; seeds 2 of 0,1,2 left out; "
+                  "hyper-parameters from a partial selection)", out.splitlines()[-1])
+    self.assertFalse(os.path.exists(os.path.join(res, "synthetic_lt.csv")))
+    df = pd.read_csv(os.path.join(partial, "synthetic_lt.csv"))
     for col in ("loss", "rebalancing", "seed", "test_bacc", "test_gm", "n_zero_recall",
                 "val_bacc", "seconds"):
       self.assertIn(col, df.columns)
@@ -57,14 +113,94 @@ class LaunchTest(absltest.TestCase):
     with open(os.path.join(grid_root, "m2m_s0", "flags.json")) as fh:
       flags = json.load(fh)
     self.assertEqual(flags["beta"], hp["selected"]["ce"]["beta"])
-    self.assertTrue(flags["g_checkpoint"].endswith(os.path.join("erm_s0", "best_f.weights.h5")))
-    md = open(os.path.join(res, "synthetic_lt.md")).read()
+    # g is the ERM run of seed 1000, not f's own ERM twin erm_s0 (independent of f).
+    self.assertTrue(flags["g_checkpoint"].endswith(os.path.join("erm_s1000", "best_f.weights.h5")))
+    self.assertTrue(os.path.exists(os.path.join(grid_root, "erm_s1000", "results.json")))
+    md = _read(os.path.join(partial, "synthetic_lt.md"))
     self.assertIn("ERM-M2m", md)
     self.assertIn("±", md)
+    self.assertIn("(partial)", md.splitlines()[0])
     # A second invocation finds every run finished and redoes none.
-    out = _run(["launch.grid", "--dataset=synthetic_lt", "--rows=erm,drs,m2m", "--seeds=0,1",
-                f"--root={grid_root}", f"--results_dir={res}", EXTRA], self.env)
+    out = _run(grid, self.env)
     self.assertIn("0 runs to do", out)
+
+  def test_grid_writes_the_committed_table_only_when_complete(self):
+    root, res = os.path.join(self.tmp, "fake_grid"), os.path.join(self.tmp, "fake_results")
+    rng = np.random.default_rng(0)
+    for row in tables.TABLE2_ROWS:
+      for seed in tables.CANONICAL_SEEDS:
+        _fake_run(root, f"{row}_s{seed}", seed, rng)
+    os.remove(os.path.join(root, "ldam_m2m_s2", "results.json"))
+    collect = ["launch.grid", "--dataset=reuters", f"--root={root}", f"--results_dir={res}",
+               f"--hparams={self.tmp}/none.json"]
+    last = _run(collect + ["--collect_only"], self.env).splitlines()[-1]
+    self.assertEqual(last, f"Partial grid (1 of 33 runs unfinished (e.g. ldam_m2m_s2)): wrote "
+                     f"{res}/partial/reuters.{{csv,md}}; {res}/reuters.{{csv,md}} left unchanged.")
+    self.assertFalse(os.path.exists(os.path.join(res, "reuters.md")))
+    _fake_run(root, "ldam_m2m_s2", 2, rng)
+    last = _run(collect + ["--collect_only"], self.env).splitlines()[-1]
+    self.assertEqual(last, f"Complete grid: wrote {res}/reuters.{{csv,md}}.")
+    self.assertLen(pd.read_csv(os.path.join(res, "reuters.csv")), 33)
+    committed = {ext: _read(os.path.join(res, f"reuters.{ext}")) for ext in ("csv", "md")}
+    # The issue's command: one row, one seed; nothing to train, and results/ stays as it was.
+    out = _run(collect + ["--rows=erm", "--seeds=0"], self.env)
+    self.assertIn("0 runs to do", out)
+    self.assertIn("Partial grid (10 of 11 rows left out; seeds 1,2 of 0,1,2 left out)",
+                  out.splitlines()[-1])
+    for ext, text in committed.items():
+      self.assertEqual(_read(os.path.join(res, f"reuters.{ext}")), text)
+    self.assertLen(pd.read_csv(os.path.join(res, "partial", "reuters.csv")), 1)
+
+  def test_selection_writes_the_committed_file_only_when_complete(self):
+    root, g_root = os.path.join(self.tmp, "fake_hp"), os.path.join(self.tmp, "fake_g")
+    res = os.path.join(self.tmp, "fake_hp_results")
+    rng = np.random.default_rng(1)
+    _fake_run(g_root, "erm_s1000", 1000, rng)
+    for loss in ("ce", "ldam"):
+      for beta in ("0.9", "0.99", "0.999"):
+        for lam in ("0.01", "0.1", "0.5"):
+          for gamma in ("0.9", "0.99"):
+            _fake_run(root, f"{loss}_b{beta}_l{lam}_g{gamma}_s0", 0, rng)
+    cmd = ["launch.select_hparams", "--dataset=reuters", f"--root={root}",
+           f"--grid_root={g_root}", f"--results_dir={res}"]
+    last = _run(cmd, self.env).splitlines()[-1]
+    self.assertEqual(last, f"Complete selection: wrote {res}/hparams_reuters.{{json,md}}.")
+    committed = _read(os.path.join(res, "hparams_reuters.json"))
+    self.assertTrue(json.loads(committed)["complete"])
+    last = _run(cmd + ["--losses=ce", "--gammas=0.99,0.9"], self.env).splitlines()[-1]
+    self.assertEqual(last, f"Partial selection (--losses leaves out ldam): wrote "
+                     f"{res}/partial/hparams_reuters.{{json,md}}; "
+                     f"{res}/hparams_reuters.{{json,md}} left unchanged.")
+    self.assertEqual(_read(os.path.join(res, "hparams_reuters.json")), committed)
+    with open(os.path.join(res, "partial", "hparams_reuters.json")) as fh:
+      self.assertEqual(list(json.load(fh)["selected"]), ["ce"])
+
+  def test_every_launch_command_answers_help_without_working(self):
+    out_dir = os.path.join(self.tmp, "must_not_exist")
+    for args in (["launch.grid", f"--root={out_dir}", f"--results_dir={out_dir}"],
+                 ["launch.select_hparams", f"--root={out_dir}", f"--results_dir={out_dir}"],
+                 ["launch.readme", f"--readme={out_dir}/README.md"],
+                 ["launch.gpu_check", f"--out={out_dir}"]):
+      for flag in ("--help", "-h"):
+        out = _run(args + [flag], self.env)  # _run asserts exit status 0
+        self.assertRegex(out, r"usage|flags", args[0])
+        self.assertFalse(os.path.exists(out_dir), args)
+
+  def test_grid_rejects_an_unknown_row_in_one_line(self):
+    proc = subprocess.run([sys.executable, "-m", "launch.grid", "--rows=erm,nope",
+                           f"--root={self.tmp}/never"], cwd=ROOT, env=self.env,
+                          capture_output=True, text=True, timeout=300)
+    self.assertEqual(proc.returncode, 1)
+    self.assertIn("--rows ['nope'] not in --table=table2", proc.stderr)
+    self.assertFalse(os.path.exists(f"{self.tmp}/never"))
+
+  def test_grid_gaps(self):
+    rows = list(tables.TABLE2_ROWS)
+    self.assertEqual(tables.grid_gaps(self.tmp, "table2", rows[:2], [0, 3]), [
+        "9 of 11 rows left out", "seeds 1,2 of 0,1,2 left out",
+        "4 of 4 runs unfinished (e.g. erm_s0)"])
+    self.assertEqual(tables.output_dir("r", []), "r")
+    self.assertEqual(tables.output_dir("r", ["x"]), os.path.join("r", "partial"))
 
   def test_markdown_table_against_paper(self):
     df = pd.DataFrame({"row": ["erm", "erm"], "test_bacc": [60.0, 62.0], "test_gm": [50.0, 52.0],

@@ -11,10 +11,12 @@ one bad value also goes through the real command line.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 import tensorflow as tf
 
@@ -69,6 +71,11 @@ class MainFlagsTest(tf.test.TestCase):
     cls.run_dir = os.path.join(cls.tmp.name, "out_ok")
     commands["ok"] = main + ["--dataset=synthetic_lt", "--method=erm", "--epochs=1", "--verbose=0",
                              "--jit_compile=false", f"--output_dir={cls.run_dir}"]
+    common = ["--dataset=synthetic_lt", "--verbose=0", "--jit_compile=false"]
+    commands["deferred_late"] = main + common + [
+        "--method=m2m", "--epochs=3", f"--output_dir={os.path.join(cls.tmp.name, 'late')}"]
+    commands["diverge"] = main + common + [
+        "--method=erm", "--lr=100", "--epochs=3", f"--output_dir={os.path.join(cls.tmp.name, 'div')}"]
     procs = {
         name: subprocess.Popen([sys.executable] + args, cwd=cls.tmp.name, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -108,6 +115,49 @@ class MainFlagsTest(tf.test.TestCase):
     self.assertIn(self.empty, text)
     self.assertIn("is missing", text)
     self.assertIn("--data_dir", text)
+    self.assertNotIn("Traceback", stderr)
+
+  def test_deferral_after_the_last_epoch_refused(self):
+    rc, stdout, stderr = self.out["deferred_late"]
+    self.assertEqual(rc, 1)
+    self.assertIn("deferred_epoch=3, which must lie in [0, epochs=3)", stderr)
+    self.assertNotIn("Traceback", stderr)
+
+  def test_divergence_is_an_error(self):
+    rc, stdout, stderr = self.out["diverge"]
+    self.assertEqual(rc, 1, stdout + stderr[-3000:])
+    self.assertRegex(stderr, r"m2m_tf.main: error: (training diverged|The training loss became)")
+    self.assertNotIn("Traceback", stderr)
+    self.assertFalse(os.path.exists(os.path.join(self.tmp.name, "div", "results.json")))
+
+  def _main(self, *args, **kw):
+    env = dict(os.environ, M2M_CACHE_DIR=os.path.join(self.tmp.name, "cache"),
+               PYTHONPATH=_REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-m", "m2m_tf.main"] + list(args), cwd=self.tmp.name,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+  def test_overwrite_with_a_bad_input_deletes_nothing(self):
+    results = os.path.join(self.run_dir, "results.json")
+    self.assertTrue(os.path.exists(results))
+    proc = self._main("--dataset=synthetic_lt", "--method=m2m", "--overwrite",
+                      "--g_checkpoint=/nonexistent/g.weights.h5", f"--output_dir={self.run_dir}")
+    _, stderr = proc.communicate(timeout=300)
+    self.assertEqual(proc.returncode, 1)
+    self.assertIn("g checkpoint not found: '/nonexistent/g.weights.h5'", stderr)
+    self.assertTrue(os.path.exists(results))
+    self.assertTrue(os.path.isdir(os.path.join(self.run_dir, "saved_model")))
+
+  def test_interrupt_is_one_line(self):
+    out = os.path.join(self.tmp.name, "interrupted")
+    proc = self._main("--dataset=synthetic_lt", "--method=erm", "--epochs=200", "--verbose=0",
+                      "--jit_compile=false", f"--output_dir={out}")
+    deadline = time.time() + 240
+    while not os.path.exists(os.path.join(out, "history.csv")) and time.time() < deadline:
+      time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    self.assertEqual(proc.returncode, 130, stderr[-3000:])
+    self.assertIn("interrupted; run the same command again to resume", stderr)
     self.assertNotIn("Traceback", stderr)
 
   def test_tiny_run(self):

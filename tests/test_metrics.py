@@ -1,4 +1,11 @@
-"""Tests of m2m_tf.metrics against scikit-learn, imbalanced-learn and hand values."""
+"""Tests of m2m_tf.metrics against scikit-learn, imbalanced-learn and hand values.
+
+Tolerances: everything here is float64 arithmetic on integer counts (a few
+divisions, means, a product and a root; values <= 100), within a few
+u64 = 1e-15 relative of each other whatever the CPU or libm; places=12,
+rtol=1e-12 and assertAlmostEqual's default places=7 leave >= 1000x. No float32
+or TF kernel is involved. Measured: bitwise equal or within 1e-16.
+"""
 
 import json
 import math

@@ -154,7 +154,19 @@ class ResNet32ArchitectureTest(tf.test.TestCase):
     ref = _conv_nchw(f, w, stride=stride, pad=1).transpose(0, 2, 3, 1)
     got = conv_out(x).numpy()
     self.assertEqual(got.shape, (2, 16, 16, 32))
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    # f and w are the model's own float32 values, so the conv's float32
+    # rounding is the only difference. A float32 sum of n products, in ANY
+    # order (blocked, FMA, AVX-512, AMX, oneDNN or Eigen), is within
+    # gamma_n * sum |w f| of the exact value, gamma_n = n u / (1 - n u),
+    # u = 2^-24 (Higham, Accuracy and Stability of Numerical Algorithms, 3.1).
+    # n = 9 * C_in = 144 or 288: 8.6e-6 or 1.7e-5 of sum |w f| (up to 150
+    # here); measured 3.8e-7 and 1.4e-7 of it. A wrong padding moves the border
+    # outputs by whole terms |w f| (> 1e-2, see the stride-2 test).
+    n = w.shape[1] * w.shape[2] * w.shape[3]
+    gamma_n = n * 2.0**-24 / (1 - n * 2.0**-24)
+    bound = gamma_n * _conv_nchw(np.abs(f), np.abs(w), stride=stride, pad=1).transpose(0, 2, 3, 1)
+    self.assertTrue(np.all(np.abs(got - ref) <= bound),
+                    f"max |error| / bound = {np.max(np.abs(got - ref) / bound):.3g}")
     return conv, f, ref
 
   def test_stride1_conv_pads_symmetrically(self):
@@ -179,6 +191,10 @@ class ResNet32ArchitectureTest(tf.test.TestCase):
     print(f"ResNet-32 vs NumPy float64 reference: max |diff| = "
           f"{np.max(np.abs(got - ref)):.3g} (max |logit| "
           f"{np.max(np.abs(ref)):.3g})")
+    # float32 through 31 convs (fan-in <= 576, ~sqrt(n) u = 1.4e-6 each,
+    # u = 2^-24) and BNs: ~sqrt(31) * 1.4e-6 = 8e-6 relative, ~5e-5 for
+    # logits up to 6.5. Measured 2.0e-6. Keras' default BN epsilon (1e-3
+    # instead of PyTorch's 1e-5) would move them by 8e-2.
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
 
   def test_downsample_a(self):
@@ -193,6 +209,9 @@ class ResNet32ArchitectureTest(tf.test.TestCase):
     y = models.Standardize(resnet.CIFAR10_MEAN, resnet.CIFAR10_STD)(x).numpy()
     ref = (x.astype(np.float64) - np.array(resnet.CIFAR10_MEAN)) / np.array(
         resnet.CIFAR10_STD)
+    # float32: mean and std rounded to float32 (3e-8 / 0.25 = 1.2e-7 of
+    # output), the subtraction and the division (u = 6e-8 each, |y| <= 2.1):
+    # <= ~5e-7; measured 1.9e-7.
     np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-6)
 
 
@@ -209,11 +228,19 @@ class NormedDenseTest(tf.test.TestCase):
     xn = x64 / np.maximum(np.linalg.norm(x64, axis=1, keepdims=True), 1e-12)
     wn = w / np.linalg.norm(w, axis=0, keepdims=True)
     ref = xn @ wn
-    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
-    self.assertAllInRange(y, -1.0 - 1e-6, 1.0 + 1e-6)
+    # float32 cosine of d = 8 entries, u = 2^-24: each normalisation is a
+    # sum of 8 squares (gamma_8 = 8u), an rsqrt (~half of that, plus a few ulp:
+    # its AVX / AVX-512 approximation + Newton step differs per CPU) and a
+    # product: <= ~9u per entry, 18u for both; the matmul adds gamma_8 sum
+    # |x_n w_n| <= 8u. So |y - ref| <= 26u = 1.6e-6 (absolute: sum |x_n w_n|
+    # <= 1), 3.1e-6 between two evaluations. Measured 3e-7 and 1.1e-7. Not
+    # normalising x or W (scale 3 below) changes y by O(1).
+    bound = 26 * 2.0**-24
+    np.testing.assert_allclose(y, ref, rtol=0, atol=bound)
+    self.assertAllInRange(y, -1.0 - bound, 1.0 + bound)
     self.assertAllEqual(y[0], np.zeros(5))
     # Scale invariance in x and in each column of W.
-    np.testing.assert_allclose(layer(3.0 * x).numpy(), y, atol=1e-6)
+    np.testing.assert_allclose(layer(3.0 * x).numpy(), y, atol=2 * bound)
 
   def test_gradient_finite_at_zero_input(self):
     layer = models.NormedDense(3)
@@ -224,6 +251,21 @@ class NormedDenseTest(tf.test.TestCase):
     grads = tape.gradient(y, [x, layer.kernel])
     for g in grads:
       self.assertTrue(np.all(np.isfinite(g.numpy())))
+
+  def test_columns_start_at_unit_norm_like_torch_renorm(self):
+    # LDAM-DRW: W.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5) (PyTorch oracle).
+    import torch  # pylint: disable=g-import-not-at-top
+    layer = models.NormedDense(10)
+    layer.build((None, 64))
+    w = layer.kernel.numpy().astype(np.float64)
+    np.testing.assert_allclose(np.linalg.norm(w, axis=0), 1.0, atol=1e-6)
+    draw = np.random.default_rng(0).uniform(-1, 1, size=(64, 10)).astype(np.float32)
+    ref = torch.from_numpy(draw.copy()).renorm_(2, 1, 1e-5).mul_(1e5).numpy()
+    from m2m_tf.models.heads import unit_columns  # pylint: disable=g-import-not-at-top
+    np.testing.assert_allclose(np.asarray(unit_columns(draw)), ref, rtol=1e-5)
+    # Not merely normalised: still a U(-1, 1) direction (entries of both signs, not all equal).
+    self.assertGreater(np.std(w), 0.05)
+    self.assertTrue(np.any(w < 0) and np.any(w > 0))
 
   def test_config_roundtrip(self):
     layer = models.NormedDense(7, name="head")
@@ -249,6 +291,10 @@ class MlpInitTest(tf.test.TestCase):
       k = layer.kernel.numpy()
       # Uniform on [-b, b]: fills the range, std b / sqrt(3).
       self.assertGreater(np.max(np.abs(k)), 0.99 * bound)
+      # Statistical, not rounding: the sample std of N uniform draws has a
+      # relative sd of sqrt(0.8 / N) / 2 (kurtosis 9/5): 9e-4 for fc1 (N = 256000),
+      # 4.7e-3 for the classifier (N = 9216), so 0.05 is >= 10 sd (fixed seed).
+      # Keras' default glorot_uniform would be off by > 2x.
       self.assertAllClose(np.std(k), bound / math.sqrt(3), rtol=0.05)
       self.assertGreater(np.max(np.abs(layer.bias.numpy())), 0.5 * bound)
 
@@ -262,6 +308,9 @@ class MlpInitTest(tf.test.TestCase):
       h = h @ l.kernel.numpy() + l.bias.numpy()
       if i < 2:
         h = np.maximum(h, 0.0)
+    # float32 4-5-6-3 MLP: three dot products of <= 6 terms, ~3 * 6 u = 1e-6
+    # relative at worst (|h| < 1; the forward pass is continuous across ReLU
+    # kinks); measured 1.8e-8. Skipping a ReLU changes h by O(0.1).
     np.testing.assert_allclose(model(x).numpy(), h, rtol=1e-5, atol=1e-5)
 
   def test_bad_args(self):
@@ -277,6 +326,11 @@ class CompileAndSaveTest(tf.test.TestCase):
       x = np.random.default_rng(7).random(shape, np.float32)
       fn = tf.function(lambda t, m=model: m(t, training=False),
                        jit_compile=True)
+      # XLA and the TF kernels sum in other orders: two float32 evaluations,
+      # each ~sqrt(31) * sqrt(576) u = 8e-6 relative (see the float64 test
+      # above). The untrained ResNet's logits reach ~460 (BN with initial
+      # statistics), so rtol carries it; measured 1.8e-4 absolute = 4e-7 of
+      # max |logit| (3e-8 for the MLP).
       np.testing.assert_allclose(fn(tf.constant(x)).numpy(),
                                  model(x, training=False).numpy(),
                                  rtol=1e-4, atol=1e-4)
@@ -288,6 +342,8 @@ class CompileAndSaveTest(tf.test.TestCase):
       path = os.path.join(d, "m.keras")
       model.save(path)
       loaded = keras.models.load_model(path)
+    # Same weights, same kernels: measured bitwise equal (a lost weight or a
+    # wrong head changes the logits by O(0.1)).
     np.testing.assert_allclose(loaded(x, training=False).numpy(),
                                model(x, training=False).numpy(), atol=1e-6)
 

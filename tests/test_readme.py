@@ -18,6 +18,13 @@ def _readme():
     return fh.read()
 
 
+def _readme_cli(args, cwd):
+  """Runs `python -m launch.readme ARGS` in `cwd` (the repository is put on PYTHONPATH)."""
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  return subprocess.run([sys.executable, "-m", "launch.readme"] + args, cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
 class ReadmeTest(absltest.TestCase):
 
   def test_snippet_is_short_and_runs(self):
@@ -40,6 +47,46 @@ class ReadmeTest(absltest.TestCase):
     text = _readme()
     self.assertEqual(readme.render(text, os.path.join(ROOT, "results")), text,
                      "README results section is stale: run `python -m launch.readme`")
+
+  def test_check_exits_1_on_a_stale_readme_and_writes_nothing(self):
+    tmp = tempfile.mkdtemp()
+    results, path = os.path.join(tmp, "results"), os.path.join(tmp, "README.md")
+    os.makedirs(results)
+    with open(os.path.join(results, "reuters.md"), "w") as fh:
+      fh.write("# reuters: Table 2\n\n| a |\n")
+    with open(path, "w") as fh:
+      fh.write(f"# Title\n\n{readme.BEGIN}\nold\n{readme.END}\n\ntail\n")
+    args = [f"--readme={path}", f"--results_dir={results}"]
+    stale = _readme_cli(args + ["--check"], cwd=tmp)
+    self.assertEqual(stale.returncode, 1)
+    self.assertEqual(stale.stderr.splitlines(), [
+        "README.md is stale (its results section differs from results/): regenerate it with "
+        f"`python -m launch.readme --readme={path} --results_dir={results}`."])
+    with open(path) as fh:
+      self.assertIn("\nold\n", fh.read())  # --check wrote nothing
+    self.assertEqual(_readme_cli(args, cwd=tmp).returncode, 0)  # regenerate
+    with open(path) as fh:
+      self.assertIn("### reuters: Table 2", fh.read())
+    self.assertEqual(_readme_cli(args + ["--check"], cwd=tmp).returncode, 0)
+    with open(os.path.join(results, "reuters.md"), "a") as fh:
+      fh.write("| b |\n")  # a changed table makes README stale again
+    self.assertEqual(_readme_cli(args + ["--check"], cwd=tmp).returncode, 1)
+
+  def test_help_exits_0_and_writes_nothing(self):
+    tmp = tempfile.mkdtemp()
+    path = os.path.join(tmp, "README.md")
+    with open(path, "w") as fh:
+      fh.write(f"{readme.BEGIN}\nold\n{readme.END}\n")
+    proc = _readme_cli(["--help", f"--readme={path}"], cwd=ROOT)
+    self.assertEqual(proc.returncode, 0, proc.stderr)
+    self.assertIn("--check", proc.stdout)
+    with open(path) as fh:
+      self.assertEqual(fh.read(), f"{readme.BEGIN}\nold\n{readme.END}\n")
+
+  def test_committed_readme_passes_check(self):
+    proc = _readme_cli(["--check"], cwd=ROOT)
+    self.assertEqual(proc.returncode, 0, proc.stderr)
+    self.assertEqual(proc.stdout.strip(), "README.md is up to date.")
 
   def test_quick_start_has_exactly_two_commands(self):
     quick = _readme().split("## Quick start", 1)[1].split("\n## ", 1)[0]

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from data_prep.registry import load_dataset
 from m2m_tf.training import callbacks as cb
+from m2m_tf.training import checkpoint as ckpt_lib
 from m2m_tf.training import run
 
 _OPTS = dict(n_max=80, dim=8, n_val_per_class=10, n_test_per_class=10)
@@ -93,7 +94,7 @@ class RunExperimentTest(tf.test.TestCase):
         self.assertTrue(os.path.isfile(os.path.join(out, name)), f"{method}: {name}")
       self.assertNotEmpty(os.listdir(os.path.join(out, "tensorboard")))
       self.assertTrue(os.path.isfile(os.path.join(out, "saved_model", "saved_model.pb")))
-      self.assertFalse(os.path.exists(os.path.join(out, "backup")))  # removed when finished
+      self.assertFalse(os.path.exists(os.path.join(out, "ckpt")))  # removed when finished
       with open(os.path.join(out, "flags.json")) as fh:
         flags = json.load(fh)
       self.assertEqual(flags["method"], method)
@@ -162,13 +163,13 @@ class RunExperimentTest(tf.test.TestCase):
     os.makedirs(out)
     with open(os.path.join(out, "notes.txt"), "w") as fh:
       fh.write("mine")
-    with self.assertRaisesRegex(run.OutputDirError, "not empty"):
+    with self.assertRaisesRegex(run.OutputDirError, "no run of ours wrote"):
       run.run_experiment(_config("foreign", "erm"))
     self.assertTrue(os.path.exists(os.path.join(out, "notes.txt")))
 
   def test_missing_g_checkpoint(self):
     missing = os.path.join(_TMP.name, "nowhere", "g.weights.h5")
-    with self.assertRaisesRegex(FileNotFoundError, "nowhere/g.weights.h5"):
+    with self.assertRaisesRegex(run.CheckpointError, "nowhere/g.weights.h5"):
       run.run_experiment(_config("missing_g", "m2m", g_checkpoint=missing))
 
   def test_deterministic(self):
@@ -199,15 +200,16 @@ class RunExperimentTest(tf.test.TestCase):
       run.run_experiment(cfg)
     out = cfg.output_dir
     self.assertFalse(os.path.exists(os.path.join(out, "results.json")))
-    self.assertTrue(os.path.isdir(os.path.join(out, "backup")))
-    self.assertEqual(run.backup_start_epoch(os.path.join(out, "backup")), restart_epoch)
+    records = ckpt_lib.committed_records(os.path.join(out, "ckpt"))
+    self.assertEqual(records[0][0], restart_epoch)
+    self.assertLen(_history(os.path.join(out, "history.csv")), restart_epoch)
     run.run_experiment(cfg)  # same configuration: resumes at restart_epoch
     self._assert_same_run("ref_m2m", name)
-    self.assertFalse(os.path.exists(os.path.join(out, "backup")))
+    self.assertFalse(os.path.exists(os.path.join(out, "ckpt")))
 
-  def test_resume_after_kill_after_backup(self):
-    # Killed after everything of epoch 2, the backup included: resumes at 3.
-    class KillingBackup(keras.callbacks.BackupAndRestore):
+  def test_resume_after_kill_after_commit(self):
+    # Killed after everything of epoch 2, its commit included: resumes at 3.
+    class KillingCheckpoint(ckpt_lib.RunCheckpoint):
 
       def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
@@ -215,12 +217,11 @@ class RunExperimentTest(tf.test.TestCase):
           raise _Kill()
 
     self._interrupted_then_resumed(
-        "resume_after_backup",
-        mock.patch.object(keras.callbacks, "BackupAndRestore", KillingBackup), 3)
+        "resume_after_commit", mock.patch.object(ckpt_lib, "RunCheckpoint", KillingCheckpoint), 3)
 
-  def test_resume_after_kill_before_backup(self):
-    # Killed after epoch 2's evaluation and CSV row, before its backup: epoch 2
-    # is repeated, and its history row must not appear twice.
+  def test_resume_after_kill_before_commit(self):
+    # Killed after epoch 2's evaluation and TensorBoard logs, before its commit:
+    # epoch 2 is repeated, and its history row must not appear twice.
     class KillingTensorBoard(keras.callbacks.TensorBoard):
 
       def on_epoch_end(self, epoch, logs=None):
@@ -229,13 +230,12 @@ class RunExperimentTest(tf.test.TestCase):
           raise _Kill()
 
     self._interrupted_then_resumed(
-        "resume_before_backup",
+        "resume_before_commit",
         mock.patch.object(keras.callbacks, "TensorBoard", KillingTensorBoard), 2)
 
   def test_resume_after_kill_before_evaluation(self):
-    # Killed at the end of epoch 2 before its evaluation was saved. (With the
-    # backup saved FIRST, as run.py had it, the resumed run skipped epoch 2's
-    # evaluation and picked a different best epoch.)
+    # Killed at the end of epoch 2 before its evaluation: epoch 2 is repeated
+    # and evaluated, so the resumed run selects the same best epoch.
     class KillingPhaseSchedule(cb.PhaseSchedule):
 
       def on_epoch_end(self, epoch, logs=None):
@@ -245,13 +245,33 @@ class RunExperimentTest(tf.test.TestCase):
     self._interrupted_then_resumed(
         "resume_before_eval", mock.patch.object(cb, "PhaseSchedule", KillingPhaseSchedule), 2)
 
-  def test_truncate_history(self):
-    path = os.path.join(_TMP.name, "history_trunc.csv")
-    with open(path, "w") as fh:
-      fh.write("epoch,loss\n0,1.0\n1,0.5\n2,0.25\n2,0.25\n")
-    run.truncate_history(path, 2)
-    with open(path) as fh:
-      self.assertEqual(fh.read(), "epoch,loss\n0,1.0\n1,0.5\n")
+  def test_branch_equals_straight_run(self):
+    # Phase-1 sharing: M2m branched from an ERM run's state after 2 epochs is
+    # the straight M2m run bit for bit (weights, results, phase-2 history).
+    src = _config("branch_src_erm", "erm", epochs=4, deferred_epoch=2, keep_epochs=(2,))
+    run.run_experiment(src)
+    self.assertTrue(os.path.exists(os.path.join(src.output_dir, "ckpt", "state-0002.json")))
+    cfg = _config("branched_m2m", "m2m", init_from=src.output_dir, init_epoch=2, **self.m2m_kw)
+    run.run_experiment(cfg)
+    a, b = (os.path.join(_TMP.name, n) for n in ("ref_m2m", "branched_m2m"))
+    self.assertEqual(_load_results(a), _load_results(b))
+    wa, wb = (_h5_arrays(os.path.join(d, "best_f.weights.h5")) for d in (a, b))
+    for k in wa:
+      self.assertAllEqual(wa[k], wb[k], msg=k)
+    ha, hb = (_history(os.path.join(d, "history.csv")) for d in (a, b))
+    self.assertEqual(ha[2:], hb[2:])
+    self.assertEqual([r["val_bacc"] for r in ha], [r["val_bacc"] for r in hb])
+
+  def test_branch_refuses_other_phase1(self):
+    src = os.path.join(_TMP.name, "smoke_erm")  # 2 epochs, kept no state
+    for kw, pattern in ((dict(init_epoch=1), "no committed state"),
+                        (dict(init_epoch=1, lr=0.05), r"differs in \['lr'\]"),
+                        (dict(init_epoch=1, loss="focal"), r"differs in \['loss'\]")):
+      cfg = _config("branch_bad", "drs", epochs=2, deferred_epoch=1, init_from=src, **kw)
+      with self.assertRaisesRegex((run.ConfigError, run.CheckpointError), pattern):
+        run.run_experiment(cfg)
+    with self.assertRaisesRegex(run.ConfigError, "trains phase 1 differently"):
+      run.run_experiment(_config("branch_bad", "rs", epochs=2, init_from=src, init_epoch=1))
 
   def test_saved_model_reloads_without_m2m_tf(self):
     data = load_dataset("synthetic_lt", **_OPTS)
@@ -284,22 +304,3 @@ class RunExperimentTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
-
-
-class PrepareOutputDirTest(tf.test.TestCase):
-
-  def test_resume_accepts_flags_written_before_a_new_field_existed(self):
-    out = os.path.join(tempfile.mkdtemp(), "run")
-    cfg = run.ExperimentConfig(dataset="synthetic_lt", output_dir=out).to_json()
-    self.assertFalse(run.prepare_output_dir(out, cfg, overwrite=False))
-    old = dict(cfg)
-    del old["mixed_precision"]  # a run started by a version without this field
-    with open(os.path.join(out, "flags.json"), "w") as fh:
-      json.dump(old, fh)
-    self.assertTrue(run.prepare_output_dir(out, cfg, overwrite=False))
-    # A real difference is still refused, naming the field.
-    with self.assertRaisesRegex(run.OutputDirError, r"\['seed'\]"):
-      run.prepare_output_dir(out, dict(cfg, seed=7), overwrite=False)
-    # A non-default value of the new field is a real difference too.
-    with self.assertRaisesRegex(run.OutputDirError, "mixed_precision"):
-      run.prepare_output_dir(out, dict(cfg, mixed_precision=True), overwrite=False)

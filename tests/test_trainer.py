@@ -70,6 +70,7 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     self.assertGreater(h["accepted"][1], 0.0)  # gamma = 0: every candidate accepted
     self.assertEqual(h["accepted"][1], h["candidates"][1])
     self.assertEqual(h["m2m_accept_rate"][1], 1.0)
+    # A float32 ratio of counts (exact integers): within u32 = 6e-8 relative.
     self.assertAllClose(h["m2m_gen_rate"][1], h["gen_slots"][1] / (steps * b))
     self.assertTrue(bool(trainer.phase2.numpy()))
 
@@ -122,6 +123,13 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     wd, lr = 0.05, 0.3
     (w0, b0), (w1, b1), (xb, yb), logs = self._linear_step(wd, lr=lr)
     gw, gb, loss = self._np_grad(w0, b0, xb, yb, np.ones(K))
+    # float32 step of a linear softmax model on B = 12 examples (D = 8, K = 3):
+    # each gradient entry is a mean of 12 products of size <= 1 (x and softmax
+    # in [0, 1]) of logits that are 8-term sums, so it is off by <= ~(12 + 8 +
+    # 3) u32 = 1.4e-6; lr = 0.3 scales that, and w (|w| ~ 1) is rounded to
+    # 6e-8: <= ~5e-7 at worst; measured 2.3e-8. Decoupled decay is off by
+    # > 1e-3 (asserted below). The loss (~1) is a log-sum-exp and a 12-term
+    # mean: <= ~20 u32 = 1.2e-6; measured 1.2e-8.
     self.assertAllClose(w1, w0 - lr * (gw + wd * w0), atol=1e-6)
     self.assertAllClose(b1, b0 - lr * (gb + wd * b0), atol=1e-6)  # biases decay too (PyTorch)
     self.assertAllClose(logs["loss"], loss, atol=1e-5)
@@ -146,6 +154,9 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     trainer.train_on_batch(xb, yb)
     gw, _, _ = self._np_grad(w0, b0, xb, yb, np.ones(K))
     self.assertGreater(float(opt.dynamic_scale.numpy()), 1.0)
+    # As in test_coupled_weight_decay_sgd_step (<= ~5e-7; scaling by 2^15 and
+    # back is exact in float32); measured 3.5e-8. wd * w / 2^15 instead of
+    # wd * w is off by lr * wd * |w| ~ 1e-2.
     self.assertAllClose(f.get_weights()[0], w0 - lr * (gw + wd * w0), atol=1e-5)
 
   def test_mixed_float16_m2m_fit_is_finite(self):
@@ -171,8 +182,11 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     cw = np.array([2.0, 0.5, 3.0])
     (w0, b0), (w1, b1), (xb, yb), _ = self._linear_step(0.0, class_weight=cw)
     gw, gb, _ = self._np_grad(w0, b0, xb, yb, cw)
-    self.assertAllClose(w1, w0 - 0.3 * gw, atol=1e-6)
-    self.assertAllClose(b1, b0 - 0.3 * gb, atol=1e-6)
+    # As in test_coupled_weight_decay_sgd_step, with class weights up to 3:
+    # <= 3 * 0.3 * 1.4e-6 = 1.3e-6 at worst; measured 3e-8. Ignoring the
+    # weights moves W by 9e-2.
+    self.assertAllClose(w1, w0 - 0.3 * gw, atol=2e-6)
+    self.assertAllClose(b1, b0 - 0.3 * gb, atol=2e-6)
 
   def test_nan_loss_raises(self):
     # (Inf inputs are not used: in graph mode the fused MatMul+BiasAdd+ReLU on

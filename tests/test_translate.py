@@ -5,6 +5,23 @@ The reference recomputes the M2m translation (paper eq. 3)
     x <- clip(x - eta * d / ||d||_2),  d = grad_x [CE(g(x), y_i) + lam * f(x)[y_j]]
 
 with the analytic gradient of a one-hidden-layer ReLU MLP written by hand.
+
+Tolerances (float32 TF against the float64 reference, u32 = 2^-24 = 6e-8):
+one step computes two 6-8-3 MLPs forward and backward, each entry of d a sum
+of <= 8 products of sums of <= 6, so d has a relative error of ~(6 + 8 + 3) u32
+= 1e-6 before normalisation; the step moves x by eta times that, and T steps
+add up to T * eta * 1e-6 (<= 1e-6 for the T * eta <= 1.5 used here, <= 1e-5
+for the unclipped T * eta = 10), plus its growth through the step map's
+Jacobian (mild: a ReLU MLP's gradient is piecewise constant in x, only the
+softmax of g varies). Measured on an AMD EPYC, oneDNN on and off: <=
+5.5e-7 against atol 1e-5 (1.5e-6 against 1e-4 unclipped). A wrong step (sign,
+norm, lam, a missed clip) moves x by O(eta) = 1e-2..1.
+Premise: no ReLU pre-activation on the reference trajectory is so close to its
+kink that float32 rounding could flip it (a flip changes d discontinuously);
+`_np_translate` asserts a margin of 1e-5 of sum |terms|, several times the
+float32 error of a pre-activation (6 u32 = 4e-7 of sum |terms| for its own dot
+product, plus the error x has accumulated, measured <= 1.5e-6). The
+trajectories here keep >= 3.9e-5 (unclipped) and >= 2.2e-4 otherwise.
 """
 
 from absl.testing import parameterized
@@ -65,9 +82,18 @@ def _np_grad(gp, fp, x, y_seed, y_target, lam):
   return grad
 
 
+def _kink_margin(params, x):
+  """min |pre-activation| / sum |terms|: how far the hidden ReLUs are from a kink."""
+  w1, b1 = params[0], params[1]
+  return float(np.min(np.abs(x @ w1 + b1) / (np.abs(x) @ np.abs(w1) + np.abs(b1))))
+
+
 def _np_translate(gp, fp, x0, y_seed, y_target, lam, eta, steps, clip=(0.0, 1.0)):
   x = np.asarray(x0, np.float64)
   for _ in range(steps):
+    # float32 rounding (<~1e-6 of sum |terms|) must not flip a ReLU (module docstring).
+    margin = min(_kink_margin(gp, x), _kink_margin(fp, x))
+    assert margin > 1e-5, f"a ReLU is {margin:.2g} from its kink: choose other test data"
     d = _np_grad(gp, fp, x, y_seed, y_target, lam)
     d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
     x = x - eta * d
@@ -107,22 +133,29 @@ class TranslateTest(tf.test.TestCase, parameterized.TestCase):
     x = self.x0.astype(np.float64)
     grad = _np_grad(self.gp, self.fp, x, self.y_seed, self.y_target, 0.7)
     num = self._finite_difference_grad(x, 0.7)
+    # float64 central differences, eps = 1e-6: truncation error ~eps^2 |f'''| ~ 1e-12
+    # (zero inside a linear ReLU region; no kink is within eps: margin 2.3e-2
+    # of sum |terms| here), cancellation ~u64 |f| / eps ~ 1e-10 (|f| ~ 1). Measured 1.7e-9.
     np.testing.assert_allclose(grad, num, atol=1e-6)
 
   def test_one_step_direction_is_normalised_finite_difference_gradient(self):
     x1 = self._tf(lam=0.7, step_size=0.01, steps=1, clip_min=None, clip_max=None)
     direction = (self.x0 - x1) / 0.01
+    # x1 = x0 - 0.01 d is rounded to float32 (half an ulp <= 3e-8 for |x| < 1),
+    # so (x0 - x1) / 0.01 is off by <= 3e-6 per entry (plus d's ~1e-6), <= ~1e-5
+    # in the norm of 6 entries; measured 3.2e-6.
     np.testing.assert_allclose(np.linalg.norm(direction, axis=1), np.ones(16), atol=1e-4)
     x = self.x0.astype(np.float64)
     num = self._finite_difference_grad(x, 0.7)
     num /= np.linalg.norm(num, axis=1, keepdims=True)
+    # The same <= ~4e-6 per entry in `direction` (FD error ~1e-9); measured 2.9e-6.
     np.testing.assert_allclose(direction, num, atol=2e-4)
 
   @parameterized.parameters((0.5, 0.1, 10), (0.0, 0.05, 7), (2.0, 0.3, 5), (0.5, 0.1, 0))
   def test_matches_numpy_float64(self, lam, eta, steps):
     got = self._tf(lam=lam, step_size=eta, steps=steps)
     want = _np_translate(self.gp, self.fp, self.x0, self.y_seed, self.y_target, lam, eta, steps)
-    self.assertAllClose(got, want, atol=1e-5, rtol=0)
+    self.assertAllClose(got, want, atol=1e-5, rtol=0)  # module docstring: measured <= 2e-7
     self.assertAllInRange(got, 0.0, 1.0)
     if steps:
       self.assertGreater(np.abs(got - self.x0).max(), 1e-2)
@@ -130,16 +163,18 @@ class TranslateTest(tf.test.TestCase, parameterized.TestCase):
   def test_large_steps_hit_the_clip_range(self):
     got = self._tf(step_size=2.0, steps=5)
     want = _np_translate(self.gp, self.fp, self.x0, self.y_seed, self.y_target, 0.5, 2.0, 5)
-    self.assertAllClose(got, want, atol=1e-5, rtol=0)
+    self.assertAllClose(got, want, atol=1e-5, rtol=0)  # module docstring: measured 5.5e-7
     self.assertTrue(np.any(got == 0.0) or np.any(got == 1.0))
 
   def test_no_clip_leaves_x_unclipped(self):
     got = self._tf(step_size=2.0, steps=5, clip_min=None, clip_max=None)
     want = _np_translate(self.gp, self.fp, self.x0, self.y_seed, self.y_target, 0.5, 2.0, 5,
                          clip=None)
+    # Unclipped, T * eta = 10: ~10x the clipped error (module docstring); measured 1.5e-6.
     self.assertAllClose(got, want, atol=1e-4, rtol=0)
     self.assertTrue(np.any(got < 0.0) or np.any(got > 1.0))
-    # Unclipped T steps of length eta move each sample at most T * eta.
+    # Unclipped T steps of length eta move each sample at most T * eta (+ float32
+    # rounding of x, ~1e-6 over 5 steps).
     self.assertAllLessEqual(np.linalg.norm(got - self.x0, axis=1), 10.0 + 1e-4)
 
   def test_one_clip_bound_is_an_error(self):
@@ -163,6 +198,9 @@ class TranslateTest(tf.test.TestCase, parameterized.TestCase):
     args = (tf.constant(self.x0), tf.constant(self.y_seed), tf.constant(self.y_target))
     graph = tf.function(fn)(*args).numpy()
     xla = tf.function(fn, jit_compile=True)(*args).numpy()
+    # Eager and tf.function run the same kernels (measured: bitwise equal);
+    # XLA fuses and reorders the float32 sums, so it differs like the float64
+    # reference does (module docstring; measured 2.4e-7).
     self.assertAllClose(eager, graph, atol=1e-6, rtol=0)
     self.assertAllClose(eager, xla, atol=1e-5, rtol=0)
 
@@ -175,6 +213,7 @@ class TranslateTest(tf.test.TestCase, parameterized.TestCase):
                        start_noise=0.5, seed=seed)
 
     args = (tf.constant(self.x0), tf.constant(self.y_seed), tf.constant(self.y_target))
+    # The same kernels eagerly and in a graph: measured bitwise equal.
     self.assertAllClose(eager, tf.function(fn)(*args).numpy(), atol=1e-6, rtol=0)
     # NOTE: on CPU, XLA's philox stateless_normal/uniform give different
     # numbers than the TF kernels for the same seed (measured here), so the
@@ -183,6 +222,7 @@ class TranslateTest(tf.test.TestCase, parameterized.TestCase):
     x0 = tf.constant(np.full((300, D), 0.5, np.float32))
     xla = tf.function(lambda x: random_start(x, 0.3, seed), jit_compile=True)(x0)
     norms = np.linalg.norm(xla.numpy() - 0.5, axis=1)
+    # radius * u with u <= 1, in float32: the norm is off by a few u32 = ~2e-7 relative.
     self.assertAllLessEqual(norms, 0.3 * (1 + 1e-5))
     self.assertGreater(scipy_stats.kstest(norms / 0.3, "uniform").pvalue, 1e-3)
 
@@ -191,6 +231,7 @@ class TranslateTest(tf.test.TestCase, parameterized.TestCase):
     x0 = np.full((2000, 5), 0.5, np.float32)
     noisy = random_start(tf.constant(x0), radius, tf.constant([7, 1], tf.int64)).numpy()
     norms = np.linalg.norm(noisy - x0, axis=1)
+    # radius * u with u <= 1, in float32: the norm is off by a few u32 = ~2e-7 relative.
     self.assertAllLessEqual(norms, radius * (1 + 1e-5))
     # ||delta_b|| = radius * u_b with u_b ~ U(0, 1) PER SAMPLE (the official
     # code normalised over the batch axis, which makes every norm tiny).
@@ -225,7 +266,7 @@ class TranslateTest(tf.test.TestCase, parameterized.TestCase):
     start = np.clip(random_start(tf.constant(self.x0), 0.5, seed).numpy(), 0, 1)
     got = self._tf(start_noise=0.5, seed=seed)
     want = _np_translate(self.gp, self.fp, start, self.y_seed, self.y_target, 0.5, 0.1, 10)
-    self.assertAllClose(got, want, atol=1e-5, rtol=0)
+    self.assertAllClose(got, want, atol=1e-5, rtol=0)  # module docstring: measured 1.7e-7
 
 
 class TranslationEffectTest(tf.test.TestCase):

@@ -4,7 +4,7 @@ Every epoch draws `epoch_size` indices (default N, the training-set size) as a
 pure function of (seed, epoch) with stateless philox ops, then gathers whole
 batches at once (one index draw per batch, vectorised gather and augmentation:
 the fastest layout measured in PLATFORM.md). Because an epoch's data depend on
-its number only, a run resumed at epoch e (keras.callbacks.BackupAndRestore)
+its number only, a run resumed at epoch e (m2m_tf.training.checkpoint)
 sees exactly the batches an uninterrupted run would: build the stream with
 `start_epoch=e`.
 

@@ -114,6 +114,53 @@ def gumbel_categorical(logits: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   return tf.argmax(logits - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int32)
 
 
+def _draw_weighted(w: tf.Tensor, seed: tf.Tensor):
+  """One column per row with probability proportional to w (rows of zeros: column 0)."""
+  has = tf.reduce_sum(w, axis=1) > 0
+  logits = tf.where(w > 0, tf.math.log(w + 1e-12), tf.fill(tf.shape(w), -1e9))
+  logits = tf.where(has[:, None], logits, tf.zeros_like(logits))
+  j = gumbel_categorical(logits, seed)
+  return j, tf.gather(w, j, axis=1, batch_dims=1), has
+
+
+def choose_batch_seeds(y, counts, seed_y, beta: float, seed):
+  """Step 2 over the batch: seed j with probability proportional to w_ij.
+
+  In a class-balanced batch every class has about the same number of members,
+  so the seed's class is drawn with probability proportional to w as well.
+  Returns (j, w_ij of the chosen seed, whether row i has any seed).
+  """
+  w = seed_weights(tf.gather(counts, y), tf.gather(counts, seed_y), beta)  # [B, S]
+  return _draw_weighted(w, seed)
+
+
+def choose_pool_seeds(y, counts, pool_y, beta: float, seed):
+  """Step 2 with a fixed seed pool: class k0 with probability proportional to w_{i,k0},
+  then a uniform member of k0's pool.
+
+  Drawing a pool member directly by w would choose class k0 with probability
+  proportional to |pool_k0| * w, over-weighting the large classes whose pools
+  are full (P of them, against N_k for the small ones); the class mix must stay
+  that of step 2. Returns (j into the pool, w_{i,k0}, whether row i has a seed).
+  """
+  num_classes = counts.shape[0]
+  pool_count = tf.math.bincount(pool_y, minlength=num_classes, maxlength=num_classes,
+                                dtype=tf.int32)
+  w = seed_weights(tf.gather(counts, y), counts, beta)  # [B, K]
+  w = w * tf.cast(pool_count > 0, tf.float32)[None, :]
+  k0, w_sel, has = _draw_weighted(w, seed)
+  member_seed = tf.random.experimental.stateless_split(seed, 1)[0]
+  u = tf.random.stateless_uniform(tf.shape(k0), seed=member_seed, alg="philox")
+  n_k0 = tf.gather(pool_count, k0)
+  pos = tf.minimum(tf.cast(tf.floor(u * tf.cast(n_k0, tf.float32)), tf.int32),
+                   tf.maximum(n_k0 - 1, 0))
+  start = tf.cumsum(pool_count, exclusive=True)
+  order = tf.argsort(pool_y, stable=True)
+  # A row without any seed (has = False) may draw an empty class; any valid index will do there.
+  j = tf.minimum(tf.gather(start, k0) + pos, tf.size(pool_y) - 1)
+  return tf.gather(order, j), w_sel, has
+
+
 def bucket_sizes(batch_size: int, n_buckets: int) -> Tuple[int, ...]:
   """The static translation sizes: 0 and ceil(B*k/n) for k = 1..n (deduplicated)."""
   sizes = sorted({0} | {int(math.ceil(batch_size * k / n_buckets)) for k in range(1, n_buckets + 1)})
@@ -147,20 +194,18 @@ def generate(g, f, x, y, class_counts, config: M2mConfig, seed,
   counts = tf.constant(np.asarray(class_counts, np.float32))
   num_classes = len(class_counts)
   p_gen = tf.constant(generation_probability(class_counts).astype(np.float32))
-  if seed_x is None:
+  pooled = seed_x is not None
+  if not pooled:
     seed_x, seed_y = x, y
   seed_y = tf.cast(seed_y, tf.int32)
   s = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
 
   batch = tf.shape(x)[0]
-  n_y = tf.gather(counts, y)
   gen = tf.random.stateless_uniform([batch], seed=s[0], alg="philox") < tf.gather(p_gen, y)
-  w = seed_weights(n_y, tf.gather(counts, seed_y), config.beta)  # [B, S]
-  has_seed = tf.reduce_sum(w, axis=1) > 0
-  logits = tf.where(w > 0, tf.math.log(w + 1e-12), tf.fill(tf.shape(w), -1e9))
-  logits = tf.where(has_seed[:, None], logits, tf.zeros_like(logits))
-  j = gumbel_categorical(logits, s[1])
-  w_sel = tf.gather(w, j, axis=1, batch_dims=1)
+  if pooled:
+    j, w_sel, has_seed = choose_pool_seeds(y, counts, seed_y, config.beta, s[1])
+  else:
+    j, w_sel, has_seed = choose_batch_seeds(y, counts, seed_y, config.beta, s[1])
   passed = tf.random.stateless_uniform([batch], seed=s[2], alg="philox") < w_sel
   if not config.reject:
     passed = tf.ones_like(passed)

@@ -120,19 +120,23 @@ def _folded_conv(entry) -> Callable[[tf.Tensor], tf.Tensor]:
   """conv (+ BN in inference mode) as one convolution with folded weights, read now."""
   conv, bn = entry["conv"], entry["bn"]
   dtype = conv.compute_dtype
-  kernel = tf.cast(conv.kernel, tf.float32)
-  bias = tf.cast(conv.bias, tf.float32) if conv.use_bias else None
+  # The fold is computed in float32 (also for mixed-precision models, whose
+  # variables are float32), or in float64 for a float64 model: folding in
+  # float32 there would round its weights to float32.
+  fold = tf.float64 if tf.as_dtype(conv.kernel.dtype) == tf.float64 else tf.float32
+  kernel = tf.cast(conv.kernel, fold)
+  bias = tf.cast(conv.bias, fold) if conv.use_bias else None
   if bn is not None:
-    scale = tf.math.rsqrt(tf.cast(bn.moving_variance, tf.float32) + bn.epsilon)
+    scale = tf.math.rsqrt(tf.cast(bn.moving_variance, fold) + bn.epsilon)
     if bn.scale:
-      scale = scale * tf.cast(bn.gamma, tf.float32)
+      scale = scale * tf.cast(bn.gamma, fold)
     kernel = kernel * scale
-    shift = -tf.cast(bn.moving_mean, tf.float32)
+    shift = -tf.cast(bn.moving_mean, fold)
     if bias is not None:
       shift = shift + bias
     bias = shift * scale
     if bn.center:
-      bias = bias + tf.cast(bn.beta, tf.float32)
+      bias = bias + tf.cast(bn.beta, fold)
   kernel = tf.cast(kernel, dtype)
   bias = None if bias is None else tf.cast(bias, dtype)
   padding = "SAME" if entry["same"] else conv.padding.upper()

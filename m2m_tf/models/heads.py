@@ -37,6 +37,34 @@ def torch_bias_initializer(fan_in):
   return keras.initializers.RandomUniform(minval=-bound, maxval=bound)
 
 
+def unit_columns(w):
+  """Rescales every column of a (in_features, units) kernel to unit L2 norm.
+
+  The same as PyTorch's `W.renorm_(2, 1, 1e-5).mul_(1e5)` on a kernel whose
+  columns are all longer than 1e-5 (true for U(-1, 1) draws of any useful size).
+  """
+  return w / ops.sqrt(ops.sum(ops.square(w), axis=0, keepdims=True))
+
+
+@keras.saving.register_keras_serializable(package="m2m_tf")
+class UnitColumnUniform(keras.initializers.Initializer):
+  """U(-1, 1), then every class column rescaled to unit norm: LDAM-DRW's `NormedLinear` start.
+
+  Args:
+    seed: optional seed, as for Keras' own initialisers.
+  """
+
+  def __init__(self, seed=None):
+    self.seed = seed
+    self._uniform = keras.initializers.RandomUniform(-1.0, 1.0, seed=seed)
+
+  def __call__(self, shape, dtype=None):
+    return unit_columns(self._uniform(shape, dtype=dtype))
+
+  def get_config(self):
+    return {"seed": self.seed}
+
+
 @keras.saving.register_keras_serializable(package="m2m_tf")
 class NormedDense(keras.layers.Layer):
   """Cosine-similarity classifier: the official LDAM-DRW / M2m `NormedLinear`.
@@ -45,11 +73,12 @@ class NormedDense(keras.layers.Layer):
   (in_features, units), so every logit lies in [-1, 1]. No bias. The LDAM
   scale s (30 in the paper's code) is applied by the loss, not here.
 
-  Initialisation follows the official code up to scale:
-  `W.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)` draws U(-1, 1) and rescales
-  every column to unit norm; since the forward pass normalises the columns
-  anyway, we draw U(-1, 1) and keep the scale (only the gradient magnitude
-  through the normalisation differs by the column norm at step 0).
+  Initialisation is the official code's
+  `W.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)`: U(-1, 1), then every
+  class column rescaled to unit norm (`UnitColumnUniform`). The scale matters
+  although the forward pass normalises the columns: the gradient through the
+  normalisation shrinks as 1/||w_k||, so columns of norm ~sqrt(d/3) (9.2 for
+  d = 256) would turn about 80x more slowly per SGD step (docs/method.md).
   """
 
   def __init__(self, units, kernel_initializer=None, **kwargs):
@@ -59,7 +88,7 @@ class NormedDense(keras.layers.Layer):
       raise ValueError(f"NormedDense: units must be positive, got {units}")
     self.units = units
     self.kernel_initializer = keras.initializers.get(
-        kernel_initializer or keras.initializers.RandomUniform(-1.0, 1.0))
+        kernel_initializer or UnitColumnUniform())
 
   def build(self, input_shape):
     if len(input_shape) != 2:

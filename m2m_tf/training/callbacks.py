@@ -1,8 +1,6 @@
 """Keras callbacks of the M2m recipe: phases, LR schedule, balanced evaluation, M2m statistics, NaN guard."""
 
-import json
 import math
-import os
 from typing import Dict, Optional, Sequence, Tuple
 
 import keras
@@ -11,7 +9,7 @@ import tensorflow as tf
 
 from m2m_tf import metrics as metrics_lib
 from m2m_tf.data.pipeline import eval_dataset
-from m2m_tf.io_utils import atomic_write_json
+from m2m_tf.errors import DivergenceError
 from m2m_tf.training.schedules import warmup_step_lr
 
 
@@ -85,7 +83,7 @@ class M2mStatistics(keras.callbacks.Callback):
 
 
 class RaiseOnNaN(keras.callbacks.Callback):
-  """Stops training with a FloatingPointError naming the epoch and batch when the loss is not finite."""
+  """Stops training with a DivergenceError naming the epoch and batch when the loss is not finite."""
 
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch = epoch
@@ -93,55 +91,83 @@ class RaiseOnNaN(keras.callbacks.Callback):
   def on_train_batch_end(self, batch, logs=None):
     loss = None if logs is None else logs.get("loss")
     if loss is not None and not math.isfinite(float(loss)):
-      raise FloatingPointError(
+      raise DivergenceError(
           f"The training loss became {float(loss)} at epoch {getattr(self, '_epoch', '?')}, "
           f"batch {batch}. Lower the learning rate or check the inputs for NaN/Inf; "
           "the best weights so far are kept in the output directory.")
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+  """Stops a run whose epoch loss is far above that of a uniform guess (it diverged).
+
+  A uniform guess costs ln K per example under cross-entropy; a trained or
+  training classifier stays within a small multiple of it (LDAM's scaled
+  margins start at most ~2s = 60). An epoch mean above `factor` x max(ln K, 1)
+  (default 100x) only happens when the weights blew up, e.g. a learning rate
+  100x too large, which otherwise finishes at chance level with exit code 0.
+
+  Args:
+    num_classes: K.
+    factor: multiple of max(ln K, 1) above which the run is stopped.
+  """
+
+  def __init__(self, num_classes: int, factor: float = 100.0):
+    super().__init__()
+    self.limit = factor * max(math.log(num_classes), 1.0)
+
+  def on_epoch_end(self, epoch, logs=None):
+    loss = None if logs is None else logs.get("loss")
+    if loss is None:
+      return
+    loss = float(loss)
+    if not math.isfinite(loss) or loss > self.limit:
+      raise DivergenceError(
+          f"training diverged at epoch {epoch}: mean loss {loss:.4g} (a uniform guess costs "
+          f"{self.limit / 100:.3g}, the limit is {self.limit:.3g}). Lower the learning rate.")
+
+
+def chance_warnings(val_bacc: float, num_classes: int) -> list:
+  """A warning when the selected epoch's validation bACC (percent) is near chance (100/K).
+
+  "Near" is below 1.5x chance: a classifier that learned anything on these
+  data sets is far above it, one whose weights collapsed sits at it.
+  """
+  chance = 100.0 / num_classes
+  if val_bacc < 1.5 * chance:
+    return [f"validation bACC {val_bacc:.2f}% is near chance ({chance:.2f}% for {num_classes} "
+            "classes): the run learned (almost) nothing; check the learning rate and the data."]
+  return []
 
 
 class BalancedEvaluation(keras.callbacks.Callback):
   """Evaluates f on the balanced splits every epoch and keeps the best epoch by validation bACC.
 
   Adds `<split>_bacc`, `<split>_gm` and `<split>_n_zero_recall` to the logs for
-  every split (e.g. "val", "test"). Model selection follows SPEC §3: the
-  reported test metrics are those of the epoch with the best validation bACC
-  (first such epoch on ties). With `state_dir`, the best epoch, its metrics and
-  f's weights are written there atomically every time they improve, and reloaded
-  at train begin, so a resumed run selects the same epoch.
+  every split (e.g. "val", "test"). Model selection: the reported test
+  metrics are those of the epoch with the best validation bACC (first such
+  epoch on ties). The best record (`best_epoch`, `best_score`,
+  `best_summaries`, `best_weights`) lives in memory; `RunCheckpoint` commits
+  it with each epoch and restores it, so a resumed run selects the same epoch.
+
+  Args:
+    splits: name -> (x, y) arrays, e.g. {"val": ..., "test": ...}.
+    class_counts: N_k of the training set (for the many/medium/few metrics).
+    batch_size: evaluation batch size.
+    select_on: the split whose bACC selects the best epoch.
   """
 
   def __init__(self, splits: Dict[str, Tuple[np.ndarray, np.ndarray]], class_counts, *,
-               batch_size: int = 512, select_on: str = "val", state_dir: Optional[str] = None):
+               batch_size: int = 512, select_on: str = "val"):
     super().__init__()
     if select_on not in splits:
       raise ValueError(f"select_on={select_on!r} is not one of the splits {sorted(splits)}.")
     self.splits = {k: (eval_dataset(x, batch_size=batch_size), np.asarray(y)) for k, (x, y) in splits.items()}
     self.class_counts = np.asarray(class_counts)
     self.select_on = select_on
-    self.state_dir = state_dir
     self.best_epoch = -1
     self.best_score = -np.inf
     self.best_summaries = None
     self.best_weights = None
-
-  def _state_paths(self):
-    return (os.path.join(self.state_dir, "best_state.json"),
-            os.path.join(self.state_dir, "best_f.weights.h5"))
-
-  def on_train_begin(self, logs=None):
-    if not self.state_dir:
-      return
-    state_path, weights_path = self._state_paths()
-    if os.path.exists(state_path) and os.path.exists(weights_path):
-      with open(state_path) as fh:
-        state = json.load(fh)
-      self.best_epoch = state["best_epoch"]
-      self.best_score = state["best_score"]
-      self.best_summaries = state["summaries"]
-      current = self.model.f.get_weights()
-      self.model.f.load_weights(weights_path)
-      self.best_weights = self.model.f.get_weights()
-      self.model.f.set_weights(current)
 
   def evaluate(self) -> Dict[str, dict]:
     """Metrics summaries (see `m2m_tf.metrics.summarize`) of the current f on every split."""
@@ -162,12 +188,5 @@ class BalancedEvaluation(keras.callbacks.Callback):
     if score > self.best_score:
       self.best_score, self.best_epoch, self.best_summaries = score, epoch, summaries
       self.best_weights = self.model.f.get_weights()
-      if self.state_dir:
-        state_path, weights_path = self._state_paths()
-        tmp = weights_path + ".tmp.weights.h5"
-        self.model.f.save_weights(tmp)
-        os.replace(tmp, weights_path)
-        atomic_write_json(state_path, {"best_epoch": epoch, "best_score": score,
-                                       "summaries": summaries})
     if logs is not None:
       logs["best_epoch"] = self.best_epoch

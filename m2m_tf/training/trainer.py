@@ -24,7 +24,7 @@ L2 term is multiplied by the loss scale so the optimizer's unscaling leaves wd *
 
 Randomness inside the step is stateless (philox), seeded by (seed,
 optimizer.iterations), so a seeded run is deterministic and a resumed run
-(BackupAndRestore restores the iteration count) continues identically.
+(RunCheckpoint restores the iteration count) continues identically.
 """
 
 from typing import Optional, Sequence

@@ -1,0 +1,209 @@
+r"""CIFAR-10-LT (ratio 100, JPEG substitute) at the paper's full schedule, resumable on a CPU.
+
+  python -m launch.cifar_full            # run (or resume) the plan in order; kill at any time
+  python -m launch.cifar_full --status   # what is done, what is running, the time left
+  python -m launch.cifar_full --only=erm # one stage only
+
+The plan (ResNet-32, seed 0, 200 epochs, batch 128, lr 0.1 with 5 warm-up epochs,
+x0.01 at 160 and 180, weight decay 2e-4, deferral 160):
+
+  1. erm        ERM, 200 epochs, keeping its state after 160 epochs
+  2. drs, m2m   branched from erm after 160 epochs (phase-1 sharing, docs/runs.md)
+  3. ldam       LDAM, 200 epochs (only once the cosine head starts as LDAM-DRW's does)
+  4. ldam_drw, ldam_m2m  branched from ldam after 160 epochs
+
+M2m uses the official code's CIFAR-10 values (beta 0.999, lam 0.5, gamma 0.9, step
+size 0.1, T = 10) and the official pre-trained ResNet-32 g for both losses; there is
+no hyper-parameter grid here (18 settings x ~3 h of CPU each).
+
+Every run folder lives under results/cifar10_jpeg_lt_full/, so the committed
+repository holds all a new machine needs to continue: each unfinished run keeps
+only its two newest epoch states (ckpt/), a finished one only its branch point.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+from absl import app
+from absl import flags
+
+from m2m_tf.cli import run_absl
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("status", False, "Print the state of every stage and the time left; run nothing.")
+flags.DEFINE_list("only", None, "Run only these stages (default: the whole plan in order).")
+flags.DEFINE_string("root", "results/cifar10_jpeg_lt_full", "Folder of the run folders.")
+flags.DEFINE_string("data_dir", None, "Data root (default $M2M_DATA_DIR, else ../shared/data).")
+flags.DEFINE_string("g_checkpoint", "../shared/pretrained/official_erm_resnet32_cifar10lt_r100.npz",
+                    "The official pre-trained ResNet-32 g (PyTorch layout).")
+
+BRANCH_EPOCH = 160
+M2M_FLAGS = {"beta": 0.999, "lam": 0.5, "gamma": 0.9, "step_size": 0.1, "steps": 10}
+# Measured M2m/ERM step time of ResNet-32 on this 2-core CPU (results/bench_resnet32_quiet.md).
+M2M_STEP_FACTOR = 5.4
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One row of the plan."""
+
+  name: str
+  loss: str
+  method: str
+  branch_from: Optional[str] = None
+  needs_ldam_head: bool = False
+
+  @property
+  def run_dir(self) -> str:
+    return os.path.join(FLAGS.root, f"{self.name}_s0")
+
+
+PLAN: Tuple[Stage, ...] = (
+    Stage("erm", "ce", "erm"),
+    Stage("drs", "ce", "drs", branch_from="erm"),
+    Stage("m2m", "ce", "m2m", branch_from="erm"),
+    Stage("ldam", "ldam", "erm", needs_ldam_head=True),
+    Stage("ldam_drw", "ldam", "drw", branch_from="ldam", needs_ldam_head=True),
+    Stage("ldam_m2m", "ldam", "m2m", branch_from="ldam", needs_ldam_head=True),
+)
+STAGES: Dict[str, Stage] = {s.name: s for s in PLAN}
+
+
+def ldam_head_ready() -> bool:
+  """Whether LDAM's cosine head starts with unit-norm class columns, as LDAM-DRW's does."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from m2m_tf import models  # pylint: disable=g-import-not-at-top
+  f = models.build_model("resnet32", (32, 32, 3), 10, normed_head=True, name="probe")
+  kernel = [w for w in f.weights if w.path.endswith("kernel")][-1].numpy()
+  return bool(np.allclose(np.linalg.norm(kernel, axis=0), 1.0, atol=1e-3))
+
+
+def command(stage: Stage) -> List[str]:
+  """The `m2m_tf.main` command of a stage."""
+  cmd = [sys.executable, "-m", "m2m_tf.main", "--dataset=cifar10_jpeg_lt", "--imbalance_ratio=100",
+         f"--loss={stage.loss}", f"--method={stage.method}", "--seed=0", "--verbose=2",
+         f"--output_dir={stage.run_dir}", f"--keep_epochs={BRANCH_EPOCH}"]
+  if stage.branch_from:
+    cmd += [f"--init_from={STAGES[stage.branch_from].run_dir}", f"--init_epoch={BRANCH_EPOCH}"]
+  if stage.method == "m2m":
+    cmd += [f"--g_checkpoint={FLAGS.g_checkpoint}"] + [f"--{k}={v}" for k, v in M2M_FLAGS.items()]
+  if FLAGS.data_dir:
+    cmd.append(f"--data_dir={FLAGS.data_dir}")
+  return cmd
+
+
+def _read_json(path: str) -> Optional[dict]:
+  try:
+    with open(path) as fh:
+      return json.load(fh)
+  except (OSError, ValueError):
+    return None
+
+
+def progress(stage: Stage) -> dict:
+  """epochs done, mean seconds per epoch of this stage, and whether it finished."""
+  from m2m_tf.training import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  results = _read_json(os.path.join(stage.run_dir, "results.json"))
+  records = ckpt_lib.committed_records(os.path.join(stage.run_dir, ckpt_lib.CKPT_DIR))
+  rec = ckpt_lib.read_record(records[0][1]) if records else {}
+  seconds = [s for s in rec.get("epoch_seconds", [])[BRANCH_EPOCH if stage.branch_from else 0:] if s]
+  return {"done": bool(results), "results": results, "epochs": rec.get("epochs_done", 0),
+          "sec_per_epoch": sum(seconds) / len(seconds) if seconds else None}
+
+
+def _erm_epoch_seconds() -> Optional[float]:
+  p = progress(STAGES["erm"])
+  return p["sec_per_epoch"]
+
+
+def estimate_left(stage: Stage, prog: dict) -> Optional[float]:
+  """Seconds left for a stage, from its own pace or from ERM's (x M2m's step factor)."""
+  if prog["done"]:
+    return 0.0
+  first = BRANCH_EPOCH if stage.branch_from else 0
+  left = 200 - max(prog["epochs"], first)
+  pace = prog["sec_per_epoch"] or _erm_epoch_seconds()
+  if pace is None:
+    return None
+  if stage.method == "m2m" and not prog["sec_per_epoch"]:
+    pace *= M2M_STEP_FACTOR
+  return left * pace
+
+
+def _busy(stage: Stage) -> bool:
+  import fcntl  # pylint: disable=g-import-not-at-top
+  path = os.path.join(stage.run_dir, ".m2m_lock")
+  if not os.path.exists(path):
+    return False
+  with open(path) as fh:
+    try:
+      fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return True
+    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+  return False
+
+
+def status_lines() -> List[str]:
+  """One line per stage, then the total time left."""
+  lines, total = [], 0.0
+  for stage in PLAN:
+    prog = progress(stage)
+    left = estimate_left(stage, prog)
+    if prog["done"]:
+      r = prog["results"]
+      state = f"done: test bACC {r['test_bacc']:.2f}, GM {r['test_gm']:.2f}"
+    else:
+      state = "running" if _busy(stage) else ("unfinished" if prog["epochs"] else "pending")
+      state += f", {prog['epochs']}/200 epochs"
+      if stage.needs_ldam_head and not ldam_head_ready():
+        state += " (waits for the LDAM head fix)"
+    pace = f", {prog['sec_per_epoch']:.0f} s/epoch" if prog["sec_per_epoch"] else ""
+    eta = "?" if left is None else f"{left / 3600:.1f} h"
+    lines.append(f"{stage.name:9s} {state}{pace}; left ~{eta}")
+    total += left or 0.0
+  lines.append(f"total left ~{total / 3600:.1f} h (2-core CPU pace; '?' stages not counted)")
+  return lines
+
+
+def run_stage(stage: Stage) -> None:
+  """Runs (or resumes) one stage as a subprocess, its log beside its folder."""
+  if progress(stage)["done"]:
+    return
+  if stage.needs_ldam_head and not ldam_head_ready():
+    print(f"{stage.name}: skipped until LDAM's cosine head starts as LDAM-DRW's does.")
+    return
+  if stage.branch_from and not progress(STAGES[stage.branch_from])["done"]:
+    print(f"{stage.name}: waits for {stage.branch_from} to finish.")
+    return
+  os.makedirs(FLAGS.root, exist_ok=True)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {stage.name}: {' '.join(command(stage))}", flush=True)
+  with open(stage.run_dir + ".log", "a") as log:
+    rc = subprocess.run(command(stage), stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+  if rc:
+    sys.exit(f"{stage.name} failed with exit code {rc}; see {stage.run_dir}.log")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.status:
+    print("\n".join(status_lines()))
+    return
+  names = FLAGS.only or [s.name for s in PLAN]
+  unknown = sorted(set(names) - set(STAGES))
+  if unknown:
+    raise app.UsageError(f"unknown stages {unknown}; valid: {[s.name for s in PLAN]}")
+  for name in names:
+    run_stage(STAGES[name])
+  print("\n".join(status_lines()))
+
+
+if __name__ == "__main__":
+  run_absl(main)

@@ -1,0 +1,606 @@
+r"""Table and figures of the CIFAR-10-LT full-schedule runs (`python -m launch.cifar_full`).
+
+  python -m launch.cifar_report                  # table + every figure whose inputs exist
+  python -m launch.cifar_report --skip_figures   # table only (no TensorFlow, seconds)
+  python -m launch.cifar_report --embedding=tsne # t-SNE instead of PCA for Fig. 4
+
+Reads whatever run folders exist under --root (finished or not) and writes
+
+  <results_dir>/cifar10_jpeg_lt.csv, .md   one row per stage of launch.cifar_full.PLAN
+  <results_dir>/figures/cifar_*.png        each figure only when its inputs exist:
+    cifar_fig4_embedding.png        2-D embedding of f's penultimate features on the test set
+                                    (finished ERM, DRS, M2m), coloured by class
+    cifar_fig5_cumulative_fp.png    cumulative false positives over classes by training count
+    cifar_fig6_translations.png     majority seeds translated towards minority classes
+                                    (official g, the best f available)
+    cifar_per_class_recall.png      per-class test recall of the finished rows
+    cifar_training_curves.png       loss, val bACC (and M2m acceptance rate) per epoch
+
+Unfinished rows show their progress and their latest validation bACC: the test
+metrics of an epoch that was not selected on validation are never reported.
+"""
+
+import argparse
+import dataclasses
+import glob
+import json
+import math
+import os
+import sys
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from launch import cifar_full
+from launch import tables
+from m2m_tf.io_utils import atomic_write_text
+
+DATASET = "cifar10_jpeg_lt"
+IMBALANCE_RATIO = 100
+DEFAULT_G = "../shared/pretrained/official_erm_resnet32_cifar10lt_r100.npz"
+# Fallback names (CIFAR-10's index order) for the recall columns before any run has finished.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+LABELS = {"erm": "ERM", "drs": "ERM-DRS", "m2m": "ERM-M2m", "ldam": "LDAM",
+          "ldam_drw": "LDAM-DRW", "ldam_m2m": "LDAM-M2m"}
+# The paper's CIFAR-10-LT (ratio 100, lossless PNG data), ResNet-32: launch/tables.py PAPER.
+PAPER = tables.PAPER["cifar10_lt"]
+# Fig. 4 compares these stages' f (the paper's Fig. 4: ERM, DRS, M2m).
+EMBEDDING_STAGES = ("erm", "drs", "m2m")
+FIGURES = {"embedding": "cifar_fig4_embedding.png", "cumulative_fp": "cifar_fig5_cumulative_fp.png",
+           "translations": "cifar_fig6_translations.png",
+           "recall": "cifar_per_class_recall.png", "curves": "cifar_training_curves.png"}
+
+
+@dataclasses.dataclass
+class Run:
+  """What a stage's run folder holds (all fields empty for a stage not started)."""
+
+  stage: str
+  loss: str
+  method: str
+  run_dir: str
+  flags: Optional[dict] = None
+  results: Optional[dict] = None
+  history: Optional[pd.DataFrame] = None
+  epochs_done: int = 0
+  epochs_total: int = 200
+  hours: Optional[float] = None
+
+  @property
+  def label(self) -> str:
+    """The table's name of the stage (e.g. "ERM-M2m")."""
+    return LABELS.get(self.stage, self.stage)
+
+  @property
+  def finished(self) -> bool:
+    """Whether the run wrote results.json (its last file)."""
+    return self.results is not None
+
+  @property
+  def weights(self) -> Optional[str]:
+    """f's best-validation weights, if written."""
+    path = os.path.join(self.run_dir, "best_f.weights.h5")
+    return path if os.path.exists(path) else None
+
+
+def _read_json(path: str) -> Optional[dict]:
+  try:
+    with open(path) as fh:
+      return json.load(fh)
+  except (OSError, ValueError):
+    return None
+
+
+def _newest_record(run_dir: str) -> Optional[dict]:
+  """The newest readable ckpt/state-NNNN.json of a run (no file hashes checked)."""
+  for path in sorted(glob.glob(os.path.join(run_dir, "ckpt", "state-*.json")), reverse=True):
+    rec = _read_json(path)
+    if rec is not None:
+      return rec
+  return None
+
+
+def _history(run_dir: str, record: Optional[dict]) -> Optional[pd.DataFrame]:
+  """history.csv, else the history rows of the newest commit record."""
+  path = os.path.join(run_dir, "history.csv")
+  if os.path.exists(path):
+    try:
+      return pd.read_csv(path)
+    except (pd.errors.EmptyDataError, ValueError):
+      pass
+  rows = (record or {}).get("history")
+  return pd.DataFrame(rows) if rows else None
+
+
+def _wall_hours(results, record, flags, epochs_total) -> Optional[float]:
+  """This run's own training time: the sum of its epoch times.
+
+  A finished run stores every epoch's time in results.json (`epoch_seconds`), an
+  unfinished one in its newest checkpoint record. A branched run's lists also
+  hold its parent's epoch times; those are left out (they are the parent's row).
+  Old results without `epoch_seconds` fall back to `seconds` (last invocation).
+  """
+  del epochs_total
+  first = int((flags or {}).get("init_epoch") or 0)
+  source = results if results and "epoch_seconds" in results else record
+  seconds = [s for s in (source or {}).get("epoch_seconds", [])[first:] if s]
+  if seconds:
+    return sum(seconds) / 3600
+  return results.get("seconds", 0.0) / 3600 if results else None
+
+
+def read_run(root: str, stage) -> Run:
+  """The `Run` of one `cifar_full.Stage` under `root` (`<root>/<stage>_s0`)."""
+  run = Run(stage.name, stage.loss, stage.method, os.path.join(root, f"{stage.name}_s0"))
+  if not os.path.isdir(run.run_dir):
+    return run
+  run.flags = _read_json(os.path.join(run.run_dir, "flags.json"))
+  run.results = _read_json(os.path.join(run.run_dir, "results.json"))
+  record = _newest_record(run.run_dir)
+  run.history = _history(run.run_dir, record)
+  run.epochs_total = int((run.flags or {}).get("epochs") or 200)
+  if run.finished:
+    run.epochs_done = run.epochs_total
+  elif record is not None:
+    run.epochs_done = int(record.get("epochs_done", 0))
+  elif run.history is not None and len(run.history):
+    run.epochs_done = int(run.history["epoch"].max()) + 1
+  run.hours = _wall_hours(run.results, record, run.flags, run.epochs_total)
+  return run
+
+
+def read_runs(root: str) -> List[Run]:
+  """One `Run` per stage of `launch.cifar_full.PLAN`, in the plan's order."""
+  return [read_run(root, stage) for stage in cifar_full.PLAN]
+
+
+def class_names(runs: Sequence[Run]) -> List[str]:
+  """The class names of the first finished run, else CIFAR-10's."""
+  for run in runs:
+    if run.finished and run.results.get("class_names"):
+      return list(run.results["class_names"])
+  return list(CIFAR10_CLASSES)
+
+
+def _latest(history: Optional[pd.DataFrame], column: str) -> float:
+  if history is None or column not in history or not history[column].notna().any():
+    return math.nan
+  return float(history[column].dropna().iloc[-1])
+
+
+def table_row(run: Run, names: Sequence[str]) -> dict:
+  """The CSV row of one stage: progress, test metrics (finished only), recall, paper."""
+  r = run.results or {}
+  if run.finished:
+    status = "done"
+  elif run.flags is None and run.history is None:
+    status = "not started"
+  else:
+    status = f"{run.epochs_done} of {run.epochs_total} epochs"
+  recall = r.get("per_class_recall") or [None] * len(names)
+  row = {"stage": run.stage, "method": run.label, "loss": run.loss,
+         "rebalancing": "none" if run.method == "erm" else run.method, "seed": 0,
+         "epochs": f"{run.epochs_done}/{run.epochs_total}", "status": status,
+         "test_bacc": r.get("test_bacc", math.nan), "test_gm": r.get("test_gm", math.nan),
+         # Unfinished: the latest epoch's validation bACC (no test numbers of an unselected epoch).
+         "val_bacc": r["val_bacc"] if run.finished else _latest(run.history, "val_bacc"),
+         "best_epoch": r.get("best_epoch", math.nan)}
+  for name, value in zip(names, recall):
+    row[f"recall_{name}"] = math.nan if value is None else value
+  paper = PAPER.get(run.stage, (math.nan, math.nan))
+  row.update({"wall_hours": math.nan if run.hours is None else run.hours,
+              "paper_bacc": paper[0], "paper_gm": paper[1]})
+  return row
+
+
+def table(runs: Sequence[Run]) -> pd.DataFrame:
+  """The report's table: one row per stage, in the plan's order."""
+  names = class_names(runs)
+  return pd.DataFrame([table_row(run, names) for run in runs])
+
+
+def _fmt(v, digits: int = 1) -> str:
+  if v is None or (isinstance(v, float) and math.isnan(v)):
+    return "n/a"
+  return f"{v:.{digits}f}"
+
+
+def recipe_text(runs: Sequence[Run]) -> str:
+  """The training recipe, read from the first run's flags.json (the plan's values if none)."""
+  f = next((r.flags for r in runs if r.flags), None) or {
+      "epochs": 200, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "warmup_epochs": 5,
+      "lr_milestones": [160, 180], "lr_factors": [0.01, 0.01], "weight_decay": 2e-4,
+      "deferred_epoch": cifar_full.BRANCH_EPOCH}
+  steps = ", ".join(f"x{fac:g} at {m}" for m, fac in zip(f["lr_milestones"], f["lr_factors"]))
+  return (f"ResNet-32, seed 0, {f['epochs']} epochs, batch {f['batch_size']}, SGD (momentum "
+          f"{f['momentum']:g}) lr {f['lr']:g} with {f['warmup_epochs']} warm-up epochs, {steps}, "
+          f"weight decay {f['weight_decay']:g}; DRS, DRW and M2m act from epoch "
+          f"{f['deferred_epoch']} and branch from ERM's (LDAM's) state after "
+          f"{cifar_full.BRANCH_EPOCH} epochs. Test metrics are those of the epoch with the best "
+          "validation bACC; GM replaces zero recalls by 0.001.")
+
+
+def _start_noise(runs: Sequence[Run] = ()) -> float:
+  """The random start's radius: a run's flags.json value, else M2mConfig's default.
+
+  main.py's --start_noise is not in M2M_FLAGS, so the runs use its default; it is
+  read from flags.json first so that a table-only report needs no TensorFlow.
+  """
+  for run in sorted(runs, key=lambda r: r.method != "m2m"):
+    if run.flags and "start_noise" in run.flags:
+      return float(run.flags["start_noise"])
+  from m2m_tf.m2m.generation import M2mConfig  # pylint: disable=g-import-not-at-top
+  return M2mConfig().start_noise
+
+
+def m2m_text(runs: Sequence[Run] = ()) -> str:
+  """The M2m hyper-parameters of the M2m rows (launch.cifar_full.M2M_FLAGS)."""
+  m = cifar_full.M2M_FLAGS
+  return (f"beta {m['beta']}, lambda {m['lam']}, gamma {m['gamma']}, step size "
+          f"{m['step_size']}, T = {m['steps']}, random start of L2 radius "
+          f"{_start_noise(runs)} (the official code's CIFAR-10 values)")
+
+
+def _main_table(df: pd.DataFrame) -> List[str]:
+  lines = ["| method | loss | rebalancing | seed | epochs | status | test bACC | test GM | "
+           "val bACC | best epoch | paper bACC / GM | wall h |",
+           "|" + "---|" * 12]
+  for _, r in df.iterrows():
+    done = r["status"] == "done"
+    val = _fmt(r["val_bacc"]) + ("" if done or math.isnan(r["val_bacc"]) else " (latest)")
+    best = "" if math.isnan(r["best_epoch"]) else str(int(r["best_epoch"]))
+    lines.append(f"| {r['method']} | {r['loss']} | {r['rebalancing']} | {r['seed']} | "
+                 f"{r['epochs']} | {r['status']} | {_fmt(r['test_bacc'])} | "
+                 f"{_fmt(r['test_gm'])} | {val} | {best} | {_fmt(r['paper_bacc'])} / "
+                 f"{_fmt(r['paper_gm'])} | {_fmt(r['wall_hours'])} |")
+  return lines
+
+
+def _recall_table(df: pd.DataFrame) -> List[str]:
+  cols = [c for c in df.columns if c.startswith("recall_")]
+  done = df[df["status"] == "done"]
+  if done.empty:
+    return ["Per-class test recall: no finished run yet."]
+  lines = ["Per-class test recall (%), finished rows, classes in index order (largest first):", "",
+           "| method | " + " | ".join(c[len("recall_"):] for c in cols) + " |",
+           "|" + "---|" * (len(cols) + 1)]
+  for _, r in done.iterrows():
+    lines.append(f"| {r['method']} | " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+  return lines
+
+
+def markdown(df: pd.DataFrame, runs: Sequence[Run], root: str) -> str:
+  """The report's Markdown: data caveat, recipe, g, M2m values, the tables, provenance."""
+  lines = [
+      "# CIFAR-10-LT (imbalance ratio 100), ResNet-32, the paper's 200-epoch schedule", "",
+      "**JPEG substitute (CIFAR-10 re-encoded as JPEG; not comparable to the paper to the "
+      "decimal).**", "",
+      f"Made by `python -m launch.cifar_report` from the run folders under `{root}/` "
+      "(trained by `python -m launch.cifar_full`).", "",
+      f"- Recipe: {recipe_text(runs)}",
+      "- g for the M2m rows: the official pre-trained ResNet-32 "
+      f"(`{os.path.basename(DEFAULT_G)}`), independent of f; 66.2% bACC on the JPEG test "
+      "split (`results/official_g_cifar10_jpeg.md`).",
+      f"- M2m hyper-parameters: {m2m_text(runs)}. There was no hyper-parameter grid.",
+      "- Paper: the M2m paper's Table 2 (lossless CIFAR-10-LT, ratio 100, ResNet-32).",
+      "- Unfinished rows show their progress and the latest epoch's validation bACC, no test "
+      "numbers. Wall hours: this run's own epochs (a branched run's shared first "
+      f"{cifar_full.BRANCH_EPOCH} epochs are its parent's), else results.json's `seconds`.", ""]
+  lines += _main_table(df) + [""] + _recall_table(df)
+  return "\n".join(lines) + "\n"
+
+
+def write_table(runs: Sequence[Run], results_dir: str, root: str) -> List[str]:
+  """Writes `<results_dir>/cifar10_jpeg_lt.csv` and `.md`; returns their paths."""
+  df = table(runs)
+  os.makedirs(results_dir, exist_ok=True)
+  csv_path = os.path.join(results_dir, f"{DATASET}.csv")
+  md_path = os.path.join(results_dir, f"{DATASET}.md")
+  atomic_write_text(csv_path, df.to_csv(index=False, float_format="%.4f"))
+  atomic_write_text(md_path, markdown(df, runs, root))
+  return [csv_path, md_path]
+
+
+# --- figures -----------------------------------------------------------------
+
+
+def _pyplot():
+  """matplotlib's pyplot on the Agg backend (no display on a training machine)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _save(fig, path: str) -> str:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  _pyplot().close(fig)
+  return path
+
+
+def _color(run: Run):
+  """One colour per stage in every figure, by its place in the plan."""
+  names = [stage.name for stage in cifar_full.PLAN]
+  return _pyplot().get_cmap("tab10")(names.index(run.stage) % 10 if run.stage in names else 9)
+
+
+def count_order(class_counts) -> np.ndarray:
+  """Class indices by training count, largest first, ties by index (as metrics.py orders)."""
+  return np.argsort(-np.asarray(class_counts, np.float64), kind="stable")
+
+
+def fig_training_curves(runs: Sequence[Run], path: str) -> Optional[str]:
+  """Loss, val bACC and (M2m rows) acceptance rate per epoch of every run with a history."""
+  runs = [r for r in runs if r.history is not None and len(r.history)]
+  if not runs:
+    return None
+  m2m = [r for r in runs if "m2m_accept_rate" in r.history]
+  panels = [("loss", "training loss", runs), ("val_bacc", "val bACC (%)", runs)]
+  if m2m:
+    panels.append(("m2m_accept_rate", "M2m acceptance rate", m2m))
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), layout="constrained")
+  for ax, (col, title, rows) in zip(np.atleast_1d(axes), panels):
+    for r in rows:
+      if col in r.history:
+        tag = "" if r.finished else f" ({r.epochs_done}/{r.epochs_total})"
+        ax.plot(r.history["epoch"] + 1, r.history[col], label=r.label + tag, lw=1.2,
+                color=_color(r))
+    ax.set_title(title)
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+  np.atleast_1d(axes)[0].legend(fontsize=8)
+  fig.suptitle("CIFAR-10-LT (JPEG substitute), ratio 100, ResNet-32")
+  return _save(fig, path)
+
+
+def fig_per_class_recall(runs: Sequence[Run], path: str) -> Optional[str]:
+  """Grouped per-class test recall bars of the finished runs, classes by training count."""
+  runs = [r for r in runs if r.finished and r.results.get("per_class_recall")]
+  if not runs:
+    return None
+  names = runs[0].results["class_names"]
+  order = count_order(runs[0].results["class_counts"])
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(names)), 4))
+  width = 0.8 / len(runs)
+  for i, r in enumerate(runs):
+    rec = np.array([np.nan if v is None else v for v in r.results["per_class_recall"]])
+    ax.bar(np.arange(len(names)) + (i - (len(runs) - 1) / 2) * width, rec[order], width,
+           label=f"{r.label} (bACC {r.results['test_bacc']:.1f})", color=_color(r))
+  counts = np.asarray(runs[0].results["class_counts"])
+  ax.set_xticks(np.arange(len(names)), [f"{names[k]}\n{counts[k]}" for k in order], fontsize=8)
+  ax.set_ylabel("test recall (%)")
+  ax.set_ylim(0, 100)
+  ax.legend(fontsize=8)
+  ax.set_title("Per-class test recall (classes by training count N_k, largest first)")
+  return _save(fig, path)
+
+
+def fig_cumulative_fp(runs: Sequence[Run], path: str) -> Optional[str]:
+  """The paper's Fig. 5: cumulative false positives over classes, largest class first."""
+  runs = [r for r in runs if r.finished and (r.results.get("test") or {}).get("cumulative_fp")]
+  if not runs:
+    return None
+  names = runs[0].results["class_names"]
+  order = count_order(runs[0].results["class_counts"])
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for r in runs:
+    # ERM and M2m are the paper's pair; the other rows are drawn thinner.
+    lw = 2.2 if r.stage in ("erm", "m2m") else 1.0
+    ax.plot(np.arange(len(names)), r.results["test"]["cumulative_fp"], marker="o", lw=lw,
+            label=r.label, color=_color(r))
+  ax.set_xticks(np.arange(len(names)), [names[k] for k in order], rotation=45, ha="right")
+  ax.set_xlabel("class (by training count, largest first)")
+  ax.set_ylabel("cumulative false positives (test)")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  ax.set_title("Cumulative false positives (Fig. 5)")
+  return _save(fig, path)
+
+
+# --- figures that need models and data ---------------------------------------
+
+
+def build_f(run: Run, input_shape, num_classes: int):
+  """f of a run with its best-validation weights."""
+  from m2m_tf import models  # pylint: disable=g-import-not-at-top
+  f = models.build_model("resnet32", input_shape, num_classes, normed_head=run.loss == "ldam")
+  f.load_weights(run.weights)
+  return f
+
+
+def load_official_g(path: str, input_shape=(32, 32, 3), num_classes: int = 10):
+  """The official pre-trained ResNet-32 g (PyTorch layout .npz), or None if the file is missing."""
+  if not os.path.isfile(path):
+    return None
+  from m2m_tf import models  # pylint: disable=g-import-not-at-top
+  g = models.build_model("resnet32", input_shape, num_classes, name="g")
+  return models.load_torch_state_dict(g, path)
+
+
+def features(f, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+  """f's penultimate features (the "avgpool" output) of uint8 images x, float32 [N, D]."""
+  import keras  # pylint: disable=g-import-not-at-top
+  body = keras.Model(f.input, f.get_layer("avgpool").output)
+  out = [np.asarray(body(x[i:i + batch_size].astype(np.float32) / 255.0, training=False))
+         for i in range(0, len(x), batch_size)]
+  return np.concatenate(out)
+
+
+def embed(feats: np.ndarray, method: str = "pca") -> np.ndarray:
+  """2-D embedding of features: PCA (default) or t-SNE (slower: about a minute per model)."""
+  if method == "tsne":
+    from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top
+    return TSNE(n_components=2, init="pca", random_state=0).fit_transform(feats)
+  from sklearn.decomposition import PCA  # pylint: disable=g-import-not-at-top
+  return PCA(n_components=2, random_state=0).fit_transform(feats)
+
+
+def fig_embedding(runs: Sequence[Run], data, path: str, method: str = "pca") -> Optional[str]:
+  """The paper's Fig. 4: f's test-set penultimate features in 2-D, one panel per run."""
+  runs = [r for r in runs if r.stage in EMBEDDING_STAGES and r.finished and r.weights]
+  if not runs:
+    return None
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, len(runs), figsize=(4.8 * len(runs), 4.6), squeeze=False)
+  cmap = plt.get_cmap("tab10")
+  for ax, r in zip(axes[0], runs):
+    f = build_f(r, data.x_test.shape[1:], data.num_classes)
+    z = embed(features(f, data.x_test), method)
+    for k, name in enumerate(data.class_names):
+      m = data.y_test == k
+      ax.scatter(z[m, 0], z[m, 1], s=2, alpha=0.5, color=cmap(k % 10), label=name)
+    ax.set_title(f"{r.label} (test bACC {r.results['test_bacc']:.1f})")
+    ax.set_xticks([])
+    ax.set_yticks([])
+  axes[0][-1].legend(markerscale=5, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+  fig.suptitle(f"f's penultimate features on the test set ({method.upper()}), coloured by class")
+  return _save(fig, path)
+
+
+def translation_f(runs: Sequence[Run]) -> Optional[Run]:
+  """The f for Fig. 6: the finished M2m run's, else ERM's (finished or its best so far)."""
+  by = {r.stage: r for r in runs}
+  if "m2m" in by and by["m2m"].finished and by["m2m"].weights:
+    return by["m2m"]
+  if "erm" in by and by["erm"].weights:
+    return by["erm"]
+  return None
+
+
+def translate_examples(g, f, data, n_seeds: int = 4, n_targets: int = 4, seed: int = 0):
+  """Majority-class training seeds translated towards the `n_targets` smallest classes.
+
+  Uses the M2m values of the CIFAR runs (`cifar_full.M2M_FLAGS`, `M2mConfig`'s
+  random start) and clips to [0, 1]. Returns a dict: x0 [S, H, W, C], major
+  (seed class), targets [T], x_star [T, S, H, W, C], p_before / p_after [T, S]
+  (g's softmax probability of the target at the seed and at x*).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from m2m_tf.m2m import translate  # pylint: disable=g-import-not-at-top
+  order = count_order(data.class_counts)
+  major, targets = int(order[0]), [int(k) for k in order[::-1][:n_targets]]
+  pool = np.flatnonzero(data.y_train == major)
+  pick = np.random.default_rng(seed).choice(pool, size=min(n_seeds, len(pool)), replace=False)
+  x0 = data.x_train[np.sort(pick)].astype(np.float32) / 255.0
+  m = cifar_full.M2M_FLAGS
+  # One translation call for all (target, seed) pairs: the T steps cost per call, not per row.
+  x_rep = np.tile(x0, (len(targets), 1, 1, 1))
+  t_rep = np.repeat(targets, len(x0))
+  # Traced once: eagerly the T gradient steps through two ResNet-32s take twice as long.
+  run = tf.function(lambda x, ys, yt: translate(
+      g, f, x, ys, yt, lam=m["lam"], step_size=m["step_size"], steps=m["steps"], clip_min=0.0,
+      clip_max=1.0, start_noise=_start_noise(), seed=tf.constant([seed, 0], tf.int64)))
+  xs = np.clip(run(x_rep, np.full(len(x_rep), major), t_rep).numpy(), 0.0, 1.0)
+  p_before = tf.nn.softmax(g(x_rep, training=False)).numpy()[np.arange(len(t_rep)), t_rep]
+  p_after = tf.nn.softmax(g(xs, training=False)).numpy()[np.arange(len(t_rep)), t_rep]
+  shape = (len(targets), len(x0))
+  return {"x0": x0, "major": major, "targets": targets,
+          "x_star": xs.reshape(shape + x0.shape[1:]), "p_before": p_before.reshape(shape),
+          "p_after": p_after.reshape(shape)}
+
+
+def fig_translations(g, f_run: Run, data, path: str) -> str:
+  """The paper's Fig. 6: seeds (top row) and their translations, one row per target class."""
+  f = build_f(f_run, data.x_train.shape[1:], data.num_classes)
+  ex = translate_examples(g, f, data)
+  names, gamma = data.class_names, cifar_full.M2M_FLAGS["gamma"]
+  n_t, n_s = len(ex["targets"]), len(ex["x0"])
+  plt = _pyplot()
+  fig, axes = plt.subplots(n_t + 1, n_s, figsize=(2.1 * n_s, 2.3 * (n_t + 1)), squeeze=False,
+                           layout="constrained")
+  for j in range(n_s):
+    axes[0][j].imshow(ex["x0"][j])
+    axes[0][j].set_title(f"seed: {names[ex['major']]}", fontsize=8)
+  for i, t in enumerate(ex["targets"]):
+    for j in range(n_s):
+      p0, p1 = ex["p_before"][i, j], ex["p_after"][i, j]
+      ok = " (accepted)" if p1 >= gamma else ""
+      axes[i + 1][j].imshow(ex["x_star"][i, j])
+      axes[i + 1][j].set_title(f"-> {names[t]}{ok}\ng({names[t]}): {p0:.2f} -> {p1:.2f}",
+                               fontsize=7)
+  for ax in axes.ravel():
+    ax.set_xticks([])
+    ax.set_yticks([])
+  state = "" if f_run.finished else f", unfinished: best of {f_run.epochs_done} epochs"
+  m = cifar_full.M2M_FLAGS
+  fig.suptitle(f"M2m translations with the official g and f = {f_run.label}'s{state}\n"
+               f"(lambda {m['lam']}, step {m['step_size']}, T {m['steps']}, start noise "
+               f"{_start_noise()}; accepted if g >= {gamma})", fontsize=9)
+  return _save(fig, path)
+
+
+def make_figures(runs: Sequence[Run], fig_dir: str, *, load_data: Callable[[], object],
+                 load_g: Callable[[], object], embedding: str = "pca") -> Dict[str, str]:
+  """Every figure whose inputs exist; returns {figure key: path} of those written.
+
+  `load_data()` (a `DatasetSplits`-like object: x_/y_ train and test as uint8
+  images and labels, class_names, class_counts, num_classes) and `load_g()`
+  (the official g, or None) are called only when a model figure is due; tests
+  inject small ones.
+  """
+  out = {"curves": fig_training_curves(runs, os.path.join(fig_dir, FIGURES["curves"])),
+         "recall": fig_per_class_recall(runs, os.path.join(fig_dir, FIGURES["recall"])),
+         "cumulative_fp": fig_cumulative_fp(runs, os.path.join(fig_dir, FIGURES["cumulative_fp"]))}
+  want_embedding = any(r.stage in EMBEDDING_STAGES and r.finished and r.weights for r in runs)
+  f_run = translation_f(runs)
+  data = load_data() if want_embedding or f_run else None
+  if want_embedding:
+    out["embedding"] = fig_embedding(runs, data, os.path.join(fig_dir, FIGURES["embedding"]),
+                                     embedding)
+  g = load_g() if f_run else None
+  if f_run and g is not None:
+    out["translations"] = fig_translations(g, f_run, data,
+                                           os.path.join(fig_dir, FIGURES["translations"]))
+  return {k: v for k, v in out.items() if v}
+
+
+# --- command line --------------------------------------------------------------
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+  """The command line (see the module docstring)."""
+  p = argparse.ArgumentParser(prog="python -m launch.cifar_report", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--root", default="results/cifar10_jpeg_lt_full",
+                 help="Folder of the run folders.")
+  p.add_argument("--results_dir", default="results",
+                 help="Where the table goes (figures under its figures/).")
+  p.add_argument("--data_dir", default=None,
+                 help="Data root (default $M2M_DATA_DIR, else ../shared/data).")
+  p.add_argument("--g_checkpoint", default=DEFAULT_G, help="The official pre-trained ResNet-32 g.")
+  p.add_argument("--skip_figures", action="store_true", help="Write the table only.")
+  p.add_argument("--embedding", choices=("pca", "tsne"), default="pca",
+                 help="2-D embedding of Fig. 4.")
+  return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Writes the table, then (unless --skip_figures) the figures; prints what it wrote."""
+  args = parse_args(argv)
+  runs = read_runs(args.root)
+  for path in write_table(runs, args.results_dir, args.root):
+    print(f"wrote {path}")
+  if args.skip_figures:
+    return 0
+
+  def load_data():
+    """The real CIFAR-10-LT JPEG splits (only read when a model figure is due)."""
+    from data_prep import registry  # pylint: disable=g-import-not-at-top
+    return registry.load_dataset(DATASET, args.data_dir, imbalance_ratio=IMBALANCE_RATIO)
+
+  written = make_figures(runs, os.path.join(args.results_dir, "figures"), load_data=load_data,
+                         load_g=lambda: load_official_g(args.g_checkpoint),
+                         embedding=args.embedding)
+  for key in FIGURES:
+    print(f"wrote {written[key]}" if key in written else f"skipped {FIGURES[key]} (no input yet)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,332 @@
+"""Crash-safe run state: epoch checkpoints that survive a kill at any instant (docs/runs.md).
+
+After every epoch `RunCheckpoint` commits, under `<output_dir>/ckpt/`:
+
+  state-NNNN.npz    f's weights and the optimizer's variables after NNNN completed epochs
+  best-eNNNN.npz    f's weights at the best validation epoch so far (written when it improves)
+  state-NNNN.json   the commit record: both files' sha256, the best-epoch record, the history
+                    rows and the epoch wall times
+
+The record is written last and atomically, so it is the commit point: a kill
+before it leaves the previous record in force (its epoch is repeated on resume,
+with the same batches and random draws); a kill after it loses nothing. The
+files users read (`history.csv`, `best_f.weights.h5`, `best_state.json`) are
+derived from the record and rewritten from it on resume. Each record is
+checked (hashes, shapes) when read; a damaged newest one falls back to the
+previous with a warning, never to fresh weights.
+
+The randomness of a run is stateless, a function of (seed, epoch) for the data
+and of (seed, optimizer.iterations) inside the step, so weights, optimizer
+variables (iterations included) and the epoch counter are the whole state.
+"""
+
+import csv
+import dataclasses
+import glob
+import io
+import json
+import os
+import re
+import shutil
+import time
+from typing import List, Optional, Sequence
+
+from absl import logging
+import keras
+import numpy as np
+
+from m2m_tf.errors import CheckpointError
+from m2m_tf.io_utils import TMP_PREFIX, atomic_save, atomic_write_json, atomic_write_text
+from m2m_tf.io_utils import file_sha256
+
+CKPT_DIR = "ckpt"
+HISTORY_FILE = "history.csv"
+BEST_WEIGHTS_FILE = "best_f.weights.h5"
+BEST_STATE_FILE = "best_state.json"
+_RECORD = re.compile(r"state-(\d{4,})\.json$")
+
+
+@dataclasses.dataclass
+class RunState:
+  """One committed checkpoint, loaded and verified."""
+
+  epochs_done: int
+  f_weights: List[np.ndarray]
+  optimizer_vars: List[np.ndarray]
+  best: Optional[dict]  # {"epoch", "score", "summaries"} or None before the first evaluation
+  best_weights: Optional[List[np.ndarray]]
+  history: List[dict]
+  epoch_seconds: List[float]
+  record_path: str
+
+
+def _save_npz(path: str, arrays: Sequence[np.ndarray]) -> str:
+  atomic_save(lambda tmp: np.savez(tmp, *arrays), path)
+  return file_sha256(path)
+
+
+def _load_npz(path: str, sha256: str) -> List[np.ndarray]:
+  if not os.path.exists(path):
+    raise CheckpointError(f"{path} is missing")
+  if file_sha256(path) != sha256:
+    raise CheckpointError(f"{path} does not match the sha256 of its record")
+  with np.load(path) as z:
+    return [z[f"arr_{i}"] for i in range(len(z.files))]
+
+
+def committed_records(ckpt_dir: str) -> List[tuple]:
+  """(epochs_done, record path) of every commit record in `ckpt_dir`, newest first."""
+  out = []
+  for path in glob.glob(os.path.join(ckpt_dir, "state-*.json")):
+    m = _RECORD.search(os.path.basename(path))
+    if m:
+      out.append((int(m.group(1)), path))
+  return sorted(out, reverse=True)
+
+
+def read_record(path: str) -> dict:
+  """The JSON of a commit record (no file checks); CheckpointError if it cannot be read."""
+  try:
+    with open(path) as fh:
+      return json.load(fh)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{path} cannot be read ({e})") from None
+
+
+def load_state(record_path: str) -> RunState:
+  """Reads a commit record and the files it names, verifying their hashes."""
+  rec = read_record(record_path)
+  folder = os.path.dirname(record_path)
+  try:
+    f_weights = _load_npz(os.path.join(folder, rec["state_file"]), rec["state_sha256"])
+    n_f = rec["n_f_weights"]
+    best = rec.get("best")
+    best_weights = None
+    if best is not None:
+      best_weights = _load_npz(os.path.join(folder, best["file"]), best["sha256"])
+  except (KeyError, TypeError, ValueError, OSError) as e:
+    if isinstance(e, CheckpointError):
+      raise
+    raise CheckpointError(f"{record_path} is damaged ({type(e).__name__}: {e})") from None
+  return RunState(epochs_done=int(rec["epochs_done"]), f_weights=f_weights[:n_f],
+                  optimizer_vars=f_weights[n_f:],
+                  best=None if best is None else {k: best[k] for k in ("epoch", "score", "summaries")},
+                  best_weights=best_weights, history=rec.get("history", []),
+                  epoch_seconds=rec.get("epoch_seconds", []), record_path=record_path)
+
+
+def latest_state(ckpt_dir: str) -> Optional[RunState]:
+  """The newest commit that verifies; warns for each damaged newer one.
+
+  Returns None when there is no record at all.
+  Raises:
+    CheckpointError: records exist but none is usable.
+  """
+  records = committed_records(ckpt_dir)
+  problems = []
+  for _, path in records:
+    try:
+      state = load_state(path)
+    except CheckpointError as e:
+      problems.append(str(e))
+      logging.warning("Damaged checkpoint skipped: %s", e)
+      continue
+    if problems:
+      logging.warning("Resuming from the previous checkpoint %s (%d epochs done).", path,
+                      state.epochs_done)
+    return state
+  if problems:
+    raise CheckpointError(f"no usable checkpoint in {ckpt_dir}: {'; '.join(problems)}. Pass "
+                          "--overwrite to start this run again from scratch.")
+  return None
+
+
+def write_history(path: str, rows: Sequence[dict]) -> None:
+  """history.csv from the committed rows: `epoch` first, then the other keys sorted."""
+  keys = sorted({k for r in rows for k in r if k != "epoch"})
+  buf = io.StringIO()
+  writer = csv.writer(buf, lineterminator="\n")
+  writer.writerow(["epoch"] + keys)
+  for r in rows:
+    writer.writerow([r["epoch"]] + [r.get(k, "") for k in keys])
+  atomic_write_text(path, buf.getvalue())
+
+
+def _json_float(v):
+  try:
+    return float(v)
+  except (TypeError, ValueError):
+    return v
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+  """Commits the run's state at every epoch end; restores it before training (module docstring).
+
+  Place it LAST among the callbacks: the epoch's evaluation and log entries
+  must exist when it commits.
+
+  Args:
+    output_dir: the run folder (checkpoints go to its `ckpt/`).
+    evaluation: the run's `BalancedEvaluation`, whose best-epoch record is
+      committed with the state and restored from it.
+    keep_last: committed states kept while training (>= 2, so a damaged newest
+      one has a predecessor).
+    keep_epochs: completed-epoch counts whose state is kept for good (phase-1
+      sharing: a deferred run branches from them, see `init_state`).
+  """
+
+  def __init__(self, output_dir: str, evaluation, *, keep_last: int = 2,
+               keep_epochs: Sequence[int] = ()):
+    super().__init__()
+    self.output_dir = output_dir
+    self.ckpt_dir = os.path.join(output_dir, CKPT_DIR)
+    self.evaluation = evaluation
+    self.keep_last = max(2, int(keep_last))
+    self.keep_epochs = {int(e) for e in keep_epochs}
+    self.history: List[dict] = []
+    self.epoch_seconds: List[float] = []
+    self._t0 = None
+
+  # --- restoring -------------------------------------------------------------
+
+  def apply(self, trainer, state: RunState) -> None:
+    """Loads a verified `RunState` into the trainer, its optimizer and the evaluation."""
+    f_vars = trainer.f.weights
+    opt = trainer.optimizer
+    if not opt.built:
+      opt.build(trainer.f.trainable_variables)
+    _check_shapes(state.record_path, "f", f_vars, state.f_weights)
+    _check_shapes(state.record_path, "optimizer", opt.variables, state.optimizer_vars)
+    for v, a in zip(f_vars, state.f_weights):
+      v.assign(a)
+    for v, a in zip(opt.variables, state.optimizer_vars):
+      v.assign(a)
+    ev = self.evaluation
+    if state.best is not None:
+      ev.best_epoch, ev.best_score = state.best["epoch"], state.best["score"]
+      ev.best_summaries, ev.best_weights = state.best["summaries"], state.best_weights
+    self.history = [dict(r) for r in state.history]
+    self.epoch_seconds = list(state.epoch_seconds)
+
+  def restore(self, trainer) -> int:
+    """Restores the newest usable commit; returns the epochs done (0: nothing to resume)."""
+    self.set_model(trainer)
+    self._clean_temporaries()
+    state = latest_state(self.ckpt_dir)
+    if state is None:
+      return 0
+    self.apply(trainer, state)
+    self._write_derived(state.epochs_done, best_changed=True)
+    self.prune(keep=self.keep_last)
+    return state.epochs_done
+
+  # --- committing ------------------------------------------------------------
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._t0 = time.time()
+
+  def on_epoch_end(self, epoch, logs=None):
+    row = {"epoch": int(epoch)}
+    row.update({k: _json_float(v) for k, v in (logs or {}).items()})
+    self.history = [r for r in self.history if r["epoch"] < epoch] + [row]
+    self.epoch_seconds = self.epoch_seconds[:epoch] + [time.time() - (self._t0 or time.time())]
+    self.commit(epoch + 1)
+
+  def commit(self, epochs_done: int) -> None:
+    """Writes the state after `epochs_done` epochs, then its record (the commit point)."""
+    os.makedirs(self.ckpt_dir, exist_ok=True)
+    trainer = self.model
+    state_file = f"state-{epochs_done:04d}.npz"
+    arrays = [np.asarray(v) for v in trainer.f.get_weights()]
+    arrays += [v.numpy() for v in trainer.optimizer.variables]
+    sha = _save_npz(os.path.join(self.ckpt_dir, state_file), arrays)
+    ev = self.evaluation
+    best = None
+    if ev.best_weights is not None:
+      best_file = f"best-e{ev.best_epoch:04d}.npz"
+      best_path = os.path.join(self.ckpt_dir, best_file)
+      best_sha = (file_sha256(best_path) if os.path.exists(best_path) and
+                  self._best_file_current(best_file) else _save_npz(best_path, ev.best_weights))
+      best = {"epoch": ev.best_epoch, "score": ev.best_score, "summaries": ev.best_summaries,
+              "file": best_file, "sha256": best_sha}
+    record = {"epochs_done": epochs_done, "state_file": state_file, "state_sha256": sha,
+              "n_f_weights": len(trainer.f.weights), "best": best, "history": self.history,
+              "epoch_seconds": self.epoch_seconds}
+    atomic_write_json(os.path.join(self.ckpt_dir, f"state-{epochs_done:04d}.json"), record)
+    self._write_derived(epochs_done, best_changed=best is not None and
+                        best["epoch"] == epochs_done - 1)
+    self.prune(keep=self.keep_last)
+
+  def _best_file_current(self, best_file: str) -> bool:
+    # A best file is reused only when the newest record names it (same weights);
+    # otherwise it is a leftover of an epoch that was repeated and is rewritten.
+    records = committed_records(self.ckpt_dir)
+    if not records:
+      return False
+    best = read_record(records[0][1]).get("best") or {}
+    return best.get("file") == best_file
+
+  def _write_derived(self, epochs_done: int, best_changed: bool) -> None:
+    """history.csv, and best_f.weights.h5 + best_state.json, from the committed state."""
+    write_history(os.path.join(self.output_dir, HISTORY_FILE), self.history)
+    ev = self.evaluation
+    if not best_changed or ev.best_weights is None:
+      return
+    weights_path = os.path.join(self.output_dir, BEST_WEIGHTS_FILE)
+    f = self.model.f
+    current = f.get_weights()
+
+    def save(tmp):
+      f.set_weights(ev.best_weights)
+      f.save_weights(tmp)
+
+    try:
+      atomic_save(save, weights_path)
+    finally:
+      f.set_weights(current)
+    atomic_write_json(os.path.join(self.output_dir, BEST_STATE_FILE), {
+        "best_epoch": ev.best_epoch, "best_score": ev.best_score, "summaries": ev.best_summaries,
+        "weights_sha256": file_sha256(weights_path), "epochs_done": epochs_done})
+
+  # --- pruning ---------------------------------------------------------------
+
+  def prune(self, keep: int) -> None:
+    """Deletes all but the `keep` newest commits (and `keep_epochs`), then unreferenced files."""
+    records = committed_records(self.ckpt_dir)
+    kept = [p for i, (n, p) in enumerate(records) if i < keep or n in self.keep_epochs]
+    for _, path in records:
+      if path not in kept:
+        os.remove(path)
+    referenced = {os.path.basename(p) for p in kept}
+    for path in kept:
+      rec = read_record(path)
+      referenced.add(rec.get("state_file"))
+      if rec.get("best"):
+        referenced.add(rec["best"].get("file"))
+    for path in glob.glob(os.path.join(self.ckpt_dir, "*")):
+      if os.path.basename(path) not in referenced:
+        os.remove(path)
+
+  def finalize(self) -> None:
+    """After a finished run: keeps only the `keep_epochs` states (removes ckpt/ if none)."""
+    self.prune(keep=0)
+    if os.path.isdir(self.ckpt_dir) and not os.listdir(self.ckpt_dir):
+      os.rmdir(self.ckpt_dir)
+
+  def _clean_temporaries(self) -> None:
+    for folder in (self.output_dir, self.ckpt_dir):
+      for path in glob.glob(os.path.join(folder, TMP_PREFIX + "*")):
+        if os.path.isdir(path):
+          shutil.rmtree(path, ignore_errors=True)
+        else:
+          os.remove(path)
+
+
+def _check_shapes(where: str, what: str, variables, arrays) -> None:
+  if len(variables) != len(arrays):
+    raise CheckpointError(f"{where}: {what} has {len(arrays)} arrays, the model "
+                          f"{len(variables)}; the checkpoint belongs to another model.")
+  for v, a in zip(variables, arrays):
+    if tuple(v.shape) != tuple(a.shape):
+      raise CheckpointError(f"{where}: {what} variable {v.path} has shape {tuple(v.shape)}, "
+                            f"the checkpoint {tuple(a.shape)}.")

@@ -1,0 +1,163 @@
+"""Fault injection: a real run is killed with SIGKILL at 20+ points and resumed after each.
+
+The run is M2m on a small synthetic set with g trained first (so kills land in
+g's run and in f's). A driver process SIGKILLs itself at the n-th firing of a
+named point (after a history row appears, in the middle of a checkpoint write,
+between a state file and its record, during the export, ...), or the test kills
+it from outside after a delay. After each kill the same command runs again.
+The final results.json, weights and history must equal an uninterrupted run's.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import h5py
+import pytest
+import tensorflow as tf
+
+pytestmark = pytest.mark.slow
+
+CONFIG = dict(dataset="synthetic_lt", method="m2m", seed=0, verbose=0, jit_compile="false",
+              n_buckets=2, gamma=0.2, beta=0.99,
+              dataset_options=dict(n_max=80, dim=8, n_val_per_class=10, n_test_per_class=10))
+
+DRIVER = textwrap.dedent("""
+    import json, os, signal, sys
+    from m2m_tf.training import checkpoint, run
+    point, nth = sys.argv[2], int(sys.argv[3])
+    count = [0]
+
+    def fire(name):
+      if name == point:
+        count[0] += 1
+        if count[0] == nth:
+          os.kill(os.getpid(), signal.SIGKILL)
+
+    save, write_json, write_history = (checkpoint.atomic_save, checkpoint.atomic_write_json,
+                                       checkpoint.write_history)
+
+    def atomic_save(save_fn, path):
+      def torn(tmp):  # the file is half written when the kill comes
+        save_fn(tmp)
+        with open(tmp, "rb") as fh:
+          data = fh.read()
+        with open(tmp, "wb") as fh:
+          fh.write(data[: len(data) // 2])
+        fire("during_" + ("state" if "state-" in path else "best") + "_write")
+        with open(tmp, "wb") as fh:
+          fh.write(data)
+      save(torn, path)
+
+    def atomic_write_json(path, obj):
+      record = os.path.basename(path).startswith("state-")
+      if record:
+        fire("before_record")
+      write_json(path, obj)
+      if record:
+        fire("after_record")
+
+    def history(path, rows):
+      write_history(path, rows)
+      fire("after_history")
+
+    replace_dir, results_json = run.atomic_replace_dir, run.atomic_write_json
+
+    def export(build_fn, path):
+      def build(p):
+        build_fn(p)
+        fire("during_export")
+      replace_dir(build, path)
+
+    def results(path, obj):
+      results_json(path, obj)
+      fire("after_results")
+
+    checkpoint.atomic_save, checkpoint.atomic_write_json = atomic_save, atomic_write_json
+    checkpoint.write_history = history
+    run.atomic_replace_dir, run.atomic_write_json = export, results
+    cfg = run.ExperimentConfig(**json.loads(sys.argv[1]))
+    run.run_experiment(cfg)
+""")
+
+# (point, n-th firing in that process). Each killed process resumes from the last
+# commit, so the list walks through g's run (6 epochs), its export, then f's run.
+KILLS = [
+    ("timer", 5.0), ("timer", 8.0), ("timer", 11.0),
+    ("after_history", 1), ("during_state_write", 1), ("before_record", 1), ("after_record", 1),
+    ("during_best_write", 1), ("after_history", 2), ("during_state_write", 2),
+    ("before_record", 2), ("during_export", 1), ("after_results", 1),  # g's run ends here
+    ("after_history", 1), ("after_history", 3), ("during_state_write", 1), ("after_record", 2),
+    ("before_record", 1), ("during_best_write", 1), ("after_history", 1),
+    ("during_export", 1), ("during_export", 1),
+]
+
+
+def _h5(path):
+  out = {}
+  with h5py.File(path, "r") as fh:
+    fh.visititems(lambda k, v: out.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset) else None)
+  return out
+
+
+def _results(folder):
+  with open(os.path.join(folder, "results.json")) as fh:
+    res = json.load(fh)
+  res.pop("seconds")
+  return res
+
+
+class FaultInjectionTest(tf.test.TestCase):
+
+  def _run(self, out, point="none", nth=0, timeout=300):
+    cfg = json.dumps(dict(CONFIG, output_dir=out))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = [sys.executable, "-c", DRIVER, cfg, point, str(nth)]
+    if point != "timer":
+      return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(nth)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    return subprocess.CompletedProcess(cmd, proc.returncode, "", proc.stderr.read())
+
+  def test_killed_at_many_points_resumes_to_the_same_run(self):
+    root = tempfile.mkdtemp(prefix="m2m_fault_")
+    os.environ["M2M_CACHE_DIR"] = os.path.join(root, "cache")
+    reference = os.path.join(root, "reference")
+    proc = self._run(reference)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    out = os.path.join(root, "killed")
+    killed = 0
+    for point, nth in KILLS:
+      proc = self._run(out, point, nth)
+      if os.path.exists(os.path.join(out, "results.json")):
+        break
+      self.assertEqual(proc.returncode, -signal.SIGKILL, f"{point} {nth}: {proc.stderr[-3000:]}")
+      killed += 1
+    self.assertGreaterEqual(killed, 20)
+    proc = self._run(out)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertEqual(_results(reference), _results(out))
+    for sub in ("", "g_erm"):
+      a, b = _h5(os.path.join(reference, sub, "best_f.weights.h5")), _h5(
+          os.path.join(out, sub, "best_f.weights.h5"))
+      for k in a:
+        self.assertAllEqual(a[k], b[k], msg=f"{sub}/{k}")
+      with open(os.path.join(reference, sub, "history.csv")) as fa, \
+           open(os.path.join(out, sub, "history.csv")) as fb:
+        self.assertEqual(list(csv.reader(fa)), list(csv.reader(fb)))
+      leftovers = [n for n in os.listdir(os.path.join(out, sub)) if n.startswith(".tmp-")]
+      self.assertEqual(leftovers, [])
+      self.assertFalse(os.path.exists(os.path.join(out, sub, "ckpt")))
+
+
+if __name__ == "__main__":
+  tf.test.main()
