@@ -1,4 +1,4 @@
-"""CIFAR-10-LT from the JPEG re-encoded CIFAR-10 copy (PROVENANCE §3).
+"""CIFAR-10-LT from the JPEG re-encoded CIFAR-10 copy (docs/data.md#cifar-10-jpeg-substitute).
 
 A lossy substitute for CIFAR-10 when no lossless copy can be downloaded:
 results on it are comparable with each other, not with the paper's to the
@@ -133,7 +133,7 @@ def build_cifar10_jpeg_lt(data_dir: Optional[Union[str, os.PathLike]] = None,
     imbalance_ratio: N_max / N_min (100 or 10 in the paper).
     cache_dir: see `cache.resolve_cache_dir`; the decoded arrays are cached.
     use_cache: read/write the decoded arrays from/to the cache.
-    verify_checksums: check the archives' sha256 (PROVENANCE §3) first.
+    verify_checksums: check the archives' sha256 (docs/data.md#checksums) first.
 
   Returns:
     DatasetSplits named "cifar10_jpeg_lt", uint8 NHWC, input_kind "image",

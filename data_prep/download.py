@@ -6,7 +6,7 @@ Command line (on a machine with internet access):
   python -m data_prep.download --dataset twitter --data_dir DIR
 
 Each file is fetched from raw.githubusercontent.com at the exact commit given
-in shared/data/PROVENANCE.md, written under DIR with the same relative layout
+in `RAW_FILES` (docs/data.md#checksums), written under DIR with the same relative layout
 (`r52/r52-train.txt`, `twitter_pos/hendrycks/tweets-train.txt`, ...), and its
 sha256 is checked before the file is moved into place (a temporary file in the
 same folder, then `os.replace`). A checksum mismatch leaves nothing behind.
@@ -35,7 +35,7 @@ _ARK = ("brendano/ark-tweet-nlp", "72755ccd1b29ba8e1dbbb49efe57ba9723c0013b")
 
 
 class ChecksumError(ValueError):
-  """A file's sha256 is not the one recorded in PROVENANCE.md."""
+  """A file's sha256 is not the one recorded in `RAW_FILES` (docs/data.md#checksums)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,7 @@ class RawFile:
             f"{self.source_path}")
 
 
-# Relative path under the data root -> source and checksum (PROVENANCE.md).
+# Relative path under the data root -> source and checksum (docs/data.md#checksums).
 RAW_FILES: Dict[str, RawFile] = {
     "r52/r52-train.txt": RawFile(
         *_HENDRYCKS, "NLP/Categorization/data/r52-train.txt",
@@ -231,7 +231,7 @@ def checked_raw_files(root, relative_paths, verify_checksums=True):
   Args:
     root: the data root (`paths.resolve_data_dir`).
     relative_paths: files relative to the root, e.g. ("r52/r52-train.txt", ...).
-    verify_checksums: compare each sha256 with PROVENANCE.md's (ChecksumError on
+    verify_checksums: compare each sha256 with RAW_FILES' (ChecksumError on
       a mismatch); False only for tests on small fake files.
   Returns:
     (paths, digests): the absolute paths in order, and {relative path: sha256}.

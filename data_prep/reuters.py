@@ -1,4 +1,4 @@
-"""Reuters R52 as a 1000-d binary bag of words (SPEC §2, PROVENANCE §1).
+"""Reuters R52 as a 1000-d binary bag of words (docs/data.md#reuters-r52).
 
 Pipeline, following prior work (Hendrycks & Gimpel 2017, whose R52 setup M2m
 uses):
@@ -28,7 +28,6 @@ readability only: the library never assumes class 0 is the largest.
 import collections
 import hashlib
 import os
-import pathlib
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -83,7 +82,7 @@ def remove_stop_words(words: Sequence[str]) -> List[str]:
 
 def build_vocabulary(documents: Sequence[Sequence[str]],
                      vocab_size: int) -> Dict[str, int]:
-  """Word -> index by PROVENANCE §1 step 3 (see the module docstring).
+  """Word -> index by prior work's rule (step 3 of the module docstring; docs/data.md#reuters-r52).
 
   Args:
     documents: token lists (stop words already removed), training only.
@@ -223,8 +222,8 @@ def build_reuters(data_dir: Optional[Union[str, os.PathLike]] = None, *,
     min_test_docs: classes with fewer test documents are dropped.
     cache_dir: see `cache.resolve_cache_dir`.
     use_cache: read/write the built arrays from/to the cache.
-    verify_checksums: check the raw files' sha256 against PROVENANCE.md
-      first (False only for tests on small fake files).
+    verify_checksums: check the raw files' sha256 against the recorded ones
+      (docs/data.md#checksums) first (False only for tests on small fake files).
 
   Returns:
     DatasetSplits with input_kind "bow", clip_range (0, 1).

@@ -15,7 +15,7 @@ dir*. The builders look, in order, in: the `tfds_data_dir` argument;
 `download=True` is passed; without prepared data a `DataNotFoundError` says
 how to prepare it (`python -m data_prep.tfds_images --prepare NAME`).
 
-Construction of each dataset (SPEC §2; differences are documented here):
+Construction of each dataset (docs/data.md; differences are documented here):
 
 - cifar10_lt / cifar100_lt (TFDS `cifar10` / `cifar100`): TFDS stores the
   examples shuffled but keeps the original index in the `id` feature
@@ -27,7 +27,7 @@ Construction of each dataset (SPEC §2; differences are documented here):
   each CIFAR-10 class are validation).
 - celeba5 (TFDS `celeb_a`, the aligned 178x218 images): 5 hair colours. Class
   order (Gray_Hair, Black_Hair, Blond_Hair, Brown_Hair, Bald) is inferred:
-  the official train list (PROVENANCE §4) has label counts 424 / 2423 / 1499 /
+  the official train list (docs/data.md, CelebA-5) has label counts 424 / 2423 / 1499 /
   2078 / 227, which are the whole-CelebA attribute totals (8499, 48472,
   29983, 41572, 4547) divided by 20 in that order. An image belongs to class
   k when exactly one of the five attributes is set. Train: the first
@@ -141,7 +141,7 @@ def split_eval_per_class(labels, num_classes: int, *,
                          val_fraction: float = VAL_FRACTION,
                          order_key=None) -> Tuple[np.ndarray, np.ndarray]:
   """Splits a balanced evaluation set: per class the first int(round(n_k *
-  val_fraction)) examples are validation, the rest test (SPEC §2: 10% / 90%;
+  val_fraction)) examples are validation, the rest test (docs/data.md: 10% / 90%;
   the official M2m code takes CIFAR-10 test images 0..99 of each class as
   validation).
 

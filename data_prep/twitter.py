@@ -1,4 +1,4 @@
-"""Twitter POS tagging, one example per token (SPEC §2, PROVENANCE §2).
+"""Twitter POS tagging, one example per token (docs/data.md#twitter-pos).
 
 Files (`token<TAB>tag` per line, a blank line after each tweet):
 - source="hendrycks" (default; normalised tokens, as used by prior work):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ERM, then M2m from that ERM g, on CIFAR-10-LT (ratio 100) built from the JPEG substitute
-# (../shared/data/cifar10_jpeg, PROVENANCE §3), with a schedule short enough for a 2-core CPU.
+# (../shared/data/cifar10_jpeg, docs/data.md#cifar-10-jpeg-substitute), with a schedule short
+# enough for a 2-core CPU.
 #
 #   nohup nice -n 10 launch/cifar_cpu_short.sh > runs/cifar10_jpeg_cpu_short.log 2>&1 &
 #

@@ -22,7 +22,6 @@ only its two newest epoch states (ckpt/), a finished one only its branch point.
 """
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from absl import app
 from absl import flags
 
 from m2m_tf.cli import run_absl
+from m2m_tf.io_utils import read_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("status", False, "Print the state of every stage and the time left; run nothing.")
@@ -97,23 +97,17 @@ def command(stage: Stage) -> List[str]:
   return cmd
 
 
-def _read_json(path: str) -> Optional[dict]:
-  try:
-    with open(path) as fh:
-      return json.load(fh)
-  except (OSError, ValueError):
-    return None
-
-
 def progress(stage: Stage) -> dict:
   """epochs done, mean seconds per epoch of this stage, and whether it finished."""
   from m2m_tf.training import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  results = _read_json(os.path.join(stage.run_dir, "results.json"))
+  results = read_json(os.path.join(stage.run_dir, "results.json"))
   records = ckpt_lib.committed_records(os.path.join(stage.run_dir, ckpt_lib.CKPT_DIR))
   rec = ckpt_lib.read_record(records[0][1]) if records else {}
   seconds = [s for s in rec.get("epoch_seconds", [])[BRANCH_EPOCH if stage.branch_from else 0:] if s]
+  # The pace of the last 10 epochs (median): the machine's load changes between sessions.
+  recent = sorted(seconds[-10:])
   return {"done": bool(results), "results": results, "epochs": rec.get("epochs_done", 0),
-          "sec_per_epoch": sum(seconds) / len(seconds) if seconds else None}
+          "sec_per_epoch": recent[len(recent) // 2] if recent else None}
 
 
 def _erm_epoch_seconds() -> Optional[float]:

@@ -23,7 +23,6 @@ metrics of an epoch that was not selected on validation are never reported.
 import argparse
 import dataclasses
 import glob
-import json
 import math
 import os
 import sys
@@ -34,7 +33,7 @@ import pandas as pd
 
 from launch import cifar_full
 from launch import tables
-from m2m_tf.io_utils import atomic_write_text
+from m2m_tf.io_utils import atomic_write_text, read_json
 
 DATASET = "cifar10_jpeg_lt"
 IMBALANCE_RATIO = 100
@@ -85,18 +84,10 @@ class Run:
     return path if os.path.exists(path) else None
 
 
-def _read_json(path: str) -> Optional[dict]:
-  try:
-    with open(path) as fh:
-      return json.load(fh)
-  except (OSError, ValueError):
-    return None
-
-
 def _newest_record(run_dir: str) -> Optional[dict]:
   """The newest readable ckpt/state-NNNN.json of a run (no file hashes checked)."""
   for path in sorted(glob.glob(os.path.join(run_dir, "ckpt", "state-*.json")), reverse=True):
-    rec = _read_json(path)
+    rec = read_json(path)
     if rec is not None:
       return rec
   return None
@@ -136,8 +127,8 @@ def read_run(root: str, stage) -> Run:
   run = Run(stage.name, stage.loss, stage.method, os.path.join(root, f"{stage.name}_s0"))
   if not os.path.isdir(run.run_dir):
     return run
-  run.flags = _read_json(os.path.join(run.run_dir, "flags.json"))
-  run.results = _read_json(os.path.join(run.run_dir, "results.json"))
+  run.flags = read_json(os.path.join(run.run_dir, "flags.json"))
+  run.results = read_json(os.path.join(run.run_dir, "results.json"))
   record = _newest_record(run.run_dir)
   run.history = _history(run.run_dir, record)
   run.epochs_total = int((run.flags or {}).get("epochs") or 200)

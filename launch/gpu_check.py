@@ -75,7 +75,6 @@ def short_schedule(epochs: int, deferred: int) -> dict:
 
 def tiny_subset(data, per_class: int = 12, eval_per_class: int = 4):
   """A few images per class of a DatasetSplits (for --tiny), long-tailed like the original."""
-  from data_prep import splits  # pylint: disable=g-import-not-at-top
   from data_prep import synthetic  # pylint: disable=g-import-not-at-top
   counts = synthetic.long_tail_counts(per_class, data.num_classes, 4)
 

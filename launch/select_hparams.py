@@ -1,4 +1,6 @@
-r"""Select M2m's (beta, lam, gamma) on the VALIDATION split over the paper's grid (SPEC §1).
+r"""Select M2m's (beta, lam, gamma) on the VALIDATION split over the paper's grid.
+
+The grid and the rule: docs/method.md#hyper-parameters-and-their-selection.
 
   python -m launch.select_hparams --dataset=reuters --losses=ce,ldam --seeds=0
 

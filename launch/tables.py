@@ -39,7 +39,7 @@ TABLE2_ROWS: Dict[str, tuple] = {
     "ldam_m2m": ("LDAM-M2m", {"loss": "ldam", "method": "m2m"}),
 }
 
-# Ablations of SPEC §1 (paper Tables 3-5), each a flag value on top of ERM-M2m.
+# Ablations (docs/method.md#ablations; paper Tables 3-5), each a flag value on top of ERM-M2m.
 ABLATION_ROWS: Dict[str, tuple] = {
     "m2m": ("M2m", {}),
     "m2m_self": ("M2m-Self (g := f)", {"self_translation": True}),
@@ -56,7 +56,7 @@ ABLATION_ROWS: Dict[str, tuple] = {
        for p in (10, 50, 100, 200, 500)},
 }
 
-# SPEC §4: the paper's bACC / GM (mean of 3 seeds).
+# The paper's reported bACC / GM (mean of 3 seeds), per dataset and row.
 PAPER = {
     "reuters": {
         "erm": (59.8, 53.8), "rs": (63.3, 57.4), "smote": (62.5, 56.8), "rw": (65.0, 59.2),

@@ -42,7 +42,7 @@ import numpy as np
 
 # Class counts of the benchmark workloads.
 CIFAR10_LT_R100_COUNTS = (5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50)
-# Reuters R52 training counts of the 36 kept classes (PROVENANCE.md, 6436 docs).
+# Reuters R52 training counts of the 36 kept classes (docs/data.md#reuters-r52, 6436 docs).
 REUTERS_COUNTS = (2840, 1596, 253, 251, 206, 190, 123, 108, 97, 90, 70, 58, 54, 46, 41, 37, 37,
                   33, 31, 31, 31, 26, 24, 22, 19, 17, 15, 14, 13, 13, 13, 10, 9, 8, 6, 4)
 

@@ -1,4 +1,4 @@
-r"""Evaluate a saved classifier on a dataset split (SPEC §3 metrics).
+r"""Evaluate a saved classifier on a dataset split (the metrics of docs/method.md#metrics).
 
   python -m m2m_tf.evaluate --dataset=cifar10_jpeg_lt \
       --checkpoint=../shared/pretrained/official_erm_resnet32_cifar10lt_r100.npz \
@@ -141,11 +141,14 @@ def _diagnose_h5(model, checkpoint, data_name, input_shape, num_classes) -> Opti
   diff = {n: (got[n], want[n]) for n in sorted(set(got) & set(want)) if got[n] != want[n]}
   ckpt_k = [g[-1] for g, w in diff.values() if w[-1:] == (num_classes,) and g[:-1] == w[:-1]]
   # A first-layer kernel (d, units) or (kh, kw, channels, filters) gives the input's last axis.
-  ckpt_in = [g[-2] for g, w in diff.values()
-             if len(w) >= 2 and w[-2] == input_shape[-1] and g[-2] != w[-2] and g[-1] == w[-1]]
+  # (Its output width may differ too: another hidden size.)
+  first = [(got[n], want[n]) for n in set(got) & set(want)
+           if len(want[n]) >= 2 and len(got[n]) == len(want[n]) and want[n][-2] == input_shape[-1]]
+  ckpt_in = [g[-2] for g, w in first if g[-2] != w[-2]]
   if ckpt_k or ckpt_in:
     # Weights fix only the input's last axis (features or channels), not an image's size.
-    in_shape = (None,) * (len(input_shape) - 1) + (ckpt_in[0] if ckpt_in else input_shape[-1],)
+    last = ckpt_in[0] if ckpt_in else (input_shape[-1] if first else None)
+    in_shape = (None,) * (len(input_shape) - 1) + (last,)
     return str(_mismatch(checkpoint, data_name, in_shape, ckpt_k[0] if ckpt_k else num_classes,
                          input_shape, num_classes))
   return _layer_difference(checkpoint, model.name, got, want, diff)

@@ -73,6 +73,16 @@ def atomic_write_text(path: str, text: str) -> None:
   atomic_save(write, path)
 
 
+def read_json(path: str):
+  """The JSON object in `path`, or None when it is missing, unreadable or not a JSON object."""
+  try:
+    with open(path) as fh:
+      out = json.load(fh)
+  except (OSError, ValueError):
+    return None
+  return out if isinstance(out, dict) else None
+
+
 def file_sha256(path: str) -> str:
   """The hex sha256 of a file's bytes."""
   h = hashlib.sha256()

@@ -1,4 +1,4 @@
-"""Per-example losses and class weights of M2m's baselines (SPEC §1 "Baselines").
+"""Per-example losses and class weights of M2m's baselines (docs/method.md#baselines-and-losses).
 
 Every loss here maps integer labels [B] and logits [B, K] to a PER-EXAMPLE loss
 of shape [B]. The batch reduction (with optional per-class weights) is done
@@ -168,7 +168,8 @@ def ldam(labels, logits, class_counts: ArrayLike, max_margin: float = 0.5,
   L_i = CE(s * (z_i - m_{y_i} e_{y_i}), y_i): the margin of the true class is
   subtracted from its logit only, then all logits are scaled by s. The logits
   are meant to be cosine similarities from a normalised last layer (the
-  official `resnet32_norm`); with a plain linear head LDAM diverges (SPEC §1).
+  official `resnet32_norm`); with a plain linear head LDAM diverges
+  (docs/method.md#ldam-and-the-cosine-head).
 
   Args:
     labels: int [B].

@@ -4,7 +4,7 @@ r"""Train a classifier on long-tailed data with M2m or a baseline.
   python -m m2m_tf.main --dataset=reuters --method=drw --loss=ldam --seed=1 \
       --output_dir=runs/reuters_ldam_drw_s1
 
-Unset schedule flags take the dataset's recipe (SPEC §2, m2m_tf/recipes.py).
+Unset schedule flags take the dataset's recipe (docs/method.md#training-recipes, m2m_tf/recipes.py).
 This is the only module that reads FLAGS; it turns them into an
 `ExperimentConfig` for `m2m_tf.training.run.run_experiment`.
 """

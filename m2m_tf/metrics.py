@@ -1,4 +1,4 @@
-"""Evaluation metrics of SPEC §3 (NumPy, host side).
+"""Evaluation metrics of docs/method.md#metrics (NumPy, host side).
 
 All per-class quantities index classes 0..K-1 as the dataset does. Classes
 absent from y_true (no test example) have an undefined recall: it is NaN and
@@ -95,7 +95,7 @@ def geometric_mean(recalls, correction: float = 0.001) -> float:
   """GM: geometric mean of per-class recalls, zero recalls replaced by `correction`.
 
   As imbalanced-learn's `geometric_mean_score(average='multiclass',
-  correction=0.001)` (SPEC §3): without the correction a single class with
+  correction=0.001)` (docs/method.md#metrics): without the correction a single class with
   zero recall makes GM 0. NaN recalls (classes absent from y_true) are
   skipped. correction=0 gives the plain GM.
   """
@@ -133,7 +133,7 @@ def _check_same_k(recalls, class_counts):
 
 
 def majority_classes(class_counts) -> np.ndarray:
-  """Boolean mask [K]: the majority classes of SPEC §3.
+  """Boolean mask [K]: the majority classes (docs/method.md#metrics).
 
   Classes are sorted by training count, largest first (ties: lower index
   first); the majority is the shortest prefix whose counts together first
@@ -216,7 +216,7 @@ def _pct(v: float):
 
 
 def summarize(y_true: ArrayLike, y_pred: ArrayLike, class_counts) -> Dict:
-  """All SPEC §3 metrics of one prediction, as a JSON-serialisable dict.
+  """All metrics of docs/method.md#metrics for one prediction, as a JSON-serialisable dict.
 
   K = len(class_counts) (the TRAINING counts N_k). Keys:
     acc: plain accuracy (%).

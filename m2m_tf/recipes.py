@@ -1,4 +1,7 @@
-"""Per-dataset training recipes (SPEC §2). Flags left unset in `m2m_tf.main` take these values."""
+"""Per-dataset training recipes (docs/method.md#training-recipes).
+
+Flags left unset in `m2m_tf.main` take these values.
+"""
 
 import dataclasses
 from typing import Dict, Tuple
@@ -28,7 +31,7 @@ class Recipe:
 
 # The ERM run that trains g for the M2m run with seed s uses seed s + G_SEED_OFFSET: g must be a
 # classifier trained independently of f (its own initialisation and batch order), as in the
-# paper, where g is a separately pre-trained network (docs/method.md).
+# paper, where g is a separately pre-trained network (docs/method.md#the-two-classifiers-f-and-g).
 G_SEED_OFFSET = 1000
 
 RECIPES: Dict[str, Recipe] = {

@@ -1,4 +1,4 @@
-"""SMOTE oversampling (Chawla et al. 2002), the ERM-SMOTE baseline of SPEC §1.
+"""SMOTE oversampling (Chawla et al. 2002), the ERM-SMOTE baseline (docs/method.md, baselines).
 
 For every class c with N_c < target_c, `target_c - N_c` synthetic examples are
 made; each one picks a base example x_i of class c uniformly at random, one of
@@ -19,7 +19,7 @@ by default every class is oversampled up to N_max = max_k N_k (imbalanced-learn'
     distribution) differ from imbalanced-learn's `random_state`.
 """
 
-from typing import Mapping, Optional, Sequence, Tuple, Union
+from typing import Mapping, Sequence, Tuple, Union
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors

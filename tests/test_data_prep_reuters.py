@@ -15,7 +15,7 @@ from data_prep import paths
 from data_prep import reuters
 from data_prep import stopwords
 
-# PROVENANCE.md §1: training counts of the 36 kept classes.
+# docs/data.md#reuters-r52: training counts of the 36 kept classes.
 PROVENANCE_COUNTS = [
     ("earn", 2840), ("acq", 1596), ("crude", 253), ("trade", 251),
     ("money-fx", 206), ("interest", 190), ("money-supply", 123),

@@ -12,7 +12,7 @@ import numpy as np
 from data_prep import paths
 from data_prep import twitter
 
-# PROVENANCE.md §2: training tag counts without M (3) and Y (2).
+# docs/data.md#twitter-pos: training tag counts without M (3) and Y (2).
 PROVENANCE_COUNTS = [
     ("V", 2219), ("N", 2003), (",", 1715), ("P", 1252), ("O", 1063),
     ("^", 890), ("D", 869), ("A", 755), ("@", 713), ("R", 689), ("~", 538),

@@ -3,7 +3,7 @@
 The logical devices must be configured before TensorFlow initialises, so the
 comparison runs in a subprocess. It fits the same M2mTrainer (M2m phase 2 on
 from epoch 1, coupled weight decay, momentum, class weights; jit_compile=False,
-as PLATFORM.md says XLA fails on 2 logical CPUs) once with the default strategy
+as docs/platform.md says XLA fails on 2 logical CPUs) once with the default strategy
 and once with MirroredStrategy on the same global batches, and compares the
 loss history, the M2m statistics and the final weights.
 

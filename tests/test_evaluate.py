@@ -225,6 +225,13 @@ class EvaluateTest(tf.test.TestCase):
         f"m2m_tf.evaluate: error: checkpoint {wrong!r} does not fit dataset synthetic_lt: the "
         "checkpoint takes input shape (20,) and predicts 7 classes, the dataset has input shape "
         "(32,) and 5 classes"])
+    # Another hidden width too (Reuters' 1000-256-36 MLP on synthetic_lt, found by a probe):
+    # the input width still comes from the checkpoint, never from the dataset.
+    other = os.path.join(self.tmp, "other.weights.h5")
+    models.build_model("mlp", (40,), 9, hidden_units=(16,)).save_weights(other)
+    rc, out, err = _cli([f"--checkpoint={other}", "--dataset=synthetic_lt"])
+    self.assertEqual(rc, 1)
+    self.assertIn("the checkpoint takes input shape (40,) and predicts 9 classes", err)
     # A run folder of synthetic_lt (the recipe's 64 hidden units): no --dataset, no --arch.
     mlp = models.build_model("mlp", (32,), 5, hidden_units=(64,))
     run = self._run_folder({"dataset": "synthetic_lt", "loss": "ce", "dataset_options": {}},

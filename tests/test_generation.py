@@ -1,4 +1,4 @@
-"""Statistical and exact tests of m2m_tf.m2m.generation (SPEC §1 steps 1-4).
+"""Statistical and exact tests of m2m_tf.m2m.generation (docs/method.md#phase-2-generation).
 
 Most tests make the chosen seed observable: with steps=0 and no random start,
 x* is the seed x_j itself, and every input row is unique, so an accepted slot

@@ -3,7 +3,7 @@
 Every epoch draws `epoch_size` indices (default N, the training-set size) as a
 pure function of (seed, epoch) with stateless philox ops, then gathers whole
 batches at once (one index draw per batch, vectorised gather and augmentation:
-the fastest layout measured in PLATFORM.md). Because an epoch's data depend on
+the fastest layout measured, docs/platform.md#input-pipeline). Because an epoch's data depend on
 its number only, a run resumed at epoch e (m2m_tf.training.checkpoint)
 sees exactly the batches an uninterrupted run would: build the stream with
 `start_epoch=e`.
@@ -12,10 +12,10 @@ Sampling modes per epoch:
   * uniform: a random permutation of the training set;
   * balanced: each draw picks a class uniformly, then an example of that class
     uniformly, i.e. example n is drawn with probability proportional to
-    1 / N_{y_n} (SPEC §1 phase 2, and RS/DRS).
+    1 / N_{y_n} (M2m phase 2 and RS/DRS, docs/method.md#phases).
 """
 
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf

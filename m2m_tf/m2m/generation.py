@@ -1,6 +1,6 @@
 """Phase-2 batch rewriting of M2m: slots, seeds, rejection, translation, acceptance.
 
-SPEC §1 steps 1-4, for a class-balanced batch (x, y):
+docs/method.md#phase-2-generation, for a class-balanced batch (x, y):
 
   1. slot i generates with probability 1 - N_{y_i} / N_max;
   2. a seed j is drawn from the seed set (the batch, or a fixed pool) with
@@ -89,7 +89,7 @@ class M2mConfig:
 
 
 def generation_probability(class_counts: Sequence[int]) -> np.ndarray:
-  """P(slot of class k generates) = 1 - N_k / N_max (SPEC §1 step 1), float64."""
+  """P(slot of class k generates) = 1 - N_k / N_max (docs/method.md, step 1), float64."""
   n = np.asarray(class_counts, np.float64)
   if n.ndim != 1 or n.size == 0 or np.any(n <= 0):
     raise ValueError(f"class_counts must be positive, got {class_counts}.")
@@ -170,7 +170,7 @@ def bucket_sizes(batch_size: int, n_buckets: int) -> Tuple[int, ...]:
 def generate(g, f, x, y, class_counts, config: M2mConfig, seed,
              seed_x=None, seed_y=None, *,
              static_shapes: bool = True) -> Tuple[tf.Tensor, tf.Tensor, Dict[str, tf.Tensor]]:
-  """Rewrites a class-balanced batch with M2m samples (SPEC §1 steps 1-4).
+  """Rewrites a class-balanced batch with M2m samples (docs/method.md#phase-2-generation).
 
   Args:
     g: frozen classifier (pass f for M2m-Self), called with training=False.

@@ -1,4 +1,4 @@
-"""The translation x_j -> x* of M2m (paper eq. 3; SPEC §1 step 3).
+"""The translation x_j -> x* of M2m (paper eq. 3; docs/method.md#step-4-translation).
 
     x* = argmin_x  CE(g(x), y_i) + lam * f(x)[y_j]
 
@@ -15,8 +15,6 @@ purpose:
     `m2m_tf.m2m.generation`) cannot leak into real rows.
 """
 
-from typing import Optional
-
 import tensorflow as tf
 
 
@@ -30,7 +28,8 @@ def random_start(x0: tf.Tensor, radius: float, seed: tf.Tensor) -> tf.Tensor:
   """A random start x0 + delta with ||delta_b||_2 = radius * u_b, u_b ~ U(0, 1).
 
   The direction is Gaussian, normalised per sample (the official code's
-  `random_perturb` normalises over the batch axis instead; SPEC §1 fault 1).
+  `random_perturb` normalises over the batch axis instead; docs/method.md,
+  deliberate differences).
 
   Args:
     x0: [B, ...] float32 seeds.
@@ -51,7 +50,7 @@ def translate(g, f, x0, seed_labels, target_labels, *, lam, step_size, steps,
               clip_min=0.0, clip_max=1.0, start_noise=0.0, seed=None):
   """Translates seeds x0 (of class `seed_labels`) towards `target_labels`.
 
-  Public API of SPEC §5: the pure translation of §1.3, without acceptance.
+  Public API: the pure translation of docs/method.md#step-4-translation, without acceptance.
   Usable eagerly and inside `tf.function` (with or without XLA): the T steps run
   in a `tf.while_loop` with static shapes.
 

@@ -78,7 +78,7 @@ class NormedDense(keras.layers.Layer):
   class column rescaled to unit norm (`UnitColumnUniform`). The scale matters
   although the forward pass normalises the columns: the gradient through the
   normalisation shrinks as 1/||w_k||, so columns of norm ~sqrt(d/3) (9.2 for
-  d = 256) would turn about 80x more slowly per SGD step (docs/method.md).
+  d = 256) would turn about 80x more slowly per SGD step (docs/method.md#ldam-and-the-cosine-head).
   """
 
   def __init__(self, units, kernel_initializer=None, **kwargs):

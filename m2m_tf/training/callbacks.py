@@ -5,7 +5,6 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from m2m_tf import metrics as metrics_lib
 from m2m_tf.data.pipeline import eval_dataset
@@ -14,7 +13,7 @@ from m2m_tf.training.schedules import warmup_step_lr
 
 
 class PhaseSchedule(keras.callbacks.Callback):
-  """Switches M2m's phase 2 and deferred class weights on at their epochs (SPEC §1).
+  """Switches M2m's phase 2 and deferred class weights on at their epochs (docs/method.md#phases).
 
   At every epoch begin it sets `trainer.phase2 = epoch >= m2m_from` and, when
   `phase2_class_weight` is given (DRW), the class weights: phase 2's from

@@ -2,7 +2,7 @@
 
 Losses ("ce", "focal", "ldam") are chosen separately (`m2m_tf.losses`), so
 LDAM-DRW is loss="ldam" + rebalancing="drw" and LDAM-M2m is loss="ldam" +
-rebalancing="m2m" (SPEC §1 baselines). Adding a method is one entry here.
+rebalancing="m2m" (docs/method.md#baselines-and-losses). Adding a method is one entry here.
 """
 
 import dataclasses

@@ -16,14 +16,13 @@ Rules (docs/runs.md):
 
 import dataclasses
 import fcntl
-import json
 import os
 import shutil
 import socket
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List
 
 from m2m_tf.errors import OutputDirError
-from m2m_tf.io_utils import TMP_PREFIX, atomic_write_json
+from m2m_tf.io_utils import TMP_PREFIX, atomic_write_json, read_json
 from m2m_tf.training.checkpoint import CKPT_DIR, committed_records
 
 LOCK_FILE = ".m2m_lock"
@@ -101,20 +100,11 @@ def config_differences(previous: dict, current: dict, defaults: dict) -> List[st
   return diff
 
 
-def _read_json(path: str) -> Optional[dict]:
-  try:
-    with open(path) as fh:
-      out = json.load(fh)
-    return out if isinstance(out, dict) else None
-  except (OSError, ValueError):
-    return None
-
-
 def is_ours(output_dir: str) -> bool:
   """Whether the folder was made by a run of ours (manifest, or a legacy flags.json)."""
   if os.path.exists(os.path.join(output_dir, MANIFEST_FILE)):
     return True
-  flags = _read_json(os.path.join(output_dir, FLAGS_FILE))
+  flags = read_json(os.path.join(output_dir, FLAGS_FILE))
   return bool(flags) and {"dataset", "method", "seed"} <= set(flags)
 
 
@@ -192,7 +182,7 @@ def plan_output_dir(output_dir: str, config_json: dict, overwrite: bool,
       raise OutputDirError(f"{output_dir} holds an unfinished run of an older m2m_tf (backup/) "
                            "that cannot be resumed; pass --overwrite to start it again.")
     return OutputPlan(output_dir, "restart", config_json)  # no epoch committed: nothing to keep
-  previous = _read_json(os.path.join(output_dir, FLAGS_FILE)) or {}
+  previous = read_json(os.path.join(output_dir, FLAGS_FILE)) or {}
   diff = config_differences(previous, config_json, defaults)
   if diff:
     raise OutputDirError(

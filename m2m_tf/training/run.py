@@ -484,7 +484,7 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
     data: an optional pre-loaded `DatasetSplits` (else loaded by name).
   Returns:
     The results: dataset, method, loss, seed, test/val bACC and GM (percent),
-    best_epoch, per_class_recall, the other metrics (docs/metrics.md) and seconds.
+    best_epoch, per_class_recall, the other metrics (docs/method.md#metrics) and seconds.
   Raises:
     M2mError subclasses for user errors (configuration, data, output folder,
     checkpoints, divergence); anything else is a bug.

@@ -1,4 +1,4 @@
-"""Learning-rate schedules of the paper's recipes (SPEC §2)."""
+"""Learning-rate schedules of the paper's recipes (docs/method.md#training-recipes)."""
 
 from typing import Callable, Sequence
 

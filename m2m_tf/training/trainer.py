@@ -4,7 +4,7 @@ Like the keras-io knowledge-distillation example, the trainer holds a frozen
 classifier g beside the trained classifier f. `model.fit` runs phase 1 (plain
 training with the chosen loss) until a callback (`PhaseSchedule`) switches
 `phase2` on; from then on each class-balanced batch is rewritten by
-`m2m_tf.m2m.generate` before the ordinary training step (SPEC §1).
+`m2m_tf.m2m.generate` before the ordinary training step (docs/method.md#phase-2-generation).
 
 Optimisation follows the paper's PyTorch recipe:
   * weight decay is coupled L2 (`wd * w` added to every gradient, biases and
