@@ -124,6 +124,7 @@ def load_runs(run_root: str) -> pd.DataFrame:
         "test_bacc": r["test_bacc"],
         "test_gm": r["test_gm"],
         "n_zero_recall": r["n_zero_recall"],
+        "zero_recall_classes": ";".join(zero_recall_names(r)),
         "val_bacc": r["val_bacc"],
         "val_gm": r["val_gm"],
         "major_acc": r["test"].get("major_acc"),
@@ -133,6 +134,22 @@ def load_runs(run_root: str) -> pd.DataFrame:
         "data_label": r.get("data_label", ""),
     })
   return pd.DataFrame(rows)
+
+
+def zero_recall_names(results: dict) -> List[str]:
+  """The names of the test classes with zero recall in one run's results."""
+  names = results.get("class_names") or [str(k) for k in range(len(results["per_class_recall"]))]
+  return [n for n, r in zip(names, results["per_class_recall"]) if r == 0]
+
+
+def _zero_recall_summary(sub: pd.DataFrame) -> str:
+  """'carcass 3/3, zinc 2/3': each class with zero recall, in how many of the row's seeds."""
+  counts: Dict[str, int] = {}
+  for cell in sub.zero_recall_classes.fillna(""):
+    for name in filter(None, str(cell).split(";")):
+      counts[name] = counts.get(name, 0) + 1
+  ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+  return ", ".join(f"{n} {c}/{len(sub)}" for n, c in ranked)
 
 
 def _pm(series: pd.Series) -> str:
@@ -147,7 +164,8 @@ def markdown_table(df: pd.DataFrame, rows: Dict[str, tuple], paper: Optional[dic
   lines += [f"{n}" for n in notes]
   if notes:
     lines.append("")
-  head = "| method | seeds | bACC | GM | paper bACC / GM | Δ bACC | Δ GM | zero-recall classes | val bACC | s / run |"
+  head = ("| method | seeds | bACC | GM | paper bACC / GM | Δ bACC | Δ GM | zero-recall classes | "
+          "which (seeds) | val bACC | s / run |")
   lines += [head, "|" + "---|" * (head.count("|") - 1)]
   for key, (label, _) in rows.items():
     sub = df[df["row"] == key]
@@ -158,7 +176,8 @@ def markdown_table(df: pd.DataFrame, rows: Dict[str, tuple], paper: Optional[dic
     db = f"{sub.test_bacc.mean() - p[0]:+.1f}" if p else ""
     dg = f"{sub.test_gm.mean() - p[1]:+.1f}" if p else ""
     lines.append(f"| {label} | {len(sub)} | {_pm(sub.test_bacc)} | {_pm(sub.test_gm)} | {pb} | {db} | "
-                 f"{dg} | {sub.n_zero_recall.mean():.1f} | {_pm(sub.val_bacc)} | "
+                 f"{dg} | {sub.n_zero_recall.mean():.1f} | {_zero_recall_summary(sub)} | "
+                 f"{_pm(sub.val_bacc)} | "
                  f"{sub.seconds.mean():.0f} |")
   lines.append("")
   return "\n".join(lines)

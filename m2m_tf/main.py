@@ -70,6 +70,8 @@ flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute
 flags.DEFINE_enum("loss_reduction", "batch", ["batch", "weights"], "Weighted-loss reduction: "
                   "sum(w*l)/B (batch) or sum(w*l)/sum(w) (weights).")
 flags.DEFINE_integer("imbalance_ratio", None, "Dataset option for long-tailed image sets (100/10).")
+flags.DEFINE_integer("vocab_size", None, "Reuters: bag-of-words width (default 1000, the "
+                     "paper's; 2000 and 5000 are our ablation beyond the paper).")
 flags.DEFINE_string("embeddings", None, "Twitter: path to a `word f1 ... f50` embedding file.")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity (1: progress bar per epoch).")
 flags.DEFINE_string("init_from", None, "Phase-1 sharing: start from this run folder's committed "
@@ -96,6 +98,8 @@ flags.register_validator("n_buckets", lambda v: v >= 1, "--n_buckets must be >= 
 flags.register_validator("seed_pool_size", lambda v: v >= 0, "--seed_pool_size must be >= 0.")
 flags.register_validator("dataset", lambda v: v in RECIPES,
                          f"--dataset must be one of {sorted(RECIPES)}.")
+flags.register_validator("vocab_size", lambda v: v is None or v >= 2,
+                         "--vocab_size must be >= 2.")
 flags.register_validator("keep_epochs", lambda v: all(s.isdigit() for s in v),
                          "--keep_epochs must be a comma-separated list of epochs.")
 flags.register_validator("lr_milestones", lambda v: v is None or all(s.isdigit() for s in v),
@@ -113,6 +117,8 @@ def config_from_flags():
     options["imbalance_ratio"] = FLAGS.imbalance_ratio
   if FLAGS.embeddings is not None:
     options["embeddings"] = FLAGS.embeddings
+  if FLAGS.vocab_size is not None:
+    options["vocab_size"] = FLAGS.vocab_size
   milestones = None if FLAGS.lr_milestones is None else tuple(int(m) for m in FLAGS.lr_milestones)
   factors = None if FLAGS.lr_factors is None else tuple(float(m) for m in FLAGS.lr_factors)
   if (milestones is None) != (factors is None) or (milestones and len(milestones) != len(factors)):

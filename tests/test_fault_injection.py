@@ -110,6 +110,7 @@ def _results(folder):
   with open(os.path.join(folder, "results.json")) as fh:
     res = json.load(fh)
   res.pop("seconds")
+  res.pop("epoch_seconds")  # wall-clock times
   return res
 
 
@@ -142,6 +143,7 @@ class FaultInjectionTest(tf.test.TestCase):
         break
       self.assertEqual(proc.returncode, -signal.SIGKILL, f"{point} {nth}: {proc.stderr[-3000:]}")
       killed += 1
+    print(f"fault injection: {killed} SIGKILLs, each followed by a resume")
     self.assertGreaterEqual(killed, 20)
     proc = self._run(out)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])

@@ -64,6 +64,16 @@ class PlanTest(absltest.TestCase):
                      ["erm_s1003", "erm_s1103"])
 
 
+class ZeroRecallTest(absltest.TestCase):
+
+  def test_names_and_summary(self):
+    r = {"class_names": ["earn", "zinc", "gas"], "per_class_recall": [90.0, 0.0, 0.0]}
+    self.assertEqual(tables.zero_recall_names(r), ["zinc", "gas"])
+    self.assertEqual(tables.zero_recall_names({"per_class_recall": [0.0, 5.0]}), ["0"])
+    df = pd.DataFrame({"zero_recall_classes": ["zinc;gas", "zinc", ""]})
+    self.assertEqual(tables._zero_recall_summary(df), "zinc 2/3, gas 1/3")
+
+
 class LaunchTest(absltest.TestCase):
 
   @classmethod

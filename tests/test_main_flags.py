@@ -62,6 +62,7 @@ class MainFlagsTest(tf.test.TestCase):
     """)
     cases = {name: args for name, (args, _) in _BAD_FLAGS.items()}
     cases["good"] = ["--dataset=synthetic_lt", "--beta=0.99", "--steps=0"]
+    cases["vocab"] = ["--dataset=reuters", "--vocab_size=2000"]
     commands = {"parse": ["-c", parse_script, json.dumps(cases)]}
     main = ["-m", "m2m_tf.main"]
     commands["cli_beta"] = main + ["--beta=1.5"]
@@ -96,6 +97,7 @@ class MainFlagsTest(tf.test.TestCase):
     self.assertEqual(rc, 0, stderr[-3000:])
     results = json.loads(stdout.split("RESULT", 1)[1])
     self.assertIsNone(results["good"])
+    self.assertIsNone(results["vocab"])
     for name, (_, message) in _BAD_FLAGS.items():
       with self.subTest(name):
         self.assertIsNotNone(results[name], f"{name} was accepted")
@@ -149,8 +151,11 @@ class MainFlagsTest(tf.test.TestCase):
 
   def test_interrupt_is_one_line(self):
     out = os.path.join(self.tmp.name, "interrupted")
-    proc = self._main("--dataset=synthetic_lt", "--method=erm", "--epochs=200", "--verbose=0",
-                      "--jit_compile=false", f"--output_dir={out}")
+    # A shell that starts a job in the background makes it ignore SIGINT, and children inherit
+    # that (Python then installs no KeyboardInterrupt handler): restore Ctrl-C's default.
+    proc = self._main("--dataset=synthetic_lt", "--method=erm", "--epochs=2000", "--verbose=0",
+                      "--jit_compile=false", f"--output_dir={out}",
+                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while not os.path.exists(os.path.join(out, "history.csv")) and time.time() < deadline:
       time.sleep(0.2)

@@ -64,6 +64,7 @@ def _load_results(path):
   with open(os.path.join(path, "results.json")) as fh:
     res = json.load(fh)
   res.pop("seconds")
+  res.pop("epoch_seconds")  # wall-clock times
   return res
 
 

@@ -17,8 +17,10 @@ forward + input-gradient pass of ResNet-32 about 1.4x faster
 
 The official M2m code calls the PyTorch modules as they are; this is a pure
 speed-up with the same function up to float32 rounding (logits agree to
-~1e-6 relative; input gradients agree except where rounding flips a ReLU
-that sits exactly at its kink). Training (`training=True`) is never folded:
+~1e-6 relative; input gradients agree except where the changed rounding
+(~6e-8 relative) pushes a ReLU input that lies within rounding distance of
+zero across it, which happens on some CPUs and not others; in float64 the
+two agree to ~1e-15). Training (`training=True`) is never folded:
 there BatchNorm uses batch statistics.
 
 `inference_fn(model)` walks a Keras functional model's graph once (Python,
