@@ -138,13 +138,16 @@ def load_runs(run_root: str) -> pd.DataFrame:
 
 def zero_recall_names(results: dict) -> List[str]:
   """The names of the test classes with zero recall in one run's results."""
-  names = results.get("class_names") or [str(k) for k in range(len(results["per_class_recall"]))]
-  return [n for n, r in zip(names, results["per_class_recall"]) if r == 0]
+  recall = results.get("per_class_recall") or []
+  names = results.get("class_names") or [str(k) for k in range(len(recall))]
+  return [n for n, r in zip(names, recall) if r == 0]
 
 
 def _zero_recall_summary(sub: pd.DataFrame) -> str:
   """'carcass 3/3, zinc 2/3': each class with zero recall, in how many of the row's seeds."""
   counts: Dict[str, int] = {}
+  if "zero_recall_classes" not in sub:
+    return ""
   for cell in sub.zero_recall_classes.fillna(""):
     for name in filter(None, str(cell).split(";")):
       counts[name] = counts.get(name, 0) + 1

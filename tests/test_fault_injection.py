@@ -18,9 +18,10 @@ import tempfile
 import textwrap
 import time
 
-import h5py
 import pytest
 import tensorflow as tf
+
+from helpers import h5_arrays, load_results
 
 pytestmark = pytest.mark.slow
 
@@ -99,21 +100,6 @@ KILLS = [
 ]
 
 
-def _h5(path):
-  out = {}
-  with h5py.File(path, "r") as fh:
-    fh.visititems(lambda k, v: out.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset) else None)
-  return out
-
-
-def _results(folder):
-  with open(os.path.join(folder, "results.json")) as fh:
-    res = json.load(fh)
-  res.pop("seconds")
-  res.pop("epoch_seconds")  # wall-clock times
-  return res
-
-
 class FaultInjectionTest(tf.test.TestCase):
 
   def _run(self, out, point="none", nth=0, timeout=300):
@@ -147,9 +133,9 @@ class FaultInjectionTest(tf.test.TestCase):
     self.assertGreaterEqual(killed, 20)
     proc = self._run(out)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    self.assertEqual(_results(reference), _results(out))
+    self.assertEqual(load_results(reference), load_results(out))
     for sub in ("", "g_erm"):
-      a, b = _h5(os.path.join(reference, sub, "best_f.weights.h5")), _h5(
+      a, b = h5_arrays(os.path.join(reference, sub, "best_f.weights.h5")), h5_arrays(
           os.path.join(out, sub, "best_f.weights.h5"))
       for k in a:
         self.assertAllEqual(a[k], b[k], msg=f"{sub}/{k}")

@@ -15,13 +15,13 @@ import tempfile
 import textwrap
 from unittest import mock
 
-import h5py
 import keras
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 import tensorflow as tf
 
 from data_prep.registry import load_dataset
+from helpers import h5_arrays, load_results
 from m2m_tf.training import callbacks as cb
 from m2m_tf.training import checkpoint as ckpt_lib
 from m2m_tf.training import run
@@ -48,24 +48,9 @@ def _config(name, method, **kw):
   return run.ExperimentConfig(**args)
 
 
-def _h5_arrays(path):
-  out = {}
-  with h5py.File(path, "r") as fh:
-    fh.visititems(lambda k, v: out.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset) else None)
-  return out
-
-
 def _history(path):
   with open(path) as fh:
     return list(csv.DictReader(fh))
-
-
-def _load_results(path):
-  with open(os.path.join(path, "results.json")) as fh:
-    res = json.load(fh)
-  res.pop("seconds")
-  res.pop("epoch_seconds")  # wall-clock times
-  return res
 
 
 class _Kill(Exception):
@@ -100,7 +85,7 @@ class RunExperimentTest(tf.test.TestCase):
         flags = json.load(fh)
       self.assertEqual(flags["method"], method)
       self.assertEqual(flags["epochs"], 2)
-      on_disk = _load_results(out)
+      on_disk = load_results(out)
       for key in ("dataset", "method", "seed", "test_bacc", "test_gm", "val_bacc", "best_epoch",
                   "per_class_recall"):
         self.assertIn(key, on_disk)
@@ -175,17 +160,17 @@ class RunExperimentTest(tf.test.TestCase):
 
   def test_deterministic(self):
     again = run.run_experiment(_config("ref_m2m_again", "m2m", **self.m2m_kw))
-    a = _load_results(os.path.join(_TMP.name, "ref_m2m"))
-    b = _load_results(os.path.join(_TMP.name, "ref_m2m_again"))
+    a = load_results(os.path.join(_TMP.name, "ref_m2m"))
+    b = load_results(os.path.join(_TMP.name, "ref_m2m_again"))
     self.assertEqual(a, b)
     self.assertEqual(again["test_bacc"], self.reference["test_bacc"])
     self._assert_same_run("ref_m2m", "ref_m2m_again")
 
   def _assert_same_run(self, name_a, name_b):
     dir_a, dir_b = (os.path.join(_TMP.name, n) for n in (name_a, name_b))
-    self.assertEqual(_load_results(dir_a), _load_results(dir_b))
-    wa = _h5_arrays(os.path.join(dir_a, "best_f.weights.h5"))
-    wb = _h5_arrays(os.path.join(dir_b, "best_f.weights.h5"))
+    self.assertEqual(load_results(dir_a), load_results(dir_b))
+    wa = h5_arrays(os.path.join(dir_a, "best_f.weights.h5"))
+    wb = h5_arrays(os.path.join(dir_b, "best_f.weights.h5"))
     self.assertEqual(sorted(wa), sorted(wb))
     self.assertNotEmpty(wa)
     for k in wa:
@@ -255,8 +240,8 @@ class RunExperimentTest(tf.test.TestCase):
     cfg = _config("branched_m2m", "m2m", init_from=src.output_dir, init_epoch=2, **self.m2m_kw)
     run.run_experiment(cfg)
     a, b = (os.path.join(_TMP.name, n) for n in ("ref_m2m", "branched_m2m"))
-    self.assertEqual(_load_results(a), _load_results(b))
-    wa, wb = (_h5_arrays(os.path.join(d, "best_f.weights.h5")) for d in (a, b))
+    self.assertEqual(load_results(a), load_results(b))
+    wa, wb = (h5_arrays(os.path.join(d, "best_f.weights.h5")) for d in (a, b))
     for k in wa:
       self.assertAllEqual(wa[k], wb[k], msg=k)
     ha, hb = (_history(os.path.join(d, "history.csv")) for d in (a, b))
