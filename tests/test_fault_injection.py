@@ -90,7 +90,9 @@ DRIVER = textwrap.dedent("""
 # (point, n-th firing in that process). Each killed process resumes from the last
 # commit, so the list walks through g's run (6 epochs), its export, then f's run.
 KILLS = [
-    ("timer", 5.0), ("timer", 8.0), ("timer", 11.0),
+    # Timed kills first, while the whole run is still ahead: short enough (a process needs a
+    # few seconds just to import TensorFlow) that none can reach the end on a fast machine.
+    ("timer", 2.0), ("timer", 4.0), ("timer", 6.0),
     ("after_history", 1), ("during_state_write", 1), ("before_record", 1), ("after_record", 1),
     ("during_best_write", 1), ("after_history", 2), ("during_state_write", 2),
     ("before_record", 2), ("during_export", 1), ("after_results", 1),  # g's run ends here
