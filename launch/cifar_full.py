@@ -9,7 +9,7 @@ x0.01 at 160 and 180, weight decay 2e-4, deferral 160):
 
   1. erm        ERM, 200 epochs, keeping its state after 160 epochs
   2. drs, m2m   branched from erm after 160 epochs (phase-1 sharing, docs/runs.md)
-  3. ldam       LDAM, 200 epochs (only once the cosine head starts as LDAM-DRW's does)
+  3. ldam       LDAM, 200 epochs (its cosine head starts as LDAM-DRW's does)
   4. ldam_drw, ldam_m2m  branched from ldam after 160 epochs
 
 M2m uses the official code's CIFAR-10 values (beta 0.999, lam 0.5, gamma 0.9, step
@@ -31,8 +31,10 @@ from typing import Dict, List, Optional, Tuple
 from absl import app
 from absl import flags
 
+from launch import tables
 from m2m_tf.cli import run_absl
 from m2m_tf.io_utils import read_json
+from m2m_tf import run_records as ckpt_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("status", False, "Print the state of every stage and the time left; run nothing.")
@@ -50,37 +52,31 @@ M2M_STEP_FACTOR = 5.4
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-  """One row of the plan."""
+  """One row of the plan: a row of the paper's Table 2 (launch.tables.TABLE2_ROWS)."""
 
   name: str
-  loss: str
-  method: str
   branch_from: Optional[str] = None
-  needs_ldam_head: bool = False
+
+  @property
+  def loss(self) -> str:
+    return tables.TABLE2_ROWS[self.name][1]["loss"]
+
+  @property
+  def method(self) -> str:
+    return tables.TABLE2_ROWS[self.name][1]["method"]
 
   @property
   def run_dir(self) -> str:
     return os.path.join(FLAGS.root, f"{self.name}_s0")
 
 
+# LDAM's cosine head now starts as LDAM-DRW's does (unit-norm columns, tests/test_models.py),
+# the condition the plan set for the LDAM stages.
 PLAN: Tuple[Stage, ...] = (
-    Stage("erm", "ce", "erm"),
-    Stage("drs", "ce", "drs", branch_from="erm"),
-    Stage("m2m", "ce", "m2m", branch_from="erm"),
-    Stage("ldam", "ldam", "erm", needs_ldam_head=True),
-    Stage("ldam_drw", "ldam", "drw", branch_from="ldam", needs_ldam_head=True),
-    Stage("ldam_m2m", "ldam", "m2m", branch_from="ldam", needs_ldam_head=True),
+    Stage("erm"), Stage("drs", branch_from="erm"), Stage("m2m", branch_from="erm"),
+    Stage("ldam"), Stage("ldam_drw", branch_from="ldam"), Stage("ldam_m2m", branch_from="ldam"),
 )
 STAGES: Dict[str, Stage] = {s.name: s for s in PLAN}
-
-
-def ldam_head_ready() -> bool:
-  """Whether LDAM's cosine head starts with unit-norm class columns, as LDAM-DRW's does."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from m2m_tf import models  # pylint: disable=g-import-not-at-top
-  f = models.build_model("resnet32", (32, 32, 3), 10, normed_head=True, name="probe")
-  kernel = [w for w in f.weights if w.path.endswith("kernel")][-1].numpy()
-  return bool(np.allclose(np.linalg.norm(kernel, axis=0), 1.0, atol=1e-3))
 
 
 def command(stage: Stage) -> List[str]:
@@ -99,10 +95,8 @@ def command(stage: Stage) -> List[str]:
 
 def progress(stage: Stage) -> dict:
   """epochs done, mean seconds per epoch of this stage, and whether it finished."""
-  from m2m_tf.training import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   results = read_json(os.path.join(stage.run_dir, "results.json"))
-  records = ckpt_lib.committed_records(os.path.join(stage.run_dir, ckpt_lib.CKPT_DIR))
-  rec = ckpt_lib.read_record(records[0][1]) if records else {}
+  rec = ckpt_lib.newest_record(os.path.join(stage.run_dir, ckpt_lib.CKPT_DIR)) or {}
   seconds = [s for s in rec.get("epoch_seconds", [])[BRANCH_EPOCH if stage.branch_from else 0:] if s]
   # The pace of the last 10 epochs (median): the machine's load changes between sessions.
   recent = sorted(seconds[-10:])
@@ -155,8 +149,6 @@ def status_lines() -> List[str]:
     else:
       state = "running" if _busy(stage) else ("unfinished" if prog["epochs"] else "pending")
       state += f", {prog['epochs']}/200 epochs"
-      if stage.needs_ldam_head and not ldam_head_ready():
-        state += " (waits for the LDAM head fix)"
     pace = f", {prog['sec_per_epoch']:.0f} s/epoch" if prog["sec_per_epoch"] else ""
     eta = "?" if left is None else f"{left / 3600:.1f} h"
     lines.append(f"{stage.name:9s} {state}{pace}; left ~{eta}")
@@ -168,9 +160,6 @@ def status_lines() -> List[str]:
 def run_stage(stage: Stage) -> None:
   """Runs (or resumes) one stage as a subprocess, its log beside its folder."""
   if progress(stage)["done"]:
-    return
-  if stage.needs_ldam_head and not ldam_head_ready():
-    print(f"{stage.name}: skipped until LDAM's cosine head starts as LDAM-DRW's does.")
     return
   if stage.branch_from and not progress(STAGES[stage.branch_from])["done"]:
     print(f"{stage.name}: waits for {stage.branch_from} to finish.")

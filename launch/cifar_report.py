@@ -22,7 +22,6 @@ metrics of an epoch that was not selected on validation are never reported.
 
 import argparse
 import dataclasses
-import glob
 import math
 import os
 import sys
@@ -34,6 +33,7 @@ import pandas as pd
 from launch import cifar_full
 from launch import tables
 from m2m_tf.io_utils import atomic_write_text, read_json
+from m2m_tf import run_records as ckpt_lib
 
 DATASET = "cifar10_jpeg_lt"
 IMBALANCE_RATIO = 100
@@ -41,8 +41,6 @@ DEFAULT_G = "../shared/pretrained/official_erm_resnet32_cifar10lt_r100.npz"
 # Fallback names (CIFAR-10's index order) for the recall columns before any run has finished.
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
-LABELS = {"erm": "ERM", "drs": "ERM-DRS", "m2m": "ERM-M2m", "ldam": "LDAM",
-          "ldam_drw": "LDAM-DRW", "ldam_m2m": "LDAM-M2m"}
 # The paper's CIFAR-10-LT (ratio 100, lossless PNG data), ResNet-32: launch/tables.py PAPER.
 PAPER = tables.PAPER["cifar10_lt"]
 # Fig. 4 compares these stages' f (the paper's Fig. 4: ERM, DRS, M2m).
@@ -70,7 +68,7 @@ class Run:
   @property
   def label(self) -> str:
     """The table's name of the stage (e.g. "ERM-M2m")."""
-    return LABELS.get(self.stage, self.stage)
+    return tables.TABLE2_ROWS[self.stage][0] if self.stage in tables.TABLE2_ROWS else self.stage
 
   @property
   def finished(self) -> bool:
@@ -82,15 +80,6 @@ class Run:
     """f's best-validation weights, if written."""
     path = os.path.join(self.run_dir, "best_f.weights.h5")
     return path if os.path.exists(path) else None
-
-
-def _newest_record(run_dir: str) -> Optional[dict]:
-  """The newest readable ckpt/state-NNNN.json of a run (no file hashes checked)."""
-  for path in sorted(glob.glob(os.path.join(run_dir, "ckpt", "state-*.json")), reverse=True):
-    rec = read_json(path)
-    if rec is not None:
-      return rec
-  return None
 
 
 def _history(run_dir: str, record: Optional[dict]) -> Optional[pd.DataFrame]:
@@ -105,7 +94,7 @@ def _history(run_dir: str, record: Optional[dict]) -> Optional[pd.DataFrame]:
   return pd.DataFrame(rows) if rows else None
 
 
-def _wall_hours(results, record, flags, epochs_total) -> Optional[float]:
+def _wall_hours(results, record, flags) -> Optional[float]:
   """This run's own training time: the sum of its epoch times.
 
   A finished run stores every epoch's time in results.json (`epoch_seconds`), an
@@ -113,7 +102,6 @@ def _wall_hours(results, record, flags, epochs_total) -> Optional[float]:
   hold its parent's epoch times; those are left out (they are the parent's row).
   Old results without `epoch_seconds` fall back to `seconds` (last invocation).
   """
-  del epochs_total
   first = int((flags or {}).get("init_epoch") or 0)
   source = results if results and "epoch_seconds" in results else record
   seconds = [s for s in (source or {}).get("epoch_seconds", [])[first:] if s]
@@ -129,7 +117,7 @@ def read_run(root: str, stage) -> Run:
     return run
   run.flags = read_json(os.path.join(run.run_dir, "flags.json"))
   run.results = read_json(os.path.join(run.run_dir, "results.json"))
-  record = _newest_record(run.run_dir)
+  record = ckpt_lib.newest_record(os.path.join(run.run_dir, ckpt_lib.CKPT_DIR))
   run.history = _history(run.run_dir, record)
   run.epochs_total = int((run.flags or {}).get("epochs") or 200)
   if run.finished:
@@ -138,7 +126,7 @@ def read_run(root: str, stage) -> Run:
     run.epochs_done = int(record.get("epochs_done", 0))
   elif run.history is not None and len(run.history):
     run.epochs_done = int(run.history["epoch"].max()) + 1
-  run.hours = _wall_hours(run.results, record, run.flags, run.epochs_total)
+  run.hours = _wall_hours(run.results, record, run.flags)
   return run
 
 

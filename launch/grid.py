@@ -20,7 +20,6 @@ seeds, unfinished runs under --collect_only) writes
 `<results_dir>/partial/<name>.{csv,md}` instead and says so.
 """
 
-import concurrent.futures
 import json
 import os
 import time
@@ -31,7 +30,7 @@ from absl import flags
 from launch import runner
 from launch import tables
 from m2m_tf.cli import run_absl
-from m2m_tf.io_utils import atomic_write_json
+from m2m_tf.io_utils import atomic_write_json, read_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "reuters", "Dataset of the grid.")
@@ -64,10 +63,9 @@ def _rows_in_table(values) -> bool:
 
 def _load_hparams(path: str) -> tuple:
   """(selected hyper-parameters or {}, whether they come from a partial selection)."""
-  if not os.path.exists(path):
+  record = read_json(path)
+  if record is None:
     return {}, False
-  with open(path) as fh:
-    record = json.load(fh)
   print(f"M2m hyper-parameters from {path}: {record['selected']}")
   return record["selected"], record.get("complete") is False
 
@@ -76,12 +74,8 @@ def _train(dataset, rows, seeds, root, hparams) -> int:
   """Runs the grid's unfinished runs (ERM g runs first); returns how many there were."""
   jobs = runner.plan(dataset, rows, seeds, root, hparams, FLAGS.extra, FLAGS.data_dir)
   print(f"{len(jobs)} runs to do under {root} with {FLAGS.jobs} processes")
-  for stage in (0, 1):
-    stage_jobs = [j for j in jobs if j[0] == stage]
-    with concurrent.futures.ThreadPoolExecutor(FLAGS.jobs) as pool:
-      futures = {pool.submit(runner.launch_run, cmd, out): out for _, out, cmd in stage_jobs}
-      for fut in concurrent.futures.as_completed(futures):
-        print(f"  done {futures[fut]} in {fut.result():.0f} s", flush=True)
+  for stage in (0, 1):  # the ERM g runs before the M2m runs that read them
+    runner.run_jobs([(out, cmd) for st, out, cmd in jobs if st == stage], FLAGS.jobs)
   return len(jobs)
 
 
@@ -105,15 +99,6 @@ def _notes(dataset, seeds, hparams, timing_path, gaps) -> List[str]:
   if FLAGS.extra:
     notes.append(f"Extra flags: {FLAGS.extra}.")
   return notes
-
-
-def _where_line(name: str, out_dir: str, gaps: List[str]) -> str:
-  """The one line saying which tables were written (and which were left alone)."""
-  written = os.path.join(out_dir, f"{name}.{{csv,md}}")
-  if not gaps:
-    return f"Complete grid: wrote {written}."
-  committed = os.path.join(FLAGS.results_dir, f"{name}.{{csv,md}}")
-  return f"Partial grid ({'; '.join(gaps)}): wrote {written}; {committed} left unchanged."
 
 
 def main(argv) -> int:
@@ -144,7 +129,7 @@ def main(argv) -> int:
   with open(os.path.join(out_dir, f"{name}.md")) as fh:
     print(fh.read())
   print(f"grid wall time this invocation: {wall:.0f} s; runs: {len(df)}")
-  print(_where_line(name, out_dir, gaps))
+  print(tables.where_line("grid", f"{name}.{{csv,md}}", FLAGS.results_dir, gaps))
   return 0
 
 

@@ -1,5 +1,6 @@
 """Launching main.py runs as subprocesses, planning a grid's runs (shared by the launch scripts)."""
 
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -43,6 +44,14 @@ def g_seeds_of(seed: int, ensemble: bool = False) -> List[int]:
   """
   first = seed + G_SEED_OFFSET
   return [first] + ([first + 100] if ensemble else [])
+
+
+def run_jobs(jobs: List[tuple], processes: int) -> None:
+  """Runs `(out_dir, cmd)` jobs in `processes` parallel processes, printing each one's wall time."""
+  with concurrent.futures.ThreadPoolExecutor(processes) as pool:
+    futures = {pool.submit(launch_run, cmd, out): out for out, cmd in jobs}
+    for fut in concurrent.futures.as_completed(futures):
+      print(f"  done {futures[fut]} in {fut.result():.0f} s", flush=True)
 
 
 def plan(dataset: str, rows: Dict[str, tuple], seeds: List[int], root: str, hparams: dict,

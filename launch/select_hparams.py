@@ -16,7 +16,6 @@ included) writes those files; a narrower one writes
 and says so, so that it never replaces the committed selection.
 """
 
-import concurrent.futures
 import itertools
 import json
 import os
@@ -112,14 +111,6 @@ def _markdown(ds: str, selected: dict, mean, gaps: List[str]) -> str:
   return "\n".join(lines)
 
 
-def _run_all(jobs) -> None:
-  """Runs `(out, cmd)` jobs with --jobs processes, printing each run's wall time."""
-  with concurrent.futures.ThreadPoolExecutor(FLAGS.jobs) as pool:
-    for out, secs in zip([j[0] for j in jobs],
-                         pool.map(lambda j: runner.launch_run(j[1], j[0]), jobs)):
-      print(f"  done {out} in {secs:.0f} s", flush=True)
-
-
 def main(argv) -> int:
   """Trains the ERM g runs and the grid's M2m runs, then writes the (partial) selection."""
   del argv
@@ -131,10 +122,10 @@ def main(argv) -> int:
   g_seeds = [runner.g_seeds_of(s)[0] for s in seeds]
   erm_jobs = runner.plan(ds, {"erm": tables.TABLE2_ROWS["erm"]}, g_seeds, g_root, {}, FLAGS.extra,
                          None)
-  _run_all([(out, cmd) for _, out, cmd in erm_jobs])
+  runner.run_jobs([(out, cmd) for _, out, cmd in erm_jobs], FLAGS.jobs)
   settings, jobs = _settings(ds, root, g_root, seeds)
   print(f"{len(jobs)} of {len(settings)} runs to do")
-  _run_all(jobs)
+  runner.run_jobs(jobs, FLAGS.jobs)
   selected, mean = _select(settings)
   gaps = selection_gaps()
   out_dir = tables.output_dir(FLAGS.results_dir, gaps)
@@ -144,10 +135,7 @@ def main(argv) -> int:
   md = _markdown(ds, selected, mean, gaps)
   atomic_write_text(os.path.join(out_dir, f"hparams_{ds}.md"), md)
   print(md)
-  written = os.path.join(out_dir, f"hparams_{ds}.{{json,md}}")
-  print(f"Complete selection: wrote {written}." if not gaps else
-        f"Partial selection ({'; '.join(gaps)}): wrote {written}; "
-        f"{os.path.join(FLAGS.results_dir, f'hparams_{ds}.{{json,md}}')} left unchanged.")
+  print(tables.where_line("selection", f"hparams_{ds}.{{json,md}}", FLAGS.results_dir, gaps))
   return 0
 
 

@@ -108,6 +108,22 @@ def output_dir(results_dir: str, gaps: Sequence[str]) -> str:
   return os.path.join(results_dir, PARTIAL_DIR) if gaps else results_dir
 
 
+def where_line(kind: str, files: str, results_dir: str, gaps: Sequence[str]) -> str:
+  """The one line saying which files a grid or selection wrote (and which it left alone).
+
+  Args:
+    kind: "grid" or "selection".
+    files: the file names, e.g. "reuters.{csv,md}".
+    results_dir: the committed results folder.
+    gaps: what is missing (`grid_gaps`); empty for a complete one.
+  """
+  written = os.path.join(output_dir(results_dir, gaps), files)
+  if not gaps:
+    return f"Complete {kind}: wrote {written}."
+  return (f"Partial {kind} ({'; '.join(gaps)}): wrote {written}; "
+          f"{os.path.join(results_dir, files)} left unchanged.")
+
+
 def load_runs(run_root: str) -> pd.DataFrame:
   """One row per finished run (a `results.json` directly under a run folder of `run_root`)."""
   rows = []

@@ -26,7 +26,6 @@ shape or number of classes), is reported in one line (exit status 1).
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -36,6 +35,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from m2m_tf.errors import CheckpointError
+from m2m_tf.io_utils import read_json
 
 SPLITS = ("test", "val", "train")
 # What a run folder holds, in the order evaluated (the SavedModel needs no --arch).
@@ -68,11 +68,7 @@ def resolve_checkpoint(path: str) -> Tuple[str, dict]:
       raise FileNotFoundError(f"run folder {path!r} has neither saved_model/ nor best_f.weights.h5 "
                               "(an unfinished run?)")
     checkpoint = found[0]
-  flags_path = os.path.join(run_dir, "flags.json")
-  if not os.path.isfile(flags_path):
-    return checkpoint, {}
-  with open(flags_path) as fh:
-    return checkpoint, json.load(fh)
+  return checkpoint, read_json(os.path.join(run_dir, "flags.json")) or {}
 
 
 def _shape_str(shape) -> str:
@@ -173,9 +169,9 @@ def _layer_difference(checkpoint, model_name, got, want, diff) -> Optional[str]:
 def _build(arch, input_shape, num_classes, normed_head, hidden_units):
   """The Keras model for `arch`; a CheckpointError when it cannot take the dataset's inputs."""
   from m2m_tf import models  # pylint: disable=g-import-not-at-top
-  kw = {"hidden_units": tuple(hidden_units)} if arch == "mlp" and hidden_units else {}
   try:
-    return models.build_model(arch, input_shape, num_classes, normed_head=normed_head, **kw)
+    return models.build_classifier(arch, input_shape, num_classes, normed_head=normed_head,
+                                   hidden_units=hidden_units)
   except ValueError as e:  # unknown arch, or inputs of the wrong rank or channels
     raise CheckpointError(str(e)) from e
 
@@ -364,11 +360,10 @@ def _report(result: dict, output: Optional[str]) -> None:
       zip(result["class_names"], result["per_class_recall"])))
   if output:
     from m2m_tf.io_utils import atomic_write_json  # pylint: disable=g-import-not-at-top
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    from m2m_tf.io_utils import atomic_write_text  # pylint: disable=g-import-not-at-top
     atomic_write_json(output, result)
     md = os.path.splitext(output)[0] + ".md"
-    with open(md, "w") as fh:
-      fh.write(markdown(result))
+    atomic_write_text(md, markdown(result))
     print(f"wrote {output} and {md}")
 
 

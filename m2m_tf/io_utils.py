@@ -48,7 +48,8 @@ def atomic_save(save_fn, path: str) -> None:
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   name = os.path.basename(path)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix=name[name.find("."):])
+  suffix = name[name.index("."):] if "." in name else ""
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix=suffix)
   os.close(fd)
   umask = os.umask(0)
   os.umask(umask)

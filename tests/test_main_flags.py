@@ -49,16 +49,16 @@ class MainFlagsTest(tf.test.TestCase):
         from absl import flags
         import m2m_tf.main
         cases = json.loads(sys.argv[1])
-        out = {}
+        out, options = {}, {}
         for name, args in cases.items():
           flags.FLAGS.unparse_flags()
           try:
             flags.FLAGS(["m2m_tf.main"] + args)
-            m2m_tf.main.config_from_flags()
+            options[name] = m2m_tf.main.config_from_flags().dataset_options
             out[name] = None
           except Exception as e:  # pylint: disable=broad-except
             out[name] = type(e).__name__ + ": " + str(e)
-        print("RESULT" + json.dumps(out))
+        print("RESULT" + json.dumps(out) + "OPTIONS" + json.dumps(options))
     """)
     cases = {name: args for name, (args, _) in _BAD_FLAGS.items()}
     cases["good"] = ["--dataset=synthetic_lt", "--beta=0.99", "--steps=0"]
@@ -95,9 +95,11 @@ class MainFlagsTest(tf.test.TestCase):
   def test_bad_flags_rejected(self):
     rc, stdout, stderr = self.out["parse"]
     self.assertEqual(rc, 0, stderr[-3000:])
-    results = json.loads(stdout.split("RESULT", 1)[1])
+    results, options = stdout.split("RESULT", 1)[1].split("OPTIONS")
+    results, options = json.loads(results), json.loads(options)
     self.assertIsNone(results["good"])
     self.assertIsNone(results["vocab"])
+    self.assertEqual(options["vocab"], {"vocab_size": 2000})  # reaches the Reuters builder
     for name, (_, message) in _BAD_FLAGS.items():
       with self.subTest(name):
         self.assertIsNotNone(results[name], f"{name} was accepted")

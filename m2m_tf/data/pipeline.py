@@ -89,6 +89,14 @@ def to_model_input(x: tf.Tensor) -> tf.Tensor:
   return tf.cast(x, tf.float32)
 
 
+def nonfinite_rows(x: np.ndarray) -> np.ndarray:
+  """Indices of the examples of `x` holding NaN or Inf (none for integer inputs)."""
+  x = np.asarray(x)
+  if not np.issubdtype(x.dtype, np.floating) or np.all(np.isfinite(x)):
+    return np.zeros(0, np.int64)
+  return np.flatnonzero(~np.all(np.isfinite(x.reshape(len(x), -1)), axis=1))
+
+
 def train_dataset(x: np.ndarray, y: np.ndarray, *, num_classes: int, batch_size: int, seed: int,
                   epochs: int, start_epoch: int = 0, balanced_from_epoch: Optional[int] = None,
                   epoch_size: Optional[int] = None, augment: bool = False,
@@ -122,8 +130,8 @@ def train_dataset(x: np.ndarray, y: np.ndarray, *, num_classes: int, batch_size:
     raise ValueError(f"x and y lengths differ: {len(x)} vs {len(y)}.")
   if len(y) == 0:
     raise ValueError("Empty training set.")
-  if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
-    bad = np.flatnonzero(~np.all(np.isfinite(x.reshape(len(x), -1)), axis=1))
+  bad = nonfinite_rows(x)
+  if bad.size:
     raise ValueError(f"Training inputs contain NaN/Inf in {bad.size} examples (first: index "
                      f"{bad[0]}); clean the data before training.")
   if y.min() < 0 or y.max() >= num_classes:

@@ -4,6 +4,7 @@ from m2m_tf.models.folding import inference_fn
 from m2m_tf.models.heads import NormedDense
 from m2m_tf.models.mlp import mlp
 from m2m_tf.models.registry import ARCHITECTURES
+from m2m_tf.models.registry import build_classifier
 from m2m_tf.models.registry import build_model
 from m2m_tf.models.resnet import CIFAR10_MEAN
 from m2m_tf.models.resnet import CIFAR10_STD
@@ -26,6 +27,7 @@ __all__ = [
     "inference_fn",
     "NormedDense",
     "Standardize",
+    "build_classifier",
     "build_model",
     "load_torch_state_dict",
     "mlp",

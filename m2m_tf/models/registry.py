@@ -43,3 +43,18 @@ def build_model(arch, input_shape, num_classes, *, normed_head=False, **kw):
         f"{', '.join(ARCHITECTURES)}")
   return builders[arch](num_classes, input_shape=input_shape,
                         normed_head=normed_head, **kw)
+
+
+def build_classifier(arch, input_shape, num_classes, *, normed_head=False, hidden_units=None,
+                     name=None):
+  """f or g of a run: `build_model` with the recipe's MLP widths (ignored by the ResNets).
+
+  Args:
+    arch, input_shape, num_classes, normed_head: as for `build_model`.
+    hidden_units: the MLP's hidden layer sizes (None: the builder's default).
+    name: the model's name (None: the builder's default).
+  """
+  kw = {} if name is None else {"name": name}
+  if arch == "mlp" and hidden_units:
+    kw["hidden_units"] = tuple(hidden_units)
+  return build_model(arch, input_shape, num_classes, normed_head=normed_head, **kw)

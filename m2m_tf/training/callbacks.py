@@ -96,8 +96,9 @@ class RaiseOnNaN(keras.callbacks.Callback):
           "the best weights so far are kept in the output directory.")
 
 
-class DivergenceGuard(keras.callbacks.Callback):
-  """Stops a run whose epoch loss is far above that of a uniform guess (it diverged).
+class DivergenceGuard(RaiseOnNaN):
+  """Stops a diverging run: a non-finite batch loss (`RaiseOnNaN`), or an epoch loss far above
+  that of a uniform guess.
 
   A uniform guess costs ln K per example under cross-entropy; a trained or
   training classifier stays within a small multiple of it (LDAM's scaled
@@ -112,17 +113,15 @@ class DivergenceGuard(keras.callbacks.Callback):
 
   def __init__(self, num_classes: int, factor: float = 100.0):
     super().__init__()
-    self.limit = factor * max(math.log(num_classes), 1.0)
+    self.uniform = max(math.log(num_classes), 1.0)
+    self.limit = factor * self.uniform
 
   def on_epoch_end(self, epoch, logs=None):
     loss = None if logs is None else logs.get("loss")
-    if loss is None:
-      return
-    loss = float(loss)
-    if not math.isfinite(loss) or loss > self.limit:
+    if loss is not None and float(loss) > self.limit:
       raise DivergenceError(
-          f"training diverged at epoch {epoch}: mean loss {loss:.4g} (a uniform guess costs "
-          f"{self.limit / 100:.3g}, the limit is {self.limit:.3g}). Lower the learning rate.")
+          f"training diverged at epoch {epoch}: mean loss {float(loss):.4g} (a uniform guess "
+          f"costs {self.uniform:.3g}, the limit is {self.limit:.3g}). Lower the learning rate.")
 
 
 def chance_warnings(val_bacc: float, num_classes: int) -> list:

@@ -23,10 +23,9 @@ variables (iterations included) and the epoch counter are the whole state.
 import csv
 import dataclasses
 import glob
+import hashlib
 import io
-import json
 import os
-import re
 import shutil
 import time
 from typing import List, Optional, Sequence
@@ -38,12 +37,12 @@ import numpy as np
 from m2m_tf.errors import CheckpointError
 from m2m_tf.io_utils import TMP_PREFIX, atomic_save, atomic_write_json, atomic_write_text
 from m2m_tf.io_utils import file_sha256
+# The commit records' format lives in `m2m_tf.run_records` (no Keras), for progress reports.
+from m2m_tf.run_records import CKPT_DIR, committed_records, read_record
 
-CKPT_DIR = "ckpt"
 HISTORY_FILE = "history.csv"
 BEST_WEIGHTS_FILE = "best_f.weights.h5"
 BEST_STATE_FILE = "best_state.json"
-_RECORD = re.compile(r"state-(\d{4,})\.json$")
 
 
 @dataclasses.dataclass
@@ -53,7 +52,7 @@ class RunState:
   epochs_done: int
   f_weights: List[np.ndarray]
   optimizer_vars: List[np.ndarray]
-  best: Optional[dict]  # {"epoch", "score", "summaries"} or None before the first evaluation
+  best: Optional[dict]  # {"epoch", "score", "summaries", "file", "sha256"}; None before any
   best_weights: Optional[List[np.ndarray]]
   history: List[dict]
   epoch_seconds: List[float]
@@ -61,36 +60,29 @@ class RunState:
 
 
 def _save_npz(path: str, arrays: Sequence[np.ndarray]) -> str:
-  atomic_save(lambda tmp: np.savez(tmp, *arrays), path)
-  return file_sha256(path)
+  """Writes `arrays` as an .npz atomically; returns the sha256 of the bytes written."""
+  buf = io.BytesIO()
+  np.savez(buf, *arrays)
+  data = buf.getvalue()
+
+  def write(tmp):
+    with open(tmp, "wb") as fh:
+      fh.write(data)
+
+  atomic_save(write, path)
+  return hashlib.sha256(data).hexdigest()
 
 
 def _load_npz(path: str, sha256: str) -> List[np.ndarray]:
+  """The arrays of an .npz written by `_save_npz`, after checking its sha256 (one read)."""
   if not os.path.exists(path):
     raise CheckpointError(f"{path} is missing")
-  if file_sha256(path) != sha256:
+  with open(path, "rb") as fh:
+    data = fh.read()
+  if hashlib.sha256(data).hexdigest() != sha256:
     raise CheckpointError(f"{path} does not match the sha256 of its record")
-  with np.load(path) as z:
+  with np.load(io.BytesIO(data)) as z:
     return [z[f"arr_{i}"] for i in range(len(z.files))]
-
-
-def committed_records(ckpt_dir: str) -> List[tuple]:
-  """(epochs_done, record path) of every commit record in `ckpt_dir`, newest first."""
-  out = []
-  for path in glob.glob(os.path.join(ckpt_dir, "state-*.json")):
-    m = _RECORD.search(os.path.basename(path))
-    if m:
-      out.append((int(m.group(1)), path))
-  return sorted(out, reverse=True)
-
-
-def read_record(path: str) -> dict:
-  """The JSON of a commit record (no file checks); CheckpointError if it cannot be read."""
-  try:
-    with open(path) as fh:
-      return json.load(fh)
-  except (OSError, ValueError) as e:
-    raise CheckpointError(f"{path} cannot be read ({e})") from None
 
 
 def load_state(record_path: str) -> RunState:
@@ -104,14 +96,13 @@ def load_state(record_path: str) -> RunState:
     best_weights = None
     if best is not None:
       best_weights = _load_npz(os.path.join(folder, best["file"]), best["sha256"])
+  except CheckpointError:
+    raise
   except (KeyError, TypeError, ValueError, OSError) as e:
-    if isinstance(e, CheckpointError):
-      raise
     raise CheckpointError(f"{record_path} is damaged ({type(e).__name__}: {e})") from None
   return RunState(epochs_done=int(rec["epochs_done"]), f_weights=f_weights[:n_f],
                   optimizer_vars=f_weights[n_f:],
-                  best=None if best is None else {k: best[k] for k in ("epoch", "score", "summaries")},
-                  best_weights=best_weights, history=rec.get("history", []),
+                  best=best, best_weights=best_weights, history=rec.get("history", []),
                   epoch_seconds=rec.get("epoch_seconds", []), record_path=record_path)
 
 
@@ -172,7 +163,7 @@ class RunCheckpoint(keras.callbacks.Callback):
     keep_last: committed states kept while training (>= 2, so a damaged newest
       one has a predecessor).
     keep_epochs: completed-epoch counts whose state is kept for good (phase-1
-      sharing: a deferred run branches from them, see `init_state`).
+      sharing: a deferred run branches from them, see `m2m_tf.training.run.branch`).
   """
 
   def __init__(self, output_dir: str, evaluation, *, keep_last: int = 2,
@@ -185,6 +176,7 @@ class RunCheckpoint(keras.callbacks.Callback):
     self.keep_epochs = {int(e) for e in keep_epochs}
     self.history: List[dict] = []
     self.epoch_seconds: List[float] = []
+    self._best_ref = None  # {"epoch", "file", "sha256"} of the best file the last commit named
     self._t0 = None
 
   # --- restoring -------------------------------------------------------------
@@ -205,6 +197,9 @@ class RunCheckpoint(keras.callbacks.Callback):
     if state.best is not None:
       ev.best_epoch, ev.best_score = state.best["epoch"], state.best["score"]
       ev.best_summaries, ev.best_weights = state.best["summaries"], state.best_weights
+      # A branched run names the source's best file, which is not in its own ckpt/ yet.
+      own = os.path.dirname(state.record_path) == self.ckpt_dir
+      self._best_ref = {k: state.best[k] for k in ("epoch", "file", "sha256")} if own else None
     self.history = [dict(r) for r in state.history]
     self.epoch_seconds = list(state.epoch_seconds)
 
@@ -243,28 +238,20 @@ class RunCheckpoint(keras.callbacks.Callback):
     ev = self.evaluation
     best = None
     if ev.best_weights is not None:
-      best_file = f"best-e{ev.best_epoch:04d}.npz"
-      best_path = os.path.join(self.ckpt_dir, best_file)
-      best_sha = (file_sha256(best_path) if os.path.exists(best_path) and
-                  self._best_file_current(best_file) else _save_npz(best_path, ev.best_weights))
-      best = {"epoch": ev.best_epoch, "score": ev.best_score, "summaries": ev.best_summaries,
-              "file": best_file, "sha256": best_sha}
+      ref = self._best_ref
+      if ref is None or ref["epoch"] != ev.best_epoch:  # a new best: write its file once
+        file = f"best-e{ev.best_epoch:04d}.npz"
+        ref = {"epoch": ev.best_epoch, "file": file,
+               "sha256": _save_npz(os.path.join(self.ckpt_dir, file), ev.best_weights)}
+      best = {"score": ev.best_score, "summaries": ev.best_summaries, **ref}
     record = {"epochs_done": epochs_done, "state_file": state_file, "state_sha256": sha,
               "n_f_weights": len(trainer.f.weights), "best": best, "history": self.history,
               "epoch_seconds": self.epoch_seconds}
     atomic_write_json(os.path.join(self.ckpt_dir, f"state-{epochs_done:04d}.json"), record)
+    self._best_ref = None if best is None else {k: best[k] for k in ("epoch", "file", "sha256")}
     self._write_derived(epochs_done, best_changed=best is not None and
                         best["epoch"] == epochs_done - 1)
     self.prune(keep=self.keep_last)
-
-  def _best_file_current(self, best_file: str) -> bool:
-    # A best file is reused only when the newest record names it (same weights);
-    # otherwise it is a leftover of an epoch that was repeated and is rewritten.
-    records = committed_records(self.ckpt_dir)
-    if not records:
-      return False
-    best = read_record(records[0][1]).get("best") or {}
-    return best.get("file") == best_file
 
   def _write_derived(self, epochs_done: int, best_changed: bool) -> None:
     """history.csv, and best_f.weights.h5 + best_state.json, from the committed state."""

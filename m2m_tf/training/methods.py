@@ -35,6 +35,16 @@ class Method:
     """Whether a pre-trained ERM classifier g is required."""
     return self.m2m
 
+  @property
+  def deferred(self) -> bool:
+    """Whether something switches on at the deferred epoch (DRS, DRW, M2m)."""
+    return self.balanced_from == "deferred" or self.deferred_class_weight is not None or self.m2m
+
+  @property
+  def phase1(self) -> tuple:
+    """What shapes training before the deferred epoch: runs with equal `phase1` share it."""
+    return (self.balanced_from == "start", self.class_weight, self.oversample)
+
 
 METHODS: Dict[str, Method] = {
     m.name: m for m in (

@@ -19,11 +19,11 @@ import fcntl
 import os
 import shutil
 import socket
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 from m2m_tf.errors import OutputDirError
 from m2m_tf.io_utils import TMP_PREFIX, atomic_write_json, read_json
-from m2m_tf.training.checkpoint import CKPT_DIR, committed_records
+from m2m_tf.run_records import CKPT_DIR, committed_records
 
 LOCK_FILE = ".m2m_lock"
 MANIFEST_FILE = ".m2m_manifest.json"
@@ -100,27 +100,41 @@ def config_differences(previous: dict, current: dict, defaults: dict) -> List[st
   return diff
 
 
-def is_ours(output_dir: str) -> bool:
-  """Whether the folder was made by a run of ours (manifest, or a legacy flags.json)."""
-  if os.path.exists(os.path.join(output_dir, MANIFEST_FILE)):
-    return True
+def our_entries(output_dir: str) -> Optional[frozenset]:
+  """The entries a run of ours may write in the folder, or None when the folder is not ours.
+
+  A folder is ours when it holds our manifest (its recorded entries count too,
+  so files of a run made by another version are recognised) or, for runs made
+  before the manifest existed, our flags.json.
+  """
+  manifest = read_json(os.path.join(output_dir, MANIFEST_FILE))
+  if manifest is not None:
+    return frozenset(OUR_ENTRIES) | frozenset(manifest.get("entries") or ())
   flags = read_json(os.path.join(output_dir, FLAGS_FILE))
-  return bool(flags) and {"dataset", "method", "seed"} <= set(flags)
+  if flags and {"dataset", "method", "seed"} <= set(flags):
+    return frozenset(OUR_ENTRIES)
+  return None
+
+
+def is_ours(output_dir: str) -> bool:
+  """Whether the folder was made by a run of ours (see `our_entries`)."""
+  return our_entries(output_dir) is not None
 
 
 def foreign_entries(output_dir: str) -> List[str]:
   """The entries of the folder that no run of ours wrote (all of them if the folder is not ours)."""
-  names = [n for n in sorted(os.listdir(output_dir)) if not n.startswith(TMP_PREFIX)]
-  names = [n for n in names if n != LOCK_FILE]
-  if not is_ours(output_dir):
-    return names
-  return [n for n in names if n not in OUR_ENTRIES]
+  return _foreign(output_dir, our_entries(output_dir))
+
+
+def _foreign(output_dir: str, ours: Optional[frozenset]) -> List[str]:
+  names = [n for n in sorted(os.listdir(output_dir))
+           if not n.startswith(TMP_PREFIX) and n != LOCK_FILE]
+  return names if ours is None else [n for n in names if n not in ours]
 
 
 def _describe(names: Iterable[str]) -> str:
   names = list(names)
-  shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-  return shown
+  return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 @dataclasses.dataclass
@@ -136,16 +150,18 @@ class OutputPlan:
   output_dir: str
   action: str
   config_json: dict
+  ours: frozenset = frozenset(OUR_ENTRIES)
 
   def apply(self) -> None:
     """Deletes our entries for "replace"; writes flags.json and the manifest for a new run."""
     if self.action == "resume":
       return
     if self.action in ("replace", "restart"):
-      keep = {LOCK_FILE} | ({"g_erm"} if self.action == "restart" else set())
-      for name in OUR_ENTRIES:
+      # The manifest stays (it is rewritten below): a kill mid-way leaves a folder still ours.
+      keep = {LOCK_FILE, MANIFEST_FILE} | ({"g_erm"} if self.action == "restart" else set())
+      for name in sorted(self.ours - keep):
         path = os.path.join(self.output_dir, name)
-        if name in keep or not os.path.lexists(path):
+        if not os.path.lexists(path):
           continue
         if os.path.isdir(path) and not os.path.islink(path):
           shutil.rmtree(path)
@@ -164,15 +180,16 @@ def plan_output_dir(output_dir: str, config_json: dict, overwrite: bool,
     OutputDirError: foreign files; results without --overwrite; an unfinished
       run of another configuration that committed epochs, without --overwrite.
   """
-  foreign = foreign_entries(output_dir)
+  ours = our_entries(output_dir)
+  foreign = _foreign(output_dir, ours)
   if foreign:
     raise OutputDirError(f"{output_dir} holds files that no run of ours wrote ({_describe(foreign)}"
                          "); nothing was changed. Choose another --output_dir (--overwrite never "
                          "deletes files it did not write).")
-  if not is_ours(output_dir):
+  if ours is None:
     return OutputPlan(output_dir, "fresh", config_json)
   if overwrite:
-    return OutputPlan(output_dir, "replace", config_json)
+    return OutputPlan(output_dir, "replace", config_json, ours)
   if os.path.exists(os.path.join(output_dir, RESULTS_FILE)):
     raise OutputDirError(f"{output_dir} already holds results ({RESULTS_FILE}); pass --overwrite "
                          "to replace them or choose another --output_dir.")
@@ -181,7 +198,7 @@ def plan_output_dir(output_dir: str, config_json: dict, overwrite: bool,
     if os.path.isdir(os.path.join(output_dir, "backup")):
       raise OutputDirError(f"{output_dir} holds an unfinished run of an older m2m_tf (backup/) "
                            "that cannot be resumed; pass --overwrite to start it again.")
-    return OutputPlan(output_dir, "restart", config_json)  # no epoch committed: nothing to keep
+    return OutputPlan(output_dir, "restart", config_json, ours)  # no epoch committed
   previous = read_json(os.path.join(output_dir, FLAGS_FILE)) or {}
   diff = config_differences(previous, config_json, defaults)
   if diff:

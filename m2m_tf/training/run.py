@@ -35,8 +35,9 @@ from m2m_tf import losses as losses_lib
 from m2m_tf import models as models_lib
 from m2m_tf.data import pipeline
 from m2m_tf.errors import CheckpointError, ConfigError, DataError, OutputDirError
-from m2m_tf.io_utils import atomic_replace_dir, atomic_write_json
+from m2m_tf.io_utils import atomic_replace_dir, atomic_write_json, read_json
 from m2m_tf.m2m.generation import M2mConfig
+from m2m_tf.models import build_classifier
 from m2m_tf.models.ensemble import ProbabilityEnsemble
 from m2m_tf.recipes import G_SEED_OFFSET, get_recipe
 from m2m_tf.training import callbacks as cb
@@ -46,7 +47,6 @@ from m2m_tf.training.methods import get_method
 from m2m_tf.training.trainer import M2mTrainer
 
 RESULTS_FILE = out_lib.RESULTS_FILE
-DEFERRED_METHODS = ("drs", "drw", "m2m")
 
 
 @dataclasses.dataclass
@@ -137,11 +137,11 @@ def validate_config(cfg: ExperimentConfig) -> None:
     if not ok:
       raise ConfigError(message + ".")
   try:
-    get_method(cfg.method)
+    method = get_method(cfg.method)
     _m2m_config(cfg, clip_range=None)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  if cfg.method in DEFERRED_METHODS and not 0 <= cfg.deferred_epoch < cfg.epochs:
+  if method.deferred and not 0 <= cfg.deferred_epoch < cfg.epochs:
     raise ConfigError(
         f"method {cfg.method} starts its second phase at deferred_epoch={cfg.deferred_epoch}, "
         f"which must lie in [0, epochs={cfg.epochs}); otherwise it would train plain "
@@ -179,14 +179,6 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
     return tf.distribute.MirroredStrategy(devices=devices)
   raise ConfigError(f"strategy must be default or mirrored, got {name!r}.")
-
-
-def build_classifier(arch: str, input_shape, num_classes: int, *, normed_head: bool,
-                     hidden_units=(256,), name: str) -> keras.Model:
-  """f or g for a dataset: the recipe's architecture, with the cosine head for LDAM."""
-  kwargs = {"hidden_units": tuple(hidden_units)} if arch == "mlp" else {}
-  return models_lib.build_model(arch, input_shape, num_classes, normed_head=normed_head,
-                                name=name, **kwargs)
 
 
 def check_g_paths(g_checkpoint: Optional[str]) -> None:
@@ -241,8 +233,7 @@ def train_g(cfg: ExperimentConfig, data=None) -> str:
   g_cfg = g_config(cfg)
   weights = os.path.join(g_cfg.output_dir, ckpt_lib.BEST_WEIGHTS_FILE)
   if os.path.exists(os.path.join(g_cfg.output_dir, RESULTS_FILE)):
-    with open(os.path.join(g_cfg.output_dir, out_lib.FLAGS_FILE)) as fh:
-      previous = json.load(fh)
+    previous = read_json(os.path.join(g_cfg.output_dir, out_lib.FLAGS_FILE)) or {}
     diff = out_lib.config_differences(previous, g_cfg.resolved().to_json(),
                                       ExperimentConfig().to_json())
     if diff:
@@ -286,8 +277,8 @@ def check_splits(name: str, data) -> None:
                       f"{tuple(data.x_train.shape[1:])}.")
     if len(y) and (y.min() < 0 or y.max() >= data.num_classes):
       raise DataError(f"{name}: y_{split} holds labels outside [0, {data.num_classes}).")
-    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
-      bad = np.flatnonzero(~np.all(np.isfinite(x.reshape(len(x), -1)), axis=1))
+    bad = pipeline.nonfinite_rows(x)
+    if bad.size:
       raise DataError(f"{name}: x_{split} has NaN/Inf in {bad.size} examples (first: row "
                       f"{bad[0]}).")
 
@@ -303,7 +294,7 @@ def _build_g(cfg, recipe, data, g_path):
 
 
 def build_trainer(cfg: ExperimentConfig, data, g_path: Optional[str], x_train, y_train):
-  """f (and the frozen g), the compiled `M2mTrainer` and its optimizer, in the strategy's scope."""
+  """The compiled `M2mTrainer` (f, the frozen g, the optimizer), built in the strategy's scope."""
   method, recipe = get_method(cfg.method), get_recipe(cfg.dataset)
   keras.utils.set_random_seed(cfg.seed)
   if cfg.mixed_precision:
@@ -330,7 +321,7 @@ def build_trainer(cfg: ExperimentConfig, data, g_path: Optional[str], x_train, y
     trainer.compile(optimizer=optimizer, jit_compile=resolve_jit_compile(cfg.jit_compile))
     trainer.build((None,) + tuple(data.input_shape))
     optimizer.build(f.trainable_variables)
-  return trainer, strategy
+  return trainer
 
 
 def build_callbacks(cfg: ExperimentConfig, data, steps: int):
@@ -347,7 +338,6 @@ def build_callbacks(cfg: ExperimentConfig, data, steps: int):
                        weights_from=cfg.deferred_epoch, phase1_class_weight=phase1_cw,
                        phase2_class_weight=_class_weight(method.deferred_class_weight, counts)),
       cb.EpochLearningRate(cfg.lr, cfg.warmup_epochs, cfg.lr_milestones, cfg.lr_factors),
-      cb.RaiseOnNaN(),
       cb.DivergenceGuard(data.num_classes),
       evaluation,
   ]
@@ -369,11 +359,6 @@ PHASE2_FIELDS = frozenset({
     "seed_pool_size", "n_buckets", "fold_batchnorm", "g_checkpoint"}) | out_lib.NOT_RESULT_FIELDS
 
 
-def _phase1(method_name: str):
-  m = get_method(method_name)
-  return (m.balanced_from == "start", m.class_weight, m.oversample)
-
-
 def check_branch(source: dict, cfg: ExperimentConfig) -> None:
   """Refuses to branch `cfg` from a run whose phase 1 differs in anything that shapes it.
 
@@ -384,23 +369,22 @@ def check_branch(source: dict, cfg: ExperimentConfig) -> None:
           if k not in PHASE2_FIELDS]
   if diff:
     raise ConfigError(f"cannot branch from {cfg.init_from}: its phase 1 differs in {diff}.")
-  if _phase1(source["method"]) != _phase1(cfg.method):
+  if get_method(source["method"]).phase1 != get_method(cfg.method).phase1:
     raise ConfigError(f"cannot branch {cfg.method} from {cfg.init_from}: method "
                       f"{source['method']} trains phase 1 differently.")
   for name, method, deferred in (("source", source["method"], source.get("deferred_epoch")),
                                  ("this run", cfg.method, cfg.deferred_epoch)):
-    if method in DEFERRED_METHODS and deferred < cfg.init_epoch:
+    if get_method(method).deferred and deferred < cfg.init_epoch:
       raise ConfigError(f"cannot branch at epoch {cfg.init_epoch}: the {name}'s second phase "
                         f"starts earlier, at epoch {deferred}.")
 
 
 def branch(cfg: ExperimentConfig, trainer, checkpoint) -> int:
   """Starts from `init_from`'s committed state after `init_epoch` epochs; returns init_epoch."""
-  flags_path = os.path.join(cfg.init_from, out_lib.FLAGS_FILE)
-  if not os.path.exists(flags_path):
+  source = read_json(os.path.join(cfg.init_from, out_lib.FLAGS_FILE))
+  if source is None:
     raise CheckpointError(f"--init_from={cfg.init_from} is not a run folder (no flags.json).")
-  with open(flags_path) as fh:
-    check_branch(json.load(fh), cfg)
+  check_branch(source, cfg)
   record = os.path.join(cfg.init_from, ckpt_lib.CKPT_DIR, f"state-{cfg.init_epoch:04d}.json")
   if not os.path.exists(record):
     raise CheckpointError(f"{cfg.init_from} has no committed state after {cfg.init_epoch} epochs "
@@ -463,7 +447,7 @@ def export_and_report(cfg: ExperimentConfig, data, trainer, evaluation, checkpoi
       "n_zero_recall": best["test"]["n_zero_recall"],
       "per_class_recall": best["test"]["per_class_recall"], "test": best["test"], "val": best["val"],
       "class_counts": data.class_counts.tolist(), "class_names": list(data.class_names),
-      "jit_compile": resolve_jit_compile(cfg.jit_compile), "strategy": cfg.strategy,
+      "jit_compile": bool(trainer.jit_compile), "strategy": cfg.strategy,
       "warnings": cb.chance_warnings(best["val"]["bacc"], data.num_classes),
       "seconds": time.time() - t0,  # this invocation only
       # Every epoch's wall time across all invocations (a branched run: the source's first).
@@ -506,7 +490,7 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
     if method.oversample == "smote":
       from m2m_tf.smote import smote  # pylint: disable=g-import-not-at-top
       x_train, y_train = smote(x_train.astype(np.float32), y_train, k_neighbors=5, seed=cfg.seed)
-    trainer, _ = build_trainer(cfg, data, g_path, x_train, y_train)
+    trainer = build_trainer(cfg, data, g_path, x_train, y_train)
     evaluation, checkpoint = fit(cfg, data, trainer, x_train, y_train)
     return export_and_report(cfg, data, trainer, evaluation, checkpoint, t0)
 

@@ -1,0 +1,43 @@
+"""The commit records of a run's `ckpt/` folder (written by `m2m_tf.training.checkpoint`).
+
+Only the standard library: progress reports (`launch.cifar_full --status`,
+`launch.cifar_report --skip_figures`) read records without loading Keras.
+"""
+
+import glob
+import os
+import re
+from typing import List, Optional
+
+from m2m_tf.errors import CheckpointError
+from m2m_tf.io_utils import read_json
+
+CKPT_DIR = "ckpt"
+_RECORD = re.compile(r"state-(\d{4,})\.json$")
+
+
+def committed_records(ckpt_dir: str) -> List[tuple]:
+  """(epochs_done, record path) of every commit record in `ckpt_dir`, newest first."""
+  out = []
+  for path in glob.glob(os.path.join(ckpt_dir, "state-*.json")):
+    m = _RECORD.search(os.path.basename(path))
+    if m:
+      out.append((int(m.group(1)), path))
+  return sorted(out, reverse=True)
+
+
+def read_record(path: str) -> dict:
+  """The JSON of a commit record (no file checks); CheckpointError if it cannot be read."""
+  rec = read_json(path)
+  if rec is None:
+    raise CheckpointError(f"{path} cannot be read as a JSON record")
+  return rec
+
+
+def newest_record(ckpt_dir: str) -> Optional[dict]:
+  """The newest readable commit record (its files not checked), or None: for progress reports."""
+  for _, path in committed_records(ckpt_dir):
+    rec = read_json(path)
+    if rec is not None:
+      return rec
+  return None
