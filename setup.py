@@ -31,7 +31,7 @@ setuptools.setup(
         "cpu": ["tensorflow-cpu==2.21.0"],
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
         # torch is a test-only oracle for the official-checkpoint import (CPU wheel).
-        "test": ["pytest==9.0.3", "pyflakes==4.1.0", "imbalanced-learn==0.14.2", "torch==2.13.0",
+        "test": ["pytest==9.0.3", "ruff==0.17.5", "imbalanced-learn==0.14.2", "torch==2.13.0",
                  "matplotlib==3.11.2"],
         # launch/cifar_report.py's figures (its tests draw them too, hence also in "test").
         "figures": ["matplotlib==3.11.2"],

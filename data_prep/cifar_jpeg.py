@@ -24,7 +24,6 @@ from data_prep import cache as cache_lib
 from data_prep import download
 from data_prep import paths
 from data_prep import splits
-from data_prep import synthetic
 
 TRAIN_FILE = "cifar10_jpeg/train.npz"
 TEST_FILE = "cifar10_jpeg/test.npz"
@@ -56,22 +55,6 @@ def load_jpeg_archive(path: Union[str, os.PathLike]) -> Dict[str, np.ndarray]:
   return arrays
 
 
-def select_first_per_class(labels: np.ndarray, index_in_class: np.ndarray,
-                           counts) -> np.ndarray:
-  """Indices of the first counts[k] images of each class k by file number.
-
-  Returned class by class, each in file-number order.
-  """
-  chosen = []
-  for k, n_k in enumerate(counts):
-    members = np.flatnonzero(labels == k)
-    members = members[np.argsort(index_in_class[members], kind="stable")]
-    if len(members) < n_k:
-      raise ValueError(f"class {k} has {len(members)} images, needs {n_k}")
-    chosen.append(members[:n_k])
-  return np.concatenate(chosen).astype(np.int64)
-
-
 def decode_jpegs(archive: Dict[str, np.ndarray],
                  indices: np.ndarray) -> np.ndarray:
   """Decodes the selected images to uint8 [n, 32, 32, 3] (parallel tf.data)."""
@@ -97,18 +80,12 @@ def _build_arrays(train_path, test_path, imbalance_ratio) -> Dict[str,
   train = load_jpeg_archive(train_path)
   test = load_jpeg_archive(test_path)
   num_classes = len(train["class_names"])
-  counts = synthetic.long_tail_counts(N_MAX, num_classes, imbalance_ratio)
-  train_idx = select_first_per_class(train["labels"], train["index_in_class"],
-                                     counts)
-  val_idx, test_idx = [], []
-  for k in range(num_classes):
-    members = np.flatnonzero(test["labels"] == k)
-    members = members[np.argsort(test["index_in_class"][members],
-                                 kind="stable")]
-    is_val = test["index_in_class"][members] < VAL_PER_CLASS
-    val_idx.append(members[is_val])
-    test_idx.append(members[~is_val])
-  val_idx, test_idx = np.concatenate(val_idx), np.concatenate(test_idx)
+  counts = splits.long_tail_counts(N_MAX, num_classes, imbalance_ratio)
+  train_idx = splits.first_per_class(train["labels"], counts,
+                                     order_key=train["index_in_class"])
+  val_idx, test_idx = splits.split_eval_per_class(
+      test["labels"], num_classes, n_val=VAL_PER_CLASS,
+      order_key=test["index_in_class"])
   return {
       "x_train": decode_jpegs(train, train_idx),
       "y_train": train["labels"][train_idx].astype(np.int64),

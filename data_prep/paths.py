@@ -30,8 +30,10 @@ def resolve_data_dir(data_dir: Optional[Union[str, os.PathLike]] = None
   Order: the `data_dir` argument (a --data_dir flag value), else the
   environment variable $M2M_DATA_DIR, else `../shared/data` relative to the
   repository root (the parent of the `data_prep` package) or to the current
-  directory, whichever exists first. An explicit argument or environment value
-  that does not exist is an error; it is never silently skipped.
+  directory, else `shared/data` inside the repository (where a copy of the
+  checkout made for another machine carries it), whichever exists first. An
+  explicit argument or environment value that does not exist is an error; it
+  is never silently skipped.
 
   Args:
     data_dir: an explicit directory, or None / "" to search.
@@ -57,7 +59,8 @@ def resolve_data_dir(data_dir: Optional[Union[str, os.PathLike]] = None
           f"${DATA_DIR_ENV}={env!r} is not a directory. {_HOW_TO_PROVIDE}")
     return path.resolve()
   candidates = [_REPO_ROOT / _DEFAULT_RELATIVE,
-                pathlib.Path.cwd() / _DEFAULT_RELATIVE]
+                pathlib.Path.cwd() / _DEFAULT_RELATIVE,
+                _REPO_ROOT / "shared" / "data"]
   for path in candidates:
     if path.is_dir():
       return path.resolve()

@@ -1,5 +1,8 @@
 """Dataset name -> builder, and `load_dataset`.
 
+Your own data need no registration: `load_dataset("npz:my.npz")` (or csv:,
+folder:, tfds:) reads it (data_prep/user_data.py).
+
 Adding a dataset is one line: `register_dataset("name", builder)` (or an entry
 in `DATASETS`), where `builder(data_dir=None, **options) -> DatasetSplits`.
 A builder without a `data_dir` parameter (e.g. synthetic data) is called
@@ -15,6 +18,7 @@ from data_prep import reuters
 from data_prep import splits
 from data_prep import synthetic
 from data_prep import twitter
+from data_prep import user_data
 
 Builder = Callable[..., splits.DatasetSplits]
 
@@ -50,13 +54,20 @@ def load_dataset(name: str,
       `paths.resolve_data_dir`); ignored by builders that take none.
     **options: builder keyword options, e.g. imbalance_ratio=10.
 
+  A name of the form KIND:PATH (npz:, csv:, folder:, tfds:) is the user's own
+  data, built by `data_prep.user_data.build_user_dataset`
+  (docs/data.md#your-own-data).
+
   Raises:
     ValueError: unknown name (listing the valid ones) or an option the
       builder does not take (listing the ones it does).
   """
+  if name not in DATASETS and user_data.is_spec(name):
+    return user_data.build_user_dataset(name, data_dir, **options)
   if name not in DATASETS:
     raise ValueError(f"Unknown dataset {name!r}; valid names: "
-                     f"{', '.join(available_datasets())}")
+                     f"{', '.join(available_datasets())}, or your own data as KIND:PATH "
+                     f"with KIND one of {', '.join(user_data.SOURCE_KINDS)}")
   builder = DATASETS[name]
   params = inspect.signature(builder).parameters
   takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())

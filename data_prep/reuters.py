@@ -21,6 +21,10 @@ uses):
    documents with a fixed `split_seed`, independent of any training seed (the
    paper holds out 10% but does not say how; this is our choice).
 
+The built `DatasetSplits` also carries `text_features` (see `text_features`):
+the vocabulary in index order and the stop words, all that m2m_tf/serving.py
+needs to featurise raw text inside an exported SavedModel.
+
 Class indices are sorted by training count, descending (index 0 = earn), for
 readability only: the library never assumes class 0 is the largest.
 """
@@ -112,6 +116,36 @@ def build_vocabulary(documents: Sequence[Sequence[str]],
   return vocab
 
 
+def vocabulary_list(vocab: Dict[str, int], vocab_size: int) -> List[str]:
+  """The words of `build_vocabulary`'s result that own an index, in index order.
+
+  Word i of the list has index i; every other word (the rank vocab_size-1
+  word included) is UNK, index vocab_size-1.
+
+  Raises:
+    ValueError: the indices below vocab_size-1 are not 0, 1, ..., n-1.
+  """
+  unk = vocab_size - 1
+  words = sorted((i, w) for w, i in vocab.items() if i != unk)
+  if [i for i, _ in words] != list(range(len(words))):
+    raise ValueError("vocabulary indices are not contiguous from 0")
+  return [w for _, w in words]
+
+
+def text_features(vocabulary: Sequence[str], vocab_size: int) -> dict:
+  """The featurisation of raw documents, as `DatasetSplits.text_features`.
+
+  Returns:
+    {"kind": "bag_of_words", "vocabulary": word i has feature i, "stop_words":
+    tokens dropped before the lookup, "vocab_size": the feature dimension;
+    every other token lights feature vocab_size-1}. Tokens are the text's
+    `str.split()`, case-sensitive (steps 1, 3 and 4 of the module docstring).
+  """
+  return {"kind": "bag_of_words", "vocabulary": tuple(str(w) for w in vocabulary),
+          "stop_words": tuple(stopwords.ENGLISH_STOP_WORDS),
+          "vocab_size": int(vocab_size)}
+
+
 def binary_bag_of_words(documents: Sequence[Sequence[str]],
                         vocab: Dict[str, int], vocab_size: int) -> np.ndarray:
   """Binary presence matrix (float32, [len(documents), vocab_size])."""
@@ -201,6 +235,7 @@ def _build_arrays(train_path, test_path, val_fraction, split_seed, vocab_size,
       "x_val": x_all[val_idx], "y_val": y_all[val_idx],
       "x_test": x_test, "y_test": y_test,
       "class_names": np.array(class_names, dtype=np.str_),
+      "vocabulary": np.array(vocabulary_list(vocab, vocab_size), dtype=np.str_),
   }
 
 
@@ -226,7 +261,8 @@ def build_reuters(data_dir: Optional[Union[str, os.PathLike]] = None, *,
       (docs/data.md#checksums) first (False only for tests on small fake files).
 
   Returns:
-    DatasetSplits with input_kind "bow", clip_range (0, 1).
+    DatasetSplits with input_kind "bow", clip_range (0, 1) and text_features
+    (see `text_features`).
   """
   root = paths.resolve_data_dir(data_dir)
   (train_path, test_path), digests = download.checked_raw_files(
@@ -236,6 +272,9 @@ def build_reuters(data_dir: Optional[Union[str, os.PathLike]] = None, *,
   arrays = cache_lib.cached_arrays(
       "reuters", BUILDER_VERSION, digests, options,
       lambda: _build_arrays(train_path, test_path, **options),
-      cache_dir=cache_dir, use_cache=use_cache)
+      cache_dir=cache_dir, use_cache=use_cache,
+      # A cache written before the vocabulary was stored is rebuilt.
+      required=("vocabulary",))
   return splits.from_arrays(
-      "reuters", arrays, input_kind="bow", clip_range=(0.0, 1.0), label="")
+      "reuters", arrays, input_kind="bow", clip_range=(0.0, 1.0), label="",
+      text_features=text_features(arrays["vocabulary"].tolist(), vocab_size))

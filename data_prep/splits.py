@@ -1,7 +1,14 @@
-"""The container every dataset builder returns: arrays for three splits plus metadata."""
+"""What every dataset builder returns (arrays for three splits plus metadata), and the
+per-class selection rules the long-tailed builders share (docs/data.md).
+
+The rules are pure NumPy: `long_tail_counts` (how many training examples class k
+keeps), `first_per_class` (which ones: the first N_k by a sort key) and
+`split_eval_per_class` (a balanced evaluation set cut per class into validation
+and test).
+"""
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -22,6 +29,10 @@ class DatasetSplits:
       scaling; binary bag of words: (0.0, 1.0).
     label: a human label for results made with substitute data (for example
       "CIFAR-10 JPEG substitute"); empty when the data are the paper's own.
+    text_features: for text datasets, how raw input becomes x (the
+      vocabulary, stop words or embedding table; its "kind" names the rule,
+      see m2m_tf/serving.py); None for other datasets. An exported model
+      uses it to take raw text (docs/runs.md#serving-the-exported-model).
   """
 
   name: str
@@ -35,6 +46,7 @@ class DatasetSplits:
   input_kind: str
   clip_range: Optional[Tuple[float, float]]
   label: str = ""
+  text_features: Optional[Mapping[str, Any]] = None
 
   @property
   def num_classes(self) -> int:
@@ -52,7 +64,8 @@ class DatasetSplits:
     return tuple(self.x_train.shape[1:])
 
 
-def from_arrays(name: str, arrays, *, input_kind: str, clip_range, label: str = "") -> DatasetSplits:
+def from_arrays(name: str, arrays, *, input_kind: str, clip_range, label: str = "",
+                text_features: Optional[Mapping[str, Any]] = None) -> DatasetSplits:
   """A `DatasetSplits` from a builder's cached arrays (x_/y_ train, val, test and class_names)."""
   return DatasetSplits(
       name=name,
@@ -60,5 +73,106 @@ def from_arrays(name: str, arrays, *, input_kind: str, clip_range, label: str = 
       x_val=arrays["x_val"], y_val=arrays["y_val"],
       x_test=arrays["x_test"], y_test=arrays["y_test"],
       class_names=tuple(str(c) for c in arrays["class_names"]),
-      input_kind=input_kind, clip_range=clip_range, label=label)
+      input_kind=input_kind, clip_range=clip_range, label=label,
+      text_features=text_features)
 
+
+
+def long_tail_counts(n_max: int, num_classes: int,
+                     imbalance_ratio: float) -> np.ndarray:
+  """N_k = int(n_max * ratio^(-k/(K-1))), at least 1 (k = 0 .. K-1).
+
+  The exponential profile of the official M2m / LDAM CIFAR-LT code (which
+  writes it as `int(img_max * imb_factor**(k / (K - 1.0)))` with imb_factor =
+  1/ratio; we use that same float expression so the counts agree).
+  """
+  if num_classes < 1:
+    raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+  if imbalance_ratio < 1:
+    raise ValueError(f"imbalance_ratio must be >= 1, got {imbalance_ratio}")
+  if num_classes == 1:
+    return np.array([n_max], dtype=np.int64)
+  imb_factor = 1.0 / imbalance_ratio
+  return np.array([max(1, int(n_max * imb_factor**(k / (num_classes - 1.0))))
+                   for k in range(num_classes)], dtype=np.int64)
+
+
+def check_labels(labels, num_classes: int, what: str) -> np.ndarray:
+  """`labels` as a 1-D int64 array, checked to lie in [0, num_classes).
+
+  Raises:
+    ValueError: naming `what`, for labels of another rank or out of range.
+  """
+  labels = np.asarray(labels, np.int64)
+  if labels.ndim != 1:
+    raise ValueError(f"{what}: labels must be 1-D, got shape {labels.shape}")
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(f"{what}: labels must be in [0, {num_classes}), got "
+                     f"[{labels.min()}, {labels.max()}]")
+  return labels
+
+
+def class_members(labels: np.ndarray, order_key, k: int) -> np.ndarray:
+  """Indices of class k sorted by `order_key` (stable; None: array order)."""
+  members = np.flatnonzero(labels == k)
+  if order_key is not None:
+    members = members[np.argsort(np.asarray(order_key)[members],
+                                 kind="stable")]
+  return members
+
+
+def first_per_class(labels, counts: Sequence[int], order_key=None
+                    ) -> np.ndarray:
+  """Indices of the first counts[k] examples of each class k.
+
+  "First" is by `order_key` (e.g. the original index, the file number or the
+  file name), or the array order when it is None. This is the official
+  CIFAR-LT rule (`IMBALANCECIFAR10.gen_imbalanced_data`: `idx[:the_img_num]`
+  in the original order, without shuffling). Returned class by class, each in
+  order.
+
+  Raises:
+    ValueError: a class has fewer than counts[k] examples.
+  """
+  labels = check_labels(labels, len(counts), "first_per_class")
+  chosen = []
+  for k, n_k in enumerate(counts):
+    members = class_members(labels, order_key, k)
+    if len(members) < n_k:
+      raise ValueError(f"first_per_class: class {k} has {len(members)} "
+                       f"examples, needs {int(n_k)}")
+    chosen.append(members[:int(n_k)])
+  return np.concatenate(chosen).astype(np.int64) if chosen else np.zeros(
+      0, np.int64)
+
+
+def split_eval_per_class(labels, num_classes: int, *,
+                         val_fraction: Optional[float] = None,
+                         n_val: Optional[int] = None,
+                         order_key=None) -> Tuple[np.ndarray, np.ndarray]:
+  """Splits a balanced evaluation set per class: the first examples (by
+  `order_key`) are validation, the rest test.
+
+  Exactly one of `val_fraction` (per class the first int(round(n_k *
+  val_fraction)) examples; docs/data.md: 10% / 90%) and `n_val` (the first
+  n_val of every class, or all of a smaller class; the official M2m code takes
+  CIFAR-10 test images 0..99 of each class) is given.
+
+  Returns:
+    (val_indices, test_indices), class by class, each in order.
+  """
+  if (val_fraction is None) == (n_val is None):
+    raise ValueError("give exactly one of val_fraction and n_val")
+  if val_fraction is not None and not 0.0 <= val_fraction < 1.0:
+    raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+  if n_val is not None and n_val < 0:
+    raise ValueError(f"n_val must be >= 0, got {n_val}")
+  labels = check_labels(labels, num_classes, "split_eval_per_class")
+  val, test = [], []
+  for k in range(num_classes):
+    members = class_members(labels, order_key, k)
+    n_k = n_val if n_val is not None else int(round(len(members) * val_fraction))
+    val.append(members[:n_k])
+    test.append(members[n_k:])
+  return (np.concatenate(val).astype(np.int64),
+          np.concatenate(test).astype(np.int64))

@@ -7,25 +7,6 @@ from data_prep import splits
 SYNTHETIC_LABEL = "Synthetic long-tailed data (not from the paper)"
 
 
-def long_tail_counts(n_max: int, num_classes: int,
-                     imbalance_ratio: float) -> np.ndarray:
-  """N_k = int(n_max * ratio^(-k/(K-1))), at least 1 (k = 0 .. K-1).
-
-  The exponential profile of the official M2m / LDAM CIFAR-LT code (which
-  writes it as `int(img_max * imb_factor**(k / (K - 1.0)))` with imb_factor =
-  1/ratio; we use that same float expression so the counts agree).
-  """
-  if num_classes < 1:
-    raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-  if imbalance_ratio < 1:
-    raise ValueError(f"imbalance_ratio must be >= 1, got {imbalance_ratio}")
-  if num_classes == 1:
-    return np.array([n_max], dtype=np.int64)
-  imb_factor = 1.0 / imbalance_ratio
-  return np.array([max(1, int(n_max * imb_factor**(k / (num_classes - 1.0))))
-                   for k in range(num_classes)], dtype=np.int64)
-
-
 def build_synthetic_lt(*, num_classes: int = 5, dim: int = 32,
                        n_max: int = 200, imbalance_ratio: float = 20.0,
                        n_val_per_class: int = 20, n_test_per_class: int = 50,
@@ -35,7 +16,7 @@ def build_synthetic_lt(*, num_classes: int = 5, dim: int = 32,
 
   Class k has a prototype p_k ~ U(0.25, 0.75)^dim; an example is
   clip(p_k + noise * N(0, I), 0, 1), float32. The training set has
-  `long_tail_counts(n_max, K, imbalance_ratio)` examples per class, the
+  `splits.long_tail_counts(n_max, K, imbalance_ratio)` examples per class, the
   validation and test sets `n_val_per_class` / `n_test_per_class` per class.
   With the defaults the classes overlap (a linear model is good but not
   perfect, and worse on the minority classes). Everything comes from
@@ -47,7 +28,7 @@ def build_synthetic_lt(*, num_classes: int = 5, dim: int = 32,
   """
   if dim < 1:
     raise ValueError(f"dim must be >= 1, got {dim}")
-  counts = long_tail_counts(n_max, num_classes, imbalance_ratio)
+  counts = splits.long_tail_counts(n_max, num_classes, imbalance_ratio)
   rng = np.random.default_rng(seed)
   prototypes = rng.uniform(0.25, 0.75, size=(num_classes, dim))
 

@@ -1,11 +1,11 @@
-"""Image datasets of the paper on tensorflow-datasets: CIFAR-LT-10/100, CelebA-5, SUN397, ImageNet-LT.
+"""The paper's image datasets from TFDS: CIFAR-LT-10/100, CelebA-5, SUN397, ImageNet-LT.
 
 Every builder returns a `DatasetSplits` with uint8 NHWC images, input_kind
 "image" and clip_range (0, 1) (the pipeline scales to [0, 1]; normalisation
 lives inside the model). The long-tail and split rules are pure NumPy
-functions (`first_per_class`, `split_eval_per_class`, `sun397_split`,
-`celeba5_labels`, `read_split_list`), tested directly; the TFDS part only
-reads examples.
+functions (`splits.first_per_class`, `splits.split_eval_per_class`,
+`sun397_split`, `celeba5_labels`, `read_split_list`), tested directly; the
+TFDS part only reads examples.
 
 Where the data come from. TFDS keeps prepared datasets under a *TFDS data
 dir*. The builders look, in order, in: the `tfds_data_dir` argument;
@@ -61,7 +61,6 @@ import numpy as np
 
 from data_prep import paths
 from data_prep import splits
-from data_prep import synthetic
 
 PathLike = Union[str, os.PathLike]
 
@@ -94,73 +93,6 @@ _PREPARE_HINT = {
 # ---------------------------------------------------------------------------
 
 
-def _check_labels(labels, num_classes: int, what: str) -> np.ndarray:
-  labels = np.asarray(labels, np.int64)
-  if labels.ndim != 1:
-    raise ValueError(f"{what}: labels must be 1-D, got shape {labels.shape}")
-  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(f"{what}: labels must be in [0, {num_classes}), got "
-                     f"[{labels.min()}, {labels.max()}]")
-  return labels
-
-
-def _class_members(labels: np.ndarray, order_key, k: int) -> np.ndarray:
-  """Indices of class k sorted by `order_key` (stable; None: array order)."""
-  members = np.flatnonzero(labels == k)
-  if order_key is not None:
-    members = members[np.argsort(np.asarray(order_key)[members],
-                                 kind="stable")]
-  return members
-
-
-def first_per_class(labels, counts: Sequence[int], order_key=None
-                    ) -> np.ndarray:
-  """Indices of the first counts[k] examples of each class k.
-
-  "First" is by `order_key` (e.g. the original index or file name), or the
-  array order when it is None. This is the official CIFAR-LT rule
-  (`IMBALANCECIFAR10.gen_imbalanced_data`: `idx[:the_img_num]` in the
-  original order, without shuffling). Returned class by class, each in order.
-
-  Raises:
-    ValueError: a class has fewer than counts[k] examples.
-  """
-  labels = _check_labels(labels, len(counts), "first_per_class")
-  chosen = []
-  for k, n_k in enumerate(counts):
-    members = _class_members(labels, order_key, k)
-    if len(members) < n_k:
-      raise ValueError(f"first_per_class: class {k} has {len(members)} "
-                       f"examples, needs {int(n_k)}")
-    chosen.append(members[:int(n_k)])
-  return np.concatenate(chosen).astype(np.int64) if chosen else np.zeros(
-      0, np.int64)
-
-
-def split_eval_per_class(labels, num_classes: int, *,
-                         val_fraction: float = VAL_FRACTION,
-                         order_key=None) -> Tuple[np.ndarray, np.ndarray]:
-  """Splits a balanced evaluation set: per class the first int(round(n_k *
-  val_fraction)) examples are validation, the rest test (docs/data.md: 10% / 90%;
-  the official M2m code takes CIFAR-10 test images 0..99 of each class as
-  validation).
-
-  Returns:
-    (val_indices, test_indices), class by class, each in order.
-  """
-  if not 0.0 <= val_fraction < 1.0:
-    raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-  labels = _check_labels(labels, num_classes, "split_eval_per_class")
-  val, test = [], []
-  for k in range(num_classes):
-    members = _class_members(labels, order_key, k)
-    n_val = int(round(len(members) * val_fraction))
-    val.append(members[:n_val])
-    test.append(members[n_val:])
-  return (np.concatenate(val).astype(np.int64),
-          np.concatenate(test).astype(np.int64))
-
-
 def sun397_split(labels, num_classes: int, order_key=None, *,
                  holdout: int = SUN397_HOLDOUT, n_val: int = SUN397_VAL
                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -178,10 +110,10 @@ def sun397_split(labels, num_classes: int, order_key=None, *,
   """
   if not 0 <= n_val <= holdout:
     raise ValueError(f"need 0 <= n_val <= holdout, got {n_val}, {holdout}")
-  labels = _check_labels(labels, num_classes, "sun397_split")
+  labels = splits.check_labels(labels, num_classes, "sun397_split")
   train, val, test = [], [], []
   for k in range(num_classes):
-    members = _class_members(labels, order_key, k)
+    members = splits.class_members(labels, order_key, k)
     if len(members) <= holdout:
       raise ValueError(f"sun397_split: class {k} has {len(members)} images, "
                        f"needs more than holdout={holdout}")
@@ -431,12 +363,13 @@ def build_cifar_lt(source: str, data_dir: Optional[PathLike] = None, *,
   num_classes = len(class_names)
   train = _collect(train_ds, ("image", "label", "id"))
   test = _collect(test_ds, ("image", "label", "id"))
-  counts = synthetic.long_tail_counts(n_max or CIFAR_N_MAX[source],
-                                      num_classes, imbalance_ratio)
-  tr = first_per_class(train["label"], counts, _original_order(train["id"]))
-  va, te = split_eval_per_class(test["label"], num_classes,
-                                val_fraction=val_fraction,
-                                order_key=_original_order(test["id"]))
+  counts = splits.long_tail_counts(n_max or CIFAR_N_MAX[source],
+                                   num_classes, imbalance_ratio)
+  tr = splits.first_per_class(train["label"], counts,
+                              _original_order(train["id"]))
+  va, te = splits.split_eval_per_class(test["label"], num_classes,
+                                       val_fraction=val_fraction,
+                                       order_key=_original_order(test["id"]))
   return _finish(f"{source}_lt", class_names,
                  train["image"][tr], train["label"][tr],
                  test["image"][va], test["label"][va],
@@ -492,18 +425,17 @@ def build_celeba5(data_dir: Optional[PathLike] = None, *,
       return _celeba_transform(img)
     return center_crop_resize(img, image_size)
 
-  def part(split, counts=None, per_class=None):
-    ds, builder = load_tfds_split("celeb_a", split, data_dir,
-                                  tfds_data_dir=tfds_data_dir,
-                                  download=download and split == "train",
-                                  skip_decoding=True)
+  def part(split, per_class=None):
+    ds, _ = load_tfds_split("celeb_a", split, data_dir,
+                            tfds_data_dir=tfds_data_dir,
+                            download=download and split == "train",
+                            skip_decoding=True)
     meta = _collect(ds.map(lambda e: {"attributes": e["attributes"]}), keys)
     labels = celeba5_labels({k.split("/")[1]: v for k, v in meta.items()})
-    if counts is None:
-      counts = np.full(len(CELEBA_CLASSES), per_class) if per_class else \
-          celeba5_train_counts(labels, subsample=subsample)
-    idx = first_per_class(np.where(labels < 0, len(CELEBA_CLASSES), labels),
-                          list(counts) + [0])
+    counts = np.full(len(CELEBA_CLASSES), per_class) if per_class else \
+        celeba5_train_counts(labels, subsample=subsample)
+    idx = splits.first_per_class(
+        np.where(labels < 0, len(CELEBA_CLASSES), labels), list(counts) + [0])
     keep = np.zeros(len(labels), bool)
     keep[idx] = True
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(keep)))

@@ -20,6 +20,10 @@ tweet padded by `</s>` on both sides; window=1 gives 3 x 50 = 150 dims. A
 token (and `</s>` itself) is looked up as is, then lowercased, then as
 `UUUNKKK`, so a file without a `</s>` row pads with the UUUNKKK vector.
 
+The built `DatasetSplits` also carries `text_features` (see `text_features`):
+the lookup table (word -> row), the embedding matrix and the window, all that
+m2m_tf/serving.py needs to featurise raw tokens inside an exported SavedModel.
+
 Embeddings: prior work's `embeddings-twitter.txt` (`word f1 ... f50`) is not
 available offline; pass its path as `embeddings` when you have it. Without
 it, an offline substitute is used: every word w gets a fixed vector computed
@@ -206,6 +210,32 @@ def _substitute_table(all_tweets: Sequence[_Tweet]
   return vocab, matrix
 
 
+def table_arrays(vocab: Dict[str, int], matrix: np.ndarray) -> Dict[str, np.ndarray]:
+  """The lookup table as cacheable arrays: keys (str), their rows (int64), the matrix."""
+  keys = sorted(vocab)
+  return {"embedding_keys": np.array(keys, dtype=np.str_),
+          "embedding_rows": np.array([vocab[k] for k in keys], dtype=np.int64),
+          "embeddings": np.asarray(matrix, dtype=np.float32)}
+
+
+def text_features(keys: Sequence[str], rows: np.ndarray, matrix: np.ndarray,
+                  window: int) -> dict:
+  """The featurisation of raw tokens, as `DatasetSplits.text_features`.
+
+  Returns:
+    {"kind": "token_window", "keys" / "rows": word -> row of "embeddings"
+    (the lookup of `_lookup`: as is, else lowercased, else "unk_row"),
+    "embeddings": float32 [rows, d], "window": tokens on each side,
+    "pad_token": what pads a tweet on both sides, "unk_row": the UUUNKKK row}.
+  """
+  keys = tuple(str(k) for k in keys)
+  rows = np.asarray(rows, dtype=np.int64)
+  return {"kind": "token_window", "keys": keys, "rows": rows,
+          "embeddings": np.asarray(matrix, dtype=np.float32),
+          "window": int(window), "pad_token": PAD_TOKEN,
+          "unk_row": int(rows[keys.index(UNK_TOKEN)])}
+
+
 def _build_arrays(files, embeddings, window) -> Dict[str, np.ndarray]:
   """Reads the three splits and builds features and labels."""
   split_tweets = [read_tagged_tweets(p) for p in files]
@@ -227,7 +257,8 @@ def _build_arrays(files, embeddings, window) -> Dict[str, np.ndarray]:
     vocab, matrix = _substitute_table(split_tweets)
   else:
     vocab, matrix = load_embeddings(embeddings)
-  out = {"class_names": np.array(class_names, dtype=np.str_)}
+  out = {"class_names": np.array(class_names, dtype=np.str_),
+         **table_arrays(vocab, matrix)}
   for name, tweets in zip(("train", "val", "test"), split_tweets):
     x = window_features(tweets, vocab, matrix, window)
     tags = [tag for tweet in tweets for _, tag, _ in tweet]
@@ -261,7 +292,8 @@ def build_twitter(data_dir: Optional[Union[str, os.PathLike]] = None, *,
       digest exists), but its digest is part of the cache key.
 
   Returns:
-    DatasetSplits with input_kind "embedding", clip_range None.
+    DatasetSplits with input_kind "embedding", clip_range None and
+    text_features (see `text_features`).
   """
   if source not in SOURCES:
     raise ValueError(f"Unknown source {source!r}; valid: {sorted(SOURCES)}")
@@ -281,7 +313,12 @@ def build_twitter(data_dir: Optional[Union[str, os.PathLike]] = None, *,
   arrays = cache_lib.cached_arrays(
       "twitter", BUILDER_VERSION, digests, options,
       lambda: _build_arrays(files, embeddings, int(window)),
-      cache_dir=cache_dir, use_cache=use_cache)
+      cache_dir=cache_dir, use_cache=use_cache,
+      # A cache written before the table was stored is rebuilt.
+      required=("embedding_keys", "embedding_rows", "embeddings"))
   return splits.from_arrays(
       "twitter", arrays, input_kind="embedding", clip_range=None,
-      label=SUBSTITUTE_LABEL if embeddings is None else "")
+      label=SUBSTITUTE_LABEL if embeddings is None else "",
+      text_features=text_features(arrays["embedding_keys"].tolist(),
+                                  arrays["embedding_rows"], arrays["embeddings"],
+                                  int(window)))

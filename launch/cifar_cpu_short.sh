@@ -7,7 +7,7 @@
 #
 # Environment (defaults): EPOCHS=10 DEFERRED=8 RUN_DIR=runs/cifar10_jpeg_cpu_short
 # RESULTS=results/cifar10_jpeg_cpu_short.json DATA_DIR= (else $M2M_DATA_DIR or ../shared/data).
-# The schedule is the CIFAR recipe scaled down (launch/gpu_check.py `short_schedule`): warm-up
+# The schedule is the CIFAR recipe scaled down (`python -m launch.cifar_short schedule`): warm-up
 # min(5, EPOCHS/6) epochs, lr x0.01 at DEFERRED (the paper's 160 of 200) and again halfway to
 # the end when that lies inside the run, M2m phase 2 from DEFERRED. On the JPEG substitute and
 # with so few epochs, the figures are NOT comparable to the paper's; the results file says so.
@@ -22,10 +22,8 @@ RESULTS=${RESULTS:-results/cifar10_jpeg_cpu_short.json}
 DATA_ARGS=()
 if [ -n "${DATA_DIR:-}" ]; then DATA_ARGS=(--data_dir="$DATA_DIR"); fi
 
-read -r WARMUP MILESTONES FACTORS < <("$PY" -c "
-from launch.gpu_check import short_schedule
-s = short_schedule($EPOCHS, $DEFERRED)
-print(s['warmup_epochs'], ','.join(map(str, s['lr_milestones'])), ','.join(map(str, s['lr_factors'])))")
+read -r WARMUP MILESTONES FACTORS < <("$PY" -m launch.cifar_short schedule --epochs "$EPOCHS" \
+    --deferred "$DEFERRED")
 echo "$(date -Is) schedule: epochs $EPOCHS, warm-up $WARMUP, lr milestones $MILESTONES x $FACTORS, deferred $DEFERRED"
 
 COMMON=(--dataset=cifar10_jpeg_lt --imbalance_ratio=100 --epochs="$EPOCHS"
@@ -42,12 +40,6 @@ if [ ! -f "$RUN_DIR/m2m/results.json" ]; then
       --g_checkpoint="$RUN_DIR/erm/best_f.weights.h5" --output_dir="$RUN_DIR/m2m"
 fi
 
-"$PY" -c "
-import os, platform
-from launch.gpu_check import write_short_run_report
-where = f'{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), no GPU'
-out = write_short_run_report('$RUN_DIR/erm', '$RUN_DIR/m2m', '$RESULTS', $EPOCHS, $DEFERRED, where)
-for k, r in out['runs'].items():
-  print(k, 'test bACC', r['test_bacc'], 'GM', r['test_gm'])
-"
+"$PY" -m launch.cifar_short report --erm_dir "$RUN_DIR/erm" --m2m_dir "$RUN_DIR/m2m" \
+    --output "$RESULTS" --epochs "$EPOCHS" --deferred "$DEFERRED"
 echo "$(date -Is) done: $RESULTS"

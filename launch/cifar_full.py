@@ -59,14 +59,17 @@ class Stage:
 
   @property
   def loss(self) -> str:
+    """The stage's loss (its Table 2 row)."""
     return tables.TABLE2_ROWS[self.name][1]["loss"]
 
   @property
   def method(self) -> str:
+    """The stage's rebalancing method (its Table 2 row)."""
     return tables.TABLE2_ROWS[self.name][1]["method"]
 
   @property
   def run_dir(self) -> str:
+    """The stage's run folder under --root."""
     return os.path.join(FLAGS.root, f"{self.name}_s0")
 
 
@@ -97,7 +100,8 @@ def progress(stage: Stage) -> dict:
   """epochs done, mean seconds per epoch of this stage, and whether it finished."""
   results = read_json(os.path.join(stage.run_dir, "results.json"))
   rec = ckpt_lib.newest_record(os.path.join(stage.run_dir, ckpt_lib.CKPT_DIR)) or {}
-  seconds = [s for s in rec.get("epoch_seconds", [])[BRANCH_EPOCH if stage.branch_from else 0:] if s]
+  first = BRANCH_EPOCH if stage.branch_from else 0
+  seconds = [s for s in rec.get("epoch_seconds", [])[first:] if s]
   # The pace of the last 10 epochs (median): the machine's load changes between sessions.
   recent = sorted(seconds[-10:])
   return {"done": bool(results), "results": results, "epochs": rec.get("epochs_done", 0),
@@ -166,7 +170,8 @@ def run_stage(stage: Stage) -> None:
     return
   os.makedirs(FLAGS.root, exist_ok=True)
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {stage.name}: {' '.join(command(stage))}", flush=True)
+  print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {stage.name}: {' '.join(command(stage))}",
+        flush=True)
   with open(stage.run_dir + ".log", "a") as log:
     rc = subprocess.run(command(stage), stdout=log, stderr=subprocess.STDOUT, env=env).returncode
   if rc:
@@ -174,6 +179,7 @@ def run_stage(stage: Stage) -> None:
 
 
 def main(argv):
+  """Prints the plan's progress (--status), or trains its unfinished stages in order."""
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if FLAGS.status:

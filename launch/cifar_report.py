@@ -32,6 +32,7 @@ import pandas as pd
 
 from launch import cifar_full
 from launch import tables
+from launch.markdown import markdown_table
 from m2m_tf.io_utils import atomic_write_text, read_json
 from m2m_tf import run_records as ckpt_lib
 
@@ -115,7 +116,9 @@ def read_run(root: str, stage) -> Run:
   run = Run(stage.name, stage.loss, stage.method, os.path.join(root, f"{stage.name}_s0"))
   if not os.path.isdir(run.run_dir):
     return run
-  run.flags = read_json(os.path.join(run.run_dir, "flags.json"))
+  flags = read_json(os.path.join(run.run_dir, "flags.json"))
+  # As {leaf name: value}, whether the record is nested by section or of the older flat form.
+  run.flags = None if flags is None else ckpt_lib.flatten_record(flags)
   run.results = read_json(os.path.join(run.run_dir, "results.json"))
   record = ckpt_lib.newest_record(os.path.join(run.run_dir, ckpt_lib.CKPT_DIR))
   run.history = _history(run.run_dir, record)
@@ -222,32 +225,33 @@ def m2m_text(runs: Sequence[Run] = ()) -> str:
           f"{_start_noise(runs)} (the official code's CIFAR-10 values)")
 
 
+def _main_row(r: pd.Series) -> list:
+  """The cells of one stage in the main table (unfinished: the latest val bACC, marked)."""
+  done = r["status"] == "done"
+  val = _fmt(r["val_bacc"]) + ("" if done or math.isnan(r["val_bacc"]) else " (latest)")
+  best = "" if math.isnan(r["best_epoch"]) else str(int(r["best_epoch"]))
+  return [r["method"], r["loss"], r["rebalancing"], r["seed"], r["epochs"], r["status"],
+          _fmt(r["test_bacc"]), _fmt(r["test_gm"]), val, best,
+          f"{_fmt(r['paper_bacc'])} / {_fmt(r['paper_gm'])}", _fmt(r["wall_hours"])]
+
+
 def _main_table(df: pd.DataFrame) -> List[str]:
-  lines = ["| method | loss | rebalancing | seed | epochs | status | test bACC | test GM | "
-           "val bACC | best epoch | paper bACC / GM | wall h |",
-           "|" + "---|" * 12]
-  for _, r in df.iterrows():
-    done = r["status"] == "done"
-    val = _fmt(r["val_bacc"]) + ("" if done or math.isnan(r["val_bacc"]) else " (latest)")
-    best = "" if math.isnan(r["best_epoch"]) else str(int(r["best_epoch"]))
-    lines.append(f"| {r['method']} | {r['loss']} | {r['rebalancing']} | {r['seed']} | "
-                 f"{r['epochs']} | {r['status']} | {_fmt(r['test_bacc'])} | "
-                 f"{_fmt(r['test_gm'])} | {val} | {best} | {_fmt(r['paper_bacc'])} / "
-                 f"{_fmt(r['paper_gm'])} | {_fmt(r['wall_hours'])} |")
-  return lines
+  """The table of every stage: progress, test metrics, paper, wall hours."""
+  header = ["method", "loss", "rebalancing", "seed", "epochs", "status", "test bACC", "test GM",
+            "val bACC", "best epoch", "paper bACC / GM", "wall h"]
+  return [markdown_table(header, [_main_row(r) for _, r in df.iterrows()])]
 
 
 def _recall_table(df: pd.DataFrame) -> List[str]:
+  """Per-class test recall of the finished stages."""
   cols = [c for c in df.columns if c.startswith("recall_")]
   done = df[df["status"] == "done"]
   if done.empty:
     return ["Per-class test recall: no finished run yet."]
-  lines = ["Per-class test recall (%), finished rows, classes in index order (largest first):", "",
-           "| method | " + " | ".join(c[len("recall_"):] for c in cols) + " |",
-           "|" + "---|" * (len(cols) + 1)]
-  for _, r in done.iterrows():
-    lines.append(f"| {r['method']} | " + " | ".join(_fmt(r[c]) for c in cols) + " |")
-  return lines
+  header = ["method"] + [c[len("recall_"):] for c in cols]
+  body = [[r["method"]] + [_fmt(r[c]) for c in cols] for _, r in done.iterrows()]
+  return ["Per-class test recall (%), finished rows, classes in index order (largest first):", "",
+          markdown_table(header, body)]
 
 
 def markdown(df: pd.DataFrame, runs: Sequence[Run], root: str) -> str:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one accelerator check of issue 5, for a 15-minute device budget. Run from the repo root:
+# One accelerator check that fits a 15-minute device budget. Run from the repo root:
 #
 #   OUT=./gpu_out launch/gpu_check.sh [--data_dir DIR] [--epochs 30 --deferred 20] [--tiny]
 #
@@ -9,8 +9,8 @@
 # 3. runs `python -m launch.gpu_check` (throughput, official g, short ERM -> M2m schedule on
 #    the JPEG substitute), which writes $OUT/gpu_check.json and .md after every stage.
 # Data: --data_dir DIR (a root holding cifar10_jpeg/{train,test}.npz), else $M2M_DATA_DIR,
-# ../shared/data, ./shared/data or ./gpu_data. The official g .npz is looked for next to it
-# (../pretrained/) or in ./gpu_data, or given with --g_npz.
+# else ../shared/data or ./shared/data (data_prep/paths.py). The official g .npz is looked for
+# in ../shared/pretrained, ./shared/pretrained or next to the data root, or given with --g_npz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./gpu_out}

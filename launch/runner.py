@@ -10,6 +10,7 @@ from typing import Dict, List
 from launch import tables
 from m2m_tf.recipes import G_SEED_OFFSET
 
+
 def run_flags(row_flags: dict) -> List[str]:
   """{'loss': 'ce', 'no_reject': True} -> ['--loss=ce', '--no_reject']."""
   out = []
@@ -32,8 +33,6 @@ def launch_run(cmd: List[str], out_dir: str) -> float:
   if proc.returncode != 0:
     raise RuntimeError(f"Run failed ({proc.returncode}): {' '.join(cmd)}; see {out_dir}.log")
   return time.time() - t0
-
-
 
 
 def g_seeds_of(seed: int, ensemble: bool = False) -> List[int]:
@@ -72,7 +71,7 @@ def plan(dataset: str, rows: Dict[str, tuple], seeds: List[int], root: str, hpar
     is_m2m = row_flags.get("method") == "m2m"
     if is_m2m:
       tuned = hparams.get(row_flags["loss"], {})
-      row_flags = {**{k: v for k, v in tuned.items()}, **row_flags}
+      row_flags = {**tuned, **row_flags}
     for s in seeds:
       out = os.path.join(root, f"{key}_s{s}")
       flags_ = dict(row_flags)
@@ -90,7 +89,7 @@ def plan(dataset: str, rows: Dict[str, tuple], seeds: List[int], root: str, hpar
   for s in erm_seeds:
     out = os.path.join(root, f"erm_s{s}")
     if not os.path.exists(os.path.join(out, "results.json")):
-      cmd = base + run_flags(tables.TABLE2_ROWS["erm"][1]) + [f"--seed={s}", f"--output_dir={out}"] + \
-          [f"--{e}" for e in extra]
+      cmd = (base + run_flags(tables.TABLE2_ROWS["erm"][1])
+             + [f"--seed={s}", f"--output_dir={out}"] + [f"--{e}" for e in extra])
       jobs.append((0, out, cmd))
   return sorted(jobs, key=lambda j: j[0])

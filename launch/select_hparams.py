@@ -27,6 +27,7 @@ import pandas as pd
 
 from launch import runner
 from launch import tables
+from launch.markdown import markdown_table
 from m2m_tf.cli import run_absl
 from m2m_tf.io_utils import atomic_write_json, atomic_write_text
 
@@ -103,11 +104,10 @@ def _markdown(ds: str, selected: dict, mean, gaps: List[str]) -> str:
   lines += [f"Made by `python -m launch.select_hparams --dataset={ds}` (seeds {FLAGS.seeds}). "
             "Test metrics are not used.", ""]
   for loss, sub in mean.groupby("loss"):
+    body = [[r.beta, r.lam, r.gamma, f"{r.val_bacc:.2f}"]
+            for _, r in sub.sort_values("val_bacc", ascending=False).iterrows()]
     lines += [f"## loss = {loss}: selected {selected[loss]}", "",
-              "| beta | lam | gamma | val bACC |", "|---|---|---|---|"]
-    for _, r in sub.sort_values("val_bacc", ascending=False).iterrows():
-      lines.append(f"| {r.beta} | {r.lam} | {r.gamma} | {r.val_bacc:.2f} |")
-    lines.append("")
+              markdown_table(["beta", "lam", "gamma", "val bACC"], body), ""]
   return "\n".join(lines)
 
 

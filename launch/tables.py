@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 import pandas as pd
 
+from launch.markdown import markdown_table
 from m2m_tf.io_utils import atomic_write_text
 
 # The seeds of a committed table (the paper reports the mean of 3 seeds).
@@ -176,29 +177,28 @@ def _pm(series: pd.Series) -> str:
   return f"{series.mean():.1f} ± {std:.1f}" if len(series) > 1 else f"{series.mean():.1f}"
 
 
-def markdown_table(df: pd.DataFrame, rows: Dict[str, tuple], paper: Optional[dict], title: str,
-                   notes: Sequence[str] = ()) -> str:
+def _table_row(label: str, sub: pd.DataFrame, p: Optional[tuple]) -> list:
+  """The cells of one table row: a row key's runs `sub` beside the paper's (bACC, GM) `p`."""
+  return [label, len(sub), _pm(sub.test_bacc), _pm(sub.test_gm),
+          f"{p[0]:.1f} / {p[1]:.1f}" if p else "n/a",
+          f"{sub.test_bacc.mean() - p[0]:+.1f}" if p else "",
+          f"{sub.test_gm.mean() - p[1]:+.1f}" if p else "",
+          f"{sub.n_zero_recall.mean():.1f}", _zero_recall_summary(sub), _pm(sub.val_bacc),
+          f"{sub.seconds.mean():.0f}"]
+
+
+def results_markdown(df: pd.DataFrame, rows: Dict[str, tuple], paper: Optional[dict], title: str,
+                     notes: Sequence[str] = ()) -> str:
   """Mean ± std per row (bACC, GM, zero-recall classes, seconds) with the paper's figures."""
   lines = [f"# {title}", ""]
   lines += [f"{n}" for n in notes]
   if notes:
     lines.append("")
-  head = ("| method | seeds | bACC | GM | paper bACC / GM | Δ bACC | Δ GM | zero-recall classes | "
-          "which (seeds) | val bACC | s / run |")
-  lines += [head, "|" + "---|" * (head.count("|") - 1)]
-  for key, (label, _) in rows.items():
-    sub = df[df["row"] == key]
-    if sub.empty:
-      continue
-    p = (paper or {}).get(key)
-    pb = f"{p[0]:.1f} / {p[1]:.1f}" if p else "n/a"
-    db = f"{sub.test_bacc.mean() - p[0]:+.1f}" if p else ""
-    dg = f"{sub.test_gm.mean() - p[1]:+.1f}" if p else ""
-    lines.append(f"| {label} | {len(sub)} | {_pm(sub.test_bacc)} | {_pm(sub.test_gm)} | {pb} | {db} | "
-                 f"{dg} | {sub.n_zero_recall.mean():.1f} | {_zero_recall_summary(sub)} | "
-                 f"{_pm(sub.val_bacc)} | "
-                 f"{sub.seconds.mean():.0f} |")
-  lines.append("")
+  header = ["method", "seeds", "bACC", "GM", "paper bACC / GM", "Δ bACC", "Δ GM",
+            "zero-recall classes", "which (seeds)", "val bACC", "s / run"]
+  body = [_table_row(label, df[df["row"] == key], (paper or {}).get(key))
+          for key, (label, _) in rows.items() if not df[df["row"] == key].empty]
+  lines += [markdown_table(header, body), ""]
   return "\n".join(lines)
 
 
@@ -223,5 +223,5 @@ def collect(run_root: str, name: str, rows: Dict[str, tuple], *, paper: Optional
   labels = sorted(set(df["data_label"]) - {""})
   all_notes = list(notes) + [f"Data: {l}." for l in labels]
   atomic_write_text(os.path.join(results_dir, f"{name}.md"),
-                    markdown_table(df, rows, paper, title or name, all_notes))
+                    results_markdown(df, rows, paper, title or name, all_notes))
   return df

@@ -9,6 +9,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".[cpu,test]"
-# Lint first (unused imports and names, undefined names): a failure stops the run.
-.venv/bin/python -m pyflakes m2m_tf data_prep launch tests
+# Lint first (pyflakes' checks and the 100-column line length, ruff.toml): a failure stops the run.
+.venv/bin/ruff check --quiet m2m_tf data_prep launch benchmarks tests
 exec .venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"

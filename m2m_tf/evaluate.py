@@ -29,8 +29,7 @@ import argparse
 import os
 import sys
 import time
-import warnings
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -50,8 +49,8 @@ def resolve_checkpoint(path: str) -> Tuple[str, dict]:
       holding flags.json and saved_model/ or best_f.weights.h5).
 
   Returns:
-    (checkpoint path, the run's configuration or {} when there is no
-    flags.json in the run folder or beside the checkpoint).
+    (checkpoint path, the run's configuration as {leaf name: value}, or {}
+    when there is no flags.json in the run folder or beside the checkpoint).
 
   Raises:
     FileNotFoundError: `path` does not exist, or a run folder has no model.
@@ -68,22 +67,8 @@ def resolve_checkpoint(path: str) -> Tuple[str, dict]:
       raise FileNotFoundError(f"run folder {path!r} has neither saved_model/ nor best_f.weights.h5 "
                               "(an unfinished run?)")
     checkpoint = found[0]
-  return checkpoint, read_json(os.path.join(run_dir, "flags.json")) or {}
-
-
-def _shape_str(shape) -> str:
-  """(None, 32, 3) -> '(?, 32, 3)'."""
-  dims = ["?" if d is None else str(int(d)) for d in shape]
-  return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
-
-
-def _mismatch(checkpoint: str, data_name: str, ckpt_shape, ckpt_k, input_shape,
-              num_classes) -> CheckpointError:
-  """The one-line error of a checkpoint made for another input shape or number of classes."""
-  return CheckpointError(
-      f"checkpoint {checkpoint!r} does not fit dataset {data_name}: the checkpoint takes input "
-      f"shape {_shape_str(ckpt_shape)} and predicts {ckpt_k} classes, the dataset has input "
-      f"shape {_shape_str(input_shape)} and {num_classes} classes")
+  from m2m_tf.run_records import flatten_record  # pylint: disable=g-import-not-at-top
+  return checkpoint, flatten_record(read_json(os.path.join(run_dir, "flags.json")) or {})
 
 
 def _saved_model_shapes(loaded) -> Optional[Tuple[tuple, Optional[int]]]:
@@ -99,6 +84,7 @@ def _saved_model_shapes(loaded) -> Optional[Tuple[tuple, Optional[int]]]:
 
 def _check_saved_model(loaded, checkpoint, data_name, input_shape, num_classes) -> None:
   """Raises CheckpointError when a SavedModel's signature does not fit the dataset."""
+  from m2m_tf.models import weights_io  # pylint: disable=g-import-not-at-top
   shapes = _saved_model_shapes(loaded)
   if shapes is None:
     return
@@ -106,64 +92,7 @@ def _check_saved_model(loaded, checkpoint, data_name, input_shape, num_classes) 
   fits_input = len(in_shape) == len(input_shape) and all(
       a is None or int(a) == int(b) for a, b in zip(in_shape, input_shape))
   if not fits_input or (k is not None and int(k) != num_classes):
-    raise _mismatch(checkpoint, data_name, in_shape, k, input_shape, num_classes)
-
-
-def _h5_shapes(path: str) -> Dict[str, tuple]:
-  """Every variable of a Keras `.weights.h5` file: its path in the file -> shape."""
-  import h5py  # pylint: disable=g-import-not-at-top
-  shapes = {}
-  with h5py.File(path, "r") as f:
-    f.visititems(lambda name, obj: shapes.update({name: tuple(obj.shape)})
-                 if isinstance(obj, h5py.Dataset) else None)
-  return shapes
-
-
-def _diagnose_h5(model, checkpoint, data_name, input_shape, num_classes) -> Optional[str]:
-  """Why `checkpoint` does not load into `model` (built for the dataset), or None.
-
-  Compares the file with the same model saved fresh (Keras names the variables in
-  the file after the layer types, so equal architectures give equal names).
-  """
-  import tempfile  # pylint: disable=g-import-not-at-top
-  try:
-    got = _h5_shapes(checkpoint)
-  except OSError:
-    return None  # not readable as HDF5: Keras' own error says more
-  with tempfile.TemporaryDirectory() as tmp:
-    fresh = os.path.join(tmp, "fresh.weights.h5")
-    model.save_weights(fresh)
-    want = _h5_shapes(fresh)
-  diff = {n: (got[n], want[n]) for n in sorted(set(got) & set(want)) if got[n] != want[n]}
-  ckpt_k = [g[-1] for g, w in diff.values() if w[-1:] == (num_classes,) and g[:-1] == w[:-1]]
-  # A first-layer kernel (d, units) or (kh, kw, channels, filters) gives the input's last axis.
-  # (Its output width may differ too: another hidden size.)
-  first = [(got[n], want[n]) for n in set(got) & set(want)
-           if len(want[n]) >= 2 and len(got[n]) == len(want[n]) and want[n][-2] == input_shape[-1]]
-  ckpt_in = [g[-2] for g, w in first if g[-2] != w[-2]]
-  if ckpt_k or ckpt_in:
-    # Weights fix only the input's last axis (features or channels), not an image's size.
-    last = ckpt_in[0] if ckpt_in else (input_shape[-1] if first else None)
-    in_shape = (None,) * (len(input_shape) - 1) + (last,)
-    return str(_mismatch(checkpoint, data_name, in_shape, ckpt_k[0] if ckpt_k else num_classes,
-                         input_shape, num_classes))
-  return _layer_difference(checkpoint, model.name, got, want, diff)
-
-
-def _layer_difference(checkpoint, model_name, got, want, diff) -> Optional[str]:
-  """One line on variables that differ in name or shape (another arch or head), or None."""
-  only_ckpt = sorted({n.rsplit("/vars/", 1)[0] for n in set(got) - set(want)})
-  only_model = sorted({n.rsplit("/vars/", 1)[0] for n in set(want) - set(got)})
-  if diff:
-    name, (g, w) = next(iter(diff.items()))
-    return (f"checkpoint {checkpoint!r} does not fit model {model_name!r}: variable {name} has "
-            f"shape {g} in the checkpoint, {w} in the model (another --arch or hidden size?)")
-  if only_ckpt or only_model:
-    hint = (" (--normed_head must match the checkpoint: LDAM runs have the cosine head)"
-            if any("normed_dense" in n for n in only_ckpt + only_model) else "")
-    return (f"checkpoint {checkpoint!r} does not fit model {model_name!r}: layers only in the "
-            f"checkpoint {only_ckpt[:3]}, only in the model {only_model[:3]}{hint}")
-  return None
+    raise weights_io.mismatch_error(checkpoint, data_name, in_shape, k, input_shape, num_classes)
 
 
 def _build(arch, input_shape, num_classes, normed_head, hidden_units):
@@ -174,35 +103,6 @@ def _build(arch, input_shape, num_classes, normed_head, hidden_units):
                                    hidden_units=hidden_units)
   except ValueError as e:  # unknown arch, or inputs of the wrong rank or channels
     raise CheckpointError(str(e)) from e
-
-
-def _load_into(model, checkpoint, data_name, input_shape, num_classes) -> None:
-  """Loads a `.npz` (PyTorch layout) or `.weights.h5` checkpoint into `model`."""
-  from m2m_tf import models  # pylint: disable=g-import-not-at-top
-  if checkpoint.endswith(".npz"):
-    try:
-      models.load_torch_state_dict(model, checkpoint)
-    except ValueError as e:  # its messages name the keys and both shapes
-      raise CheckpointError(f"dataset {data_name} (input shape {_shape_str(input_shape)}, "
-                            f"{num_classes} classes): {e}") from e
-    return
-  # Keras warns about the layers it skips before it raises; those warnings are
-  # noise once the error is named in one line, and are re-issued otherwise.
-  with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    try:
-      model.load_weights(checkpoint)
-      error = None
-    except ValueError as e:
-      error = e
-  why = None if error is None else _diagnose_h5(model, checkpoint, data_name, input_shape,
-                                                num_classes)
-  if why is not None:
-    raise CheckpointError(why) from error
-  for w in caught:
-    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-  if error is not None:
-    raise error  # not a shape problem we can name: keep Keras' own error
 
 
 def load_classifier(checkpoint: str, *, arch: str, input_shape, num_classes: int,
@@ -224,6 +124,7 @@ def load_classifier(checkpoint: str, *, arch: str, input_shape, num_classes: int
       checkpoint whose input shape, number of classes or layers do not fit.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from m2m_tf.models import weights_io  # pylint: disable=g-import-not-at-top
   if not os.path.exists(checkpoint):
     raise FileNotFoundError(f"checkpoint not found: {checkpoint!r}")
   if os.path.isdir(checkpoint):
@@ -239,7 +140,7 @@ def load_classifier(checkpoint: str, *, arch: str, input_shape, num_classes: int
     raise CheckpointError(f"checkpoint {checkpoint!r} must be a .npz file, a .weights.h5 file, "
                           "a SavedModel directory or a run folder")
   model = _build(arch, input_shape, num_classes, normed_head, hidden_units)
-  _load_into(model, checkpoint, data_name, input_shape, num_classes)
+  weights_io.load_weights(model, checkpoint, data_name)
   fn = tf.function(lambda x: model(x, training=False))
   return lambda x: fn(tf.convert_to_tensor(x, tf.float32))
 
@@ -253,10 +154,14 @@ def predict(logits_fn, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
   return np.concatenate(preds) if preds else np.zeros(0, np.int64)
 
 
-def _hidden_units(dataset: str, arch: str):
-  """The MLP hidden sizes of the dataset's recipe (None: not an MLP or no recipe)."""
+def _hidden_units(dataset: str, arch: str, run_flags: dict):
+  """The MLP hidden sizes: the run's, else the dataset recipe's (None: not an MLP)."""
   from m2m_tf.recipes import RECIPES  # pylint: disable=g-import-not-at-top
-  return RECIPES[dataset].hidden_units if arch == "mlp" and dataset in RECIPES else None
+  if arch != "mlp":
+    return None
+  if run_flags.get("hidden_units"):
+    return tuple(run_flags["hidden_units"])
+  return RECIPES[dataset].hidden_units if dataset in RECIPES else None
 
 
 def evaluate_checkpoint(checkpoint: str, data, *, arch: Optional[str] = None,
@@ -286,12 +191,14 @@ def evaluate_checkpoint(checkpoint: str, data, *, arch: Optional[str] = None,
   if normed_head is None:
     normed_head = run_flags.get("loss") == "ldam"
   # A SavedModel carries its own architecture; --arch applies to weight files only.
-  arch = "saved_model" if os.path.isdir(checkpoint) else arch or get_recipe(data.name).arch
+  arch = "saved_model" if os.path.isdir(checkpoint) else (
+      arch or run_flags.get("arch") or get_recipe(data.name).arch)
   x, y = {"test": (data.x_test, data.y_test), "val": (data.x_val, data.y_val),
           "train": (data.x_train, data.y_train)}[split]
   fn = load_classifier(checkpoint, arch=arch, input_shape=data.input_shape,
                        num_classes=data.num_classes, normed_head=normed_head,
-                       hidden_units=_hidden_units(data.name, arch), data_name=data.name)
+                       hidden_units=_hidden_units(data.name, arch, run_flags),
+                       data_name=data.name)
   summary = metrics.summarize(y, predict(fn, x, batch_size), data.class_counts)
   return {"dataset": data.name, "data_label": data.label, "checkpoint": checkpoint,
           "arch": arch, "split": split, "n": int(len(y)),
@@ -341,8 +248,8 @@ def _load_data(args, run_flags: dict):
   """The dataset to evaluate on: the flags', else the run's (with the run's options)."""
   from data_prep.registry import load_dataset  # pylint: disable=g-import-not-at-top
   dataset = args.dataset or run_flags.get("dataset")
-  options = dict(run_flags.get("dataset_options") or {}) if dataset == run_flags.get(
-      "dataset") else {}
+  options = {k: run_flags[k] for k in ("imbalance_ratio", "vocab_size", "embeddings")
+             if run_flags.get(k) is not None and dataset == run_flags.get("dataset")}
   if args.imbalance_ratio is not None:
     options["imbalance_ratio"] = args.imbalance_ratio
   return load_dataset(dataset, args.data_dir or run_flags.get("data_dir"), **options)

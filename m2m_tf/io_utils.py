@@ -95,7 +95,8 @@ def file_sha256(path: str) -> str:
 
 def atomic_write_json(path: str, obj: Any) -> None:
   """Writes `obj` as indented JSON atomically; NaN becomes null."""
-  atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+  text = json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False)
+  atomic_write_text(path, text + "\n")
 
 
 def atomic_replace_dir(build_fn, path: str) -> None:

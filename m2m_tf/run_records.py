@@ -7,7 +7,7 @@ Only the standard library: progress reports (`launch.cifar_full --status`,
 import glob
 import os
 import re
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from m2m_tf.errors import CheckpointError
 from m2m_tf.io_utils import read_json
@@ -41,3 +41,27 @@ def newest_record(ckpt_dir: str) -> Optional[dict]:
     if rec is not None:
       return rec
   return None
+
+
+# The sections of a run's flags.json (m2m_tf.config.ExperimentConfig), and the dataset builder
+# options that have a field of their own; kept here so that reading a record needs no TensorFlow.
+CONFIG_SECTIONS = ("data", "model", "schedule", "training", "m2m", "runtime")
+NAMED_DATA_OPTIONS = ("imbalance_ratio", "vocab_size", "embeddings")
+
+
+def flatten_record(record: dict) -> Dict[str, object]:
+  """A flags.json (nested, or the flat form of older runs) as {leaf name: value}.
+
+  The older flat form kept every builder option in `dataset_options` and had
+  no sections; the options that now have their own field become leaves here.
+  """
+  out = {}
+  for key, value in record.items():
+    if key in CONFIG_SECTIONS and isinstance(value, dict):
+      out.update(value)
+    elif key == "dataset_options" and isinstance(value, dict):
+      out.update({k: v for k, v in value.items() if k in NAMED_DATA_OPTIONS})
+      out[key] = {k: v for k, v in value.items() if k not in NAMED_DATA_OPTIONS}
+    else:
+      out[key] = value
+  return out

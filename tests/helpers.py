@@ -15,9 +15,16 @@ def h5_arrays(path):
 
 
 def load_results(folder):
-  """A run's results.json without its wall-clock fields (they differ between equal runs)."""
+  """A run's results.json without its wall-clock fields and its folder (they differ between
+  equal runs)."""
   with open(os.path.join(folder, "results.json")) as fh:
     res = json.load(fh)
   res.pop("seconds")
   res.pop("epoch_seconds", None)
+  res.pop("output_dir", None)
   return res
+
+
+# The official M2m g (ResNet-32 trained with ERM on CIFAR-10-LT, ratio 100), PyTorch layout.
+OFFICIAL_NPZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
+                            "pretrained", "official_erm_resnet32_cifar10lt_r100.npz")

@@ -10,7 +10,7 @@ import os
 from absl.testing import absltest
 import tensorflow as tf
 
-from m2m_tf import bench
+from benchmarks import bench
 
 
 class BenchTest(tf.test.TestCase):
@@ -43,7 +43,32 @@ class BenchTest(tf.test.TestCase):
       md = fh.read()
     self.assertIn("| resnet32 | m2m_b8/default |", md)
     self.assertIn("Whole run on synthetic_lt", md)
+    self.assertIn("python -m benchmarks.bench --quick", md)
     self.assertEqual(sorted(os.listdir(os.path.dirname(out))), ["bench.json", "bench.md"])
+    # The Markdown is a function of the JSON alone: --from_json rewrites it identically.
+    os.remove(os.path.splitext(out)[0] + ".md")
+    bench.main(["--from_json", out])
+    with open(os.path.splitext(out)[0] + ".md") as fh:
+      self.assertEqual(fh.read(), md)
+
+  def test_markdown_of_a_report(self):
+    step = {"workload": "mlp", "config": "erm/default", "median_step_s": 0.0125,
+            "samples_per_s": 5120.0, "ratio_to_erm_same_mode": 1.0, "ratio_to_fastest_erm": 1.25,
+            "first_call_s": 0.5}
+    report = {"argv": ["--which", "mlp"], "finished": "then", "load_average_end": None,
+              "machine": {"cpu": "c", "cores": 2, "device": "CPU", "tensorflow": "t",
+                          "keras": "k", "load_average_start": None},
+              "settings": {"warmup": 3, "steps": 5, "slow_steps": 1, "xla_conv_buckets": [1]},
+              "steps": [step], "summaries": [{"label": "L", "fastest_erm": "erm/default",
+                                              "fastest_erm_step_s": 0.0125,
+                                              "m2m_b8_over_erm_fastest_modes": 5.4321,
+                                              "fastest_m2m_b8": "m2m_b8/xla"}]}
+    md = bench.markdown(report)
+    self.assertIn("Made by `python -m benchmarks.bench --which mlp` on then.", md)
+    self.assertIn("| mlp | erm/default | 0.0125 | 5120 | 1 | 1.25 | – | 0.5 |", md)
+    self.assertIn("- M2m (n_buckets=8, m2m_b8/xla) / ERM, each in its fastest mode: **5.43×**",
+                  md)
+    self.assertNotIn("Whole run", md)
 
   def test_bad_flags(self):
     with self.assertRaises(SystemExit):

@@ -19,6 +19,7 @@ from data_prep import cache
 from data_prep import download
 from data_prep import paths
 from data_prep import registry
+from data_prep import splits
 from data_prep import stopwords
 from data_prep import synthetic
 
@@ -86,6 +87,19 @@ class PathsTest(TempDirMixin, absltest.TestCase):
     finally:
       os.chdir(cwd)
     self._assert_how_to(str(ctx.exception))
+
+  def test_default_falls_back_to_shared_data_inside_the_repository(self):
+    repo = os.path.join(self.tmpdir(), "a", "repo")
+    inside = os.path.join(repo, "shared", "data")
+    os.makedirs(inside)
+    cwd = os.getcwd()
+    try:
+      os.chdir(repo)  # ../shared/data of neither the repository nor the cwd exists
+      with mock.patch.dict(os.environ, {"M2M_DATA_DIR": ""}), \
+          mock.patch.object(paths, "_REPO_ROOT", pathlib.Path(repo)):
+        self.assertEqual(paths.resolve_data_dir(None), pathlib.Path(inside).resolve())
+    finally:
+      os.chdir(cwd)
 
   def test_require_file_names_expected_path(self):
     root = self.tmpdir()
@@ -355,10 +369,10 @@ class SyntheticTest(parameterized.TestCase):
     self.assertLess(bacc, 0.95)
 
   def test_long_tail_counts_matches_official_cifar(self):
-    self.assertEqual(synthetic.long_tail_counts(5000, 10, 100).tolist(),
+    self.assertEqual(splits.long_tail_counts(5000, 10, 100).tolist(),
                      [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50])
     with self.assertRaises(ValueError):
-      synthetic.long_tail_counts(10, 3, 0.5)
+      splits.long_tail_counts(10, 3, 0.5)
 
 
 class RegistryTest(absltest.TestCase):

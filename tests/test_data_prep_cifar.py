@@ -12,6 +12,7 @@ import tensorflow as tf
 from data_prep import cifar_jpeg
 from data_prep import download
 from data_prep import paths
+from data_prep import splits
 
 
 class CifarJpegTest(absltest.TestCase):
@@ -82,7 +83,7 @@ class CifarJpegTest(absltest.TestCase):
     with np.load(self.root / "cifar10_jpeg/train.npz") as z:
       labels, number = z["labels"], z["index_in_class"]
     counts = [int(5000 * 10**(-k / 9)) for k in range(10)]
-    idx = cifar_jpeg.select_first_per_class(labels, number, counts)
+    idx = splits.first_per_class(labels, counts, order_key=number)
     self.assertEqual(np.bincount(labels[idx]).tolist(), counts)
     for k in range(10):
       self.assertEqual(sorted(number[idx][labels[idx] == k].tolist()),

@@ -1,6 +1,7 @@
 """Tests of data_prep.reuters on the real R52 files and on small fake files."""
 
 import collections
+import json
 import os
 import shutil
 import tempfile
@@ -10,6 +11,7 @@ from absl.testing import absltest
 import numpy as np
 from sklearn.feature_extraction.text import CountVectorizer
 
+from data_prep import cache as cache_lib
 from data_prep import download
 from data_prep import paths
 from data_prep import reuters
@@ -204,6 +206,10 @@ class FakeReutersTest(TempDirMixin, absltest.TestCase):
     np.testing.assert_array_equal(d.x_train, [[1, 1, 0, 0], [1, 1, 1, 1]])
     np.testing.assert_array_equal(d.x_test, [[1, 0, 0, 1], [0, 0, 1, 0]])
     self.assertEqual(d.x_val.shape, (0, 4))
+    # "date" (rank 3 = vocab_size-1) shares UNK: only ranks 0..2 own an index.
+    self.assertEqual(d.text_features, {
+        "kind": "bag_of_words", "vocabulary": ("apple", "banana", "cherry"),
+        "stop_words": stopwords.ENGLISH_STOP_WORDS, "vocab_size": 4})
 
   def test_vocabulary_rule_with_ties(self):
     # Counts: w0 5, w1 4, w2 3, w3 3, w4 3, w5 1. vocab_size 4 -> threshold is
@@ -253,6 +259,35 @@ class FakeReutersTest(TempDirMixin, absltest.TestCase):
       self._build(root, min_test_docs=1, val_fraction=0.8)
     with self.assertRaisesRegex(ValueError, "every class would be empty"):
       self._build(root, min_test_docs=2)
+
+  def test_cache_without_vocabulary_is_rebuilt(self):
+    root = self._root("a\tapple apple banana\nb\tcherry banana\n", "a\tapple\nb\tzebra\n")
+    cache_dir = self.tmpdir()
+    kw = dict(vocab_size=3, val_fraction=0.0, min_test_docs=1, use_cache=True,
+              cache_dir=cache_dir)
+    first = self._build(root, **kw)
+    self.assertEqual(first.text_features["vocabulary"], ("apple", "banana"))
+    # Rewrite the entry as the previous version wrote it: valid, but without the vocabulary.
+    (name,) = os.listdir(cache_dir)
+    path = os.path.join(cache_dir, name)
+    with np.load(path) as npz:
+      arrays = {k: npz[k] for k in npz.files}
+    key = arrays.pop("__cache_key__")
+    arrays.pop("__cache_manifest__")
+    arrays.pop("vocabulary")
+    cache_lib.save_npz_atomic(path, {**arrays, "__cache_key__": key, "__cache_manifest__":
+                                     np.array(json.dumps(cache_lib.manifest(arrays)))})
+    build = mock.Mock(side_effect=reuters._build_arrays)
+    with mock.patch.object(reuters, "_build_arrays", build):
+      with self.assertLogs(level="WARNING") as logs:
+        second = self._build(root, **kw)
+      self.assertEqual(build.call_count, 1)
+      self.assertIn("vocabulary", "\n".join(logs.output))
+      self.assertEqual(second.text_features, first.text_features)
+      third = self._build(root, **kw)  # the rebuilt entry holds it: no second rebuild
+      self.assertEqual(build.call_count, 1)
+    self.assertEqual(third.text_features, first.text_features)
+    np.testing.assert_array_equal(third.x_test, [[1, 0, 0], [0, 0, 1]])
 
   def test_missing_data_dir_and_file(self):
     with self.assertRaisesRegex(paths.DataNotFoundError, "--data_dir"):

@@ -1,5 +1,6 @@
 """Tests of data_prep.twitter on the real Twitter POS files and fake files."""
 
+import json
 import os
 import shutil
 import tempfile
@@ -9,6 +10,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 
+from data_prep import cache as cache_lib
 from data_prep import paths
 from data_prep import twitter
 
@@ -185,6 +187,53 @@ class FakeTwitterTest(TempDirMixin, absltest.TestCase):
     np.testing.assert_array_equal(d.y_test, [0, 1])
     d0 = self._build(self._root(), embeddings=emb, window=0)
     np.testing.assert_array_equal(d0.x_train, [[1, 2], [3, 4], [0, 0]])
+    spec = d.text_features
+    self.assertEqual((spec["kind"], spec["window"], spec["pad_token"], spec["unk_row"]),
+                     ("token_window", 1, "</s>", 0))
+    table = {k: spec["embeddings"][r].tolist() for k, r in zip(spec["keys"], spec["rows"])}
+    self.assertEqual(table, {"UUUNKKK": [0, 0], "</s>": [9, 9], "hello": [1, 2],
+                             "world": [3, 4]})
+    self.assertEqual(d0.text_features["window"], 0)
+
+  def test_substitute_table_in_text_features(self):
+    d = self._build(self._root())
+    spec = d.text_features
+    self.assertEqual(spec["unk_row"], spec["rows"][spec["keys"].index("uuunkkk")])
+    # Every lowercased word of the three files, plus both specials in their own case.
+    self.assertEqual(set(spec["keys"]), {"</s>", "UUUNKKK", "uuunkkk", "hello", "world",
+                                         "foo", "bar"})
+    for key, row in zip(spec["keys"], spec["rows"]):
+      np.testing.assert_array_equal(spec["embeddings"][row],
+                                    twitter.substitute_embedding(key))
+
+  def test_cache_without_table_is_rebuilt(self):
+    root, cache_dir = self._root(), self.tmpdir()
+    kw = dict(verify_checksums=False, cache_dir=cache_dir)
+    first = twitter.build_twitter(root, **kw)
+    # Rewrite the entry as the previous version wrote it: valid, but without the table.
+    (name,) = os.listdir(cache_dir)
+    path = os.path.join(cache_dir, name)
+    with np.load(path) as npz:
+      arrays = {k: npz[k] for k in npz.files}
+    key = arrays.pop("__cache_key__")
+    arrays.pop("__cache_manifest__")
+    for table in ("embedding_keys", "embedding_rows", "embeddings"):
+      arrays.pop(table)
+    cache_lib.save_npz_atomic(path, {**arrays, "__cache_key__": key, "__cache_manifest__":
+                                     np.array(json.dumps(cache_lib.manifest(arrays)))})
+    build = mock.Mock(side_effect=twitter._build_arrays)
+    with mock.patch.object(twitter, "_build_arrays", build):
+      with self.assertLogs(level="WARNING") as logs:
+        second = twitter.build_twitter(root, **kw)
+      self.assertEqual(build.call_count, 1)
+      self.assertIn("embedding_keys", "\n".join(logs.output))
+      third = twitter.build_twitter(root, **kw)
+      self.assertEqual(build.call_count, 1)  # the rebuilt entry holds the table
+    for d in (second, third):
+      self.assertEqual(d.text_features["keys"], first.text_features["keys"])
+      np.testing.assert_array_equal(d.text_features["embeddings"],
+                                    first.text_features["embeddings"])
+      np.testing.assert_array_equal(d.x_train, first.x_train)
 
   def test_exact_case_preferred_over_lowercase(self):
     vocab, m = twitter.load_embeddings(

@@ -31,6 +31,7 @@ CONFIG = dict(dataset="synthetic_lt", method="m2m", seed=0, verbose=0, jit_compi
 
 DRIVER = textwrap.dedent("""
     import json, os, signal, sys
+    from m2m_tf.config import ExperimentConfig
     from m2m_tf.training import checkpoint, run
     point, nth = sys.argv[2], int(sys.argv[3])
     count = [0]
@@ -83,7 +84,7 @@ DRIVER = textwrap.dedent("""
     checkpoint.atomic_save, checkpoint.atomic_write_json = atomic_save, atomic_write_json
     checkpoint.write_history = history
     run.atomic_replace_dir, run.atomic_write_json = export, results
-    cfg = run.ExperimentConfig(**json.loads(sys.argv[1]))
+    cfg = ExperimentConfig.from_leaves(**json.loads(sys.argv[1]))
     run.run_experiment(cfg)
 """)
 

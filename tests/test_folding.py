@@ -1,50 +1,104 @@
-"""BatchNorm folding of the translation's inference passes (`m2m_tf.models.folding`)."""
+"""BatchNorm folding of the translation's inference passes (`m2m_tf.models.folding`, `conv_bn`).
+
+Rounding units: u32 = 2^-24 = 6.0e-8, u64 = 2^-53 = 1.1e-16. A floating-point
+sum of n products, in ANY order (blocked, FMA, AVX-512, AMX, oneDNN or Eigen),
+is within gamma_n = n u / (1 - n u) of sum |terms| (Higham, Accuracy and
+Stability of Numerical Algorithms, 3.1); that, not a measurement on one CPU,
+sets the tolerances below.
+"""
+
+import json
+import os
+import tempfile
 
 from absl.testing import parameterized
+import h5py
 import keras
 import numpy as np
 import tensorflow as tf
 
 from m2m_tf import models
 from m2m_tf.m2m import generation
+from m2m_tf.models import conv_bn
 from m2m_tf.models import folding
+
+_FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures",
+                        "model_weights_layout.json")
+# K = 10; ResNet-50 at 32 px (its weights do not depend on the image size).
+_BUILDERS = {
+    "resnet32": lambda normed: models.resnet32(10, normed_head=normed),
+    "preact_resnet18": lambda normed: models.preact_resnet18(10, normed_head=normed),
+    "resnet50": lambda normed: models.resnet50(10, input_shape=(32, 32, 3), normed_head=normed),
+}
+
+
+def _all_layers(model):
+  out = []
+  for layer in model.layers:
+    out.append(layer)
+    if isinstance(layer, keras.Model):
+      out.extend(_all_layers(layer))
+  return out
+
+
+def _batch_norms(model):
+  return [l for l in _all_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
 
 
 def _randomise_batchnorm(model, seed=0):
   """Non-trivial running statistics and affine parameters, as after training."""
   rng = np.random.default_rng(seed)
-  for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
-    if isinstance(layer, keras.layers.BatchNormalization):
-      c = layer.moving_mean.shape[0]
-      layer.moving_mean.assign(rng.normal(0, 0.3, c).astype(np.float32))
-      layer.moving_variance.assign(rng.uniform(0.3, 3.0, c).astype(np.float32))
-      if layer.scale:
-        layer.gamma.assign(rng.uniform(0.5, 1.5, c).astype(np.float32))
-      if layer.center:
-        layer.beta.assign(rng.normal(0, 0.3, c).astype(np.float32))
+  for layer in _batch_norms(model):
+    c = layer.moving_mean.shape[0]
+    layer.moving_mean.assign(rng.normal(0, 0.3, c))
+    layer.moving_variance.assign(rng.uniform(0.3, 3.0, c))
+    if layer.scale:
+      layer.gamma.assign(rng.uniform(0.5, 1.5, c))
+    if layer.center:
+      layer.beta.assign(rng.normal(0, 0.3, c))
 
 
 def _small_cnn(activation="tanh", name="cnn"):
   """Smooth activations (tanh), so input gradients can be compared tightly.
 
-  Covers: conv with bias + BN, ZeroPadding2D + stride-1 'valid' conv + BN
-  (becomes 'same'), ZeroPadding2D + stride-2 conv (kept), BN without
-  scale/center, and a Dense head.
+  Three conv_bn pairs: a conv with bias ('same'), ZeroPadding2D + stride-1
+  'valid' conv with a BN without scale/center, ZeroPadding2D + stride-2 conv;
+  then a Dense head. Fan-in of the convs: 27, 36, 45; of the head: 6.
   """
+  def bn(name, **kw):
+    return conv_bn.BatchNormalization(name=name, **kw)
+
   inputs = keras.Input((8, 8, 3))
-  x = keras.layers.Conv2D(4, 3, padding="same", use_bias=True, name="c1")(inputs)
-  x = keras.layers.BatchNormalization(name="bn1")(x)
+  x = conv_bn.conv_bn(inputs, conv_bn.Conv2D(4, 3, padding="same", use_bias=True, name="c1"),
+                      bn("bn1"))
   x = keras.layers.Activation(activation)(x)
   x = keras.layers.ZeroPadding2D(1, name="p2")(x)
-  x = keras.layers.Conv2D(5, 3, padding="valid", use_bias=False, name="c2")(x)
-  x = keras.layers.BatchNormalization(scale=False, center=False, epsilon=1e-3, name="bn2")(x)
+  x = conv_bn.conv_bn(x, conv_bn.Conv2D(5, 3, padding="valid", use_bias=False, name="c2"),
+                      bn("bn2", scale=False, center=False, epsilon=1e-3))
   x = keras.layers.Activation(activation)(x)
   x = keras.layers.ZeroPadding2D(1, name="p3")(x)
-  x = keras.layers.Conv2D(6, 3, strides=2, padding="valid", use_bias=False, name="c3")(x)
-  x = keras.layers.BatchNormalization(name="bn3")(x)
+  x = conv_bn.conv_bn(x, conv_bn.Conv2D(6, 3, strides=2, use_bias=False, name="c3"), bn("bn3"))
   x = keras.layers.Activation(activation)(x)
   x = keras.layers.GlobalAveragePooling2D()(x)
   return keras.Model(inputs, keras.layers.Dense(3, name="head")(x), name=name)
+
+
+def _stock_small_cnn():
+  """`_small_cnn` from Keras' own Conv2D and BatchNormalization (nothing to fold)."""
+  inputs = keras.Input((8, 8, 3))
+  x = keras.layers.Conv2D(4, 3, padding="same", use_bias=True, name="c1")(inputs)
+  x = keras.layers.BatchNormalization(name="bn1")(x)
+  x = keras.layers.Activation("tanh")(x)
+  x = keras.layers.ZeroPadding2D(1, name="p2")(x)
+  x = keras.layers.Conv2D(5, 3, padding="valid", use_bias=False, name="c2")(x)
+  x = keras.layers.BatchNormalization(scale=False, center=False, epsilon=1e-3, name="bn2")(x)
+  x = keras.layers.Activation("tanh")(x)
+  x = keras.layers.ZeroPadding2D(1, name="p3")(x)
+  x = keras.layers.Conv2D(6, 3, strides=2, use_bias=False, name="c3")(x)
+  x = keras.layers.BatchNormalization(name="bn3")(x)
+  x = keras.layers.Activation("tanh")(x)
+  x = keras.layers.GlobalAveragePooling2D()(x)
+  return keras.Model(inputs, keras.layers.Dense(3, name="head")(x), name="stock")
 
 
 def _float64_copy(build, model):
@@ -65,6 +119,90 @@ def _input_grad(fn, x, y):
   return tape.gradient(loss, x)
 
 
+def _fold_without_epsilon(model):
+  """A wrong fold: `inference_fn` while every BatchNorm's epsilon is 0."""
+  bns = _batch_norms(model)
+  epsilons = [bn.epsilon for bn in bns]
+  for bn in bns:
+    bn.epsilon = 0.0
+  try:
+    return folding.inference_fn(model)
+  finally:
+    for bn, eps in zip(bns, epsilons):
+      bn.epsilon = eps
+
+
+def _layout(model):
+  """The weight layout recorded in tests/fixtures/model_weights_layout.json.
+
+  weights: [variable.path, shape] of model.weights (the get_weights() order);
+  trainable: model.trainable_variables as indices into weights; h5: each
+  dataset of a saved .weights.h5 file as [h5 path, index into weights] (found
+  by filling weight i with the value i before saving).
+  """
+  weights = [[w.path, list(w.shape)] for w in model.weights]
+  index = {id(w): i for i, w in enumerate(model.weights)}
+  trainable = [index[id(v)] for v in model.trainable_variables]
+  saved = model.get_weights()
+  model.set_weights([np.full(w.shape, i, w.dtype) for i, w in enumerate(saved)])
+  entries = []
+  with tempfile.TemporaryDirectory() as d:
+    path = os.path.join(d, "m.weights.h5")
+    model.save_weights(path)
+
+    def visit(name, obj):
+      if isinstance(obj, h5py.Dataset):
+        v = np.asarray(obj)
+        entries.append([name, int(v.flat[0]) if v.size and np.all(v == v.flat[0]) else -1])
+
+    with h5py.File(path, "r") as f:
+      f.visititems(visit)
+  model.set_weights(saved)
+  return {"weights": weights, "trainable": trainable, "h5": sorted(entries)}
+
+
+class WeightLayoutTest(tf.test.TestCase, parameterized.TestCase):
+  """Checkpoints of runs in progress need the layout of the stock-Keras models."""
+
+  @parameterized.named_parameters(
+      (f"{arch}{'_normed' if normed else ''}", arch, normed)
+      for arch in _BUILDERS for normed in (False, True))
+  def test_matches_fixture(self, arch, normed):
+    with open(_FIXTURE, encoding="utf-8") as f:
+      want = json.load(f)["models"][arch + ("_normed" if normed else "")]
+    got = _layout(_BUILDERS[arch](normed))
+    self.assertEqual(got["weights"], want["weights"])  # get_weights(): order, paths, shapes
+    self.assertEqual(got["trainable"], want["trainable"])
+    self.assertEqual(got["h5"], want["h5"])  # .weights.h5: same group per variable
+
+
+class ModelPairsTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(("resnet32", 31), ("preact_resnet18", 8), ("resnet50", 53))
+  def test_pairs_and_their_graph(self, arch, n_pairs):
+    """Every linked conv's output is read by its BatchNorm alone (what makes the fold exact).
+
+    The ResNet-32 and ResNet-50 convs are all followed by their BN; in the
+    pre-activation ResNet-18 only conv1 -> bn2 of each block is (the stem's
+    output also feeds the first shortcut; conv2 and shortcut convs feed adds).
+    """
+    model = _BUILDERS[arch](False)
+    convs = [l for l in model.layers if isinstance(l, conv_bn.Conv2D)]
+    self.assertLen(convs, n_pairs)
+    readers = {}
+    for layer in model.layers:
+      if not isinstance(layer, keras.layers.InputLayer):
+        for t in tf.nest.flatten(layer.input):
+          readers.setdefault(id(t), []).append(layer)
+    outputs = {id(t) for t in model.outputs}
+    for conv in convs:
+      bn = conv.batch_norm()
+      self.assertIsInstance(bn, conv_bn.BatchNormalization)
+      self.assertEqual(readers[id(conv.output)], [bn])
+      self.assertNotIn(id(conv.output), outputs)
+    self.assertLen(conv_bn.folded_weights(model.layers), n_pairs)
+
+
 class FoldingTest(tf.test.TestCase, parameterized.TestCase):
 
   def setUp(self):
@@ -73,24 +211,63 @@ class FoldingTest(tf.test.TestCase, parameterized.TestCase):
     self.x = tf.constant(np.random.default_rng(1).random((4, 8, 8, 3), np.float32))
     self.y = tf.constant([0, 1, 2, 1])
 
-  def test_plan_of_small_cnn(self):
-    """Every conv absorbs its BN; only the stride-1 padding becomes 'same'."""
-    model = _small_cnn()
-    convs, skipped = folding._plan(model)  # pylint: disable=protected-access
-    by_name = {e["conv"].name: e for e in convs.values()}
-    self.assertEqual(sorted(by_name), ["c1", "c2", "c3"])
-    self.assertEqual([by_name[n]["bn"].name for n in ("c1", "c2", "c3")], ["bn1", "bn2", "bn3"])
-    self.assertEqual([by_name[n]["same"] for n in ("c1", "c2", "c3")], [False, True, False])
-    skipped_names = {l.name for l in model.layers if id(l) in skipped}
-    self.assertEqual(skipped_names, {"bn1", "bn2", "bn3", "p2"})
+  @parameterized.parameters("float32", "float64")
+  def test_folded_weights_against_numpy(self, dtype):
+    """k * s and (b - mu) * s + beta, s = gamma / sqrt(var + eps), against float64 NumPy.
+
+    Folding rounds each value <= 4 times (var + eps, rsqrt, * gamma, * k; the
+    bias: - mu + b, * s, + beta), each within u of its result: <= ~4 u of
+    the largest term, i.e. 2.4e-7 (float32) or 4.4e-16 (float64) relative to
+    max |k s| or to |b s| + |mu s| + |beta|. The bounds are 1e-6 and 4e-15.
+    (Folding a float64 model with epsilon = 1e-5 rounded to float32 first
+    errs by 6e-13: caught.)
+    """
+    build = lambda: _small_cnn()  # pylint: disable=unnecessary-lambda-assignment
+    model32 = build()
+    _randomise_batchnorm(model32)
+    model = model32 if dtype == "float32" else _float64_copy(build, model32)
+    weights = conv_bn.folded_weights(model.layers)
+    self.assertEqual(sorted(c.name for c in weights), ["c1", "c2", "c3"])
+    tol = 1e-6 if dtype == "float32" else 4e-15
+    for conv, (kernel, bias) in weights.items():
+      self.assertEqual((kernel.dtype, bias.dtype), (tf.as_dtype(dtype),) * 2)
+      bn = conv.batch_norm()
+      c = conv.filters
+      gamma = bn.gamma.numpy().astype(np.float64) if bn.scale else np.ones(c)
+      beta = bn.beta.numpy().astype(np.float64) if bn.center else np.zeros(c)
+      b = conv.bias.numpy().astype(np.float64) if conv.use_bias else np.zeros(c)
+      mu = bn.moving_mean.numpy().astype(np.float64)
+      s = gamma / np.sqrt(bn.moving_variance.numpy().astype(np.float64) + bn.epsilon)
+      k = conv.kernel.numpy().astype(np.float64)
+      self.assertLess(np.max(np.abs(kernel.numpy() - k * s)), tol * np.max(np.abs(k * s)))
+      scale = np.abs(b * s) + np.abs(mu * s) + np.abs(beta)
+      self.assertTrue(np.all(np.abs(bias.numpy() - ((b - mu) * s + beta)) <= tol * scale))
 
   @parameterized.parameters(False, True)
-  def test_matches_model_and_input_gradient(self, jit):
-    """Logits and d loss / d x equal the Keras model's in inference mode."""
+  def test_small_cnn_against_float64(self, jit):
+    """Logits and d loss / d x of the folded float32 model against a float64 Keras model.
+
+    float32, folded or not: each conv sums n <= 45 products, within gamma_45 =
+    2.7e-6 of sum |terms|; folding rounds each weight and bias up to 3 more
+    times (rsqrt, * gamma, * kernel: <= 3 u32 = 1.8e-7), and the unfolded BN
+    rounds 2-3 times per output instead. The inputs of each layer are O(1)
+    (tanh outputs in [-1, 1], weights |w| <= 0.6 from glorot_uniform, BN
+    scales gamma / sqrt(var + eps) <= 1.5 / sqrt(0.3) = 2.7), so sum |terms|
+    is at most ~ 45 * 0.6 * 2.7 = 73 times a layer's output scale and each
+    layer adds <= 2e-4 of it at worst, typically sqrt(n) u32 = 4e-7; tanh and
+    the mean pool do not amplify it. Hence rtol = atol = 1e-4 (worst case for
+    one layer, 4 layers of typical error far below it), for the logits and
+    for the gradient (the same sums, transposed). The float64 check is the
+    sharp one: folded and unfolded agree to <= ~4 layers * gamma_45(u64) * 73 =
+    1.5e-12, and forgetting epsilon (1e-3 against variances in [0.3, 3])
+    moves the logits by ~1e-4 (asserted > 1e-9).
+    """
     model = _small_cnn()
     _randomise_batchnorm(model)
-    ref_logits = model(self.x, training=False)
-    ref_grad = _input_grad(model, self.x, self.y)
+    model64 = _float64_copy(_small_cnn, model)
+    x64 = tf.cast(self.x, tf.float64)
+    ref_logits = model64(x64, training=False)
+    ref_grad = _input_grad(model64, x64, self.y)
 
     @tf.function(jit_compile=jit)
     def folded(x):
@@ -98,57 +275,44 @@ class FoldingTest(tf.test.TestCase, parameterized.TestCase):
       return fn(x), _input_grad(fn, x, self.y)
 
     logits, grad = folded(self.x)
-    # float32, u32 = 6e-8. tanh is smooth, so rounding cannot flip anything:
-    # three convs of fan-in <= 45, each within ~sqrt(45) u32 = 4e-7 relative
-    # (45 u32 = 2.7e-6 worst case), compounded over 3 layers and the head:
-    # ~1e-6 relative in logits of size <= 0.6 and in gradients (|g| <= 1.4e-2).
-    # Measured (XLA or not, oneDNN on or off): 6e-8 in the logits, 5e-9 in the
-    # gradient, 100x inside the tolerances. (A fold that forgets bn2's epsilon
-    # moves the logits by 3.7e-5, only 2x the tolerance: the float64 ResNet-32
-    # test below is the sharp one.)
-    self.assertAllClose(logits, ref_logits, rtol=1e-5, atol=1e-5)
-    self.assertAllClose(grad, ref_grad, rtol=1e-4, atol=1e-6)
-    # The comparison can fail: unfolded BN statistics would give other logits.
-    self.assertGreater(float(tf.reduce_max(tf.abs(ref_logits - model(self.x, training=True)))),
+    self.assertEqual(logits.dtype, tf.float32)
+    self.assertAllClose(logits, ref_logits, rtol=1e-4, atol=1e-4)
+    self.assertAllClose(grad, ref_grad, rtol=1e-4, atol=1e-4)
+    fn64 = folding.inference_fn(model64)
+    self.assertAllClose(fn64(x64), ref_logits, rtol=1e-11, atol=1e-11)
+    self.assertAllClose(_input_grad(fn64, x64, self.y), ref_grad, rtol=1e-11, atol=1e-11)
+    # The comparisons can fail: a fold without epsilon, and BN with batch statistics.
+    self.assertGreater(float(tf.reduce_max(tf.abs(_fold_without_epsilon(model64)(x64) -
+                                                  ref_logits))), 1e-9)
+    self.assertGreater(float(tf.reduce_max(tf.abs(ref_logits - model64(x64, training=True)))),
                        1e-2)
 
   def test_resnet32_matches_model(self):
     """ResNet-32 with trained-like BN statistics, compared in float64.
 
     Why float64: a ReLU network's input gradient is discontinuous at every ReLU
-    kink. ResNet-32 on 3 images has 909,312 ReLU inputs (31 ReLU layers); here
-    the one nearest its kink sits at 2.3e-8 of its layer's RMS, the next at
-    1.8e-7. Folding changes the float32 rounding by ~u32 = 2^-24 = 6e-8
-    relative per weight and per conv output, which is enough to flip such a
-    unit: measured on an AMD EPYC, the folded float32 input gradient differs
-    from the unfolded one by 3.9e-3 in relative norm (1.7e-2 of max |g|, in
-    one patch of image 0: one unit's receptive field), while the unfolded
-    float32 gradient agrees with the float64 model's to 5e-7. Whether a unit
-    flips depends on the CPU's summation order (oneDNN/Eigen kernels, AVX-512
-    or AMX), so no float32 gradient tolerance both holds on every x86-64 CPU
-    and still catches a wrong fold (a fold that forgets BatchNorm's epsilon
-    moves the gradient by only 1.0e-2 in relative norm).
+    kink. ResNet-32 on 3 images has 909,312 ReLU inputs (31 ReLU layers); the
+    one nearest its kink can sit within ~1e-8 of its layer's RMS. Folding
+    changes the float32 rounding by ~u32 relative per weight and per conv
+    output, which is enough to flip such a unit, and whether one flips depends
+    on the CPU's summation order (oneDNN/Eigen kernels, AVX-512 or AMX): a
+    flipped unit moves the float32 input gradient by ~1e-2 of its maximum in
+    one receptive field, as much as a fold that forgets BatchNorm's epsilon. So
+    no float32 gradient tolerance both holds on every x86-64 CPU and still
+    catches a wrong fold.
 
-    In float64 (u64 = 2^-53 = 1.1e-16) a flip needs a unit within ~1e-15 of
-    its RMS of the kink: with ~1e6 units that is a chance of ~1e-9. Rounding
-    then bounds the difference: a 3x3 conv sums n = 9 C <= 576 products
-    (worst case gamma_n = n u64 = 6.4e-14 relative to sum |terms|, typically
-    sqrt(n) u64 = 2.7e-15), folding adds <= 3 roundings per weight and bias,
-    and 31 conv+BN layers plus 15 residual adds compound it to <= ~31 *
-    6.4e-14 = 2e-12 if the layers do not amplify it (float32 shows they
-    hardly do: 3e-7 = 5 u32 in the logits, 5e-7 = 9 u32 in the gradient).
-    Measured: 5e-16 of max |logit| in the logits and 0 in the gradient (a
-    fold computed in float32 for this float64 model gives 3.7e-7 and 1.7e-2).
-    tol = 1e-9 is 500x that pessimistic bound, while forgetting epsilon
-    (1e-5 against variances in [0.3, 3]) moves the logits by 7e-5 and the
-    gradient by 4e-2 of their maxima (checked below); forgetting the BN shift
-    or the mean moves them by O(0.1-1).
+    In float64 a flip needs a unit within ~1e-15 of its RMS of the kink: with
+    ~1e6 units that is a chance of ~1e-9. Rounding then bounds the difference:
+    a 3x3 conv sums n = 9 C <= 576 products (worst case gamma_n = n u64 =
+    6.4e-14 relative to sum |terms|), folding adds <= 3 roundings per weight
+    and bias, and 31 conv+BN layers plus 15 residual adds compound it to
+    <= ~31 * 6.4e-14 = 2e-12 if the layers do not amplify it (in float32 they
+    hardly do: logits agree to a few u32). tol = 1e-9 is 500x that bound,
+    while forgetting epsilon (1e-5 against variances in [0.3, 3]) moves the
+    logits and the gradient by ~1e-5..1e-2 of their maxima (asserted > 1e3 tol).
     """
     model32 = models.resnet32(10)
     _randomise_batchnorm(model32)
-    convs, _ = folding._plan(model32)  # pylint: disable=protected-access
-    self.assertLen(convs, 31)  # every conv of ResNet-32 is followed by its BN
-    self.assertTrue(all(e["bn"] is not None for e in convs.values()))
     model = _float64_copy(lambda: models.resnet32(10), model32)
     x32 = np.random.default_rng(2).random((3, 32, 32, 3), np.float32)
     x = tf.constant(x32.astype(np.float64))
@@ -167,92 +331,124 @@ class FoldingTest(tf.test.TestCase, parameterized.TestCase):
     logits_err, grad_err = rel_err(fn)
     self.assertLess(logits_err, tol)
     self.assertLess(grad_err, tol)
-    # The comparison can fail: a fold that forgets BatchNorm's epsilon.
-    bns = [l for l in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
-           if isinstance(l, keras.layers.BatchNormalization)]
-    epsilons = [bn.epsilon for bn in bns]
-    for bn in bns:
-      bn.epsilon = 0.0
-    try:
-      wrong = folding.inference_fn(model)
-    finally:
-      for bn, eps in zip(bns, epsilons):
-        bn.epsilon = eps
-    wrong_logits_err, wrong_grad_err = rel_err(wrong)
+    wrong_logits_err, wrong_grad_err = rel_err(_fold_without_epsilon(model))
     self.assertGreater(wrong_logits_err, 1e3 * tol)
     self.assertGreater(wrong_grad_err, 1e3 * tol)
 
     # float32, the dtype M2m runs in: logits only (continuous in the rounding
-    # even across ReLU kinks). Each float32 evaluation is within ~sqrt(n) u32 =
-    # 1.4e-6 per conv, random-walk-compounded over 31 layers to ~sqrt(31) *
-    # 1.4e-6 = 8e-6 of max |logit|; measured 3e-7 each and 2.4e-7 between
-    # them. 1e-4 covers the sum of two such errors 6x over. It would not
-    # catch a forgotten epsilon (7e-5); the float64 check above does.
-    ref32 = model32(x32, training=False).numpy()
+    # even across ReLU kinks), against the float64 model. Each conv is within
+    # gamma_n of sum |terms|, typically sqrt(n) u32 = 1.4e-6 of its output;
+    # random-walk-compounded over 31 layers that is ~sqrt(31) * 1.4e-6 =
+    # 8e-6 of max |logit|, so 1e-4 leaves >= 10x. It would not catch a
+    # forgotten epsilon; the float64 check above does.
     got32 = folding.inference_fn(model32)(x32).numpy()
-    self.assertLess(np.max(np.abs(got32 - ref32)) / np.max(np.abs(ref32)), 1e-4)
+    self.assertLess(np.max(np.abs(got32 - ref)) / np.max(np.abs(ref)), 1e-4)
+
+  def test_training_unchanged(self):
+    """training=True is Keras' Conv2D + BatchNorm with batch statistics, folded scope or not.
+
+    Reference: the same network from Keras' own layers with the same weights.
+    The same ops in the same order give the same float32 results (measured
+    bitwise equal); 1e-6 only allows for a kernel choosing another summation
+    order (gamma_45 = 2.7e-6 of sum |terms| at worst). Moving statistics must
+    be updated in the same way.
+    """
+    model, stock = _small_cnn(), _stock_small_cnn()
+    _randomise_batchnorm(model)
+    stock.set_weights(model.get_weights())
+    ref = stock(self.x, training=True)
+    weights = conv_bn.folded_weights(model.layers)
+    self.assertLen(weights, 3)
+    with conv_bn.folded(weights):
+      got = model(self.x, training=True)
+    self.assertAllClose(got, ref, rtol=1e-6, atol=1e-6)
+    for a, b in zip(model.get_weights(), stock.get_weights()):
+      self.assertAllClose(a, b, rtol=1e-6, atol=1e-6)  # moving statistics updated alike
+    # It can fail: inference mode (running statistics) gives other logits.
+    self.assertGreater(float(tf.reduce_max(tf.abs(ref - stock(self.x, training=False)))), 1e-2)
+    with self.assertRaisesRegex(ValueError, "inference mode"):
+      folding.inference_fn(model)(self.x, training=True)
 
   def test_reads_current_weights(self):
-    """A new fold after a weight change sees it; the model itself never changes."""
+    """A fold reads the weights once, when made; the model itself never changes."""
     model = _small_cnn()
     before = [w.numpy().copy() for w in model.weights]
     fn = folding.inference_fn(model)
     out_before = fn(self.x)
-    bn = model.get_layer("bn1")
     for w, b in zip(model.weights, before):
       np.testing.assert_array_equal(w.numpy(), b)
+    bn = model.get_layer("bn1")
     bn.moving_mean.assign(bn.moving_mean + 1.0)
     # The same folded computation twice (measured bitwise equal); the change it
     # must not see (moving_mean + 1) moves the logits far more (assertNotAllClose below).
-    self.assertAllClose(fn(self.x), out_before)  # folded weights were read at creation
+    self.assertAllClose(fn(self.x), out_before)
     refolded = folding.inference_fn(model)(self.x)
-    # float32 rounding of the small tanh CNN (see test_matches_model_and_input_gradient).
-    self.assertAllClose(refolded, model(self.x, training=False), rtol=1e-5, atol=1e-5)
+    # Float32 rounding of the small tanh CNN (test_small_cnn_against_float64).
+    self.assertAllClose(refolded, model(self.x, training=False), rtol=1e-4, atol=1e-4)
     self.assertNotAllClose(refolded, out_before)
 
-  def test_not_folded_when_unsafe(self):
-    """Conv with an activation, a conv output read twice, and a shared BN stay as they are."""
-    inputs = keras.Input((8, 8, 3))
-    a = keras.layers.Conv2D(3, 3, padding="same", activation="tanh", name="act_conv")(inputs)
-    a = keras.layers.BatchNormalization(name="bn_after_act")(a)
-    b = keras.layers.Conv2D(3, 3, padding="same", name="two_readers")(inputs)
-    b_bn = keras.layers.BatchNormalization(name="bn_b")(b)
-    shared = keras.layers.BatchNormalization(name="shared")
-    c = keras.layers.Conv2D(3, 1, name="c")(inputs)
-    out = keras.layers.Concatenate()([a, b_bn, b, shared(c), shared(inputs)])
-    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(out)))
+  def test_fold_ends_with_the_call(self):
+    """Outside the folded call (also after an error in it) the model is not folded."""
+    model = _small_cnn()
     _randomise_batchnorm(model)
-    convs, skipped = folding._plan(model)  # pylint: disable=protected-access
-    self.assertEqual(convs, {})
-    self.assertEqual(skipped, set())
-    self.assertIs(folding.inference_fn(model), model)
+    ref = model(self.x, training=False)
+    wrong = _fold_without_epsilon(model)  # bn2's epsilon is 1e-3: visibly different
+    self.assertGreater(float(tf.reduce_max(tf.abs(wrong(self.x) - ref))), 1e-4)
+    with self.assertRaises(ValueError):
+      wrong(tf.zeros((1, 8, 8, 4)))  # wrong channel count, raised inside the scope
+    self.assertAllEqual(model(self.x, training=False), ref)
 
-  def test_unchanged_without_batchnorm_or_graph(self):
+  def test_unchanged_without_our_pairs(self):
+    """Stock Keras layers, the MLP and plain callables: nothing to fold."""
+    stock = _stock_small_cnn()
+    self.assertIs(folding.inference_fn(stock), stock)
     mlp = models.mlp(10, 3, hidden_units=(4,))
     self.assertIs(folding.inference_fn(mlp), mlp)
     fn = lambda x, training=False: x  # pylint: disable=unnecessary-lambda-assignment
     self.assertIs(folding.inference_fn(fn), fn)
 
-  def test_nested_and_sequential(self):
+  def test_pair_checks(self):
+    with self.assertRaisesRegex(ValueError, "can only absorb"):
+      conv_bn.Conv2D(2, 3).absorb(keras.layers.BatchNormalization())
+    with self.assertRaisesRegex(ValueError, "activation"):
+      conv_bn.Conv2D(2, 3, activation="relu").absorb(conv_bn.BatchNormalization())
+    with self.assertRaisesRegex(ValueError, "axis"):
+      conv_bn.Conv2D(2, 3).absorb(conv_bn.BatchNormalization(axis=1))
+    conv = conv_bn.Conv2D(2, 3)
+    conv.absorb(conv_bn.BatchNormalization())
+    with self.assertRaisesRegex(ValueError, "already absorbs"):
+      conv.absorb(conv_bn.BatchNormalization())
+    used = conv_bn.Conv2D(2, 3)
+    used(tf.zeros((1, 4, 4, 1)))
+    with self.assertRaisesRegex(ValueError, "must be new"):
+      conv_bn.conv_bn(keras.Input((4, 4, 1)), used, conv_bn.BatchNormalization())
+
+  def test_nested_model(self):
     inner = _small_cnn(name="inner")
     _randomise_batchnorm(inner)
     inputs = keras.Input((8, 8, 3))
     outer = keras.Model(inputs, keras.layers.Softmax()(inner(inputs)))
-    seq = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, name="sc"),
-                            keras.layers.BatchNormalization(name="sbn"),
-                            keras.layers.Flatten(), keras.layers.Dense(2)])
-    _randomise_batchnorm(seq, seed=3)
-    for model in (outer, seq):
-      fn = folding.inference_fn(model)
-      self.assertIsNot(fn, model)
-      # float32 rounding of small convs (test_matches_model_and_input_gradient);
-      # measured ~2e-7.
-      self.assertAllClose(fn(self.x), model(self.x, training=False), rtol=1e-5, atol=1e-5)
+    fn = folding.inference_fn(outer)
+    self.assertIsNot(fn, outer)
+    # Float32 rounding of the small tanh CNN (test_small_cnn_against_float64).
+    self.assertAllClose(fn(self.x), outer(self.x, training=False), rtol=1e-4, atol=1e-4)
+    wrong = _fold_without_epsilon(outer)  # the fold reaches the inner model's pairs
+    self.assertNotAllClose(wrong(self.x), outer(self.x, training=False), rtol=1e-5, atol=1e-5)
 
-  def test_training_mode_refused(self):
-    fn = folding.inference_fn(_small_cnn())
-    with self.assertRaisesRegex(ValueError, "inference mode"):
-      fn(self.x, training=True)
+  def test_keras_file_gives_unlinked_layers(self):
+    """A model rebuilt from a .keras file computes the same function, unfolded."""
+    model = _small_cnn()
+    _randomise_batchnorm(model)
+    with tempfile.TemporaryDirectory() as d:
+      path = os.path.join(d, "m.keras")
+      model.save(path)
+      loaded = keras.models.load_model(path)
+    self.assertIsInstance(loaded.get_layer("c1"), conv_bn.Conv2D)
+    self.assertIsNone(loaded.get_layer("c1").batch_norm())
+    self.assertIs(folding.inference_fn(loaded), loaded)
+    # Same weights, same kernels (measured bitwise equal).
+    self.assertAllClose(loaded(self.x, training=False), model(self.x, training=False),
+                        rtol=1e-6, atol=1e-6)
 
   def test_mixed_precision_compute_dtype(self):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -262,14 +458,15 @@ class FoldingTest(tf.test.TestCase, parameterized.TestCase):
       keras.mixed_precision.set_global_policy("float32")
     _randomise_batchnorm(model)
     ref = model(self.x, training=False)
+    kernel, bias = conv_bn.folded_weights(model.layers)[model.get_layer("c1")]
+    self.assertEqual((kernel.dtype, bias.dtype), (tf.bfloat16, tf.bfloat16))
     got = folding.inference_fn(model)(self.x)
     self.assertEqual(got.dtype, ref.dtype)
     # bfloat16 keeps 8 significant bits: every rounding is up to 2^-9 = 2e-3
-    # relative. The folded weights are rounded once, the unfolded path rounds
-    # the conv output and the BN output instead: ~2 extra roundings per layer,
-    # 3 conv layers and the head, each adding ~2e-3 of the activations' size
-    # (<= 0.9): ~1e-2 at worst; measured 3.9e-3 (one bf16 ulp at 0.5..1).
-    # The tolerance is 0.05 + 0.05 |ref|.
+    # relative. The folded weights are folded in float32 and rounded once; the
+    # unfolded path rounds the conv output and the BN output instead: ~2 extra
+    # roundings per layer, 3 conv layers and the head, each adding ~2e-3 of
+    # the activations' size (<= 0.9): ~1e-2 at worst. Tolerance 0.05 + 0.05 |ref|.
     self.assertAllClose(tf.cast(got, tf.float32), tf.cast(ref, tf.float32), rtol=0.05, atol=0.05)
 
 
@@ -295,10 +492,10 @@ class GenerateFoldingTest(tf.test.TestCase):
     for k in s0:
       self.assertEqual(float(s1[k]), float(s0[k]))
     self.assertGreater(float(s1["accepted"]), 0)
-    # Smooth (tanh) nets, so the folded and unfolded float32 gradients differ
-    # by ~1e-6 relative (test_matches_model_and_input_gradient); the
-    # normalised steps move x by at most steps * step_size = 0.9 times that.
-    # Measured ~1e-7. (gamma = 0: no acceptance threshold to flip.)
+    # Smooth (tanh) nets: folded and unfolded float32 gradients differ by
+    # float32 rounding (test_small_cnn_against_float64); the normalised steps
+    # move x by at most steps * step_size = 0.9 times that. (gamma = 0: no
+    # acceptance threshold to flip.)
     self.assertAllClose(x1, x0, rtol=1e-4, atol=1e-4)
     self.assertGreater(float(tf.reduce_max(tf.abs(x1 - x))), 0.1)  # something was translated
 

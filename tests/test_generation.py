@@ -20,6 +20,7 @@ candidates; deterministic for the fixed seeds).
 """
 
 import itertools
+import os
 
 from absl.testing import parameterized
 import keras
@@ -59,8 +60,8 @@ def _identity_config(**kw):
   return M2mConfig(**args)
 
 
-def _run(g, f, x, y, counts, config, seed, **kw):
-  xn, yn, stats = generate(g, f, x, y, counts, config, tf.constant(seed, tf.int64), **kw)
+def _run(g, f, x, y, counts, config, seed, *args, **kw):
+  xn, yn, stats = generate(g, f, x, y, counts, config, tf.constant(seed, tf.int64), *args, **kw)
   return xn.numpy(), yn.numpy(), {k: float(v) for k, v in stats.items()}
 
 
@@ -129,7 +130,7 @@ class GenerateStatisticsTest(tf.test.TestCase, parameterized.TestCase):
     g = _model(3)
     x, y = _batch([600, 600, 600], seed=1)
     # No Bernoulli and beta small: every non-largest slot has a seed with w ~ 1.
-    config = _identity_config(reject=False, beta=0.5)
+    config = _identity_config(no_reject=True, beta=0.5)
     xn, yn, stats = _run(g, g, x, y, counts, config, [11, 3])
     accepted = np.any(xn != x, axis=1)
     self.assertAllEqual(yn, y)
@@ -184,7 +185,7 @@ class GenerateStatisticsTest(tf.test.TestCase, parameterized.TestCase):
     g = _model(5)
     per_class = [300, 2000, 300, 300, 300]
     x, y = _batch(per_class, seed=4)
-    xn, _, _ = _run(g, g, x, y, counts, _identity_config(beta=beta, reject=False), [9, 9])
+    xn, _, _ = _run(g, g, x, y, counts, _identity_config(beta=beta, no_reject=True), [9, 9])
     accepted = np.any(xn != x, axis=1)
     src = _seed_index(x, xn)
     target_slots = (y == 1) & accepted
@@ -281,7 +282,7 @@ class GenerateStatisticsTest(tf.test.TestCase, parameterized.TestCase):
     counts = np.array([400, 10, 100, 40, 40])
     g = _model(5)
     x, y = _batch([500, 3000, 0, 0, 0], seed=10)
-    config = _identity_config(accept_mode="random_label", beta=0.9, reject=False)
+    config = _identity_config(accept_mode="random_label", beta=0.9, no_reject=True)
     xn, yn, _ = _run(g, g, x, y, counts, config, [8, 1])
     accepted = np.any(xn != x, axis=1)
     self.assertAllEqual(y[_seed_index(x, xn)[accepted]], np.zeros(accepted.sum()))
@@ -366,8 +367,8 @@ class GenerateStatisticsTest(tf.test.TestCase, parameterized.TestCase):
     x, y = _batch([0, 200, 0], seed=11)
     px, py = _batch([5, 0, 5], seed=12)
     px[:, 0] += 2.0  # keys distinct from x's (no clipping in this identity config)
-    config = _identity_config(clip_range=None, reject=False)
-    xn, _, stats = _run(g, g, x, y, counts, config, [1, 5], seed_x=px, seed_y=py)
+    config = _identity_config(clip_range=None, no_reject=True)
+    xn, _, stats = _run(g, g, x, y, counts, config, [1, 5], generation.make_seed_pool(px, py, 3))
     accepted = np.any(xn != x, axis=1)
     self.assertGreater(accepted.sum(), 150)
     src = _seed_index(px, xn)
@@ -377,26 +378,325 @@ class GenerateStatisticsTest(tf.test.TestCase, parameterized.TestCase):
             w[0] / (w[0] + w[2]), msg="pool seed class 0")
 
 
-  def test_seed_pool_keeps_the_class_mix_of_step_2(self):
+def _candidates(**kw):
+  """A `Candidates` of the given arrays (the fields accept does not read default to zeros)."""
+  b = len(kw["candidate"])
+  fields = dict(gen=np.ones(b, bool), j=np.zeros(b, np.int32), w=np.ones(b, np.float32),
+                has_seed=np.ones(b, bool))
+  fields.update(kw)
+  return generation.Candidates(**{k: tf.constant(v) for k, v in fields.items()})
+
+
+class ChooseCandidatesTest(tf.test.TestCase, parameterized.TestCase):
+  """Steps 1-3 (`choose_candidates`) against a float64 NumPy reference of the same draws."""
+
+  def _numpy(self, cand):
+    return {k: v.numpy() for k, v in cand._asdict().items()}
+
+  def _uniform(self, streams, stream, n):
+    """The uniforms of one of the step's streams (philox: exact on every device)."""
+    return tf.random.stateless_uniform([n], seed=streams[stream], alg="philox").numpy()
+
+  @parameterized.parameters(False, True)
+  def test_batch_seeds_agree_with_reference(self, no_reject):
+    counts = np.array([400, 10, 100, 40])
+    x, y = _batch([50, 50, 50, 50], seed=20)
+    streams = generation.random_streams(tf.constant([3, 8], tf.int64))
+    c = self._numpy(generation.choose_candidates(x, y, counts, M2mConfig(beta=0.99,
+                                                                         no_reject=no_reject),
+                                                 streams))
+    diff = np.maximum(counts[y][None, :] - counts[y][:, None], 0)
+    w = np.where(diff > 0, 1 - 0.99 ** diff, 0.0)  # float64 w_ij, [B, B]
+    # Step 1 compares a float32 uniform with 1 - N_y / N_max; a flip needs u within
+    # ~1e-7 of it (chance ~2e-5 here; deterministic for the fixed seed).
+    self.assertAllEqual(c["gen"], self._uniform(streams, generation.STREAM_SLOTS, 200)
+                        < 1 - counts[y] / counts.max())
+    self.assertAllEqual(c["has_seed"], y != 0)  # class 0 is the largest: nothing to seed from
+    rows = np.flatnonzero(c["has_seed"])
+    self.assertAllGreater(w[rows, c["j"][rows]], 0.0)  # a seed of a larger class
+    # seed_weights in float32: <= ~2e-7 (ReferenceFunctionsTest.test_seed_weights).
+    self.assertAllClose(c["w"][rows], w[rows, c["j"][rows]], atol=1e-6)
+    passed = self._uniform(streams, generation.STREAM_BERNOULLI, 200) < c["w"]
+    if no_reject:
+      passed[:] = True
+    else:
+      self.assertGreater(np.sum(c["gen"] & c["has_seed"] & ~passed), 5)  # rejections happen
+    self.assertAllEqual(c["candidate"], c["gen"] & c["has_seed"] & passed)
+    self.assertGreater(c["candidate"].sum(), 20)
+    self.assertAllEqual(c["x_seed"], x[c["j"]])
+    self.assertAllEqual(c["y_seed"], y[c["j"]])
+
+  def test_seed_class_proportional_to_w(self):
+    """Step 2 over the batch: seed class c with probability sum_{j in c} w_ij / sum_j w_ij."""
+    counts = np.array([200, 5, 60, 20, 5])  # class 0 largest, class 4 ties the target
+    per_class = [300, 2000, 300, 300, 300]
+    x, y = _batch(per_class, seed=4)
+    streams = generation.random_streams(tf.constant([9, 9], tf.int64))
+    c = self._numpy(generation.choose_candidates(x, y, counts, M2mConfig(beta=0.99), streams))
+    seed_cls = c["y_seed"][y == 1]
+    w = np.where(counts > 5, 1 - 0.99 ** np.maximum(counts - 5, 0), 0.0) * np.array(per_class)
+    self.assertEqual(int(np.sum((seed_cls == 1) | (seed_cls == 4))), 0)
+    for k in (0, 2, 3):
+      _within(self, int(np.sum(seed_cls == k)), 2000, w[k] / w.sum(), msg=f"seed class {k}")
+
+  def test_pool_seeds(self):
+    counts = np.array([400, 10, 100, 40])
+    x, y = _batch([30, 100, 100, 100], seed=21)
+    px, py = _batch([4, 0, 3, 0], seed=22)  # no pool members of classes 1 and 3
+    pool = generation.make_seed_pool(px, py, 4)
+    streams = generation.random_streams(tf.constant([1, 1], tf.int64))
+    c = self._numpy(generation.choose_candidates(x, y, counts, M2mConfig(beta=0.99), streams,
+                                                 pool))
+    self.assertAllEqual(c["has_seed"], y != 0)
+    rows = c["has_seed"]
+    self.assertTrue(np.all(counts[py[c["j"][rows]]] > counts[y[rows]]))
+    w = 1 - 0.99 ** np.maximum(counts[py[c["j"]]] - counts[y], 0)
+    self.assertAllClose(c["w"][rows], w[rows], atol=1e-6)  # as in the batch test
+    self.assertAllEqual(c["x_seed"], px[c["j"]])
+    self.assertAllEqual(c["y_seed"], py[c["j"]])
+
+  def test_pool_keeps_the_class_mix_of_step_2(self):
     # Pools of very different sizes (50 of class 0, 2 of class 2): the seed class
     # must still be drawn with probability proportional to w, not to |pool| * w,
     # and the member uniformly within its class's pool.
     counts = np.array([400, 10, 100])
-    g = _model(3)
     x, y = _batch([0, 2000, 0], seed=13)
     px, py = _batch([50, 0, 2], seed=14)
-    px[:, 0] += 2.0
-    config = _identity_config(clip_range=None, reject=False)
-    xn, _, _ = _run(g, g, x, y, counts, config, [2, 7], seed_x=px, seed_y=py)
-    accepted = np.any(xn != x, axis=1)
-    src = _seed_index(px, xn)[accepted]
-    self.assertAllGreaterEqual(src, 0)
+    streams = generation.random_streams(tf.constant([2, 7], tf.int64))
+    c = self._numpy(generation.choose_candidates(
+        x, y, counts, M2mConfig(no_reject=True), streams, generation.make_seed_pool(px, py, 3)))
+    self.assertTrue(np.all(c["has_seed"]))
     w = np.array([1 - 0.999 ** 390, 0, 1 - 0.999 ** 90])
-    n = int(accepted.sum())
-    _within(self, int(np.sum(py[src] == 0)), n, w[0] / (w[0] + w[2]), msg="pool seed class 0")
+    seed_cls = py[c["j"]]
+    _within(self, int(np.sum(seed_cls == 0)), 2000, w[0] / (w[0] + w[2]), msg="pool class 0")
     members2 = np.flatnonzero(py == 2)
-    n2 = int(np.sum(py[src] == 2))
-    _within(self, int(np.sum(src == members2[0])), n2, 0.5, msg="uniform member of class 2")
+    _within(self, int(np.sum(c["j"] == members2[0])), int(np.sum(seed_cls == 2)), 0.5,
+            msg="uniform member of class 2")
+
+  def test_each_step_draws_from_its_own_stream(self):
+    counts = np.array([400, 10, 100, 40])
+    x, y = _batch([50, 50, 50, 50], seed=23)
+    config = M2mConfig(beta=0.99)
+    streams = generation.random_streams(tf.constant([5, 6], tf.int64))
+    base = self._numpy(generation.choose_candidates(x, y, counts, config, streams))
+    other = tf.tensor_scatter_nd_update(streams, [[generation.STREAM_BERNOULLI]],
+                                        tf.constant([[77, 78]], tf.int64))
+    moved = self._numpy(generation.choose_candidates(x, y, counts, config, other))
+    self.assertAllEqual(base["gen"], moved["gen"])
+    self.assertAllEqual(base["j"], moved["j"])
+    self.assertNotAllEqual(base["candidate"], moved["candidate"])
+
+  def test_make_seed_pool_index(self):
+    py = np.array([2, 0, 2, 3, 0, 2])
+    pool = generation.make_seed_pool(np.arange(12.0).reshape(6, 2), py, 5)
+    self.assertEqual(pool.x.dtype, tf.float32)
+    self.assertAllEqual(pool.y, py)
+    self.assertAllEqual(pool.count, [2, 0, 3, 1, 0])
+    self.assertAllEqual(pool.start, [0, 2, 2, 5, 6])
+    self.assertAllEqual(pool.order, [1, 4, 0, 2, 5, 3])  # by class, stable within a class
+    for bad in ([0, 5], [-1, 0], []):
+      with self.assertRaisesRegex(ValueError, "pool labels"):
+        generation.make_seed_pool(np.zeros((len(bad), 2)), bad, 5)
+
+
+class TranslationStageTest(tf.test.TestCase, parameterized.TestCase):
+  """Step 4: random starts, and the rows `translate_candidates` translates on each path."""
+
+  def test_random_starts(self):
+    x = np.random.default_rng(0).uniform(0.2, 0.8, (64, D)).astype(np.float32)
+    seed = tf.constant([4, 4], tf.int64)
+    self.assertAllEqual(generation.random_starts(x, M2mConfig(start_noise=0.0), seed), x)
+    free = generation.random_starts(x, M2mConfig(start_noise=0.5, clip_range=None), seed).numpy()
+    radius = np.linalg.norm(free.astype(np.float64) - x, axis=1)
+    self.assertAllLessEqual(radius, 0.5 + 1e-6)  # float32 rounding of x + delta
+    self.assertGreater(radius.max() - radius.min(), 0.3)  # radius 0.5 * U(0, 1)
+    clipped = generation.random_starts(x, M2mConfig(start_noise=0.5, clip_range=(0.3, 0.7)),
+                                       seed)
+    self.assertAllEqual(clipped, np.clip(free, 0.3, 0.7))
+
+  def test_inference_models(self):
+    g, f = _model(3, seed=1), _model(3, seed=2)
+    self.assertEqual(generation.inference_models(g, f, M2mConfig(fold_batchnorm=False)), (g, f))
+    g_inf, f_inf = generation.inference_models(g, g, M2mConfig(fold_batchnorm=True))
+    self.assertIs(g_inf, f_inf)  # M2m-Self: folded once
+    x = np.random.default_rng(1).uniform(0, 1, (5, D)).astype(np.float32)
+    g_inf, f_inf = generation.inference_models(g, f, M2mConfig(fold_batchnorm=True))
+    # No BatchNorm here: the same Dense layers (measured bitwise equal).
+    self.assertAllClose(g_inf(x, training=False), g(x, training=False), atol=1e-6)
+    self.assertAllClose(f_inf(x, training=False), f(x, training=False), atol=1e-6)
+
+  def _setup(self, candidate_rows):
+    counts_k = 4
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 1, (16, D)).astype(np.float32)
+    y = rng.integers(0, counts_k, 16).astype(np.int32)
+    y_seed = ((y + 1) % counts_k).astype(np.int32)
+    candidate = np.zeros(16, bool)
+    candidate[candidate_rows] = True
+    g, f = _Recorder(_model(counts_k, seed=7)), _Recorder(_model(counts_k, seed=8))
+    return x, y, y_seed, candidate, g, f
+
+  def _reference(self, g, f, x, y, y_seed, config):
+    """x* and g's target probability of every row, translated alone (float64 softmax)."""
+    xs = np.concatenate([translate(g.model, f.model, x[i:i + 1], y_seed[i:i + 1], y[i:i + 1],
+                                   lam=config.lam, step_size=config.step_size,
+                                   steps=config.steps).numpy() for i in range(len(x))])
+    z = g.model(xs).numpy().astype(np.float64)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    return xs, (p / p.sum(axis=1, keepdims=True))[np.arange(len(x)), y]
+
+  @parameterized.parameters(
+      # (n_buckets, static_shapes, translated batch size): 5 candidates of 16 rows.
+      (4, True, 8),     # buckets (0, 4, 8, 12, 16): the smallest holding 5
+      (4, False, 5),    # run-time size: exactly the candidates
+      (1, True, 16),    # one bucket: the whole batch
+      (1, False, 16))
+  def test_translated_rows(self, n_buckets, static_shapes, size):
+    rows = [1, 4, 5, 9, 14]
+    x, y, y_seed, candidate, g, f = self._setup(rows)
+    config = M2mConfig(steps=2, step_size=0.2, n_buckets=n_buckets)
+    x_star, p = generation.translate_candidates(g, f, x, y_seed, y, candidate, config,
+                                                static_shapes=static_shapes)
+    x_star, p = x_star.numpy(), p.numpy()
+    self.assertEqual(set(g.sizes), {size})  # every pass of g (T steps and the final softmax)
+    self.assertEqual(set(f.sizes), {size})
+    self.assertLen(g.sizes, config.steps + 1)
+    # Candidates first, then the other rows in order: the padded rows of a bucket.
+    translated = np.concatenate([rows, np.flatnonzero(~candidate)])[:size]
+    xs_ref, p_ref = self._reference(g, f, x, y, y_seed, config)
+    # Other batch shapes: module docstring.
+    self.assertAllClose(x_star[translated], xs_ref[translated], atol=1e-5, rtol=0)
+    self.assertAllClose(p[translated], p_ref[translated], atol=1e-5, rtol=0)
+    rest = np.setdiff1d(np.arange(16), translated)
+    self.assertAllEqual(x_star[rest], np.zeros_like(x_star[rest]))
+    self.assertAllEqual(p[rest], np.zeros_like(p[rest]))
+
+  @parameterized.parameters(True, False)
+  def test_no_candidate_translates_nothing(self, static_shapes):
+    x, y, y_seed, candidate, g, f = self._setup([])
+    x_star, p = generation.translate_candidates(g, f, x, y_seed, y, candidate,
+                                                M2mConfig(steps=2, n_buckets=4),
+                                                static_shapes=static_shapes)
+    self.assertEqual(g.sizes + f.sizes, [])
+    self.assertAllEqual(x_star, np.zeros_like(x))
+    self.assertAllEqual(p, np.zeros(16))
+
+  def test_unknown_batch_size_with_static_shapes_translates_every_row(self):
+    x, y, y_seed, candidate, g, f = self._setup([2, 3])
+    config = M2mConfig(steps=2, step_size=0.2, n_buckets=4)
+    fn = tf.function(lambda a: generation.translate_candidates(g.model, f.model, a, y_seed, y,
+                                                               candidate, config),
+                     input_signature=[tf.TensorSpec([None, D])])
+    xs_ref, p_ref = self._reference(g, f, x, y, y_seed, config)
+    x_star, p = fn(tf.constant(x))
+    self.assertAllClose(x_star, xs_ref, atol=1e-5, rtol=0)  # module docstring
+    self.assertAllClose(p, p_ref, atol=1e-5, rtol=0)
+
+
+class _Recorder:
+  """Wraps a classifier and records the batch sizes it is called with (eagerly)."""
+
+  def __init__(self, model):
+    self.model = model
+    self.sizes = []
+
+  def __call__(self, x, training=False):
+    self.sizes.append(int(x.shape[0]))
+    return self.model(x, training=training)
+
+
+class AcceptTest(tf.test.TestCase, parameterized.TestCase):
+  """Step 5 (`accept`) on hand-made candidates, x* and probabilities."""
+
+  def _case(self, shape=(D,)):
+    y = np.array([0, 1, 2, 3, 1, 2], np.int32)
+    x = np.arange(6 * np.prod(shape), dtype=np.float32).reshape((6,) + shape)
+    cand = _candidates(candidate=np.array([1, 1, 1, 0, 1, 1], bool), x_seed=x + 200.0,
+                       y_seed=np.array([1, 0, 0, 0, 3, 0], np.int32))
+    # gamma = 0.25: p == gamma is accepted; row 3 is no candidate, whatever its p.
+    p = np.array([0.5, 0.25, 0.2499, 0.9, 0.25, 0.1], np.float32)
+    return x, y, cand, x + 100.0, p, np.array([1, 1, 0, 0, 1, 0], bool)
+
+  @parameterized.parameters(((D,),), ((4, 4, 3),))
+  def test_translate_and_clean(self, shape):
+    x, y, cand, x_star, p, want = self._case(shape)
+    for mode, x_acc in (("translate", x_star), ("clean", x + 200.0)):
+      x_new, y_new, accepted = generation.accept(x, y, cand, x_star, p,
+                                                 M2mConfig(gamma=0.25, accept_mode=mode),
+                                                 tf.constant([1, 2], tf.int64), 4)
+      self.assertAllEqual(accepted, want)
+      self.assertAllEqual(x_new[want], x_acc[want])
+      self.assertAllEqual(x_new[~want], x[~want])
+      self.assertAllEqual(y_new, y)  # the slot keeps its own label y_i
+
+  def test_random_label(self):
+    n, k = 3000, 5
+    y = np.full(n, 1, np.int32)
+    y[::2] = 3
+    x = np.zeros((n, D), np.float32)
+    cand = _candidates(candidate=np.arange(n) % 3 != 0, x_seed=x, y_seed=np.zeros(n, np.int32))
+    x_star = np.ones((n, D), np.float32)
+    x_new, y_new, accepted = generation.accept(x, y, cand, x_star, np.ones(n, np.float32),
+                                               M2mConfig(gamma=0.5, accept_mode="random_label"),
+                                               tf.constant([3, 1], tf.int64), k)
+    accepted, y_new = accepted.numpy(), y_new.numpy()
+    self.assertAllEqual(accepted, np.arange(n) % 3 != 0)
+    self.assertAllEqual(x_new[accepted], x_star[accepted])  # x*, with another label
+    self.assertAllEqual(y_new[~accepted], y[~accepted])
+    for target in (1, 3):  # y_i = target, y_j = 0: uniform over the three other classes
+      labels = y_new[accepted & (y == target)]
+      for c in set(range(k)) - {0, target}:
+        _within(self, int(np.sum(labels == c)), len(labels), 1 / 3, msg=f"label {c}")
+      self.assertEqual(int(np.sum((labels == 0) | (labels == target))), 0)
+
+
+# generate() before its split into stages (commit c646442), recorded on these inputs: the
+# composition of the stages must give the same batch. REGRESSION_CASES name the configurations.
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "generation_regression.npz")
+REGRESSION_CASES = {
+    "buckets": (dict(beta=0.99, gamma=0.3, steps=3, step_size=0.2, n_buckets=3), True, False),
+    "run_time_size": (dict(beta=0.99, gamma=0.3, steps=3, step_size=0.2, n_buckets=4), False,
+                      False),
+    "pool_random_label": (dict(beta=0.99, gamma=0.2, steps=2, step_size=0.2, n_buckets=1,
+                               no_reject=True, accept_mode="random_label"), True, True),
+    "clean_unfolded": (dict(beta=0.9, gamma=0.3, steps=2, step_size=0.2, n_buckets=8,
+                            accept_mode="clean", fold_batchnorm=False, start_noise=0.0), True,
+                       False),
+}
+
+
+def regression_inputs(data):
+  """(g, f, x, y, counts, pool) of the fixture (`data` maps its arrays)."""
+  models = []
+  for name in ("g", "f"):
+    model = keras.Sequential([keras.Input((D,)), keras.layers.Dense(8),
+                              keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                              keras.layers.Dense(4)])
+    model.set_weights([data[f"{name}_{i}"] for i in range(len(model.weights))])
+    models.append(model)
+  pool = generation.make_seed_pool(data["pool_x"], data["pool_y"], 4)
+  return models[0], models[1], data["x"], data["y"], data["counts"], pool
+
+
+class RegressionTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.named_parameters(*((name, name) for name in REGRESSION_CASES))
+  def test_same_batch_as_before_the_split(self, case):
+    kwargs, static_shapes, pooled = REGRESSION_CASES[case]
+    with np.load(FIXTURE) as data:
+      data = dict(data)
+    g, f, x, y, counts, pool = regression_inputs(data)
+    x_new, y_new, stats = generate(g, f, x, y, counts, M2mConfig(**kwargs), data["seed"],
+                                   pool if pooled else None, static_shapes=static_shapes)
+    self.assertAllEqual(y_new, data[f"{case}/y_new"])
+    self.assertAllEqual([stats[k] for k in ("gen_slots", "candidates", "accepted")],
+                        data[f"{case}/stats"])
+    self.assertAllEqual(np.any(x_new.numpy() != x, axis=1),
+                        np.any(data[f"{case}/x_new"] != x, axis=1))
+    self.assertGreater(float(stats["accepted"]), 0)
+    # Bitwise equal on the machine that recorded it; other CPUs' kernels may round
+    # x* differently (module docstring).
+    self.assertAllClose(x_new, data[f"{case}/x_new"], atol=1e-5, rtol=0)
 
 
 if __name__ == "__main__":

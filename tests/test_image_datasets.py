@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from data_prep import paths
 from data_prep import registry
-from data_prep import synthetic
+from data_prep import splits
 from data_prep import tfds_images
 from m2m_tf import recipes
 
@@ -42,14 +42,14 @@ class RulesTest(parameterized.TestCase, tf.test.TestCase):
   def test_first_per_class_follows_order_key(self):
     labels = np.array([1, 0, 1, 0, 1, 0, 1])
     key = np.array([50, 3, 10, 1, 30, 2, 20])
-    idx = tfds_images.first_per_class(labels, [2, 3], order_key=key)
+    idx = splits.first_per_class(labels, [2, 3], order_key=key)
     # class 0 by key: idx 3 (1), 5 (2); class 1: idx 2 (10), 6 (20), 4 (30).
     self.assertAllEqual(idx, [3, 5, 2, 6, 4])
-    self.assertAllEqual(tfds_images.first_per_class(labels, [1, 1]), [1, 0])
+    self.assertAllEqual(splits.first_per_class(labels, [1, 1]), [1, 0])
 
   def test_first_per_class_too_few(self):
     with self.assertRaisesRegex(ValueError, "class 0 has 1 examples"):
-      tfds_images.first_per_class(np.array([0, 1, 1]), [2, 1])
+      splits.first_per_class(np.array([0, 1, 1]), [2, 1])
 
   def test_split_eval_per_class(self):
     rng = np.random.default_rng(0)
@@ -57,21 +57,40 @@ class RulesTest(parameterized.TestCase, tf.test.TestCase):
     key = rng.permutation(200)
     perm = rng.permutation(200)
     labels, key = labels[perm], key[perm]
-    val, test = tfds_images.split_eval_per_class(labels, 10, order_key=key)
-    self.assertLen(val, 20)
-    self.assertLen(test, 180)
-    self.assertEmpty(np.intersect1d(val, test))
-    for k in range(10):
-      members = np.flatnonzero(labels == k)
-      first_two = members[np.argsort(key[members])][:2]
-      self.assertAllEqual(np.sort(val[labels[val] == k]), np.sort(first_two))
-      self.assertEqual((labels[test] == k).sum(), 18)
+    by_fraction = splits.split_eval_per_class(labels, 10, val_fraction=0.1, order_key=key)
+    by_count = splits.split_eval_per_class(labels, 10, n_val=2, order_key=key)
+    for val, test in (by_fraction, by_count):
+      self.assertLen(val, 20)
+      self.assertLen(test, 180)
+      self.assertEmpty(np.intersect1d(val, test))
+      for k in range(10):
+        members = np.flatnonzero(labels == k)
+        first_two = members[np.argsort(key[members])][:2]
+        self.assertAllEqual(np.sort(val[labels[val] == k]), np.sort(first_two))
+        self.assertEqual((labels[test] == k).sum(), 18)
+      # Class by class, each in key order.
+      self.assertAllEqual(labels[val], np.repeat(np.arange(10), 2))
+      for k in range(10):
+        self.assertTrue(np.all(np.diff(key[test[labels[test] == k]]) > 0))
+    self.assertAllEqual(by_fraction[0], by_count[0])
+    self.assertAllEqual(by_fraction[1], by_count[1])
+
+  def test_split_eval_per_class_takes_one_rule(self):
+    labels = np.repeat(np.arange(3), 5)
+    for kwargs in ({}, {"val_fraction": 0.2, "n_val": 1}):
+      with self.assertRaisesRegex(ValueError, "exactly one"):
+        splits.split_eval_per_class(labels, 3, **kwargs)
+    with self.assertRaisesRegex(ValueError, "val_fraction"):
+      splits.split_eval_per_class(labels, 3, val_fraction=1.0)
+    val, test = splits.split_eval_per_class(labels, 3, n_val=9)  # more than a class has
+    self.assertLen(val, 15)
+    self.assertEmpty(test)
 
   def test_cifar_counts_ratio_100(self):
     # The official IMBALANCECIFAR10 counts (hand-checked list).
-    self.assertAllEqual(synthetic.long_tail_counts(5000, 10, 100),
+    self.assertAllEqual(splits.long_tail_counts(5000, 10, 100),
                         [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50])
-    counts100 = synthetic.long_tail_counts(500, 100, 100)
+    counts100 = splits.long_tail_counts(500, 100, 100)
     self.assertEqual(counts100[0], 500)
     self.assertEqual(counts100[-1], 5)
     self.assertEqual(counts100.sum(), 10847)
@@ -181,7 +200,7 @@ class BuildersTest(parameterized.TestCase, tf.test.TestCase):
     with _mock({"train": rows, "test": test_rows}):
       data = registry.load_dataset(name, tfds_data_dir=self.tmp,
                                    imbalance_ratio=ratio, n_max=n_max)
-    counts = synthetic.long_tail_counts(n_max, k, ratio)
+    counts = splits.long_tail_counts(n_max, k, ratio)
     self.assertAllEqual(data.class_counts, counts)
     self.assertEqual(data.x_train.dtype, np.uint8)
     self.assertEqual(data.input_kind, "image")

@@ -14,8 +14,10 @@ from absl.testing import absltest
 import numpy as np
 import pandas as pd
 
+from launch import markdown
 from launch import runner
 from launch import tables
+from m2m_tf import run_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXTRA = "--extra=epochs=3,deferred_epoch=1,warmup_epochs=1"
@@ -62,6 +64,22 @@ class PlanTest(absltest.TestCase):
         os.path.join(root, f"erm_s{s}", "best_f.weights.h5") for s in (1003, 1103)))
     self.assertEqual([os.path.basename(out) for stage, out, _ in jobs if stage == 0],
                      ["erm_s1003", "erm_s1103"])
+
+
+class MarkdownTableTest(absltest.TestCase):
+
+  def test_pipe_table(self):
+    self.assertEqual(markdown.markdown_table(["a", "b c"], [[1, "x"], [2.5, ""]]),
+                     "| a | b c |\n|---|---|\n| 1 | x |\n| 2.5 |  |")
+    self.assertEqual(markdown.markdown_table(["only"], []), "| only |\n|---|")
+
+  def test_a_pipe_in_a_cell_is_escaped(self):
+    table = markdown.markdown_table(["name"], [["a|b"]])
+    self.assertEqual(table.splitlines()[2], "| a\\|b |")
+
+  def test_row_of_another_width_is_refused(self):
+    with self.assertRaisesRegex(ValueError, "row 1 has 1 cells, the header 2"):
+      markdown.markdown_table(["a", "b"], [[1, 2], [3]])
 
 
 class ZeroRecallTest(absltest.TestCase):
@@ -121,7 +139,7 @@ class LaunchTest(absltest.TestCase):
     self.assertLen(df, 6)
     self.assertEqual(set(df["rebalancing"]), {"none", "drs", "m2m"})
     with open(os.path.join(grid_root, "m2m_s0", "flags.json")) as fh:
-      flags = json.load(fh)
+      flags = run_records.flatten_record(json.load(fh))
     self.assertEqual(flags["beta"], hp["selected"]["ce"]["beta"])
     # g is the ERM run of seed 1000, not f's own ERM twin erm_s0 (independent of f).
     self.assertTrue(flags["g_checkpoint"].endswith(os.path.join("erm_s1000", "best_f.weights.h5")))
@@ -152,7 +170,7 @@ class LaunchTest(absltest.TestCase):
     self.assertEqual(last, f"Complete grid: wrote {res}/reuters.{{csv,md}}.")
     self.assertLen(pd.read_csv(os.path.join(res, "reuters.csv")), 33)
     committed = {ext: _read(os.path.join(res, f"reuters.{ext}")) for ext in ("csv", "md")}
-    # The command: one row, one seed; nothing to train, and results/ stays as it was.
+    # One row, one seed: nothing to train, and results/ stays as it was.
     out = _run(collect + ["--rows=erm", "--seeds=0"], self.env)
     self.assertIn("0 runs to do", out)
     self.assertIn("Partial grid (10 of 11 rows left out; seeds 1,2 of 0,1,2 left out)",
@@ -190,7 +208,8 @@ class LaunchTest(absltest.TestCase):
     for args in (["launch.grid", f"--root={out_dir}", f"--results_dir={out_dir}"],
                  ["launch.select_hparams", f"--root={out_dir}", f"--results_dir={out_dir}"],
                  ["launch.readme", f"--readme={out_dir}/README.md"],
-                 ["launch.gpu_check", f"--out={out_dir}"]):
+                 ["launch.gpu_check", f"--out={out_dir}"],
+                 ["launch.cifar_short"]):
       for flag in ("--help", "-h"):
         out = _run(args + [flag], self.env)  # _run asserts exit status 0
         self.assertRegex(out, r"usage|flags", args[0])
@@ -215,7 +234,8 @@ class LaunchTest(absltest.TestCase):
   def test_markdown_table_against_paper(self):
     df = pd.DataFrame({"row": ["erm", "erm"], "test_bacc": [60.0, 62.0], "test_gm": [50.0, 52.0],
                        "n_zero_recall": [1, 0], "val_bacc": [70.0, 70.0], "seconds": [10, 12]})
-    md = tables.markdown_table(df, {"erm": tables.TABLE2_ROWS["erm"]}, tables.PAPER["reuters"], "t")
+    md = tables.results_markdown(df, {"erm": tables.TABLE2_ROWS["erm"]}, tables.PAPER["reuters"],
+                                 "t")
     self.assertIn("| ERM | 2 | 61.0 ± 1.4 | 51.0 ± 1.4 | 59.8 / 53.8 | +1.2 | -2.8 |", md)
 
 

@@ -25,12 +25,12 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _BAD_FLAGS = {
     "beta": (["--beta=1.5"], "--beta must be in [0, 1)"),
     "steps": (["--steps=-1"], "--steps must be >= 0"),
-    "dataset": (["--dataset=no_such_set"], "--dataset must be one of"),
+    "dataset": (["--dataset=no_such_set"], "--dataset=no_such_set: value should be one of"),
     "method": (["--method=bogus"], "--method"),
     "gamma": (["--gamma=2"], "--gamma must be in [0, 1]"),
     "n_buckets": (["--n_buckets=0"], "--n_buckets must be >= 1"),
     "milestones": (["--lr_milestones=3", "--dataset=synthetic_lt"],
-                   "--lr_milestones and --lr_factors must be given together"),
+                   "invalid flags: lr_milestones and lr_factors must be given together"),
 }
 
 
@@ -54,7 +54,7 @@ class MainFlagsTest(tf.test.TestCase):
           flags.FLAGS.unparse_flags()
           try:
             flags.FLAGS(["m2m_tf.main"] + args)
-            options[name] = m2m_tf.main.config_from_flags().dataset_options
+            options[name] = m2m_tf.main.config_from_flags().data.options
             out[name] = None
           except Exception as e:  # pylint: disable=broad-except
             out[name] = type(e).__name__ + ": " + str(e)
@@ -66,6 +66,7 @@ class MainFlagsTest(tf.test.TestCase):
     commands = {"parse": ["-c", parse_script, json.dumps(cases)]}
     main = ["-m", "m2m_tf.main"]
     commands["cli_beta"] = main + ["--beta=1.5"]
+    commands["help"] = main + ["--help"]
     commands["missing_data"] = main + [
         "--dataset=reuters", "--method=erm", f"--data_dir={cls.empty}",
         f"--output_dir={os.path.join(cls.tmp.name, 'out_missing')}"]
@@ -76,7 +77,8 @@ class MainFlagsTest(tf.test.TestCase):
     commands["deferred_late"] = main + common + [
         "--method=m2m", "--epochs=3", f"--output_dir={os.path.join(cls.tmp.name, 'late')}"]
     commands["diverge"] = main + common + [
-        "--method=erm", "--lr=100", "--epochs=3", f"--output_dir={os.path.join(cls.tmp.name, 'div')}"]
+        "--method=erm", "--lr=100", "--epochs=3",
+        f"--output_dir={os.path.join(cls.tmp.name, 'div')}"]
     procs = {
         name: subprocess.Popen([sys.executable] + args, cwd=cls.tmp.name, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -104,6 +106,14 @@ class MainFlagsTest(tf.test.TestCase):
       with self.subTest(name):
         self.assertIsNotNone(results[name], f"{name} was accepted")
         self.assertIn(message, results[name])
+
+  def test_help_lists_every_generated_flag(self):
+    rc, stdout, stderr = self.out["help"]
+    self.assertEqual(rc, 0, stderr[-3000:])
+    for flag in ("--lam:", "--keep_epochs:", "--hidden_units:", "--[no]fold_batchnorm:",
+                 "--dataset:", "--init_epoch:"):
+      self.assertIn(flag, stdout)
+    self.assertIn("M2m: weight of f's seed-class logit", stdout)  # the field's help text
 
   def test_bad_flag_on_command_line(self):
     rc, stdout, stderr = self.out["cli_beta"]
@@ -138,7 +148,8 @@ class MainFlagsTest(tf.test.TestCase):
     env = dict(os.environ, M2M_CACHE_DIR=os.path.join(self.tmp.name, "cache"),
                PYTHONPATH=_REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen([sys.executable, "-m", "m2m_tf.main"] + list(args), cwd=self.tmp.name,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **kw)
 
   def test_overwrite_with_a_bad_input_deletes_nothing(self):
     results = os.path.join(self.run_dir, "results.json")
@@ -175,7 +186,10 @@ class MainFlagsTest(tf.test.TestCase):
       results = json.load(fh)
     self.assertEqual(results["method"], "erm")
     with open(os.path.join(self.run_dir, "flags.json")) as fh:
-      self.assertEqual(json.load(fh)["epochs"], 1)
+      recorded = json.load(fh)
+    self.assertEqual(recorded["schedule"]["epochs"], 1)
+    # The recipe's model choices are recorded resolved, not as "unset".
+    self.assertEqual(recorded["model"], {"arch": "mlp", "hidden_units": [64], "augment": False})
     self.assertIn(f"{results['test_bacc']:.2f}", stdout)
 
 

@@ -11,9 +11,8 @@ import tensorflow as tf
 
 from m2m_tf import models
 from m2m_tf.models import resnet
+from helpers import OFFICIAL_NPZ
 
-OFFICIAL_NPZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "pretrained",
-                            "official_erm_resnet32_cifar10lt_r100.npz")
 _RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 

@@ -11,13 +11,17 @@ import tensorflow as tf
 
 from m2m_tf.errors import OutputDirError
 from m2m_tf.training import output_dir as out_lib
-from m2m_tf.training.run import ExperimentConfig
-
-DEFAULTS = ExperimentConfig().to_json()
+from m2m_tf.config import ExperimentConfig
+from m2m_tf.training.run import differences
 
 
 def _cfg(**kw):
-  return dict(ExperimentConfig(dataset="synthetic_lt", **kw).to_json())
+  return ExperimentConfig.from_leaves(dataset="synthetic_lt", **kw).to_json()
+
+
+def _plan(folder, cfg, overwrite):
+  return out_lib.plan_output_dir(folder, cfg, overwrite,
+                                 lambda previous: differences(previous, cfg))
 
 
 def _commit_epoch(folder, n=1):
@@ -63,7 +67,7 @@ class PlanTest(tf.test.TestCase):
     os.makedirs(self.dir)
 
   def _ours(self, **kw):
-    plan = out_lib.plan_output_dir(self.dir, _cfg(**kw), False, DEFAULTS)
+    plan = _plan(self.dir, _cfg(**kw), False)
     plan.apply()
     return plan
 
@@ -77,7 +81,7 @@ class PlanTest(tf.test.TestCase):
     os.makedirs(os.path.join(self.dir, "my_thesis"))
     for overwrite in (False, True):
       with self.assertRaisesRegex(OutputDirError, "important.txt, my_thesis"):
-        out_lib.plan_output_dir(self.dir, _cfg(), overwrite, DEFAULTS)
+        _plan(self.dir, _cfg(), overwrite)
     self.assertTrue(os.path.exists(os.path.join(self.dir, "important.txt")))
     self.assertTrue(os.path.isdir(os.path.join(self.dir, "my_thesis")))
 
@@ -86,7 +90,7 @@ class PlanTest(tf.test.TestCase):
     open(os.path.join(self.dir, "results.json"), "w").close()
     open(os.path.join(self.dir, "notes.md"), "w").close()
     with self.assertRaisesRegex(OutputDirError, "notes.md"):
-      out_lib.plan_output_dir(self.dir, _cfg(), True, DEFAULTS)
+      _plan(self.dir, _cfg(), True)
     self.assertCountEqual([n for n in os.listdir(self.dir) if not n.startswith(".")],
                           ["flags.json", "results.json", "notes.md"])
 
@@ -95,10 +99,11 @@ class PlanTest(tf.test.TestCase):
     open(os.path.join(self.dir, "results.json"), "w").close()
     os.makedirs(os.path.join(self.dir, "saved_model"))
     with self.assertRaisesRegex(OutputDirError, "already holds results"):
-      out_lib.plan_output_dir(self.dir, _cfg(), False, DEFAULTS)
-    plan = out_lib.plan_output_dir(self.dir, _cfg(seed=3), True, DEFAULTS)
+      _plan(self.dir, _cfg(), False)
+    plan = _plan(self.dir, _cfg(seed=3), True)
     self.assertEqual(plan.action, "replace")
-    self.assertTrue(os.path.exists(os.path.join(self.dir, "results.json")))  # planning deletes nothing
+    # Planning deletes nothing.
+    self.assertTrue(os.path.exists(os.path.join(self.dir, "results.json")))
     plan.apply()
     self.assertFalse(os.path.exists(os.path.join(self.dir, "results.json")))
     self.assertFalse(os.path.exists(os.path.join(self.dir, "saved_model")))
@@ -107,17 +112,17 @@ class PlanTest(tf.test.TestCase):
 
   def test_failed_start_does_not_block_a_corrected_command(self):
     self._ours(data_dir="/nonexistent", lr=100.0)
-    plan = out_lib.plan_output_dir(self.dir, _cfg(lr=0.1), False, DEFAULTS)
+    plan = _plan(self.dir, _cfg(lr=0.1), False)
     self.assertEqual(plan.action, "restart")
 
   def test_committed_run_of_another_configuration_refused(self):
     self._ours()
     _commit_epoch(self.dir)
     with self.assertRaisesRegex(OutputDirError, r"1 epochs done.*differs in \['seed'\]"):
-      out_lib.plan_output_dir(self.dir, _cfg(seed=7), False, DEFAULTS)
-    self.assertEqual(out_lib.plan_output_dir(self.dir, _cfg(), False, DEFAULTS).action, "resume")
+      _plan(self.dir, _cfg(seed=7), False)
+    self.assertEqual(_plan(self.dir, _cfg(), False).action, "resume")
     # Where the data lives and verbosity cannot change the result.
-    plan = out_lib.plan_output_dir(self.dir, _cfg(data_dir="/elsewhere", verbose=0), False, DEFAULTS)
+    plan = _plan(self.dir, _cfg(data_dir="/elsewhere", verbose=0), False)
     self.assertEqual(plan.action, "resume")
 
   def test_paths_compared_resolved(self):
@@ -127,17 +132,17 @@ class PlanTest(tf.test.TestCase):
       g = os.path.join(self.dir, "g.weights.h5")
       a = _cfg(g_checkpoint=g, output_dir=self.dir)
       b = _cfg(g_checkpoint=os.path.relpath(g), output_dir=os.path.relpath(self.dir))
-      self.assertEqual(out_lib.config_differences(a, b, DEFAULTS), [])
-      self.assertEqual(out_lib.config_differences(a, _cfg(g_checkpoint=g + "x"), DEFAULTS),
+      self.assertEqual(differences(a, b), [])
+      self.assertEqual(differences(a, _cfg(g_checkpoint=g + "x")),
                        ["g_checkpoint"])
     finally:
       os.chdir(cwd)
 
   def test_field_added_later_counts_as_its_default(self):
     old = _cfg()
-    del old["mixed_precision"]
-    self.assertEqual(out_lib.config_differences(old, _cfg(), DEFAULTS), [])
-    self.assertEqual(out_lib.config_differences(old, _cfg(mixed_precision=True), DEFAULTS),
+    del old["runtime"]["mixed_precision"]
+    self.assertEqual(differences(old, _cfg()), [])
+    self.assertEqual(differences(old, _cfg(mixed_precision=True)),
                      ["mixed_precision"])
 
   def test_legacy_run_folder_is_ours(self):

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from data_prep.registry import load_dataset
 from helpers import h5_arrays, load_results
+from m2m_tf.config import ExperimentConfig
 from m2m_tf.training import callbacks as cb
 from m2m_tf.training import checkpoint as ckpt_lib
 from m2m_tf.training import run
@@ -45,7 +46,7 @@ def _config(name, method, **kw):
               output_dir=os.path.join(_TMP.name, name), dataset_options=dict(_OPTS), epochs=2,
               deferred_epoch=1, verbose=0, jit_compile="false", n_buckets=2)
   args.update(kw)
-  return run.ExperimentConfig(**args)
+  return ExperimentConfig.from_leaves(**args)
 
 
 def _history(path):
@@ -83,8 +84,10 @@ class RunExperimentTest(tf.test.TestCase):
       self.assertFalse(os.path.exists(os.path.join(out, "ckpt")))  # removed when finished
       with open(os.path.join(out, "flags.json")) as fh:
         flags = json.load(fh)
-      self.assertEqual(flags["method"], method)
-      self.assertEqual(flags["epochs"], 2)
+      self.assertEqual(flags["training"]["method"], method)
+      self.assertEqual(flags["schedule"]["epochs"], 2)
+      self.assertEqual(ExperimentConfig.from_json(flags), _config(f"smoke_{method}", method)
+                       .resolved())
       on_disk = load_results(out)
       for key in ("dataset", "method", "seed", "test_bacc", "test_gm", "val_bacc", "best_epoch",
                   "per_class_recall"):
@@ -175,7 +178,8 @@ class RunExperimentTest(tf.test.TestCase):
     self.assertNotEmpty(wa)
     for k in wa:
       self.assertAllEqual(wa[k], wb[k], msg=k)
-    ha, hb = _history(os.path.join(dir_a, "history.csv")), _history(os.path.join(dir_b, "history.csv"))
+    ha = _history(os.path.join(dir_a, "history.csv"))
+    hb = _history(os.path.join(dir_b, "history.csv"))
     self.assertEqual(ha, hb)
     # M2m really ran in phase 2 and accepted samples.
     self.assertGreater(float(ha[3]["accepted"]), 0.0)

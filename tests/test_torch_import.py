@@ -24,9 +24,8 @@ import torch.nn.functional as F
 
 from m2m_tf import models
 from m2m_tf.models import resnet
+from helpers import OFFICIAL_NPZ
 
-OFFICIAL_NPZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "pretrained",
-                            "official_erm_resnet32_cifar10lt_r100.npz")
 
 
 # --- The official architecture (alinlab/M2m models/resnet32.py), re-typed. ---

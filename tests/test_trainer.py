@@ -88,8 +88,10 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
       M2mTrainer(_mlp(1), class_counts=[3, 0, 2])
     with self.assertRaisesRegex(ValueError, "class_weight"):
       M2mTrainer(_mlp(1), class_counts=COUNTS, class_weight=[1.0, 2.0])
+    with self.assertRaisesRegex(ValueError, "loss_reduction"):
+      M2mTrainer(_mlp(1), class_counts=COUNTS, loss_reduction="mean")
 
-  def _linear_step(self, wd, class_weight=None, lr=0.3):
+  def _linear_step(self, wd, class_weight=None, lr=0.3, loss_reduction="batch"):
     """One trainer SGD step on a linear f; returns (W, b) before, after, and the batch."""
     rng = np.random.default_rng(4)
     keras.utils.set_random_seed(0)
@@ -97,7 +99,8 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     w0 = rng.normal(0, 0.5, (D, K)).astype(np.float32)
     b0 = rng.normal(0, 0.5, K).astype(np.float32)
     f.set_weights([w0, b0])
-    trainer = M2mTrainer(f, class_counts=COUNTS, weight_decay=wd, class_weight=class_weight)
+    trainer = M2mTrainer(f, class_counts=COUNTS, weight_decay=wd, class_weight=class_weight,
+                         loss_reduction=loss_reduction)
     trainer.compile(optimizer=keras.optimizers.SGD(lr, momentum=0.0), jit_compile=False)
     trainer.build((None, D))
     xb = rng.uniform(0, 1, (12, D)).astype(np.float32)
@@ -106,8 +109,8 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     w1, b1 = f.get_weights()
     return (w0, b0), (w1, b1), (xb, yb), logs
 
-  def _np_grad(self, w, b, xb, yb, cw):
-    """float64 gradient of sum_i cw[y_i] CE_i / B for logits = x W + b."""
+  def _np_grad(self, w, b, xb, yb, cw, denominator=None):
+    """float64 gradient of sum_i cw[y_i] CE_i / denominator (default B) for logits = x W + b."""
     w, b, xb = (np.asarray(a, np.float64) for a in (w, b, xb))
     z = xb @ w + b
     z -= z.max(axis=1, keepdims=True)
@@ -116,8 +119,9 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     wi = np.asarray(cw, np.float64)[yb]
     dz = p.copy()
     dz[np.arange(len(yb)), yb] -= 1.0
-    dz *= wi[:, None] / len(yb)
-    return xb.T @ dz, dz.sum(axis=0), np.sum(wi * ce) / len(yb)
+    denominator = len(yb) if denominator is None else denominator
+    dz *= wi[:, None] / denominator
+    return xb.T @ dz, dz.sum(axis=0), np.sum(wi * ce) / denominator
 
   def test_coupled_weight_decay_sgd_step(self):
     wd, lr = 0.05, 0.3
@@ -188,6 +192,42 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(w1, w0 - 0.3 * gw, atol=2e-6)
     self.assertAllClose(b1, b0 - 0.3 * gb, atol=2e-6)
 
+  def test_weights_reduction_step(self):
+    cw = np.array([2.0, 0.5, 3.0])
+    (w0, b0), (w1, b1), (xb, yb), logs = self._linear_step(0.0, class_weight=cw,
+                                                           loss_reduction="weights")
+    gw, gb, loss = self._np_grad(w0, b0, xb, yb, cw, denominator=cw[yb].sum())
+    # As in test_class_weighted_step: sum_i w_i = O(B), so the bounds are the same;
+    # measured 5.8e-8. Dividing by B instead moves W by 3.5e-2 (sum_i w_i = 16.5, B = 12).
+    self.assertAllClose(w1, w0 - 0.3 * gw, atol=2e-6)
+    self.assertAllClose(b1, b0 - 0.3 * gb, atol=2e-6)
+    self.assertAllClose(logs["loss"], loss, atol=1e-5)
+    self.assertGreater(abs(cw[yb].sum() - len(yb)), 1.0)
+
+  @parameterized.parameters(False, True)
+  def test_epoch_learning_rate(self, loss_scale):
+    x, y = _data()
+    trainer = M2mTrainer(_mlp(1), class_counts=COUNTS)
+    optimizer = keras.optimizers.SGD(1.0)
+    if loss_scale:
+      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    trainer.compile(optimizer=optimizer, jit_compile=False)
+    trainer.build((None, D))
+    seen = []
+    probe = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, logs: seen.append(float(trainer.optimizer.learning_rate)))
+    schedule = cb.EpochLearningRate(0.1, 2, [3], [0.1])
+    self.assertIsInstance(schedule, keras.callbacks.LearningRateScheduler)
+    history = trainer.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[schedule, probe])
+    # float64: warm-up (e + 1) / 2 epochs, then x 0.1 from epoch 3.
+    want = [0.1 * 1 / 2, 0.1 * 2 / 2, 0.1, 0.1 * 0.1]
+    # The "lr" column of the history holds the schedule's float64 values, as it always did
+    # (histories in checkpoints); no "learning_rate" column is added.
+    self.assertEqual(history.history["lr"], want)
+    self.assertNotIn("learning_rate", history.history)
+    # The optimizer runs each epoch with the float32 value of the schedule.
+    self.assertEqual(seen, [float(np.float32(v)) for v in want])
+
   def test_nan_loss_raises(self):
     # (Inf inputs are not used: in graph mode the fused MatMul+BiasAdd+ReLU on
     # this CPU maps the NaN pre-activations to 0, so the loss stays finite.)
@@ -198,8 +238,10 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     trainer.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
     trainer.build((None, D))
     ds = pipeline.train_dataset(x, y, num_classes=K, batch_size=16, seed=0, epochs=1)
+    guard = cb.RaiseOnNaN()
+    self.assertIsInstance(guard, keras.callbacks.TerminateOnNaN)
     with self.assertRaisesRegex(FloatingPointError, r"loss became nan at epoch 0, batch 0"):
-      trainer.fit(ds, epochs=1, steps_per_epoch=6, verbose=0, callbacks=[cb.RaiseOnNaN()])
+      trainer.fit(ds, epochs=1, steps_per_epoch=6, verbose=0, callbacks=[guard])
 
   def test_huge_lr_raises(self):
     x, y = _data()

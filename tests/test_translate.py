@@ -124,8 +124,9 @@ class TranslateTest(tf.test.TestCase, parameterized.TestCase):
     for k in range(D):
       e = np.zeros(D)
       e[k] = eps
-      num[:, k] = (_np_objective(self.gp, self.fp, x + e, self.y_seed, self.y_target, lam)
-                   - _np_objective(self.gp, self.fp, x - e, self.y_seed, self.y_target, lam)) / (2 * eps)
+      up = _np_objective(self.gp, self.fp, x + e, self.y_seed, self.y_target, lam)
+      down = _np_objective(self.gp, self.fp, x - e, self.y_seed, self.y_target, lam)
+      num[:, k] = (up - down) / (2 * eps)
     return num
 
   def test_reference_gradient_matches_finite_differences(self):

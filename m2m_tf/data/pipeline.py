@@ -15,7 +15,7 @@ Sampling modes per epoch:
     1 / N_{y_n} (M2m phase 2 and RS/DRS, docs/method.md#phases).
 """
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -97,6 +97,36 @@ def nonfinite_rows(x: np.ndarray) -> np.ndarray:
   return np.flatnonzero(~np.all(np.isfinite(x.reshape(len(x), -1)), axis=1))
 
 
+def _checked_arrays(x, y, num_classes: int):
+  """x and y as arrays (y int64); ValueError for lengths, emptiness, NaN/Inf or labels."""
+  x = np.asarray(x)
+  y = np.asarray(y, np.int64)
+  if len(x) != len(y):
+    raise ValueError(f"x and y lengths differ: {len(x)} vs {len(y)}.")
+  if len(y) == 0:
+    raise ValueError("Empty training set.")
+  bad = nonfinite_rows(x)
+  if bad.size:
+    raise ValueError(f"Training inputs contain NaN/Inf in {bad.size} examples (first: index "
+                     f"{bad[0]}); clean the data before training.")
+  if y.min() < 0 or y.max() >= num_classes:
+    raise ValueError(f"Labels must be in [0, {num_classes}), got [{y.min()}, {y.max()}].")
+  return x, y
+
+
+def _shard_layout(batch_size: int, input_context) -> Tuple[int, int, int, int]:
+  """(input pipelines, this pipeline's id, replicas per pipeline, per-replica batch)."""
+  if input_context is None:
+    return 1, 0, 1, batch_size
+  pipelines = input_context.num_input_pipelines
+  local_replicas = input_context.num_replicas_in_sync // pipelines
+  if batch_size % input_context.num_replicas_in_sync:
+    raise ValueError(f"batch_size {batch_size} is not divisible by the "
+                     f"{input_context.num_replicas_in_sync} replicas.")
+  return (pipelines, input_context.input_pipeline_id, local_replicas,
+          batch_size // (pipelines * local_replicas))
+
+
 def train_dataset(x: np.ndarray, y: np.ndarray, *, num_classes: int, batch_size: int, seed: int,
                   epochs: int, start_epoch: int = 0, balanced_from_epoch: Optional[int] = None,
                   epoch_size: Optional[int] = None, augment: bool = False,
@@ -124,32 +154,13 @@ def train_dataset(x: np.ndarray, y: np.ndarray, *, num_classes: int, batch_size:
   Returns:
     A `tf.data.Dataset` of (x, y) with x float32 and y int32.
   """
-  x = np.asarray(x)
-  y = np.asarray(y, np.int64)
-  if len(x) != len(y):
-    raise ValueError(f"x and y lengths differ: {len(x)} vs {len(y)}.")
-  if len(y) == 0:
-    raise ValueError("Empty training set.")
-  bad = nonfinite_rows(x)
-  if bad.size:
-    raise ValueError(f"Training inputs contain NaN/Inf in {bad.size} examples (first: index "
-                     f"{bad[0]}); clean the data before training.")
-  if y.min() < 0 or y.max() >= num_classes:
-    raise ValueError(f"Labels must be in [0, {num_classes}), got [{y.min()}, {y.max()}].")
+  x, y = _checked_arrays(x, y, num_classes)
   n = len(x)
   epoch_size = int(epoch_size or n)
   if batch_size < 1 or epoch_size < batch_size:
     raise ValueError(f"batch_size {batch_size} must be in [1, epoch_size={epoch_size}].")
   n_batches = epoch_size // batch_size
-  pipelines, shard, local_replicas = 1, 0, 1
-  if input_context is not None:
-    pipelines = input_context.num_input_pipelines
-    shard = input_context.input_pipeline_id
-    local_replicas = input_context.num_replicas_in_sync // pipelines
-    if batch_size % input_context.num_replicas_in_sync:
-      raise ValueError(f"batch_size {batch_size} is not divisible by the "
-                       f"{input_context.num_replicas_in_sync} replicas.")
-  per_replica = batch_size // (pipelines * local_replicas)
+  pipelines, shard, local_replicas, per_replica = _shard_layout(batch_size, input_context)
   sampler = BalancedSampler(y, num_classes) if balanced_from_epoch is not None else None
   x_const = tf.constant(x)
   y_const = tf.constant(y.astype(np.int32))
@@ -191,7 +202,8 @@ def steps_per_epoch(num_examples: int, batch_size: int, epoch_size: Optional[int
   return int(epoch_size or num_examples) // batch_size
 
 
-def eval_dataset(x: np.ndarray, y: Optional[np.ndarray] = None, *, batch_size: int) -> tf.data.Dataset:
+def eval_dataset(x: np.ndarray, y: Optional[np.ndarray] = None, *,
+                 batch_size: int) -> tf.data.Dataset:
   """Plain ordered batches for evaluation (images scaled to [0, 1])."""
   ds = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
   ds = ds.batch(batch_size)

@@ -1,6 +1,7 @@
 """M2m translation and acceptance as pure TF functions (no Keras training state)."""
 
-from m2m_tf.m2m.generation import M2mConfig, bucket_sizes, generate, generation_probability, seed_weights
+from m2m_tf.m2m.generation import (M2mConfig, bucket_sizes, generate, generation_probability,
+                                   seed_weights)
 from m2m_tf.m2m.translate import random_start, translate
 
 __all__ = ["M2mConfig", "bucket_sizes", "generate", "generation_probability", "random_start",

@@ -78,39 +78,22 @@ def translate(g, f, x0, seed_labels, target_labels, *, lam, step_size, steps,
   x0 = tf.convert_to_tensor(x0, tf.float32)
   seed_labels = tf.cast(seed_labels, tf.int32)
   target_labels = tf.cast(target_labels, tf.int32)
-  if (clip_min is None) != (clip_max is None):
-    raise ValueError("clip_min and clip_max must both be set or both be None.")
   steps = int(steps)
   if steps < 0:
     raise ValueError(f"steps must be >= 0, got {steps}.")
-
-  def clip(x):
-    if clip_min is None:
-      return x
-    return tf.clip_by_value(x, clip_min, clip_max)
-
+  clip = _clipper(clip_min, clip_max)
   x = x0
   if start_noise and start_noise > 0:
     if seed is None:
       raise ValueError("translate(start_noise > 0) needs a stateless `seed`.")
     x = clip(random_start(x0, start_noise, tf.cast(seed, tf.int64)))
-
-  lam = tf.cast(lam, tf.float32)
   eta = tf.cast(step_size, tf.float32)
-
-  def objective(x):
-    g_logits = tf.cast(g(x, training=False), tf.float32)
-    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=target_labels, logits=g_logits)
-    f_logits = tf.cast(f(x, training=False), tf.float32)
-    f_seed = tf.gather(f_logits, seed_labels, axis=1, batch_dims=1)
-    return tf.reduce_sum(ce + lam * f_seed)
 
   def body(t, x):
     # Only x is watched: f's and g's weights are not recorded (no weight gradients).
     with tf.GradientTape(watch_accessed_variables=False) as tape:
       tape.watch(x)
-      loss = objective(x)
+      loss = translation_loss(g, f, x, seed_labels, target_labels, lam)
     d = tape.gradient(loss, x)
     d = d / tf.maximum(_per_sample_l2(d), 1e-12)
     return t + 1, clip(x - eta * d)
@@ -120,3 +103,27 @@ def translate(g, f, x0, seed_labels, target_labels, *, lam, step_size, steps,
   _, x = tf.while_loop(lambda t, _: t < steps, body, (tf.constant(0), x),
                        maximum_iterations=steps)
   return x
+
+
+def translation_loss(g, f, x, seed_labels, target_labels, lam) -> tf.Tensor:
+  """The translation objective summed over the batch (docs/method.md#step-4-translation):
+
+    sum_i CE(g(x_i), y_i) + lam * f(x_i)[y_j],
+
+  y_i the target and y_j the seed's class; f and g in inference mode. Each
+  row's input gradient is that row's own objective's (rows are independent).
+  """
+  g_logits = tf.cast(g(x, training=False), tf.float32)
+  ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target_labels, logits=g_logits)
+  f_logits = tf.cast(f(x, training=False), tf.float32)
+  f_seed = tf.gather(f_logits, seed_labels, axis=1, batch_dims=1)
+  return tf.reduce_sum(ce + tf.cast(lam, tf.float32) * f_seed)
+
+
+def _clipper(clip_min, clip_max):
+  """x -> x clipped to the valid input domain (identity when both bounds are None)."""
+  if (clip_min is None) != (clip_max is None):
+    raise ValueError("clip_min and clip_max must both be set or both be None.")
+  if clip_min is None:
+    return lambda x: x
+  return lambda x: tf.clip_by_value(x, clip_min, clip_max)

@@ -16,12 +16,22 @@ Conventions shared with PyTorch:
   the biased batch variance, PyTorch with the unbiased one (factor n/(n-1),
   n = batch * height * width, i.e. < 0.1% for these models).
 - No weight regularisers: the trainer applies coupled L2 weight decay.
+
+Every convolution whose output only a BatchNorm reads is built with
+`conv_bn.conv_bn` (31 pairs in ResNet-32, 8 in PreAct-ResNet-18, 53 in
+ResNet-50): `m2m_tf.models.folding.inference_fn` then runs the pair as one
+convolution with the BatchNorm folded in (inference only; docs/method.md).
+The pair stays two layers with Keras' class names, so the layers, their
+order, the weights (`get_weights()`, `.weights.h5` files) and the computation
+outside folded inference are those of plain Keras Conv2D + BatchNormalization
+(see `m2m_tf.models.conv_bn`).
 """
 
 import keras
 from keras import ops
 import numpy as np
 
+from m2m_tf.models import conv_bn
 from m2m_tf.models import heads
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -96,26 +106,41 @@ class DownsampleA(keras.layers.Layer):
     return (b, h, w, c)
 
 
-def _batch_norm(name):
-  return keras.layers.BatchNormalization(
-      axis=-1, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name)
+def _batch_norm(name, layer_class=keras.layers.BatchNormalization):
+  return layer_class(axis=-1, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name)
 
 
-def _conv(x, filters, kernel_size, stride, padding, name, initializer):
-  """Conv2D without bias and PyTorch-style symmetric zero padding `padding`.
+def _conv_layer(x, filters, kernel_size, stride, padding, name, initializer,
+                layer_class=keras.layers.Conv2D):
+  """(x, a Conv2D without bias) with PyTorch-style symmetric zero padding `padding`.
 
   With stride 1 and padding (kernel_size - 1) / 2, Keras 'same' is that
   symmetric padding and avoids materialising the padded tensor (about 10%
-  of a ResNet-32 training step on CPU); otherwise ZeroPadding2D + 'valid'.
+  of a ResNet-32 training step on CPU); otherwise ZeroPadding2D + 'valid'
+  (x is then the padded input the conv is to be called on).
   """
   conv_padding = "valid"
   if padding and stride == 1 and kernel_size % 2 == 1 and 2 * padding == kernel_size - 1:
     conv_padding = "same"
   elif padding:
     x = keras.layers.ZeroPadding2D(padding, name=name + "_pad")(x)
-  return keras.layers.Conv2D(
+  conv = layer_class(
       filters, kernel_size, strides=stride, padding=conv_padding, use_bias=False,
-      kernel_initializer=initializer, name=name)(x)
+      kernel_initializer=initializer, name=name)
+  return x, conv
+
+
+def _conv(x, filters, kernel_size, stride, padding, name, initializer):
+  """A Conv2D whose output is not (only) read by a BatchNorm; see `_conv_layer`."""
+  x, conv = _conv_layer(x, filters, kernel_size, stride, padding, name, initializer)
+  return conv(x)
+
+
+def _conv_bn(x, filters, kernel_size, stride, padding, name, bn_name, initializer):
+  """BatchNorm(conv(x)) as a foldable `conv_bn` pair; conv as in `_conv_layer`."""
+  x, conv = _conv_layer(x, filters, kernel_size, stride, padding, name, initializer,
+                        layer_class=conv_bn.Conv2D)
+  return conv_bn.conv_bn(x, conv, _batch_norm(bn_name, conv_bn.BatchNormalization))
 
 
 def _check_image_args(fn, num_classes, input_shape, mean, std):
@@ -152,11 +177,9 @@ def _resnet32_basic_block(x, planes, stride, downsample, name):
   DownsampleA when the shape changes, else identity.
   """
   init = _official_conv_init()
-  out = _conv(x, planes, 3, stride, 1, name + ".conv_a", init)
-  out = _batch_norm(name + ".bn_a")(out)
+  out = _conv_bn(x, planes, 3, stride, 1, name + ".conv_a", name + ".bn_a", init)
   out = keras.layers.ReLU(name=name + ".relu_a")(out)
-  out = _conv(out, planes, 3, 1, 1, name + ".conv_b", init)
-  out = _batch_norm(name + ".bn_b")(out)
+  out = _conv_bn(out, planes, 3, 1, 1, name + ".conv_b", name + ".bn_b", init)
   residual = DownsampleA(name=name + ".downsample")(x) if downsample else x
   out = keras.layers.Add(name=name + ".add")([residual, out])
   return keras.layers.ReLU(name=name + ".relu")(out)
@@ -193,8 +216,7 @@ def resnet32(num_classes, *, input_shape=(32, 32, 3), normed_head=False,
       "resnet32", num_classes, input_shape, mean, std)
   inputs = keras.Input(shape=input_shape, name="images")
   x = Standardize(mean, std, name="normalize")(inputs)
-  x = _conv(x, 16, 3, 1, 1, "conv_1_3x3", _official_conv_init())
-  x = _batch_norm("bn_1")(x)
+  x = _conv_bn(x, 16, 3, 1, 1, "conv_1_3x3", "bn_1", _official_conv_init())
   x = keras.layers.ReLU(name="relu_1")(x)
   inplanes = 16
   for stage, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2)), 1):
@@ -231,8 +253,7 @@ def _preact_block(x, in_planes, planes, stride, name):
     shortcut = _conv(out, planes, 1, stride, 0, name + ".shortcut.0", init)
   else:
     shortcut = x
-  out = _conv(out, planes, 3, stride, 1, name + ".conv1", init)
-  out = _batch_norm(name + ".bn2")(out)
+  out = _conv_bn(out, planes, 3, stride, 1, name + ".conv1", name + ".bn2", init)
   out = keras.layers.ReLU(name=name + ".relu2")(out)
   out = _conv(out, planes, 3, 1, 1, name + ".conv2", init)
   return keras.layers.Add(name=name + ".add")([out, shortcut])
@@ -302,17 +323,14 @@ def _bottleneck(x, in_planes, planes, stride, name):
   """torchvision Bottleneck (v1.5: the stride sits on the 3x3 conv)."""
   init = _torchvision_conv_init()
   out_planes = planes * 4
-  out = _conv(x, planes, 1, 1, 0, name + ".conv1", init)
-  out = _batch_norm(name + ".bn1")(out)
+  out = _conv_bn(x, planes, 1, 1, 0, name + ".conv1", name + ".bn1", init)
   out = keras.layers.ReLU(name=name + ".relu1")(out)
-  out = _conv(out, planes, 3, stride, 1, name + ".conv2", init)
-  out = _batch_norm(name + ".bn2")(out)
+  out = _conv_bn(out, planes, 3, stride, 1, name + ".conv2", name + ".bn2", init)
   out = keras.layers.ReLU(name=name + ".relu2")(out)
-  out = _conv(out, out_planes, 1, 1, 0, name + ".conv3", init)
-  out = _batch_norm(name + ".bn3")(out)
+  out = _conv_bn(out, out_planes, 1, 1, 0, name + ".conv3", name + ".bn3", init)
   if stride != 1 or in_planes != out_planes:
-    identity = _conv(x, out_planes, 1, stride, 0, name + ".downsample.0", init)
-    identity = _batch_norm(name + ".downsample.1")(identity)
+    identity = _conv_bn(x, out_planes, 1, stride, 0, name + ".downsample.0",
+                        name + ".downsample.1", init)
   else:
     identity = x
   out = keras.layers.Add(name=name + ".add")([out, identity])
@@ -347,8 +365,7 @@ def resnet50(num_classes, *, input_shape=(128, 128, 3), normed_head=False,
       "resnet50", num_classes, input_shape, mean, std)
   inputs = keras.Input(shape=input_shape, name="images")
   x = Standardize(mean, std, name="normalize")(inputs)
-  x = _conv(x, 64, 7, 2, 3, "conv1", _torchvision_conv_init())
-  x = _batch_norm("bn1")(x)
+  x = _conv_bn(x, 64, 7, 2, 3, "conv1", "bn1", _torchvision_conv_init())
   x = keras.layers.ReLU(name="relu")(x)
   x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)
   x = keras.layers.MaxPooling2D(3, strides=2, padding="valid",

@@ -1,4 +1,5 @@
-"""Keras callbacks of the M2m recipe: phases, LR schedule, balanced evaluation, M2m statistics, NaN guard."""
+"""Keras callbacks of the M2m recipe: phases, LR schedule, balanced evaluation, M2m statistics,
+NaN guard."""
 
 import math
 from typing import Dict, Optional, Sequence, Tuple
@@ -42,20 +43,23 @@ class PhaseSchedule(keras.callbacks.Callback):
     self.model.class_weight.assign(np.asarray(cw, np.float32))
 
 
-class EpochLearningRate(keras.callbacks.Callback):
-  """Sets the learning rate at each epoch begin from `warmup_step_lr` (official code: per epoch)."""
+class EpochLearningRate(keras.callbacks.LearningRateScheduler):
+  """Keras' per-epoch scheduler with `warmup_step_lr` (the official code sets lr per epoch).
+
+  Keras sets the optimizer's learning rate at each epoch begin. The epoch logs
+  keep this project's "lr" column, the schedule's float64 value (as in the
+  histories of earlier runs and of the checkpoints of runs in progress),
+  instead of Keras' "learning_rate" column (the float32 variable).
+  """
 
   def __init__(self, base_lr: float, warmup_epochs: int, milestones: Sequence[int],
                factors: Sequence[float]):
-    super().__init__()
-    self.schedule = warmup_step_lr(base_lr, warmup_epochs, milestones, factors)
-
-  def on_epoch_begin(self, epoch, logs=None):
-    self.model.optimizer.learning_rate.assign(self.schedule(epoch))
+    self.epoch_lr = warmup_step_lr(base_lr, warmup_epochs, milestones, factors)
+    super().__init__(lambda epoch, lr: float(self.epoch_lr(epoch)))
 
   def on_epoch_end(self, epoch, logs=None):
     if logs is not None:
-      logs["lr"] = float(self.schedule(epoch))
+      logs["lr"] = float(self.epoch_lr(epoch))
 
 
 class M2mStatistics(keras.callbacks.Callback):
@@ -81,19 +85,28 @@ class M2mStatistics(keras.callbacks.Callback):
     logs["m2m_accepted"] = float(logs["accepted"])
 
 
-class RaiseOnNaN(keras.callbacks.Callback):
-  """Stops training with a DivergenceError naming the epoch and batch when the loss is not finite."""
+class RaiseOnNaN(keras.callbacks.TerminateOnNaN):
+  """Keras' `TerminateOnNaN(raise_error=True)`, raising a DivergenceError that names the epoch.
+
+  A DivergenceError (an `m2m_tf.errors.M2mError`) is reported by the command
+  line in one line, with the epoch, the batch and what to do.
+  """
+
+  def __init__(self):
+    super().__init__(raise_error=True)
+    self.epoch = None
 
   def on_epoch_begin(self, epoch, logs=None):
-    self._epoch = epoch
+    self.epoch = epoch
 
-  def on_train_batch_end(self, batch, logs=None):
-    loss = None if logs is None else logs.get("loss")
-    if loss is not None and not math.isfinite(float(loss)):
+  def on_batch_end(self, batch, logs=None):
+    try:
+      super().on_batch_end(batch, logs)
+    except RuntimeError as err:  # TerminateOnNaN's error: the batch loss is NaN or Inf.
       raise DivergenceError(
-          f"The training loss became {float(loss)} at epoch {getattr(self, '_epoch', '?')}, "
-          f"batch {batch}. Lower the learning rate or check the inputs for NaN/Inf; "
-          "the best weights so far are kept in the output directory.")
+          f"The training loss became {float(logs['loss'])} at epoch {self.epoch}, batch {batch}. "
+          "Lower the learning rate or check the inputs for NaN/Inf; the best weights so far "
+          "are kept in the output directory.") from err
 
 
 class DivergenceGuard(RaiseOnNaN):
@@ -159,7 +172,8 @@ class BalancedEvaluation(keras.callbacks.Callback):
     super().__init__()
     if select_on not in splits:
       raise ValueError(f"select_on={select_on!r} is not one of the splits {sorted(splits)}.")
-    self.splits = {k: (eval_dataset(x, batch_size=batch_size), np.asarray(y)) for k, (x, y) in splits.items()}
+    self.splits = {k: (eval_dataset(x, batch_size=batch_size), np.asarray(y))
+                   for k, (x, y) in splits.items()}
     self.class_counts = np.asarray(class_counts)
     self.select_on = select_on
     self.best_epoch = -1

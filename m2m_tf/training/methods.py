@@ -1,4 +1,5 @@
-"""The method registry: a re-balancing name maps to its pieces (sampling, weights, oversampling, M2m).
+"""The method registry: a re-balancing name maps to its pieces (sampling, weights, oversampling,
+M2m).
 
 Losses ("ce", "focal", "ldam") are chosen separately (`m2m_tf.losses`), so
 LDAM-DRW is loss="ldam" + rebalancing="drw" and LDAM-M2m is loss="ldam" +

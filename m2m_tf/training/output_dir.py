@@ -19,7 +19,7 @@ import fcntl
 import os
 import shutil
 import socket
-from typing import Dict, Iterable, List, Optional
+from typing import Callable, Iterable, List, Optional
 
 from m2m_tf.errors import OutputDirError
 from m2m_tf.io_utils import TMP_PREFIX, atomic_write_json, read_json
@@ -111,7 +111,7 @@ def our_entries(output_dir: str) -> Optional[frozenset]:
   if manifest is not None:
     return frozenset(OUR_ENTRIES) | frozenset(manifest.get("entries") or ())
   flags = read_json(os.path.join(output_dir, FLAGS_FILE))
-  if flags and {"dataset", "method", "seed"} <= set(flags):
+  if flags and "seed" in flags and ({"dataset", "method"} <= set(flags) or "data" in flags):
     return frozenset(OUR_ENTRIES)
   return None
 
@@ -173,8 +173,15 @@ class OutputPlan:
 
 
 def plan_output_dir(output_dir: str, config_json: dict, overwrite: bool,
-                    defaults: Dict[str, object]) -> OutputPlan:
+                    differences: Callable[[dict], List[str]]) -> OutputPlan:
   """Decides fresh / resume / replace for a locked folder, deleting nothing.
+
+  Args:
+    output_dir: the (locked) run folder.
+    config_json: this run's configuration, written to flags.json.
+    overwrite: whether a finished or different run of ours may be replaced.
+    differences: the fields in which a recorded flags.json differs from this
+      run in a way that can change the result.
 
   Raises:
     OutputDirError: foreign files; results without --overwrite; an unfinished
@@ -200,7 +207,7 @@ def plan_output_dir(output_dir: str, config_json: dict, overwrite: bool,
                            "that cannot be resumed; pass --overwrite to start it again.")
     return OutputPlan(output_dir, "restart", config_json, ours)  # no epoch committed
   previous = read_json(os.path.join(output_dir, FLAGS_FILE)) or {}
-  diff = config_differences(previous, config_json, defaults)
+  diff = differences(previous)
   if diff:
     raise OutputDirError(
         f"{output_dir} holds an unfinished run ({committed[0][0]} epochs done) with a different "

@@ -8,7 +8,8 @@ Used by `m2m_tf.main` (which turns absl flags into an `ExperimentConfig`) and by
   tensorboard/      TensorBoard logs
   ckpt/             crash-safe epoch checkpoints while the run is unfinished
   best_f.weights.h5 f at the epoch with the best validation bACC (+ best_state.json)
-  saved_model/      that f exported as a SavedModel (`serve` endpoint: logits)
+  saved_model/      that f as a SavedModel (`serve`: logits; text datasets also take raw
+                    text with `serve_text`: docs/runs.md#serving-the-exported-model)
   results.json      metrics of the selected epoch, written last
   g_erm/            the ERM run that trained g, when M2m had no g_checkpoint
 
@@ -19,9 +20,8 @@ what a run of ours wrote, and only after the inputs were checked.
 """
 
 import dataclasses
-import json
-import math
 import os
+import sys
 import time
 from typing import Optional, Tuple
 
@@ -32,14 +32,16 @@ import tensorflow as tf
 
 from data_prep.registry import load_dataset
 from m2m_tf import losses as losses_lib
-from m2m_tf import models as models_lib
+from m2m_tf import serving
 from m2m_tf.data import pipeline
+from m2m_tf.config import ExperimentConfig
 from m2m_tf.errors import CheckpointError, ConfigError, DataError, OutputDirError
 from m2m_tf.io_utils import atomic_replace_dir, atomic_write_json, read_json
-from m2m_tf.m2m.generation import M2mConfig
 from m2m_tf.models import build_classifier
+from m2m_tf.models import weights_io
 from m2m_tf.models.ensemble import ProbabilityEnsemble
-from m2m_tf.recipes import G_SEED_OFFSET, get_recipe
+from m2m_tf.recipes import G_SEED_OFFSET
+from m2m_tf.run_records import flatten_record
 from m2m_tf.training import callbacks as cb
 from m2m_tf.training import checkpoint as ckpt_lib
 from m2m_tf.training import output_dir as out_lib
@@ -49,118 +51,40 @@ from m2m_tf.training.trainer import M2mTrainer
 RESULTS_FILE = out_lib.RESULTS_FILE
 
 
-@dataclasses.dataclass
-class ExperimentConfig:
-  """Everything one run needs. None means "the dataset's recipe value" (m2m_tf.recipes)."""
-
-  dataset: str = "reuters"
-  method: str = "m2m"
-  loss: str = "ce"
-  seed: int = 0
-  output_dir: str = "runs/reuters_m2m"
-  data_dir: Optional[str] = None
-  dataset_options: dict = dataclasses.field(default_factory=dict)
-  epochs: Optional[int] = None
-  batch_size: Optional[int] = None
-  lr: Optional[float] = None
-  warmup_epochs: Optional[int] = None
-  lr_milestones: Optional[Tuple[int, ...]] = None
-  lr_factors: Optional[Tuple[float, ...]] = None
-  weight_decay: Optional[float] = None
-  momentum: float = 0.9
-  deferred_epoch: Optional[int] = None
-  beta: float = 0.999
-  lam: float = 0.5
-  gamma: float = 0.9
-  steps: int = 10
-  step_size: Optional[float] = None
-  start_noise: float = 0.5
-  no_reject: bool = False
-  accept_mode: str = "translate"
-  self_translation: bool = False
-  seed_pool_size: int = 0
-  n_buckets: int = 8
-  fold_batchnorm: bool = True
-  g_checkpoint: Optional[str] = None  # comma-separated paths: an ensemble g (M2m-Ensemble)
-  loss_reduction: str = "batch"
-  jit_compile: str = "auto"
-  mixed_precision: bool = False
-  strategy: str = "default"
-  overwrite: bool = False
-  verbose: int = 1
-  eval_batch_size: int = 1024
-  init_from: Optional[str] = None  # phase-1 sharing: a run folder whose state to start from
-  init_epoch: Optional[int] = None  # ... after this many completed epochs
-  keep_epochs: Tuple[int, ...] = ()  # completed-epoch states kept for good (branch points)
-
-  def resolved(self) -> "ExperimentConfig":
-    """A copy with every None recipe field filled from the dataset's recipe."""
-    r = get_recipe(self.dataset)
-    fill = dict(epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, warmup_epochs=r.warmup_epochs,
-                lr_milestones=tuple(r.milestones), lr_factors=tuple(r.factors),
-                weight_decay=r.weight_decay, deferred_epoch=r.deferred_epoch, step_size=r.step_size)
-    out = dataclasses.replace(self)
-    for k, v in fill.items():
-      if getattr(out, k) is None:
-        setattr(out, k, v)
-    out.lr_milestones = tuple(int(m) for m in out.lr_milestones)
-    out.lr_factors = tuple(float(m) for m in out.lr_factors)
-    out.keep_epochs = tuple(int(e) for e in out.keep_epochs)
-    return out
-
-  def to_json(self) -> dict:
-    """The configuration as a JSON-able dict (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(self)))
-
-
 def validate_config(cfg: ExperimentConfig) -> None:
   """Refuses a resolved configuration that cannot give a meaningful run, before any work.
+
+  Each field was checked when the configuration was built; this adds the rules
+  that tie fields together (`ExperimentConfig.check_resolved`).
 
   Raises:
     ConfigError: naming the field and the rule.
   """
-  checks = [
-      (cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}"),
-      (cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}"),
-      (cfg.lr > 0 and math.isfinite(cfg.lr), f"lr must be a positive number, got {cfg.lr}"),
-      (cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}"),
-      (cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}"),
-      (cfg.seed_pool_size >= 0, f"seed_pool_size must be >= 0, got {cfg.seed_pool_size}"),
-      (cfg.loss in losses_lib.LOSSES, f"unknown loss {cfg.loss!r}; valid: {list(losses_lib.LOSSES)}"),
-      (cfg.loss_reduction in ("batch", "weights"), "loss_reduction must be batch or weights"),
-      (cfg.strategy in ("default", "mirrored"), "strategy must be default or mirrored"),
-      (cfg.jit_compile in ("auto", "true", "false"), "jit_compile must be auto, true or false"),
-      (len(cfg.lr_milestones) == len(cfg.lr_factors),
-       "lr_milestones and lr_factors must have the same length"),
-  ]
-  for ok, message in checks:
-    if not ok:
-      raise ConfigError(message + ".")
+  cfg.check_resolved()
+
+
+def comparable_config(record: dict) -> dict:
+  """A flags.json (or `to_json()`) as resolved leaves {name: JSON value}, for comparisons.
+
+  Fields a record predates take their default or the recipe's value, as they
+  did when that run was made; a record that no longer reads as a configuration
+  is compared as it stands.
+  """
   try:
-    method = get_method(cfg.method)
-    _m2m_config(cfg, clip_range=None)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-  if method.deferred and not 0 <= cfg.deferred_epoch < cfg.epochs:
-    raise ConfigError(
-        f"method {cfg.method} starts its second phase at deferred_epoch={cfg.deferred_epoch}, "
-        f"which must lie in [0, epochs={cfg.epochs}); otherwise it would train plain "
-        f"{'ERM' if cfg.loss == 'ce' else cfg.loss.upper()} under its name.")
-  if (cfg.init_from is None) != (cfg.init_epoch is None):
-    raise ConfigError("init_from and init_epoch must be given together.")
-  if cfg.init_epoch is not None and not 0 < cfg.init_epoch < cfg.epochs:
-    raise ConfigError(f"init_epoch must lie in (0, epochs={cfg.epochs}), got {cfg.init_epoch}.")
+    flat = ExperimentConfig.from_json(record).resolved().flat()
+  except (ConfigError, ValueError, TypeError):
+    flat = flatten_record(record)
+  return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
 
 
-def _m2m_config(cfg: ExperimentConfig, clip_range) -> M2mConfig:
-  return M2mConfig(beta=cfg.beta, lam=cfg.lam, gamma=cfg.gamma, steps=cfg.steps,
-                   step_size=cfg.step_size, start_noise=cfg.start_noise, clip_range=clip_range,
-                   reject=not cfg.no_reject, accept_mode=cfg.accept_mode,
-                   n_buckets=cfg.n_buckets, fold_batchnorm=cfg.fold_batchnorm)
+def differences(previous: dict, current: dict) -> list:
+  """The leaves in which two configuration records differ in a way that can change the result."""
+  return out_lib.config_differences(comparable_config(previous), comparable_config(current), {})
 
 
 def resolve_jit_compile(mode: str) -> bool:
-  """`auto`: XLA on GPU only (measured slower on CPU, compile included: BUILD.md); true/false force it."""
+  """`auto`: XLA on GPU only (measured slower on CPU, compile included: BUILD.md); true/false
+  force it."""
   if mode in ("true", True):
     return True
   if mode in ("false", False):
@@ -188,26 +112,8 @@ def check_g_paths(g_checkpoint: Optional[str]) -> None:
       raise CheckpointError(
           f"g checkpoint not found: {path!r}. Pass --g_checkpoint=PATH to an existing "
           ".weights.h5 (or official .npz) file, or leave it unset to train g with ERM first.")
-    if not path.endswith((".npz", ".weights.h5")):
+    if not path.endswith(weights_io.WEIGHT_SUFFIXES):
       raise CheckpointError(f"g checkpoint {path!r} must end in .weights.h5 or .npz.")
-
-
-def load_g_weights(g: keras.Model, path: str) -> None:
-  """Loads g from a Keras `.weights.h5` file or a PyTorch-layout ResNet-32 `.npz`.
-
-  Raises:
-    CheckpointError: a missing file, an unknown format, or weights of another shape.
-  """
-  check_g_paths(path)
-  try:
-    if path.endswith(".npz"):
-      models_lib.load_torch_state_dict(g, path)
-    else:
-      g.load_weights(path)
-  except (ValueError, OSError) as e:
-    raise CheckpointError(f"g checkpoint {path} does not fit this model "
-                          f"(inputs {tuple(g.input_shape[1:])}, {g.output_shape[-1]} classes): "
-                          f"{str(e).splitlines()[0]}") from None
 
 
 def _class_weight(kind: Optional[str], counts: np.ndarray) -> Optional[np.ndarray]:
@@ -218,8 +124,8 @@ def _class_weight(kind: Optional[str], counts: np.ndarray) -> Optional[np.ndarra
 
 def g_config(cfg: ExperimentConfig) -> ExperimentConfig:
   """The ERM run that trains g for an M2m run: same data and recipe, seed + G_SEED_OFFSET."""
-  return dataclasses.replace(
-      cfg, method="erm", loss="ce", seed=cfg.seed + G_SEED_OFFSET,
+  return cfg.replace(
+      method="erm", loss="ce", seed=cfg.seed + G_SEED_OFFSET,
       output_dir=os.path.join(cfg.output_dir, "g_erm"), g_checkpoint=None, overwrite=False,
       self_translation=False, init_from=None, init_epoch=None, keep_epochs=())
 
@@ -234,15 +140,14 @@ def train_g(cfg: ExperimentConfig, data=None) -> str:
   weights = os.path.join(g_cfg.output_dir, ckpt_lib.BEST_WEIGHTS_FILE)
   if os.path.exists(os.path.join(g_cfg.output_dir, RESULTS_FILE)):
     previous = read_json(os.path.join(g_cfg.output_dir, out_lib.FLAGS_FILE)) or {}
-    diff = out_lib.config_differences(previous, g_cfg.resolved().to_json(),
-                                      ExperimentConfig().to_json())
+    diff = differences(previous, g_cfg.resolved().to_json())
     if diff:
       raise OutputDirError(f"{g_cfg.output_dir} holds a g trained with another configuration "
                            f"(differs in {diff}); pass --overwrite to train it again.")
     # A kill between g's results.json and its clean-up leaves checkpoints: drop them now.
     ckpt_lib.RunCheckpoint(g_cfg.output_dir, None).finalize()
     return weights
-  logging.info("Training g with ERM (seed %d) in %s", g_cfg.seed, g_cfg.output_dir)
+  say(cfg, f"training g with ERM (seed {g_cfg.seed}) in {g_cfg.output_dir}")
   run_experiment(g_cfg, data=data)
   return weights
 
@@ -250,10 +155,10 @@ def train_g(cfg: ExperimentConfig, data=None) -> str:
 def load_data(cfg: ExperimentConfig):
   """The dataset's splits; malformed data becomes a one-line DataError naming the problem."""
   try:
-    data = load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_options)
+    data = load_dataset(cfg.data.dataset, cfg.data.data_dir, **cfg.data.options)
   except ValueError as e:
-    raise DataError(f"{cfg.dataset}: {e}") from None
-  check_splits(cfg.dataset, data)
+    raise DataError(f"{cfg.data.dataset}: {e}") from None
+  check_splits(cfg.data.dataset, data)
   return data
 
 
@@ -283,42 +188,49 @@ def check_splits(name: str, data) -> None:
                       f"{bad[0]}).")
 
 
-def _build_g(cfg, recipe, data, g_path):
+def _classifier(cfg: ExperimentConfig, data, *, normed_head: bool, name: str) -> keras.Model:
+  return build_classifier(cfg.model.arch, data.input_shape, data.num_classes,
+                          normed_head=normed_head, hidden_units=cfg.model.hidden_units, name=name)
+
+
+def _build_g(cfg: ExperimentConfig, data, g_path: str):
   members = []
   for i, path in enumerate(g_path.split(",")):
-    member = build_classifier(recipe.arch, data.input_shape, data.num_classes, normed_head=False,
-                              hidden_units=recipe.hidden_units, name=f"g{i}")
-    load_g_weights(member, path)
+    member = _classifier(cfg, data, normed_head=False, name=f"g{i}")
+    weights_io.load_weights(member, path, data.name)
     members.append(member)
   return members[0] if len(members) == 1 else ProbabilityEnsemble(members, name="g_ensemble")
 
 
-def build_trainer(cfg: ExperimentConfig, data, g_path: Optional[str], x_train, y_train):
-  """The compiled `M2mTrainer` (f, the frozen g, the optimizer), built in the strategy's scope."""
-  method, recipe = get_method(cfg.method), get_recipe(cfg.dataset)
-  keras.utils.set_random_seed(cfg.seed)
-  if cfg.mixed_precision:
+def _optimizer(cfg: ExperimentConfig):
+  optimizer = keras.optimizers.SGD(learning_rate=cfg.schedule.lr, momentum=cfg.schedule.momentum)
+  if cfg.runtime.mixed_precision:
     if not tf.config.list_physical_devices("GPU"):
       logging.warning("mixed_float16 on a CPU is slow; it is meant for GPUs.")
     keras.mixed_precision.set_global_policy("mixed_float16")
-  strategy = make_strategy(cfg.strategy)
+    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  return optimizer
+
+
+def build_trainer(cfg: ExperimentConfig, data, g_path: Optional[str], x_train, y_train):
+  """The compiled `M2mTrainer` (f, the frozen g, the optimizer), built in the strategy's scope."""
+  method, t = get_method(cfg.training.method), cfg.training
+  keras.utils.set_random_seed(cfg.seed)
+  strategy = make_strategy(cfg.runtime.strategy)
   with strategy.scope():
-    f = build_classifier(recipe.arch, data.input_shape, data.num_classes,
-                         normed_head=cfg.loss == "ldam", hidden_units=recipe.hidden_units, name="f")
-    g = _build_g(cfg, recipe, data, g_path) if g_path else None
+    optimizer = _optimizer(cfg)
+    f = _classifier(cfg, data, normed_head=t.loss == "ldam", name="f")
+    g = _build_g(cfg, data, g_path) if g_path else None
     seed_pool = None
-    if cfg.seed_pool_size:
-      seed_pool = fixed_seed_pool(x_train, y_train, data.num_classes, cfg.seed_pool_size, cfg.seed)
+    if t.seed_pool_size:
+      seed_pool = fixed_seed_pool(x_train, y_train, data.num_classes, t.seed_pool_size, cfg.seed)
     trainer = M2mTrainer(
-        f, g, class_counts=data.class_counts, loss=cfg.loss, loss_reduction=cfg.loss_reduction,
-        m2m=_m2m_config(cfg, data.clip_range) if method.m2m else None,
-        self_translation=cfg.self_translation, seed_pool=seed_pool,
-        weight_decay=cfg.weight_decay, seed=cfg.seed,
+        f, g, class_counts=data.class_counts, loss=t.loss, loss_reduction=t.loss_reduction,
+        m2m=dataclasses.replace(cfg.m2m, clip_range=data.clip_range) if method.m2m else None,
+        self_translation=t.self_translation, seed_pool=seed_pool,
+        weight_decay=cfg.schedule.weight_decay, seed=cfg.seed,
         class_weight=_class_weight(method.class_weight, data.class_counts))
-    optimizer = keras.optimizers.SGD(learning_rate=cfg.lr, momentum=cfg.momentum)
-    if cfg.mixed_precision:
-      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    trainer.compile(optimizer=optimizer, jit_compile=resolve_jit_compile(cfg.jit_compile))
+    trainer.compile(optimizer=optimizer, jit_compile=resolve_jit_compile(cfg.runtime.jit_compile))
     trainer.build((None,) + tuple(data.input_shape))
     optimizer.build(f.trainable_variables)
   return trainer
@@ -326,23 +238,24 @@ def build_trainer(cfg: ExperimentConfig, data, g_path: Optional[str], x_train, y
 
 def build_callbacks(cfg: ExperimentConfig, data, steps: int):
   """The run's callbacks in commit order, and its `RunCheckpoint` (the last of them)."""
-  method = get_method(cfg.method)
+  method, s = get_method(cfg.training.method), cfg.schedule
   counts = data.class_counts
-  phase1_cw = _class_weight(method.class_weight, counts)
   evaluation = cb.BalancedEvaluation(
       {"val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}, counts,
-      batch_size=cfg.eval_batch_size, select_on="val")
-  checkpoint = ckpt_lib.RunCheckpoint(cfg.output_dir, evaluation, keep_epochs=cfg.keep_epochs)
+      batch_size=s.eval_batch_size, select_on="val")
+  checkpoint = ckpt_lib.RunCheckpoint(cfg.output_dir, evaluation,
+                                      keep_epochs=cfg.runtime.keep_epochs)
   callbacks = [
-      cb.PhaseSchedule(cfg.deferred_epoch if method.m2m else None,
-                       weights_from=cfg.deferred_epoch, phase1_class_weight=phase1_cw,
+      cb.PhaseSchedule(s.deferred_epoch if method.m2m else None,
+                       weights_from=s.deferred_epoch,
+                       phase1_class_weight=_class_weight(method.class_weight, counts),
                        phase2_class_weight=_class_weight(method.deferred_class_weight, counts)),
-      cb.EpochLearningRate(cfg.lr, cfg.warmup_epochs, cfg.lr_milestones, cfg.lr_factors),
+      cb.EpochLearningRate(s.lr, s.warmup_epochs, s.lr_milestones, s.lr_factors),
       cb.DivergenceGuard(data.num_classes),
       evaluation,
   ]
   if method.m2m:
-    callbacks.append(cb.M2mStatistics(steps * cfg.batch_size))
+    callbacks.append(cb.M2mStatistics(steps * s.batch_size))
   callbacks.append(keras.callbacks.TensorBoard(os.path.join(cfg.output_dir, "tensorboard"),
                                                write_graph=False))
   # RunCheckpoint comes LAST: its commit is the end of an epoch. A run killed
@@ -352,11 +265,12 @@ def build_callbacks(cfg: ExperimentConfig, data, steps: int):
 
 
 # Fields that do not shape phase 1 (before the deferred epoch): a deferred run may branch from a
-# run that differs only in these (phase-1 sharing, docs/runs.md).
+# run that differs only in these (phase-1 sharing, docs/runs.md): the whole M2m section, and
+# these leaves.
 PHASE2_FIELDS = frozenset({
-    "method", "epochs", "deferred_epoch", "init_from", "init_epoch", "beta", "lam", "gamma",
-    "steps", "step_size", "start_noise", "no_reject", "accept_mode", "self_translation",
-    "seed_pool_size", "n_buckets", "fold_batchnorm", "g_checkpoint"}) | out_lib.NOT_RESULT_FIELDS
+    "method", "epochs", "deferred_epoch", "init_from", "init_epoch", "self_translation",
+    "seed_pool_size", "g_checkpoint"}) | frozenset(
+        ExperimentConfig().to_json()["m2m"]) | out_lib.NOT_RESULT_FIELDS
 
 
 def check_branch(source: dict, cfg: ExperimentConfig) -> None:
@@ -365,70 +279,115 @@ def check_branch(source: dict, cfg: ExperimentConfig) -> None:
   Raises:
     ConfigError: naming the differing fields or methods.
   """
-  diff = [k for k in out_lib.config_differences(source, cfg.to_json(), ExperimentConfig().to_json())
-          if k not in PHASE2_FIELDS]
+  diff = [k for k in differences(source, cfg.to_json()) if k not in PHASE2_FIELDS]
+  init_from, init_epoch = cfg.runtime.init_from, cfg.runtime.init_epoch
   if diff:
-    raise ConfigError(f"cannot branch from {cfg.init_from}: its phase 1 differs in {diff}.")
-  if get_method(source["method"]).phase1 != get_method(cfg.method).phase1:
-    raise ConfigError(f"cannot branch {cfg.method} from {cfg.init_from}: method "
-                      f"{source['method']} trains phase 1 differently.")
-  for name, method, deferred in (("source", source["method"], source.get("deferred_epoch")),
-                                 ("this run", cfg.method, cfg.deferred_epoch)):
-    if get_method(method).deferred and deferred < cfg.init_epoch:
-      raise ConfigError(f"cannot branch at epoch {cfg.init_epoch}: the {name}'s second phase "
+    raise ConfigError(f"cannot branch from {init_from}: its phase 1 differs in {diff}.")
+  src = comparable_config(source)
+  if get_method(src["method"]).phase1 != get_method(cfg.training.method).phase1:
+    raise ConfigError(f"cannot branch {cfg.training.method} from {init_from}: method "
+                      f"{src['method']} trains phase 1 differently.")
+  for name, method, deferred in (
+      ("source", src["method"], src["deferred_epoch"]),
+      ("this run", cfg.training.method, cfg.schedule.deferred_epoch)):
+    if get_method(method).deferred and deferred < init_epoch:
+      raise ConfigError(f"cannot branch at epoch {init_epoch}: the {name}'s second phase "
                         f"starts earlier, at epoch {deferred}.")
 
 
 def branch(cfg: ExperimentConfig, trainer, checkpoint) -> int:
   """Starts from `init_from`'s committed state after `init_epoch` epochs; returns init_epoch."""
-  source = read_json(os.path.join(cfg.init_from, out_lib.FLAGS_FILE))
+  init_from, init_epoch = cfg.runtime.init_from, cfg.runtime.init_epoch
+  source = read_json(os.path.join(init_from, out_lib.FLAGS_FILE))
   if source is None:
-    raise CheckpointError(f"--init_from={cfg.init_from} is not a run folder (no flags.json).")
+    raise CheckpointError(f"--init_from={init_from} is not a run folder (no flags.json).")
   check_branch(source, cfg)
-  record = os.path.join(cfg.init_from, ckpt_lib.CKPT_DIR, f"state-{cfg.init_epoch:04d}.json")
+  record = os.path.join(init_from, ckpt_lib.CKPT_DIR, f"state-{init_epoch:04d}.json")
   if not os.path.exists(record):
-    raise CheckpointError(f"{cfg.init_from} has no committed state after {cfg.init_epoch} epochs "
+    raise CheckpointError(f"{init_from} has no committed state after {init_epoch} epochs "
                           f"({record}); that run must keep it (keep_epochs).")
   state = ckpt_lib.load_state(record)
   checkpoint.set_model(trainer)
   checkpoint.apply(trainer, state)
-  checkpoint.commit(cfg.init_epoch)  # our own first commit: a kill from here resumes here
-  logging.info("Branched from %s after %d epochs.", cfg.init_from, cfg.init_epoch)
-  return cfg.init_epoch
+  checkpoint.commit(init_epoch)  # our own first commit: a kill from here resumes here
+  say(cfg, f"branched from {init_from} after {init_epoch} epochs")
+  return init_epoch
 
 
 def start_epoch(cfg: ExperimentConfig, trainer, checkpoint) -> int:
   """Restores this run's newest commit, else branches (init_from), else 0."""
   done = checkpoint.restore(trainer)
-  if done == 0 and cfg.init_from:
+  if done == 0 and cfg.runtime.init_from:
     done = branch(cfg, trainer, checkpoint)
   if done:
-    logging.info("Resuming %s after %d of %d epochs.", cfg.output_dir, done, cfg.epochs)
+    say(cfg, f"resuming {cfg.output_dir} after {done} of {cfg.schedule.epochs} epochs")
   return done
+
+
+def say(cfg: ExperimentConfig, message: str) -> None:
+  """A progress line on stderr for runs with verbose > 0 (what is trained, where)."""
+  if cfg.runtime.verbose:
+    print(f"m2m_tf: {message}", file=sys.stderr, flush=True)
+
+
+def _describe(cfg: ExperimentConfig) -> str:
+  t, method = cfg.training, get_method(cfg.training.method)
+  name = f"{t.loss.upper()}-{t.method.upper()}" if t.method != "erm" else t.loss.upper()
+  if method.deferred:
+    name += f" (phase 2 from epoch {cfg.schedule.deferred_epoch + 1})"
+  return name
+
+
+def _train_dataset(cfg: ExperimentConfig, data, x_train, y_train, first: int):
+  method, s = get_method(cfg.training.method), cfg.schedule
+  balanced_from = {"never": None, "start": 0, "deferred": s.deferred_epoch}[method.balanced_from]
+  return pipeline.train_dataset(
+      x_train, y_train, num_classes=data.num_classes, batch_size=s.batch_size, seed=cfg.seed,
+      epochs=s.epochs, start_epoch=first, balanced_from_epoch=balanced_from,
+      epoch_size=len(data.x_train), augment=cfg.model.augment and data.input_kind == "image")
 
 
 def fit(cfg: ExperimentConfig, data, trainer, x_train, y_train) -> Tuple[object, object]:
   """Runs (or resumes) training; returns the `BalancedEvaluation` and the `RunCheckpoint`."""
-  method = get_method(cfg.method)
-  steps = pipeline.steps_per_epoch(len(x_train), cfg.batch_size, len(data.x_train))
+  s = cfg.schedule
+  steps = pipeline.steps_per_epoch(len(x_train), s.batch_size, len(data.x_train))
   callbacks, evaluation, checkpoint = build_callbacks(cfg, data, steps)
   first = start_epoch(cfg, trainer, checkpoint)
-  if first < cfg.epochs:
-    balanced_from = {"never": None, "start": 0, "deferred": cfg.deferred_epoch}[method.balanced_from]
-    train_ds = pipeline.train_dataset(
-        x_train, y_train, num_classes=data.num_classes, batch_size=cfg.batch_size, seed=cfg.seed,
-        epochs=cfg.epochs, start_epoch=first, balanced_from_epoch=balanced_from,
-        epoch_size=len(data.x_train),
-        augment=get_recipe(cfg.dataset).augment and data.input_kind == "image")
+  if first < s.epochs:
+    train_ds = _train_dataset(cfg, data, x_train, y_train, first)
     try:
-      trainer.fit(train_ds, epochs=cfg.epochs, initial_epoch=first, steps_per_epoch=steps,
-                  callbacks=callbacks, verbose=cfg.verbose)
+      say(cfg, f"training {_describe(cfg)}, epochs {first + 1}-{s.epochs} in "
+          f"{cfg.output_dir}")
+      # The dataset is shuffled by our pipeline (seeded per epoch); fit must not try.
+      trainer.fit(train_ds, epochs=s.epochs, initial_epoch=first, steps_per_epoch=steps,
+                  callbacks=callbacks, verbose=cfg.runtime.verbose, shuffle=False)
     finally:
-      if cfg.mixed_precision:
+      if cfg.runtime.mixed_precision:
         keras.mixed_precision.set_global_policy("float32")
   if evaluation.best_weights is None:
     raise RuntimeError("Training finished without a single evaluated epoch.")
   return evaluation, checkpoint
+
+
+def _results(cfg: ExperimentConfig, data, trainer, evaluation, checkpoint, t0) -> dict:
+  best, t = evaluation.best_summaries, cfg.training
+  return {
+      "dataset": cfg.data.dataset, "data_label": data.label, "method": t.method,
+      "rebalancing": "none" if t.method == "erm" else t.method, "loss": t.loss,
+      "seed": cfg.seed, "output_dir": cfg.output_dir, "best_epoch": evaluation.best_epoch,
+      "test_bacc": best["test"]["bacc"], "test_gm": best["test"]["gm"],
+      "val_bacc": best["val"]["bacc"], "val_gm": best["val"]["gm"],
+      "n_zero_recall": best["test"]["n_zero_recall"],
+      "per_class_recall": best["test"]["per_class_recall"],
+      "test": best["test"], "val": best["val"],
+      "class_counts": data.class_counts.tolist(), "class_names": list(data.class_names),
+      "clip_range": None if data.clip_range is None else list(data.clip_range),
+      "jit_compile": bool(trainer.jit_compile), "strategy": cfg.runtime.strategy,
+      "warnings": cb.chance_warnings(best["val"]["bacc"], data.num_classes),
+      "seconds": time.time() - t0,  # this invocation only
+      # Every epoch's wall time across all invocations (a branched run: the source's first).
+      "epoch_seconds": checkpoint.epoch_seconds,
+  }
 
 
 def export_and_report(cfg: ExperimentConfig, data, trainer, evaluation, checkpoint, t0) -> dict:
@@ -436,28 +395,33 @@ def export_and_report(cfg: ExperimentConfig, data, trainer, evaluation, checkpoi
   f = trainer.f
   f.set_weights(evaluation.best_weights)
   export_dir = os.path.join(cfg.output_dir, "saved_model")
-  atomic_replace_dir(lambda p: f.export(p, format="tf_saved_model", verbose=False), export_dir)
-  best = evaluation.best_summaries
-  results = {
-      "dataset": cfg.dataset, "data_label": data.label, "method": cfg.method,
-      "rebalancing": "none" if cfg.method == "erm" else cfg.method, "loss": cfg.loss,
-      "seed": cfg.seed, "best_epoch": evaluation.best_epoch,
-      "test_bacc": best["test"]["bacc"], "test_gm": best["test"]["gm"],
-      "val_bacc": best["val"]["bacc"], "val_gm": best["val"]["gm"],
-      "n_zero_recall": best["test"]["n_zero_recall"],
-      "per_class_recall": best["test"]["per_class_recall"], "test": best["test"], "val": best["val"],
-      "class_counts": data.class_counts.tolist(), "class_names": list(data.class_names),
-      "jit_compile": bool(trainer.jit_compile), "strategy": cfg.strategy,
-      "warnings": cb.chance_warnings(best["val"]["bacc"], data.num_classes),
-      "seconds": time.time() - t0,  # this invocation only
-      # Every epoch's wall time across all invocations (a branched run: the source's first).
-      "epoch_seconds": checkpoint.epoch_seconds,
-  }
+  # Text datasets also get a raw-text endpoint (docs/runs.md#serving-the-exported-model).
+  atomic_replace_dir(lambda p: serving.export_saved_model(f, p, data.text_features), export_dir)
+  results = _results(cfg, data, trainer, evaluation, checkpoint, t0)
   for w in results["warnings"]:
     logging.warning("%s: %s", cfg.output_dir, w)
   atomic_write_json(os.path.join(cfg.output_dir, RESULTS_FILE), results)
   checkpoint.finalize()
   return results
+
+
+def _needs_g(cfg: ExperimentConfig) -> bool:
+  return get_method(cfg.training.method).needs_g and not cfg.training.self_translation
+
+
+def _obtain_g(cfg: ExperimentConfig, data) -> Optional[str]:
+  """g's weights file(s): the given checkpoint, a g trained now with ERM, or None (no g)."""
+  if not _needs_g(cfg):
+    return None
+  return cfg.training.g_checkpoint or train_g(cfg, data)
+
+
+def _training_set(cfg: ExperimentConfig, data):
+  x_train, y_train = data.x_train, data.y_train
+  if get_method(cfg.training.method).oversample == "smote":
+    from m2m_tf.smote import smote  # pylint: disable=g-import-not-at-top
+    x_train, y_train = smote(x_train.astype(np.float32), y_train, k_neighbors=5, seed=cfg.seed)
+  return x_train, y_train
 
 
 def run_experiment(config: ExperimentConfig, data=None) -> dict:
@@ -476,27 +440,23 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
   t0 = time.time()
   cfg = config.resolved()
   validate_config(cfg)
-  method = get_method(cfg.method)
   with out_lib.RunLock(cfg.output_dir):
-    plan = out_lib.plan_output_dir(cfg.output_dir, cfg.to_json(), cfg.overwrite,
-                                   ExperimentConfig().to_json())
+    plan = out_lib.plan_output_dir(cfg.output_dir, cfg.to_json(), cfg.runtime.overwrite,
+                                   lambda previous: differences(previous, cfg.to_json()))
     data = data if data is not None else load_data(cfg)
-    needs_g = method.needs_g and not cfg.self_translation
-    if needs_g and cfg.g_checkpoint:
-      check_g_paths(cfg.g_checkpoint)
+    if cfg.training.g_checkpoint and _needs_g(cfg):
+      check_g_paths(cfg.training.g_checkpoint)
     plan.apply()  # inputs checked: only now may --overwrite delete anything
-    g_path = (cfg.g_checkpoint or train_g(cfg, data)) if needs_g else None
-    x_train, y_train = data.x_train, data.y_train
-    if method.oversample == "smote":
-      from m2m_tf.smote import smote  # pylint: disable=g-import-not-at-top
-      x_train, y_train = smote(x_train.astype(np.float32), y_train, k_neighbors=5, seed=cfg.seed)
+    g_path = _obtain_g(cfg, data)
+    x_train, y_train = _training_set(cfg, data)
     trainer = build_trainer(cfg, data, g_path, x_train, y_train)
     evaluation, checkpoint = fit(cfg, data, trainer, x_train, y_train)
     return export_and_report(cfg, data, trainer, evaluation, checkpoint, t0)
 
 
 def fixed_seed_pool(x, y, num_classes: int, per_class: int, seed: int):
-  """The seed-pool ablation: P examples per class (all of a smaller class), fixed before training."""
+  """The seed-pool ablation: P examples per class (all of a smaller class), fixed before
+  training."""
   rng = np.random.default_rng(seed)
   keep = []
   for k in range(num_classes):

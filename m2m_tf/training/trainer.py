@@ -10,7 +10,8 @@ Optimisation follows the paper's PyTorch recipe:
   * weight decay is coupled L2 (`wd * w` added to every gradient, biases and
     BatchNorm included, as torch.optim.SGD(model.parameters(), weight_decay=wd));
     Keras' own `weight_decay` argument is decoupled and not used;
-  * the batch loss is `m2m_tf.losses.weighted_mean` over the GLOBAL batch, so
+  * the batch loss is divided by the GLOBAL batch (`tf.nn.compute_average_loss`)
+    or the global sum of the class weights (`m2m_tf.losses.weighted_mean`), so
     summing replica gradients (tf.distribute) gives the single-device gradient.
 Known difference: Keras' SGD keeps lr inside the momentum buffer, PyTorch's
 applies lr after it; the two agree while lr is constant and differ only for
@@ -34,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from m2m_tf import losses as losses_lib
-from m2m_tf.m2m.generation import M2mConfig, generate
+from m2m_tf.m2m.generation import M2mConfig, generate, make_seed_pool
 
 M2M_STATS = ("gen_slots", "candidates", "accepted")
 
@@ -68,6 +69,9 @@ class M2mTrainer(keras.Model):
     counts = np.asarray(class_counts, np.int64)
     if counts.ndim != 1 or np.any(counts <= 0):
       raise ValueError(f"class_counts must be positive per class, got {counts.tolist()}.")
+    if loss_reduction not in losses_lib.REDUCTIONS:
+      raise ValueError(f"loss_reduction must be one of {losses_lib.REDUCTIONS}, "
+                       f"got {loss_reduction!r}.")
     if m2m is not None and g is None and not self_translation:
       raise ValueError("M2m needs a frozen classifier g (or self_translation=True).")
     self.f = f
@@ -80,13 +84,14 @@ class M2mTrainer(keras.Model):
     self.loss_reduction = loss_reduction
     self.m2m_config = m2m
     self.self_translation = self_translation
-    self.seed_pool = None
-    if seed_pool is not None:
-      px, py = seed_pool
-      self.seed_pool = (tf.constant(np.asarray(px, np.float32)), tf.constant(np.asarray(py, np.int32)))
+    # The pool's class index is built here, once, not in every step.
+    self.seed_pool = (None if seed_pool is None
+                      else make_seed_pool(*seed_pool, num_classes=self.num_classes))
     self.weight_decay = float(weight_decay)
     self.seed = int(seed)
-    cw = np.ones(self.num_classes, np.float32) if class_weight is None else np.asarray(class_weight, np.float32)
+    cw = np.ones(self.num_classes, np.float32)
+    if class_weight is not None:
+      cw = np.asarray(class_weight, np.float32)
     if cw.shape != (self.num_classes,):
       raise ValueError(f"class_weight must have length {self.num_classes}, got shape {cw.shape}.")
     self.class_weight = tf.Variable(cw, trainable=False, name="class_weight")
@@ -112,20 +117,19 @@ class M2mTrainer(keras.Model):
     super().build(input_shape)
 
   def _step_seed(self):
-    return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+    return tf.stack([tf.constant(self.seed, tf.int64),
+                     tf.cast(self.optimizer.iterations, tf.int64)])
 
   def m2m_batch(self, x, y):
     """Phase-2 rewrite of a batch (identity with zero statistics in phase 1)."""
     config = self.m2m_config
     g = self.f if self.self_translation else self.g
-    seed_x, seed_y = self.seed_pool if self.seed_pool is not None else (None, None)
 
     def rewrite():
       # Static bucket shapes only under XLA; default kernels take the run-time
       # bucket size (same rows translated, one traced translation loop).
       xn, yn, stats = generate(g, self.f, x, y, self.class_counts, config, self._step_seed(),
-                               seed_x=seed_x, seed_y=seed_y,
-                               static_shapes=bool(self.jit_compile))
+                               self.seed_pool, static_shapes=bool(self.jit_compile))
       return xn, yn, [stats[k] for k in M2M_STATS]
 
     def identity():
@@ -133,35 +137,49 @@ class M2mTrainer(keras.Model):
 
     return tf.cond(self.phase2, rewrite, identity)
 
+  def batch_loss(self, y, logits):
+    """The replica's share of the step's loss (docs/method.md#loss-reduction).
+
+    With w_i = class_weight[y_i] and l_i the per-example loss:
+    "batch": sum_i w_i l_i / global batch (`tf.nn.compute_average_loss`);
+    "weights": sum_i w_i l_i / global sum_i w_i (`m2m_tf.losses.weighted_mean`).
+    Summing the replicas' gradients gives the single-device gradient.
+    """
+    per_example = self.loss_fn(y, logits)
+    if self.loss_reduction == "weights":
+      return losses_lib.weighted_mean(per_example, y, self.class_weight, reduction="weights")
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return tf.nn.compute_average_loss(per_example, sample_weight=tf.gather(self.class_weight, y),
+                                      global_batch_size=tf.shape(y)[0] * replicas)
+
+  def coupled_l2(self, grads, variables):
+    """grads + wd * w, PyTorch's coupled weight decay (wd / R per replica, summing to wd * w)."""
+    if not self.weight_decay:
+      return grads
+    wd = tf.constant(self.weight_decay / tf.distribute.get_strategy().num_replicas_in_sync,
+                     tf.float32)
+    if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+      # The optimizer unscales the gradients, this term included: scale it like the loss.
+      wd = wd * tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
+    return [gr + tf.cast(wd, gr.dtype) * v for gr, v in zip(grads, variables)]
+
   def train_step(self, data):
-    x, y = data[0], data[1]
-    x = tf.cast(x, tf.float32)
-    y = tf.cast(y, tf.int32)
+    x, y = tf.cast(data[0], tf.float32), tf.cast(data[1], tf.int32)
     if self.m2m_config is not None:
       x, y, stats = self.m2m_batch(x, y)
       for k, v in zip(M2M_STATS, stats):
         self.m2m_trackers[k].update_state(v)
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    global_batch = tf.cast(tf.shape(y)[0] * replicas, tf.float32)
     with tf.GradientTape() as tape:
       logits = tf.cast(self.f(x, training=True), tf.float32)
-      per_example = self.loss_fn(y, logits)
-      loss = losses_lib.weighted_mean(per_example, y, self.class_weight, global_batch,
-                                      reduction=self.loss_reduction)
+      loss = self.batch_loss(y, logits)
       # Identity, except under a LossScaleOptimizer (mixed_float16), whose
       # apply_gradients divides the gradients by the same dynamic scale.
       scaled = self.optimizer.scale_loss(loss)
     variables = self.f.trainable_variables
-    grads = tape.gradient(scaled, variables)
-    if self.weight_decay:
-      # Coupled L2: + wd * w (wd / R per replica: the replica sum is wd * w),
-      # times the loss scale under a LossScaleOptimizer, which unscales it.
-      wd = tf.constant(self.weight_decay / replicas, tf.float32)
-      if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-        wd = wd * tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
-      grads = [gr + tf.cast(wd, gr.dtype) * v for gr, v in zip(grads, variables)]
+    grads = self.coupled_l2(tape.gradient(scaled, variables), variables)
     self.optimizer.apply_gradients(zip(grads, variables))
-    self.loss_tracker.update_state(loss * replicas)
+    # The replica's loss is its share of the global mean: times R, the loss of its batch.
+    self.loss_tracker.update_state(loss * tf.distribute.get_strategy().num_replicas_in_sync)
     self.acc_tracker.update_state(y, logits)
     return {m.name: m.result() for m in self.metrics}
 

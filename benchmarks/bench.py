@@ -1,6 +1,6 @@
-"""Benchmark of the M2m step against the ERM step: `python -m m2m_tf.bench`.
+"""Benchmark of the M2m step against the ERM step: `python -m benchmarks.bench`.
 
-Measures, in one process and on one device (issue 4):
+Measures, in one process and on one device:
   * the median time of the compiled training step (`M2mTrainer.train_function`,
     the function `fit` runs) after warm-up, for ERM and for the M2m phase-2 step
     (`phase2` on), with XLA on and off, for
@@ -24,7 +24,8 @@ machine load hits all configurations alike; every figure is also given as a
 ratio to the ERM step of the same run.
 
 Writes a JSON file and a Markdown table (atomically) and prints the table.
-`--quick` is a tiny configuration for tests (no meaningful timings).
+`--quick` is a tiny configuration for tests (no meaningful timings);
+`--from_json` rewrites the Markdown of an existing JSON report without timing.
 """
 
 import argparse
@@ -40,6 +41,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from launch.markdown import markdown_table
+
 # Class counts of the benchmark workloads.
 CIFAR10_LT_R100_COUNTS = (5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50)
 # Reuters R52 training counts of the 36 kept classes (docs/data.md#reuters-r52, 6436 docs).
@@ -47,6 +50,7 @@ REUTERS_COUNTS = (2840, 1596, 253, 251, 206, 190, 123, 108, 97, 90, 70, 58, 54, 
                   33, 31, 31, 31, 26, 24, 22, 19, 17, 15, 14, 13, 13, 13, 10, 9, 8, 6, 4)
 
 WORKLOAD_NAMES = ("mlp", "resnet32")
+PROG = "python -m benchmarks.bench"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +100,7 @@ class StepConfig:
 
   @property
   def name(self) -> str:
+    """The configuration's name in the tables, e.g. "m2m_b8/xla"."""
     mode = "xla" if self.jit else "default"
     if self.method == "erm":
       return f"erm/{mode}"
@@ -103,36 +108,41 @@ class StepConfig:
     return f"m2m_b{self.n_buckets}{suffix}/{mode}"
 
 
-def machine_info() -> dict:
-  """CPU model, cores, TF and Keras versions, and the device the steps run on."""
-  import keras  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+def _cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo where there is one)."""
   cpu = platform.processor() or "unknown"
   try:
     with open("/proc/cpuinfo") as fh:
       for line in fh:
         if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
+          return line.split(":", 1)[1].strip()
   except OSError:
     pass
+  return cpu
+
+
+def machine_info() -> dict:
+  """CPU model, cores, TF and Keras versions, and the device the steps run on."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   gpus = tf.config.list_physical_devices("GPU")
   device = "CPU"
   if gpus:
     details = tf.config.experimental.get_device_details(gpus[0])
     device = f"GPU: {details.get('device_name', gpus[0].name)}"
   return {
-      "cpu": cpu,
+      "cpu": _cpu_model(),
       "cores": os.cpu_count(),
       "device": device,
       "tensorflow": tf.__version__,
       "keras": keras.__version__,
       "python": platform.python_version(),
-      "load_average_start": _load_average(),
+      "load_average_start": load_average(),
   }
 
 
-def _load_average() -> Optional[List[float]]:
+def load_average() -> Optional[List[float]]:
+  """The 1, 5 and 15 minute load averages (None where the OS has none)."""
   try:
     return [round(v, 2) for v in os.getloadavg()]
   except OSError:
@@ -154,13 +164,17 @@ def synthetic_arrays(w: Workload, seed: int) -> Tuple[np.ndarray, np.ndarray]:
   return x, y
 
 
+def _train_dataset(w: Workload, x, y, seed: int):
+  """The real balanced (augmented for images) training pipeline over (x, y)."""
+  from m2m_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  return pipeline.train_dataset(x, y, num_classes=len(w.class_counts), batch_size=w.batch_size,
+                                seed=seed, epochs=1000, balanced_from_epoch=0, augment=w.augment)
+
+
 def balanced_batches(w: Workload, x, y, n_batches: int, seed: int):
   """`n_batches` real batches of the balanced (augmented) pipeline, kept in memory."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from m2m_tf.data import pipeline  # pylint: disable=g-import-not-at-top
-  ds = pipeline.train_dataset(x, y, num_classes=len(w.class_counts), batch_size=w.batch_size,
-                              seed=seed, epochs=1000, balanced_from_epoch=0, augment=w.augment)
-  batches = list(ds.take(n_batches))
+  batches = list(_train_dataset(w, x, y, seed).take(n_batches))
   xs = tf.stack([b[0] for b in batches])
   ys = tf.stack([b[1] for b in batches])
   return xs, ys
@@ -220,6 +234,46 @@ class _Timed:
     self.logs = logs
     return dt
 
+  def warm_up(self, n_warm: int, min_sample_s: float) -> None:
+    """`n_warm` untimed steps; the first one's time (trace + compile) is `first_call_s`.
+
+    With more than one warm-up step, `repeat` becomes the number of consecutive
+    steps that last about `min_sample_s` (at most 200), timed as one sample.
+    """
+    last = None
+    for i in range(n_warm):
+      last = self.step()
+      if i == 0:
+        self.first_call_s = last
+    if n_warm > 1:
+      self.repeat = max(1, min(200, int(math.ceil(min_sample_s / max(last, 1e-6)))))
+
+
+def _step_row(w: Workload, t: _Timed) -> dict:
+  """The JSON row of one timed configuration (with the translated-slot fractions of M2m)."""
+  med = statistics.median(t.times) if t.times else float("nan")
+  row = {
+      "workload": w.key,
+      "config": t.cfg.name,
+      "method": t.cfg.method,
+      "jit_compile": t.cfg.jit,
+      "n_buckets": t.cfg.n_buckets or None,
+      "fold_batchnorm": t.cfg.fold_batchnorm if t.cfg.method == "m2m" else None,
+      "batch_size": w.batch_size,
+      "median_step_s": med,
+      "step_times_s": [round(v, 5) for v in t.times],
+      "steps_per_sample": t.repeat,
+      "first_call_s": t.first_call_s,
+      "samples_per_s": w.batch_size / med if med > 0 else None,
+  }
+  if t.cfg.method == "m2m":
+    # The trackers are sums over every step this trainer ran.
+    n_run = int(t.trainer.optimizer.iterations.numpy())
+    stats = {k: float(np.asarray(t.logs[k])) for k in ("gen_slots", "candidates", "accepted")}
+    row["translated_slot_fraction"] = stats["candidates"] / (n_run * w.batch_size)
+    row["generation_slot_fraction"] = stats["gen_slots"] / (n_run * w.batch_size)
+  return row
+
 
 def time_steps(w: Workload, configs: Sequence[StepConfig], *, warmup: int, steps: int,
                slow_steps: int, seed: int, min_sample_s: float = 0.25,
@@ -241,14 +295,7 @@ def time_steps(w: Workload, configs: Sequence[StepConfig], *, warmup: int, steps
     slow = cfg.jit and cfg.method == "m2m" and w.arch != "mlp"
     t = _Timed(w, cfg, xs, ys, seed)
     t.n_steps = slow_steps if slow else steps
-    n_warm = min(warmup, 1) if slow else warmup
-    last = None
-    for i in range(n_warm):
-      last = t.step()
-      if i == 0:
-        t.first_call_s = last
-    if n_warm > 1:
-      t.repeat = max(1, min(200, int(math.ceil(min_sample_s / max(last, 1e-6)))))
+    t.warm_up(min(warmup, 1) if slow else warmup, min_sample_s)
     log(f"  {w.key} {cfg.name}: first call (trace + compile) {t.first_call_s:.2f} s")
     timed.append(t)
   for r in range(max(t.n_steps for t in timed)):
@@ -257,39 +304,16 @@ def time_steps(w: Workload, configs: Sequence[StepConfig], *, warmup: int, steps
         t.times.append(t.step(t.repeat))
   rows = []
   for t in timed:
-    med = statistics.median(t.times) if t.times else float("nan")
-    row = {
-        "workload": w.key,
-        "config": t.cfg.name,
-        "method": t.cfg.method,
-        "jit_compile": t.cfg.jit,
-        "n_buckets": t.cfg.n_buckets or None,
-        "fold_batchnorm": t.cfg.fold_batchnorm if t.cfg.method == "m2m" else None,
-        "batch_size": w.batch_size,
-        "median_step_s": med,
-        "step_times_s": [round(v, 5) for v in t.times],
-        "steps_per_sample": t.repeat,
-        "first_call_s": t.first_call_s,
-        "samples_per_s": w.batch_size / med if med > 0 else None,
-    }
-    if t.cfg.method == "m2m":
-      # The trackers are sums over every step this trainer ran.
-      n_run = int(t.trainer.optimizer.iterations.numpy())
-      stats = {k: float(np.asarray(t.logs[k])) for k in ("gen_slots", "candidates", "accepted")}
-      row["translated_slot_fraction"] = stats["candidates"] / (n_run * w.batch_size)
-      row["generation_slot_fraction"] = stats["gen_slots"] / (n_run * w.batch_size)
-    rows.append(row)
-    log(f"  {w.key} {t.cfg.name}: median {med:.4f} s over {len(t.times)} steps")
+    rows.append(_step_row(w, t))
+    log(f"  {w.key} {t.cfg.name}: median {rows[-1]['median_step_s']:.4f} s over "
+        f"{len(t.times)} steps")
   return rows
 
 
 def input_rate(w: Workload, *, n_batches: int, seed: int) -> dict:
   """Samples/s of the real balanced (augmented) `train_dataset`, read on its own."""
-  from m2m_tf.data import pipeline  # pylint: disable=g-import-not-at-top
   x, y = synthetic_arrays(w, seed)
-  ds = pipeline.train_dataset(x, y, num_classes=len(w.class_counts), batch_size=w.batch_size,
-                              seed=seed, epochs=1000, balanced_from_epoch=0, augment=w.augment)
-  it = iter(ds)
+  it = iter(_train_dataset(w, x, y, seed))
   for _ in range(3):
     next(it)
   t0 = time.perf_counter()
@@ -301,14 +325,36 @@ def input_rate(w: Workload, *, n_batches: int, seed: int) -> dict:
           "augment": w.augment}
 
 
+def _fastest(rows: List[dict]) -> Optional[dict]:
+  """The row with the smallest median step time (None for no rows)."""
+  return min(rows, key=lambda r: r["median_step_s"]) if rows else None
+
+
+def _m2m_ratios(rows: List[dict], fastest_erm: Optional[dict]) -> dict:
+  """Per n_buckets, the fastest default M2m step and its ratio to the fastest ERM step, and
+  the ratios of the "_nofold" steps (BatchNorm not folded) to it."""
+  out = {}
+  m2m_rows = [r for r in rows if r["method"] == "m2m" and r["fold_batchnorm"]]
+  nofold = [r for r in rows if r["method"] == "m2m" and not r["fold_batchnorm"]]
+  for nb in sorted({r["n_buckets"] for r in m2m_rows}):
+    best = _fastest([r for r in m2m_rows if r["n_buckets"] == nb])
+    out[f"fastest_m2m_b{nb}"] = best["config"]
+    if fastest_erm:
+      out[f"m2m_b{nb}_over_erm_fastest_modes"] = (best["median_step_s"]
+                                                  / fastest_erm["median_step_s"])
+  if nofold and fastest_erm:
+    out["m2m_nofold"] = {r["config"]: r["median_step_s"] / fastest_erm["median_step_s"]
+                         for r in nofold}
+  return out
+
+
 def summarise(w: Workload, rows: List[dict], pipe: Optional[dict]) -> dict:
   """Ratios of every step to the ERM step (same XLA mode, and fastest modes)."""
   by = {r["config"]: r for r in rows}
   for r in rows:
     erm = by.get("erm/" + ("xla" if r["jit_compile"] else "default"))
     r["ratio_to_erm_same_mode"] = (r["median_step_s"] / erm["median_step_s"]) if erm else None
-  erm_rows = [r for r in rows if r["method"] == "erm"]
-  fastest_erm = min(erm_rows, key=lambda r: r["median_step_s"]) if erm_rows else None
+  fastest_erm = _fastest([r for r in rows if r["method"] == "erm"])
   out = {"workload": w.key, "label": w.label, "batch_size": w.batch_size,
          "class_counts": list(w.class_counts), "translation_steps": w.translation_steps}
   if fastest_erm:
@@ -317,25 +363,43 @@ def summarise(w: Workload, rows: List[dict], pipe: Optional[dict]) -> dict:
     for r in rows:
       r["ratio_to_fastest_erm"] = r["median_step_s"] / fastest_erm["median_step_s"]
   # M2m as it runs by default (BatchNorm folded); the "_nofold" rows are the comparison.
-  m2m_rows = [r for r in rows if r["method"] == "m2m" and r["fold_batchnorm"]]
-  nofold = [r for r in rows if r["method"] == "m2m" and not r["fold_batchnorm"]]
-  for nb in sorted({r["n_buckets"] for r in m2m_rows}):
-    best = min((r for r in m2m_rows if r["n_buckets"] == nb), key=lambda r: r["median_step_s"])
-    out[f"fastest_m2m_b{nb}"] = best["config"]
-    if fastest_erm:
-      out[f"m2m_b{nb}_over_erm_fastest_modes"] = (best["median_step_s"]
-                                                  / fastest_erm["median_step_s"])
-  if nofold and fastest_erm:
-    out["m2m_nofold"] = {r["config"]: r["median_step_s"] / fastest_erm["median_step_s"]
-                         for r in nofold}
+  out.update(_m2m_ratios(rows, fastest_erm))
   if pipe is not None and fastest_erm:
     out["input_pipeline"] = pipe
     consumers = {"fastest_erm": fastest_erm}
-    if m2m_rows:
-      consumers["fastest_m2m"] = min(m2m_rows, key=lambda r: r["median_step_s"])
+    fastest_m2m = _fastest([r for r in rows if r["method"] == "m2m" and r["fold_batchnorm"]])
+    if fastest_m2m:
+      consumers["fastest_m2m"] = fastest_m2m
     out["input_over_consumption"] = {k: pipe["samples_per_s"] / r["samples_per_s"]
                                      for k, r in consumers.items()}
   return out
+
+
+def _time_whole_runs(dataset: str, data, runs, *, seed: int, overrides: dict, repeats: int,
+                     log) -> Tuple[dict, dict, object]:
+  """Runs every (method, n_buckets) of `runs` `repeats` times in interleaved rounds.
+
+  Returns ({run: wall seconds per round}, {run: its last result}, jit_compile).
+  """
+  from m2m_tf.config import ExperimentConfig  # pylint: disable=g-import-not-at-top
+  from m2m_tf.training.run import run_experiment  # pylint: disable=g-import-not-at-top
+  times = {r: [] for r in runs}
+  results = {}
+  jit_compile = None
+  with tempfile.TemporaryDirectory(prefix="m2m_bench_") as tmp:
+    for rep in range(repeats):
+      for method, nb in runs:
+        extra = {} if nb is None else {"n_buckets": nb}
+        cfg = ExperimentConfig.from_leaves(
+            dataset=dataset, method=method, seed=seed, verbose=0, overwrite=True,
+            output_dir=os.path.join(tmp, f"{method}{nb or ''}"), **overrides, **extra)
+        t0 = time.perf_counter()
+        results[(method, nb)] = run_experiment(cfg, data=data)
+        times[(method, nb)].append(time.perf_counter() - t0)
+        jit_compile = results[(method, nb)]["jit_compile"]
+        log(f"  whole {method} run (n_buckets={nb}) on {dataset}, round {rep}: "
+            f"{times[(method, nb)][-1]:.1f} s")
+  return times, results, jit_compile
 
 
 def whole_run_ratio(dataset: str, *, seed: int, overrides: dict, n_buckets: Sequence[int] = (8,),
@@ -346,32 +410,20 @@ def whole_run_ratio(dataset: str, *, seed: int, overrides: dict, n_buckets: Sequ
   user's M2m run does) are repeated `repeats` times in interleaved rounds, and
   each keeps its fastest round, so a load spike or the process's one-time
   start-up costs do not land on one side only. The first n_buckets value gives
-  the headline ratio.
+  the headline ratio. `overrides` are ExperimentConfig fields, plus
+  "dataset_options" for `load_dataset`.
   """
   from data_prep.registry import load_dataset  # pylint: disable=g-import-not-at-top
-  from m2m_tf.training.run import ExperimentConfig, run_experiment  # pylint: disable=g-import-not-at-top
+  overrides = dict(overrides)
   options = overrides.pop("dataset_options", {})
   t0 = time.perf_counter()
   data = load_dataset(dataset, **options)
-  load_s = time.perf_counter() - t0
-  out = {"dataset": dataset, "seed": seed, "data_load_s": load_s, "overrides": dict(overrides),
-         "class_counts": np.asarray(data.class_counts).tolist(), "repeats": repeats}
+  out = {"dataset": dataset, "seed": seed, "data_load_s": time.perf_counter() - t0,
+         "overrides": dict(overrides), "class_counts": np.asarray(data.class_counts).tolist(),
+         "repeats": repeats}
   runs = [("erm", None)] + [("m2m", nb) for nb in n_buckets]
-  times = {r: [] for r in runs}
-  results = {}
-  with tempfile.TemporaryDirectory(prefix="m2m_bench_") as tmp:
-    for rep in range(repeats):
-      for method, nb in runs:
-        extra = {} if nb is None else {"n_buckets": nb}
-        cfg = ExperimentConfig(dataset=dataset, method=method, seed=seed, verbose=0,
-                               overwrite=True, output_dir=os.path.join(tmp, f"{method}{nb or ''}"),
-                               **overrides, **extra)
-        t0 = time.perf_counter()
-        results[(method, nb)] = run_experiment(cfg, data=data)
-        times[(method, nb)].append(time.perf_counter() - t0)
-        out["jit_compile"] = results[(method, nb)]["jit_compile"]
-        log(f"  whole {method} run (n_buckets={nb}) on {dataset}, round {rep}: "
-            f"{times[(method, nb)][-1]:.1f} s")
+  times, results, out["jit_compile"] = _time_whole_runs(
+      dataset, data, runs, seed=seed, overrides=overrides, repeats=repeats, log=log)
   out["erm_run_s"] = min(times[("erm", None)])
   out["erm_run_all_s"] = times[("erm", None)]
   out["erm_test_bacc"] = results[("erm", None)]["test_bacc"]
@@ -381,20 +433,13 @@ def whole_run_ratio(dataset: str, *, seed: int, overrides: dict, n_buckets: Sequ
                       "m2m_over_erm": min(times[("m2m", nb)]) / out["erm_run_s"]}
                      for _, nb in runs[1:]]
   first = out["m2m_runs"][0]
-  out["m2m_run_s"] = first["run_s"]
-  out["m2m_n_buckets"] = first["n_buckets"]
-  out["m2m_over_erm"] = first["m2m_over_erm"]
+  out.update({"m2m_run_s": first["run_s"], "m2m_n_buckets": first["n_buckets"],
+              "m2m_over_erm": first["m2m_over_erm"]})
   return out
 
 
-TARGETS = {
-    "resnet32_m2m_over_erm": 6.0,
-    "reuters_whole_run_m2m_over_erm": 3.5,
-    "input_over_consumption": 3.0,
-}
-
-
 def _fmt(v, digits=3):
+  """A table number: `digits` significant digits ("–" for None and non-finite values)."""
   if v is None:
     return "–"
   if isinstance(v, float):
@@ -404,113 +449,105 @@ def _fmt(v, digits=3):
   return str(v)
 
 
-def markdown(report: dict) -> str:
-  """The Markdown summary written next to the JSON."""
-  m = report["machine"]
-  lines = [
+def _intro(report: dict) -> List[str]:
+  """The title, the command, the machine and the timing protocol."""
+  m, s = report["machine"], report["settings"]
+  return [
       "# M2m step benchmark",
       "",
-      f"Made by `python -m m2m_tf.bench {' '.join(report['argv'])}` on "
-      f"{report['finished']}. Do not edit by hand.",
+      f"Made by `{PROG} {' '.join(report['argv'])}` on {report['finished']}. Do not edit by "
+      "hand.",
       "",
       f"Machine: {m['cpu']}, {m['cores']} cores, device {m['device']}, TensorFlow "
       f"{m['tensorflow']}, Keras {m['keras']}. Load average at start {m['load_average_start']}, "
       f"at end {report.get('load_average_end')}.",
       "",
-      f"Steps: {report['settings']['warmup']} warm-up + {report['settings']['steps']} timed "
-      "samples, interleaved across configurations (a step under 0.25 s is timed as the mean of "
-      "a block of steps lasting ~0.25 s); XLA conv-net M2m steps (n_buckets "
-      f"{report['settings']['xla_conv_buckets']}): 1 warm-up + "
-      f"{report['settings']['slow_steps']} timed. Medians. Ratios are to the ERM step of "
-      "the same run.",
+      f"Steps: {s['warmup']} warm-up + {s['steps']} timed samples, interleaved across "
+      "configurations (a step under 0.25 s is timed as the mean of a block of steps lasting "
+      f"~0.25 s); XLA conv-net M2m steps (n_buckets {s['xla_conv_buckets']}): 1 warm-up + "
+      f"{s['slow_steps']} timed. Medians. Ratios are to the ERM step of the same run.",
       "",
-      "| workload | step | median s | samples/s | × ERM same mode | × fastest ERM | "
-      "translated slots | first call s |",
-      "|---|---|---|---|---|---|---|---|",
   ]
-  for r in report["steps"]:
-    lines.append(
-        f"| {r['workload']} | {r['config']} | {_fmt(r['median_step_s'], 4)} | "
-        f"{_fmt(r['samples_per_s'], 4)} | {_fmt(r.get('ratio_to_erm_same_mode'))} | "
-        f"{_fmt(r.get('ratio_to_fastest_erm'))} | {_fmt(r.get('translated_slot_fraction'), 2)} | "
-        f"{_fmt(r['first_call_s'], 3)} |")
-  lines += ["", "## Summary", ""]
+
+
+def _steps_table(steps: List[dict]) -> str:
+  """Every timed step: median, samples/s, ratios to ERM, translated slots, first call."""
+  header = ["workload", "step", "median s", "samples/s", "× ERM same mode", "× fastest ERM",
+            "translated slots", "first call s"]
+  body = [[r["workload"], r["config"], _fmt(r["median_step_s"], 4), _fmt(r["samples_per_s"], 4),
+           _fmt(r.get("ratio_to_erm_same_mode")), _fmt(r.get("ratio_to_fastest_erm")),
+           _fmt(r.get("translated_slot_fraction"), 2), _fmt(r["first_call_s"], 3)]
+          for r in steps]
+  return markdown_table(header, body)
+
+
+def _summary_lines(s: dict) -> List[str]:
+  """One workload's summary: fastest ERM, M2m / ERM ratios, the input pipeline's rate."""
+  lines = [f"**{s['label']}**", ""]
+  if "fastest_erm" in s:
+    lines.append(f"- fastest ERM step: {s['fastest_erm']} at {_fmt(s['fastest_erm_step_s'], 4)} s")
+  for k, v in s.items():
+    if k.startswith("m2m_b") and k.endswith("_over_erm_fastest_modes"):
+      nb = k[len("m2m_b"):].split("_")[0]
+      lines.append(f"- M2m (n_buckets={nb}, {s[f'fastest_m2m_b{nb}']}) / ERM, each in its "
+                   f"fastest mode: **{_fmt(v)}×**")
+  for name, v in s.get("m2m_nofold", {}).items():
+    lines.append(f"- without BatchNorm folding in the translation ({name}) / fastest ERM: "
+                 f"{_fmt(v)}×")
+  if "input_pipeline" in s:
+    p = s["input_pipeline"]
+    ratios = ", ".join(f"{_fmt(v)}× the {k.replace('_', ' ')} step"
+                       for k, v in s["input_over_consumption"].items())
+    lines.append(f"- input pipeline (balanced{', augmented' if p['augment'] else ''}): "
+                 f"{_fmt(p['samples_per_s'], 4)} samples/s = {ratios}")
+  return lines + [""]
+
+
+def _whole_run_lines(wr: dict) -> List[str]:
+  """The whole-run comparison: the ERM run's time and each M2m run's ratio to it."""
+  lines = [f"**Whole run on {wr['dataset']}** (seed {wr['seed']}, verbose=0, "
+           f"jit_compile={wr['jit_compile']}, data loaded once, {_fmt(wr['data_load_s'])} s; "
+           f"fastest of {wr.get('repeats', 1)} interleaved rounds each):",
+           "", f"- ERM run {_fmt(wr['erm_run_s'], 4)} s"]
+  for r in wr["m2m_runs"]:
+    lines.append(f"- M2m run, n_buckets={r['n_buckets']} (g's ERM training included): "
+                 f"{_fmt(r['run_s'], 4)} s = **{_fmt(r['m2m_over_erm'])}×** the ERM run")
+  return lines + [""]
+
+
+def markdown(report: dict) -> str:
+  """The Markdown summary written next to the JSON."""
+  lines = _intro(report) + [_steps_table(report["steps"]), "", "## Summary", ""]
   for s in report["summaries"]:
-    lines.append(f"**{s['label']}**")
-    lines.append("")
-    if "fastest_erm" in s:
-      lines.append(f"- fastest ERM step: {s['fastest_erm']} at {_fmt(s['fastest_erm_step_s'], 4)} s")
-    for k, v in s.items():
-      if k.startswith("m2m_b") and k.endswith("_over_erm_fastest_modes"):
-        nb = k[len("m2m_b"):].split("_")[0]
-        lines.append(f"- M2m (n_buckets={nb}, {s[f'fastest_m2m_b{nb}']}) / ERM, each in its "
-                     f"fastest mode: **{_fmt(v)}×**")
-    for name, v in s.get("m2m_nofold", {}).items():
-      lines.append(f"- without BatchNorm folding in the translation ({name}) / fastest ERM: "
-                   f"{_fmt(v)}×")
-    if "input_pipeline" in s:
-      p = s["input_pipeline"]
-      ratios = ", ".join(f"{_fmt(v)}× the {k.replace('_', ' ')} step"
-                         for k, v in s["input_over_consumption"].items())
-      lines.append(f"- input pipeline (balanced{', augmented' if p['augment'] else ''}): "
-                   f"{_fmt(p['samples_per_s'], 4)} samples/s = {ratios}")
-    lines.append("")
+    lines += _summary_lines(s)
   if report.get("whole_run"):
-    wr = report["whole_run"]
-    lines.append(f"**Whole run on {wr['dataset']}** (seed {wr['seed']}, verbose=0, "
-                 f"jit_compile={wr['jit_compile']}, data loaded once, {_fmt(wr['data_load_s'])} s; "
-                 f"fastest of {wr.get('repeats', 1)} interleaved rounds each):")
-    lines.append("")
-    lines.append(f"- ERM run {_fmt(wr['erm_run_s'], 4)} s")
-    for r in wr["m2m_runs"]:
-      lines.append(f"- M2m run, n_buckets={r['n_buckets']} (g's ERM training included): "
-                   f"{_fmt(r['run_s'], 4)} s = **{_fmt(r['m2m_over_erm'])}×** the ERM run")
-    lines.append("")
-  if report.get("targets"):
-    lines += ["## Targets (issue 4)", "", "| target | limit | measured | met |", "|---|---|---|---|"]
-    for t in report["targets"]:
-      lines.append(f"| {t['name']} | {t['limit']} | {_fmt(t['measured'])} | "
-                   f"{'yes' if t['met'] else 'no'} |")
-    lines.append("")
+    lines += _whole_run_lines(report["whole_run"])
   return "\n".join(lines) + "\n"
 
 
-def check_targets(report: dict) -> List[dict]:
-  """The issue's three targets against what this run measured (quick runs excluded)."""
-  out = []
-  for s in report["summaries"]:
-    if s["workload"] == "resnet32" and "m2m_b8_over_erm_fastest_modes" in s:
-      v = s["m2m_b8_over_erm_fastest_modes"]
-      out.append({"name": "ResNet-32 M2m step / ERM step (fastest modes)",
-                  "limit": f"<= {TARGETS['resnet32_m2m_over_erm']}", "measured": v,
-                  "met": v <= TARGETS["resnet32_m2m_over_erm"]})
-    if "input_over_consumption" in s:
-      v = s["input_over_consumption"]["fastest_erm"]
-      out.append({"name": f"{s['workload']} input pipeline / fastest step's consumption",
-                  "limit": f">= {TARGETS['input_over_consumption']}", "measured": v,
-                  "met": v >= TARGETS["input_over_consumption"]})
-  wr = report.get("whole_run")
-  if wr:
-    v = wr["m2m_over_erm"]
-    out.append({"name": f"{wr['dataset']} whole M2m run (n_buckets={wr['m2m_n_buckets']}) / ERM run",
-                "limit": f"<= {TARGETS['reuters_whole_run_m2m_over_erm']}", "measured": v,
-                "met": v <= TARGETS["reuters_whole_run_m2m_over_erm"]})
-  return out
+def _int_list(p: argparse.ArgumentParser, name: str, text: str) -> List[int]:
+  """A comma-separated list of integers >= 1 given to --name (else a usage error)."""
+  try:
+    values = [int(v) for v in text.split(",") if v.strip()]
+  except ValueError:
+    p.error(f"--{name} must be comma-separated integers, got {text!r}")
+  if any(v < 1 for v in values):
+    p.error(f"--{name} values must be >= 1")
+  return values
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-  """Command-line flags (only this entry point parses arguments)."""
-  p = argparse.ArgumentParser(prog="python -m m2m_tf.bench", description=__doc__.split("\n")[0])
-  p.add_argument("--quick", action="store_true",
-                 help="tiny models and sizes, 1 warm-up + 2 steps (for tests; timings meaningless)")
+def _add_step_flags(p: argparse.ArgumentParser) -> None:
+  """The flags of the step timings."""
   p.add_argument("--which", default="mlp,resnet32",
                  help=f"comma-separated workloads among {', '.join(WORKLOAD_NAMES)}")
-  p.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default 5)")
+  p.add_argument("--steps", type=int, default=None,
+                 help="timed steps per configuration (default 5)")
   p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 3)")
   p.add_argument("--slow_steps", type=int, default=None,
                  help="timed steps of XLA-compiled conv-net M2m steps (default 1)")
   p.add_argument("--jit", default="both", choices=("both", "on", "off"), help="XLA modes to time")
-  p.add_argument("--buckets", default="8,1", help="M2m n_buckets values to time (8: ours, 1: naive)")
+  p.add_argument("--buckets", default="8,1",
+                 help="M2m n_buckets values to time (8: ours, 1: naive)")
   p.add_argument("--nofold_buckets", default="8",
                  help="n_buckets values also timed without BatchNorm folding in the "
                       "translation (conv nets, default kernels; empty: none), to show what "
@@ -522,6 +559,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p.add_argument("--pipeline_batches", type=int, default=None,
                  help="batches read to measure the input rate (default 40)")
   p.add_argument("--skip_pipeline", action="store_true", help="do not measure the input rate")
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+  """The flags of the whole-run comparison."""
   p.add_argument("--skip_runs", action="store_true", help="do not time the whole Reuters runs")
   p.add_argument("--run_n_buckets", default="8,1",
                  help="n_buckets of the whole M2m runs (one M2m run per value; 8 is the default)")
@@ -531,24 +572,33 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                  help="jit_compile of the whole runs (default auto; false with --quick)")
   p.add_argument("--run_dataset", default=None,
                  help="dataset of the whole-run ratio (default reuters; synthetic_lt with --quick)")
+
+
+def _parser() -> argparse.ArgumentParser:
+  """The command line (module docstring)."""
+  p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+  p.add_argument("--quick", action="store_true",
+                 help="tiny models and sizes, 1 warm-up + 2 steps (for tests; timings meaningless)")
+  _add_step_flags(p)
+  _add_run_flags(p)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--output", default="results/bench.json",
                  help="JSON output; the Markdown goes next to it with suffix .md")
+  p.add_argument("--from_json", default=None,
+                 help="rewrite the Markdown beside this report JSON from it, without timing")
+  return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+  """Command-line flags, checked, with the defaults that depend on --quick filled in."""
+  p = _parser()
   args = p.parse_args(argv)
-  which = [s.strip() for s in args.which.split(",") if s.strip()]
-  bad = [s for s in which if s not in WORKLOADS]
+  args.which = [s.strip() for s in args.which.split(",") if s.strip()]
+  bad = [s for s in args.which if s not in WORKLOADS]
   if bad:
     p.error(f"--which: unknown workload(s) {bad}; valid: {', '.join(WORKLOAD_NAMES)}")
-  args.which = which
   for name in ("buckets", "nofold_buckets", "xla_conv_buckets", "run_n_buckets"):
-    text = getattr(args, name)
-    try:
-      values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-      p.error(f"--{name} must be comma-separated integers, got {text!r}")
-    if any(v < 1 for v in values):
-      p.error(f"--{name} values must be >= 1")
-    setattr(args, name, values)
+    setattr(args, name, _int_list(p, name, getattr(args, name)))
   if args.run_jit is None:
     args.run_jit = "false" if args.quick else "auto"
   defaults = (1, 2, 1, 4) if args.quick else (3, 5, 1, 40)
@@ -562,63 +612,103 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   return args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
-  """Runs the benchmark, prints the table, writes JSON + Markdown; returns the report."""
-  argv = list(sys.argv[1:] if argv is None else argv)
-  args = parse_args(argv)
-  from m2m_tf.io_utils import atomic_write_json, atomic_write_text  # pylint: disable=g-import-not-at-top
+def step_configs(w: Workload, modes: Sequence[bool], args: argparse.Namespace
+                 ) -> List[StepConfig]:
+  """The configurations timed for `w`: ERM, M2m per n_buckets (XLA conv nets: only
+  --xla_conv_buckets) and, for conv nets without XLA, M2m without BatchNorm folding."""
+  configs = [StepConfig("erm", jit) for jit in modes]
+  for jit in modes:
+    buckets = args.xla_conv_buckets if (jit and w.arch != "mlp") else args.buckets
+    configs += [StepConfig("m2m", jit, nb) for nb in buckets]
+    if not jit and w.arch != "mlp":
+      configs += [StepConfig("m2m", jit, nb, fold_batchnorm=False) for nb in args.nofold_buckets]
+  return configs
+
+
+def _log(text: str) -> None:
+  print(text, flush=True)
+
+
+def bench_workload(w: Workload, args: argparse.Namespace) -> Tuple[List[dict], dict]:
+  """Times one workload's steps (and its input pipeline); returns (rows, summary)."""
+  _log(f"[bench] {w.label}")
+  modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.jit]
+  rows = time_steps(w, step_configs(w, modes, args), warmup=args.warmup, steps=args.steps,
+                    slow_steps=args.slow_steps, seed=args.seed, log=_log)
+  pipe = None
+  if not args.skip_pipeline:
+    pipe = input_rate(w, n_batches=args.pipeline_batches, seed=args.seed)
+    _log(f"  {w.key} input pipeline: {pipe['samples_per_s']:.0f} samples/s")
+  return rows, summarise(w, rows, pipe)
+
+
+def _whole_run(args: argparse.Namespace) -> dict:
+  """The whole-run comparison on --run_dataset (tiny runs with --quick)."""
+  overrides = {"jit_compile": args.run_jit}
+  if args.quick:
+    overrides.update({"epochs": 2, "deferred_epoch": 1, "warmup_epochs": 0,
+                      "dataset_options": {"n_max": 40, "n_val_per_class": 4,
+                                          "n_test_per_class": 4}})
+  _log(f"[bench] whole runs on {args.run_dataset}")
+  return whole_run_ratio(args.run_dataset, seed=args.seed, overrides=overrides,
+                         n_buckets=args.run_n_buckets,
+                         repeats=1 if args.quick else args.run_repeats, log=_log)
+
+
+def _settings(args: argparse.Namespace) -> dict:
+  """The flags recorded in the report."""
+  names = ("warmup", "steps", "slow_steps", "buckets", "xla_conv_buckets", "nofold_buckets",
+           "run_n_buckets", "run_jit", "jit", "seed")
+  return {n: getattr(args, n) for n in names}
+
+
+def write_markdown(report: dict, out_json: str) -> str:
+  """Writes the report's Markdown beside `out_json` (suffix .md); returns its path."""
+  from m2m_tf.io_utils import atomic_write_text  # pylint: disable=g-import-not-at-top
+  out_md = os.path.splitext(out_json)[0] + ".md"
+  atomic_write_text(out_md, markdown(report))
+  return out_md
+
+
+def run(argv: List[str], args: argparse.Namespace) -> dict:
+  """Measures everything the flags ask for; returns the report."""
   t_start = time.perf_counter()
   report = {"argv": argv, "machine": machine_info(), "quick": args.quick,
-            "settings": {"warmup": args.warmup, "steps": args.steps,
-                         "slow_steps": args.slow_steps, "buckets": args.buckets,
-                         "xla_conv_buckets": args.xla_conv_buckets,
-                         "nofold_buckets": args.nofold_buckets,
-                         "run_n_buckets": args.run_n_buckets, "run_jit": args.run_jit,
-                         "jit": args.jit, "seed": args.seed},
-            "steps": [], "summaries": []}
-  modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.jit]
+            "settings": _settings(args), "steps": [], "summaries": []}
   for key in args.which:
-    w = WORKLOADS[key]
-    if args.quick:
-      w = quick_workload(w)
-    print(f"[bench] {w.label}", flush=True)
-    configs = [StepConfig("erm", jit) for jit in modes]
-    for jit in modes:
-      buckets = args.xla_conv_buckets if (jit and w.arch != "mlp") else args.buckets
-      configs += [StepConfig("m2m", jit, nb) for nb in buckets]
-      if not jit and w.arch != "mlp":
-        configs += [StepConfig("m2m", jit, nb, fold_batchnorm=False)
-                    for nb in args.nofold_buckets]
-    rows = time_steps(w, configs, warmup=args.warmup, steps=args.steps,
-                      slow_steps=args.slow_steps, seed=args.seed,
-                      log=lambda s: print(s, flush=True))
-    pipe = None
-    if not args.skip_pipeline:
-      pipe = input_rate(w, n_batches=args.pipeline_batches, seed=args.seed)
-      print(f"  {w.key} input pipeline: {pipe['samples_per_s']:.0f} samples/s", flush=True)
+    w = quick_workload(WORKLOADS[key]) if args.quick else WORKLOADS[key]
+    rows, summary = bench_workload(w, args)
     report["steps"] += rows
-    report["summaries"].append(summarise(w, rows, pipe))
+    report["summaries"].append(summary)
   if not args.skip_runs:
-    overrides = {"jit_compile": args.run_jit}
-    if args.quick:
-      overrides.update({"epochs": 2, "deferred_epoch": 1, "warmup_epochs": 0,
-                   "dataset_options": {"n_max": 40, "n_val_per_class": 4, "n_test_per_class": 4}})
-    print(f"[bench] whole runs on {args.run_dataset}", flush=True)
-    report["whole_run"] = whole_run_ratio(args.run_dataset, seed=args.seed, overrides=overrides,
-                                          n_buckets=args.run_n_buckets,
-                                          repeats=1 if args.quick else args.run_repeats,
-                                          log=lambda s: print(s, flush=True))
-  report["targets"] = [] if args.quick else check_targets(report)
-  report["load_average_end"] = _load_average()
+    report["whole_run"] = _whole_run(args)
+  report["load_average_end"] = load_average()
   report["total_s"] = time.perf_counter() - t_start
   report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-  md = markdown(report)
-  out_json = args.output
-  out_md = os.path.splitext(out_json)[0] + ".md"
-  atomic_write_json(out_json, report)
-  atomic_write_text(out_md, md)
-  print(md)
-  print(f"[bench] wrote {out_json} and {out_md} in {report['total_s']:.0f} s", flush=True)
+  return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+  """Runs the benchmark, prints the table, writes JSON + Markdown; returns the report.
+
+  With --from_json, only rewrites (and prints) the Markdown of that report.
+  """
+  from m2m_tf.io_utils import atomic_write_json, read_json  # pylint: disable=g-import-not-at-top
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = parse_args(argv)
+  if args.from_json:
+    report = read_json(args.from_json)
+    if report is None:
+      raise SystemExit(f"{PROG}: error: --from_json {args.from_json} cannot be read")
+    out_json = args.from_json
+  else:
+    report = run(argv, args)
+    out_json = args.output
+    atomic_write_json(out_json, report)
+  out_md = write_markdown(report, out_json)
+  print(markdown(report))
+  _log(f"[bench] wrote {out_md}" if args.from_json else
+       f"[bench] wrote {out_json} and {out_md} in {report['total_s']:.0f} s")
   return report
 
 

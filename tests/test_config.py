@@ -1,0 +1,127 @@
+"""Tests of m2m_tf.config (the nested configuration) and m2m_tf.config_flags (its flags)."""
+
+import dataclasses
+import json
+import re
+
+from absl import flags
+from absl.testing import parameterized
+import tensorflow as tf
+
+from m2m_tf import config as config_lib
+from m2m_tf import config_flags
+from m2m_tf import losses
+from m2m_tf import run_records
+from m2m_tf.errors import ConfigError
+from m2m_tf.models import registry
+from m2m_tf.recipes import get_recipe
+
+ExperimentConfig = config_lib.ExperimentConfig
+
+
+class ConfigTest(parameterized.TestCase, tf.test.TestCase):
+
+  def test_name_lists_match_the_registries(self):
+    self.assertEqual(config_lib.LOSS_NAMES, tuple(losses.LOSSES))
+    self.assertEqual(config_lib.ARCH_NAMES, tuple(registry.ARCHITECTURES))
+
+  def test_record_reader_knows_the_sections(self):
+    self.assertEqual(tuple(config_lib.SECTIONS), run_records.CONFIG_SECTIONS)
+    self.assertEqual(set(config_lib.DataConfig().options), set())
+    for name in run_records.NAMED_DATA_OPTIONS:
+      self.assertIn(name, [f.name for f in dataclasses.fields(config_lib.DataConfig)])
+
+  def test_leaf_names_are_unique(self):
+    names = [f.name for cls in config_lib.SECTIONS.values() for f in dataclasses.fields(cls)]
+    names += [f.name for f in dataclasses.fields(ExperimentConfig)
+              if f.name not in config_lib.SECTIONS]
+    self.assertEqual(len(names), len(set(names)))
+
+  @parameterized.parameters(
+      ("gamma", 1.5, "gamma must be in [0, 1]"), ("beta", 1.0, "beta must be in [0, 1)"),
+      ("method", "bogus", "method must be one of"), ("loss", "hinge", "loss must be one of"),
+      ("epochs", 0, "epochs must be >= 1"), ("seed", -1, "seed must be >= 0"),
+      ("arch", "vgg", "arch must be one of"), ("dataset", "mnist", "dataset must be one of"),
+      ("hidden_units", (0,), "hidden_units must be positive widths"),
+      ("lr_milestones", (3,), "lr_milestones and lr_factors must be given together"),
+      ("init_from", "/x", "init_from and init_epoch must be given together"),
+      ("accept_mode", "noise", "accept_mode must be one of"))
+  def test_bad_value_refused_when_built(self, name, value, message):
+    with self.assertRaisesRegex(ConfigError, re.escape(message)):
+      ExperimentConfig.from_leaves(**{name: value})
+
+  def test_unknown_field_refused(self):
+    with self.assertRaisesRegex(ConfigError, r"unknown configuration fields \['lamda'\]"):
+      ExperimentConfig.from_leaves(lamda=0.3)
+
+  def test_resolved_takes_the_recipe_and_keeps_what_was_set(self):
+    cfg = ExperimentConfig.from_leaves(dataset="cifar10_jpeg_lt", epochs=20, step_size=0.3)
+    r, recipe = cfg.resolved(), get_recipe("cifar10_jpeg_lt")
+    self.assertEqual(r.schedule.epochs, 20)
+    self.assertEqual(r.m2m.step_size, 0.3)
+    self.assertEqual(r.schedule.lr_milestones, recipe.milestones)
+    self.assertEqual((r.model.arch, r.model.augment), ("resnet32", True))
+    self.assertEqual(r.output_dir, "runs/cifar10_jpeg_lt_ce_m2m_s0")
+    self.assertEqual(ExperimentConfig.from_leaves(dataset="reuters").resolved().m2m.step_size, 1.0)
+
+  def test_json_round_trip(self):
+    cfg = ExperimentConfig.from_leaves(dataset="reuters", vocab_size=2000, keep_epochs=[5, 7],
+                                       dataset_options={"val_fraction": 0.2}).resolved()
+    again = ExperimentConfig.from_json(json.loads(json.dumps(cfg.to_json())))
+    self.assertEqual(again, cfg)
+    self.assertEqual(again.data.options, {"val_fraction": 0.2, "vocab_size": 2000})
+
+  def test_flat_record_of_older_runs_reads(self):
+    old = {"dataset": "reuters", "method": "drw", "seed": 3, "lam": 0.1, "no_reject": True,
+           "dataset_options": {"vocab_size": 5000, "n_max": 9}, "removed_field": 1,
+           "lr_milestones": [10], "lr_factors": [0.1]}
+    cfg = ExperimentConfig.from_json(old)
+    self.assertEqual((cfg.training.method, cfg.seed, cfg.m2m.lam), ("drw", 3, 0.1))
+    self.assertTrue(cfg.m2m.no_reject)
+    self.assertEqual(cfg.schedule.lr_milestones, (10,))
+    self.assertEqual(cfg.data.options, {"vocab_size": 5000, "n_max": 9})
+
+  def test_check_resolved_ties_fields(self):
+    cfg = ExperimentConfig.from_leaves(dataset="synthetic_lt", method="drs", deferred_epoch=6)
+    with self.assertRaisesRegex(ConfigError,
+                                r"deferred_epoch=6, which must lie in \[0, epochs=6\)"):
+      cfg.resolved().check_resolved()
+    cfg.replace(method="rs").resolved().check_resolved()  # RS has no deferral
+
+
+class FlagsTest(tf.test.TestCase):
+
+  def _flags(self, *args):
+    fv = flags.FlagValues()
+    config_flags.define_flags(fv)
+    fv(["prog"] + list(args))
+    return fv
+
+  def test_every_leaf_has_a_flag_with_help(self):
+    fv = self._flags()
+    leaves = set(ExperimentConfig().flat()) - {"dataset_options"}
+    self.assertEqual(leaves, {name for name in fv if name in leaves})
+    for name in leaves:
+      self.assertTrue(fv[name].help, name)
+
+  def test_flags_give_the_configuration(self):
+    fv = self._flags("--dataset=reuters", "--lam=0.25", "--keep_epochs=3,4", "--nofold_batchnorm",
+                     "--lr_milestones=5", "--lr_factors=0.5", "--hidden_units=32,16")
+    cfg = config_flags.config_from_flags(fv)
+    self.assertEqual(cfg.m2m.lam, 0.25)
+    self.assertEqual(cfg.runtime.keep_epochs, (3, 4))
+    self.assertFalse(cfg.m2m.fold_batchnorm)
+    self.assertEqual((cfg.schedule.lr_milestones, cfg.schedule.lr_factors), ((5,), (0.5,)))
+    self.assertEqual(cfg.model.hidden_units, (32, 16))
+    self.assertIsNone(cfg.m2m.step_size)  # unset: the recipe's
+    self.assertEqual(config_flags.config_from_flags(self._flags()), ExperimentConfig())
+
+  def test_flag_validator_uses_the_field_rule(self):
+    with self.assertRaisesRegex(flags.IllegalFlagValueError, r"--steps must be >= 0, got -1"):
+      self._flags("--steps=-1")
+    with self.assertRaisesRegex(flags.IllegalFlagValueError, "keep_epochs"):
+      self._flags("--keep_epochs=a")
+
+
+if __name__ == "__main__":
+  tf.test.main()
