@@ -17,6 +17,8 @@ CORE = [
     "pandas==3.1.1",
     "numpy==2.4.6",
     "scikit-learn==1.9.1",
+    # Confidence intervals of the result tables (launch/tables.py); scikit-learn needs it too.
+    "scipy==1.17.1",
     "tensorboard==2.21.0",
 ]
 

@@ -25,17 +25,24 @@ the lookup table (word -> row), the embedding matrix and the window, all that
 m2m_tf/serving.py needs to featurise raw tokens inside an exported SavedModel.
 
 Embeddings: prior work's `embeddings-twitter.txt` (`word f1 ... f50`) is not
-available offline; pass its path as `embeddings` when you have it. Without
-it, an offline substitute is used: every word w gets a fixed vector computed
-only from the string w.lower() (see `substitute_embedding`), identical on all
-machines and runs. Results made with it are labelled as such (`label`).
+available offline; pass its path as `embeddings` when you have it (it takes
+priority). Without it, one of two offline substitutes is used, both computed
+only from the word's string, identical on all machines and runs:
+- substitute="random" (default; the committed results/twitter.md): every word
+  w gets an unrelated pseudo-random vector of w.lower() (`substitute_embedding`);
+- substitute="ngram": hashed character 3-5-grams of w.lower() plus six
+  orthographic features of w (`ngram_embedding`), so words unseen in training
+  still get informative vectors.
+Results are labelled with the substitute used (`label`, `SUBSTITUTE_LABELS`).
 """
 
 import collections
+import functools
 import hashlib
 import math
 import os
 import pathlib
+import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -51,6 +58,18 @@ UNK_TOKEN = "UUUNKKK"
 SUBSTITUTE_DIM = 50
 SUBSTITUTE_LABEL = ("Twitter POS with offline substitute embeddings "
                     "(not the paper's embeddings)")
+NGRAM_LABEL = ("Twitter POS with offline character n-gram substitute embeddings "
+               "(not the paper's embeddings)")
+# The label of each offline substitute; "random" keeps the label of the committed tables.
+SUBSTITUTE_LABELS = {"random": SUBSTITUTE_LABEL, "ngram": NGRAM_LABEL}
+# ngram substitute: 44 hashed n-gram dims + 6 orthographic features = SUBSTITUTE_DIM.
+NGRAM_DIM = 44
+NGRAM_SIZES = (3, 4, 5)
+ORTHO_FEATURES = ("capitalised", "all_caps", "has_digit", "mention_or_hashtag", "url",
+                  "punctuation_only")
+# URL shape: a scheme or www. prefix, the Hendrycks copy's `<URL-domain>`, or a bare domain.
+_URL_RE = re.compile(r"^(?:https?://|www\.|<url)|^[\w-]+(?:\.[\w-]+)*\.(?:com|org|net|"
+                     r"edu|gov|ly|co|me|tv|uk|de|io)(?:/|$)", re.IGNORECASE)
 
 SOURCES = {
     "hendrycks": ("twitter_pos/hendrycks/tweets-train.txt",
@@ -158,10 +177,13 @@ def substitute_embedding(word: str, dim: int = SUBSTITUTE_DIM) -> np.ndarray:
   machine, run and NumPy version. It carries no meaning (it is not trained):
   a substitute, not the paper's embeddings.
   """
+  return _hashed_normal("m2m_tf/twitter-sub-v1:" + word.lower(), dim)
+
+
+def _hashed_normal(key: str, dim: int) -> np.ndarray:
+  """SHAKE-256 of `key` -> `dim` standard normals / sqrt(dim) (float32; Box-Muller)."""
   n_pairs = (dim + 1) // 2
-  raw = hashlib.shake_256(
-      ("m2m_tf/twitter-sub-v1:" + word.lower()).encode("utf-8")).digest(
-          16 * n_pairs)
+  raw = hashlib.shake_256(key.encode("utf-8")).digest(16 * n_pairs)
   ints = np.frombuffer(raw, dtype="<u8")
   u = ((ints >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
   u1, u2 = u[0::2], u[1::2]
@@ -170,6 +192,57 @@ def substitute_embedding(word: str, dim: int = SUBSTITUTE_DIM) -> np.ndarray:
   z[0::2] = r * np.cos(2.0 * math.pi * u2)
   z[1::2] = r * np.sin(2.0 * math.pi * u2)
   return (z[:dim] / math.sqrt(dim)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _ngram_vector(ngram: str) -> np.ndarray:
+  """The fixed random vector of one character n-gram (float64 [NGRAM_DIM])."""
+  vec = _hashed_normal("m2m_tf/twitter-ngram-v1:" + ngram, NGRAM_DIM).astype(np.float64)
+  vec.flags.writeable = False  # shared by the cache
+  return vec
+
+
+def char_ngrams(word: str) -> List[str]:
+  """The character 3-5-grams of "<" + word.lower() + ">", in order, repeats kept.
+
+  A word shorter than an n-gram size contributes no n-gram of that size, except that a
+  boundary-marked word shorter than 3 characters cannot occur (a 1-character word gives
+  "<w>").
+  """
+  marked = "<" + word.lower() + ">"
+  return [marked[i:i + n] for n in NGRAM_SIZES for i in range(len(marked) - n + 1)]
+
+
+def orthographic_features(word: str) -> np.ndarray:
+  """The six 0/1 features of `word` named by ORTHO_FEATURES (float32 [6]).
+
+  capitalised: the first character is upper case; all_caps: at least two letters, all upper
+  case; has_digit: a decimal digit anywhere; mention_or_hashtag: starts with @ or # (or "<@",
+  the Hendrycks copy's `<@MENTION>`); url: `_URL_RE` (http(s)://, www., `<URL-...>`, a bare
+  domain); punctuation_only: no letter and no digit (punctuation, emoticons, symbols).
+  """
+  letters = [c for c in word if c.isalpha()]
+  return np.array([
+      word[:1].isupper(),
+      len(letters) >= 2 and all(c.isupper() for c in letters),
+      any(c.isdigit() for c in word),
+      word.startswith(("@", "#", "<@")),
+      _URL_RE.search(word) is not None,
+      not any(c.isalnum() for c in word),
+  ], dtype=np.float32)
+
+
+def ngram_embedding(word: str) -> np.ndarray:
+  """The n-gram substitute vector of `word` (float32 [SUBSTITUTE_DIM]).
+
+  The first NGRAM_DIM values: the L2-normalised sum of the fixed random vectors (SHAKE-256
+  + Box-Muller, as `substitute_embedding`) of the word's character 3-5-grams (`char_ngrams`,
+  of the lowercased word), so words sharing n-grams are close; the last six: the 0/1
+  `orthographic_features` of the word as written (case matters there only).
+  """
+  total = np.sum([_ngram_vector(g) for g in char_ngrams(word)], axis=0)
+  total = total / max(np.linalg.norm(total), 1e-12)
+  return np.concatenate([total.astype(np.float32), orthographic_features(word)])
 
 
 def _lookup(token: str, vocab: Dict[str, int]) -> int:
@@ -196,9 +269,11 @@ def window_features(tweets: Sequence[_Tweet], vocab: Dict[str, int],
   return matrix[ids].reshape(len(ids), -1).astype(np.float32)
 
 
-def _substitute_table(all_tweets: Sequence[_Tweet]
+def _substitute_table(all_tweets: Sequence[_Tweet], substitute: str = "random"
                      ) -> Tuple[Dict[str, int], np.ndarray]:
-  """Substitute vectors for every (lowercased) word of the data + specials."""
+  """Substitute vectors for every word of the data + the two specials."""
+  if substitute == "ngram":
+    return _ngram_table(all_tweets)
   words = {PAD_TOKEN.lower(): 0, UNK_TOKEN.lower(): 1}
   for tweets in all_tweets:
     for tweet in tweets:
@@ -207,6 +282,23 @@ def _substitute_table(all_tweets: Sequence[_Tweet]
   matrix = np.stack([substitute_embedding(w) for w in words])
   vocab = dict(words)
   vocab[PAD_TOKEN], vocab[UNK_TOKEN] = 0, 1
+  return vocab, matrix
+
+
+def _ngram_table(all_tweets: Sequence[_Tweet]) -> Tuple[Dict[str, int], np.ndarray]:
+  """n-gram substitute vectors for every word of the data as written, + specials.
+
+  Keys keep their case (the orthographic features depend on it). `</s>` gets the vector of
+  its string; UUUNKKK, never used by the data (every word has its own row), is the zero
+  vector: at serving time a word outside the data maps to it (docs/data.md#twitter-pos).
+  """
+  vocab = {PAD_TOKEN: 0, UNK_TOKEN: 1}
+  for tweets in all_tweets:
+    for tweet in tweets:
+      for tok, _, _ in tweet:
+        vocab.setdefault(tok, len(vocab))
+  matrix = np.stack([np.zeros(SUBSTITUTE_DIM, np.float32) if w == UNK_TOKEN
+                     else ngram_embedding(w) for w in vocab])
   return vocab, matrix
 
 
@@ -236,7 +328,8 @@ def text_features(keys: Sequence[str], rows: np.ndarray, matrix: np.ndarray,
           "unk_row": int(rows[keys.index(UNK_TOKEN)])}
 
 
-def _build_arrays(files, embeddings, window) -> Dict[str, np.ndarray]:
+def _build_arrays(files, embeddings, window, substitute="random"
+                 ) -> Dict[str, np.ndarray]:
   """Reads the three splits and builds features and labels."""
   split_tweets = [read_tagged_tweets(p) for p in files]
   train_counts = collections.Counter(
@@ -254,7 +347,7 @@ def _build_arrays(files, embeddings, window) -> Dict[str, np.ndarray]:
     raise ValueError(f"No training tag occurs in the test file {files[2]}.")
   index = {tag: k for k, tag in enumerate(class_names)}
   if embeddings is None:
-    vocab, matrix = _substitute_table(split_tweets)
+    vocab, matrix = _substitute_table(split_tweets, substitute)
   else:
     vocab, matrix = load_embeddings(embeddings)
   out = {"class_names": np.array(class_names, dtype=np.str_),
@@ -272,6 +365,7 @@ def _build_arrays(files, embeddings, window) -> Dict[str, np.ndarray]:
 def build_twitter(data_dir: Optional[Union[str, os.PathLike]] = None, *,
                   embeddings: Optional[Union[str, os.PathLike]] = None,
                   source: str = "hendrycks", window: int = 1,
+                  substitute: str = "random",
                   cache_dir: Optional[Union[str, os.PathLike]] = None,
                   use_cache: bool = True,
                   verify_checksums: bool = True) -> splits.DatasetSplits:
@@ -282,7 +376,9 @@ def build_twitter(data_dir: Optional[Union[str, os.PathLike]] = None, *,
   Args:
     data_dir: the data root holding `twitter_pos/`.
     embeddings: path of a `word f1 ... fd` file with a `UUUNKKK` row, or
-      None for the offline substitute (50-d).
+      None for the offline substitute (50-d). A file takes priority over `substitute`.
+    substitute: the offline substitute without `embeddings`: "random" (default; hashed
+      word identity, the committed results) or "ngram" (character n-grams + orthography).
     source: "hendrycks" (default) or "ark" (alias "ark_v0.3").
     window: context tokens on each side (features are (2*window+1)*d).
     cache_dir: see `cache.resolve_cache_dir`.
@@ -299,6 +395,8 @@ def build_twitter(data_dir: Optional[Union[str, os.PathLike]] = None, *,
     raise ValueError(f"Unknown source {source!r}; valid: {sorted(SOURCES)}")
   if window < 0:
     raise ValueError(f"window must be >= 0, got {window}")
+  if substitute not in SUBSTITUTE_LABELS:
+    raise ValueError(f"Unknown substitute {substitute!r}; valid: {sorted(SUBSTITUTE_LABELS)}")
   root = paths.resolve_data_dir(data_dir)
   files, digests = download.checked_raw_files(root, SOURCES[source], verify_checksums)
   if embeddings is not None:
@@ -307,18 +405,20 @@ def build_twitter(data_dir: Optional[Union[str, os.PathLike]] = None, *,
       raise paths.DataNotFoundError(
           f"Embeddings file {str(embeddings)!r} does not exist.")
     digests["embeddings"] = download.sha256_file(embeddings)
+    substitute = "file"  # the file takes priority: the option plays no part
   else:
-    digests["embeddings"] = "offline-substitute-v1"
-  options = dict(source=SOURCES[source][0], window=int(window))
+    digests["embeddings"] = ("offline-substitute-v1" if substitute == "random"
+                             else f"offline-{substitute}-substitute-v1")
+  options = dict(source=SOURCES[source][0], window=int(window), substitute=substitute)
   arrays = cache_lib.cached_arrays(
       "twitter", BUILDER_VERSION, digests, options,
-      lambda: _build_arrays(files, embeddings, int(window)),
+      lambda: _build_arrays(files, embeddings, int(window), substitute),
       cache_dir=cache_dir, use_cache=use_cache,
       # A cache written before the table was stored is rebuilt.
       required=("embedding_keys", "embedding_rows", "embeddings"))
   return splits.from_arrays(
       "twitter", arrays, input_kind="embedding", clip_range=None,
-      label=SUBSTITUTE_LABEL if embeddings is None else "",
+      label=SUBSTITUTE_LABELS.get(substitute, ""),
       text_features=text_features(arrays["embedding_keys"].tolist(),
                                   arrays["embedding_rows"], arrays["embeddings"],
                                   int(window)))

@@ -141,11 +141,12 @@ def _is_number(text) -> bool:
   return True
 
 
-def _read_table(path: pathlib.Path, header):
+def _read_table(path: pathlib.Path, header, label_column=None):
   """The CSV as a DataFrame of strings and whether its first line was a header.
 
   header None infers it: the first line is a header when none of its fields
-  is a number (a data row of numeric features always has one).
+  is a number (a data row of numeric features always has one) or when one of
+  them is the label column's name (pandas writes integer column names).
   """
   import pandas as pd  # pylint: disable=g-import-not-at-top
   try:
@@ -153,7 +154,10 @@ def _read_table(path: pathlib.Path, header):
   except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
     raise DataError(f"{path}: not a readable CSV file ({str(e).splitlines()[0]})") from None
   if header is None:
-    header = not any(_is_number(v) for v in table.iloc[0].tolist())
+    first = [str(v).strip() for v in table.iloc[0].tolist()]
+    # A header: no numeric field (a data row has numeric features), or the label column's name.
+    named = label_column is not None and not str(label_column).lstrip("-").isdigit()
+    header = not any(_is_number(v) for v in first) or (named and str(label_column) in first)
   if header:
     columns = [str(c).strip() for c in table.iloc[0].tolist()]
     table = table.iloc[1:].reset_index(drop=True)
@@ -181,7 +185,7 @@ def _csv_split(path: pathlib.Path, label_column, header) -> Tuple[np.ndarray, np
                                                                    List[str]]:
   """(features float64 [n, d], labels, column names) of one CSV file."""
   import pandas as pd  # pylint: disable=g-import-not-at-top
-  table, has_header = _read_table(path, header)
+  table, has_header = _read_table(path, header, label_column)
   columns = list(table.columns)
   if len(columns) < 2:
     raise DataError(f"{path}: needs at least one feature column and a label column")
@@ -220,7 +224,7 @@ def read_csv(paths_: List[str], data_dir: Optional[PathLike] = None, *, label_co
     label_column: the label column's name or index (negative: from the end);
       default the last column.
     header: whether the first line names the columns; None infers it (a
-      header has no numeric field).
+      header has no numeric field, or holds the label column's name).
 
   Raises:
     MissingFileError, DataError: naming the file and the problem.

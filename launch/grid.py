@@ -1,6 +1,6 @@
 r"""Run a whole table as a grid of rows x seeds, in parallel processes, resumably; then collect it.
 
-  python -m launch.grid --dataset=reuters --table=table2 --seeds=0,1,2
+  python -m launch.grid --dataset=reuters --table=table2 --seeds=0,1,2,3,4
   python -m launch.grid --dataset=reuters --table=ablations
   python -m launch.grid --dataset=reuters --table=table2 --rows=erm,drs,m2m
 
@@ -14,7 +14,7 @@ M2m hyper-parameters come from `--hparams` (default results/hparams_<dataset>.js
 written by `launch.select_hparams` on the validation split) when present.
 
 The committed tables `<results_dir>/<name>.{csv,md}` are written only by a
-complete grid: every row of --table for every seed of 0,1,2, all finished,
+complete grid: every row of --table for every seed of 0-4, all finished,
 with hyper-parameters from a complete selection. Anything less (--rows, fewer
 seeds, unfinished runs under --collect_only) writes
 `<results_dir>/partial/<name>.{csv,md}` instead and says so.
@@ -45,6 +45,8 @@ flags.DEFINE_string("results_dir", "results", "Where the CSV and Markdown tables
                     "grid's under <results_dir>/partial).")
 flags.DEFINE_string("hparams", None, "JSON of selected M2m hyper-parameters (default "
                     "results/hparams_<dataset>.json if it exists).")
+flags.DEFINE_string("budgets", None, "JSON of the settings selected per row with equal budgets "
+                    "(default results/budgets_<dataset>.json if it exists; launch.tune).")
 flags.DEFINE_list("extra", [], "Extra main.py flags for every run, e.g. epochs=2.")
 flags.DEFINE_string("data_dir", None, "Raw data root (passed on).")
 flags.DEFINE_bool("collect_only", False, "Only rebuild the tables from finished runs.")
@@ -70,16 +72,26 @@ def _load_hparams(path: str) -> tuple:
   return record["selected"], record.get("complete") is False
 
 
-def _train(dataset, rows, seeds, root, hparams) -> int:
+def _load_budgets(path: str) -> tuple:
+  """(row -> setting selected with equal budgets, or {}; whether the selection is partial)."""
+  record = read_json(path)
+  if record is None:
+    return {}, False
+  print(f"Settings selected with equal budgets from {path}: {record['selected']}")
+  return record["selected"], record.get("complete") is False
+
+
+def _train(dataset, rows, seeds, root, hparams, settings) -> int:
   """Runs the grid's unfinished runs (ERM g runs first); returns how many there were."""
-  jobs = runner.plan(dataset, rows, seeds, root, hparams, FLAGS.extra, FLAGS.data_dir)
+  jobs = runner.plan(dataset, rows, seeds, root, hparams, FLAGS.extra, FLAGS.data_dir,
+                     row_settings=settings)
   print(f"{len(jobs)} runs to do under {root} with {FLAGS.jobs} processes")
   for stage in (0, 1):  # the ERM g runs before the M2m runs that read them
     runner.run_jobs([(out, cmd) for st, out, cmd in jobs if st == stage], FLAGS.jobs)
   return len(jobs)
 
 
-def _notes(dataset, seeds, hparams, timing_path, gaps) -> List[str]:
+def _notes(dataset, seeds, hparams, timing_path, gaps, settings=None) -> List[str]:
   """The lines under a table's title: provenance, timing, hyper-parameters, gaps."""
   notes = [f"Made by `python -m launch.grid --dataset={dataset} --table={FLAGS.table}` "
            f"(seeds {','.join(map(str, seeds))}).",
@@ -96,6 +108,9 @@ def _notes(dataset, seeds, hparams, timing_path, gaps) -> List[str]:
                  f"{', '.join(f'{v:.1f}' for v in timing['load_average'])}).")
   if hparams:
     notes.append(f"M2m hyper-parameters selected on validation bACC: `{json.dumps(hparams)}`.")
+  if settings:
+    notes.append("Every row tuned with the same budget on validation bACC (launch.tune): "
+                 f"`{json.dumps(settings)}`.")
   if FLAGS.extra:
     notes.append(f"Extra flags: {FLAGS.extra}.")
   return notes
@@ -112,7 +127,9 @@ def main(argv) -> int:
   hparams, hp_partial = _load_hparams(
       FLAGS.hparams or os.path.join(FLAGS.results_dir, f"hparams_{dataset}.json"))
   t0 = time.time()
-  n_runs = 0 if FLAGS.collect_only else _train(dataset, rows, seeds, root, hparams)
+  settings, budget_partial = _load_budgets(
+      FLAGS.budgets or os.path.join(FLAGS.results_dir, f"budgets_{dataset}.json"))
+  n_runs = 0 if FLAGS.collect_only else _train(dataset, rows, seeds, root, hparams, settings)
   wall = time.time() - t0
   name = dataset if FLAGS.table == "table2" else f"ablations_{dataset}"
   timing_path = os.path.join(root, f"timing_{FLAGS.table}.json")
@@ -120,12 +137,12 @@ def main(argv) -> int:
     atomic_write_json(timing_path, {"runs": n_runs, "wall_seconds": wall, "jobs": FLAGS.jobs,
                                     "load_average": os.getloadavg()})
   gaps = tables.grid_gaps(root, FLAGS.table, list(rows), seeds)
-  gaps += ["hyper-parameters from a partial selection"] if hp_partial else []
+  gaps += ["hyper-parameters from a partial selection"] if hp_partial or budget_partial else []
   out_dir = tables.output_dir(FLAGS.results_dir, gaps)
   title = f"{dataset}: {'Table 2' if FLAGS.table == 'table2' else 'ablations'}"
   df = tables.collect(root, name, rows, paper=tables.PAPER.get(dataset), results_dir=out_dir,
                       seeds=seeds, title=title + (" (partial)" if gaps else ""),
-                      notes=_notes(dataset, seeds, hparams, timing_path, gaps))
+                      notes=_notes(dataset, seeds, hparams, timing_path, gaps, settings))
   with open(os.path.join(out_dir, f"{name}.md")) as fh:
     print(fh.read())
   print(f"grid wall time this invocation: {wall:.0f} s; runs: {len(df)}")

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from launch import tables
 from m2m_tf.recipes import G_SEED_OFFSET
@@ -54,8 +54,15 @@ def run_jobs(jobs: List[tuple], processes: int) -> None:
 
 
 def plan(dataset: str, rows: Dict[str, tuple], seeds: List[int], root: str, hparams: dict,
-         extra: List[str], data_dir) -> List[tuple]:
-  """(stage, out_dir, cmd) for every unfinished run; stage 0 = ERM g runs, 1 = the rest."""
+         extra: List[str], data_dir, row_settings: Optional[Dict[str, dict]] = None
+         ) -> List[tuple]:
+  """(stage, out_dir, cmd) for every unfinished run; stage 0 = ERM g runs, 1 = the rest.
+
+  `hparams` are M2m's selected (beta, lam, gamma) per loss (launch.select_hparams);
+  `row_settings` the settings selected per row with equal budgets (launch.tune), which
+  take precedence; the ERM g runs take the "erm" row's.
+  """
+  row_settings = row_settings or {}
   jobs = []
   base = [sys.executable, "-m", "m2m_tf.main", f"--dataset={dataset}", "--verbose=0"]
   if data_dir:
@@ -72,6 +79,7 @@ def plan(dataset: str, rows: Dict[str, tuple], seeds: List[int], root: str, hpar
     if is_m2m:
       tuned = hparams.get(row_flags["loss"], {})
       row_flags = {**tuned, **row_flags}
+    row_flags = {**row_flags, **row_settings.get(key, {})}
     for s in seeds:
       out = os.path.join(root, f"{key}_s{s}")
       flags_ = dict(row_flags)
@@ -89,7 +97,7 @@ def plan(dataset: str, rows: Dict[str, tuple], seeds: List[int], root: str, hpar
   for s in erm_seeds:
     out = os.path.join(root, f"erm_s{s}")
     if not os.path.exists(os.path.join(out, "results.json")):
-      cmd = (base + run_flags(tables.TABLE2_ROWS["erm"][1])
+      cmd = (base + run_flags({**tables.TABLE2_ROWS["erm"][1], **row_settings.get("erm", {})})
              + [f"--seed={s}", f"--output_dir={out}"] + [f"--{e}" for e in extra])
       jobs.append((0, out, cmd))
   return sorted(jobs, key=lambda j: j[0])

@@ -13,15 +13,16 @@ to `<results_dir>/partial/`.
 import glob
 import json
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import pandas as pd
 
 from launch.markdown import markdown_table
 from m2m_tf.io_utils import atomic_write_text
 
 # The seeds of a committed table (the paper reports the mean of 3 seeds).
-CANONICAL_SEEDS = (0, 1, 2)
+CANONICAL_SEEDS = (0, 1, 2, 3, 4)  # a committed table has every row for each of them
 # A partial grid or selection goes here, under the results folder.
 PARTIAL_DIR = "partial"
 
@@ -172,6 +173,73 @@ def _zero_recall_summary(sub: pd.DataFrame) -> str:
   return ", ".join(f"{n} {c}/{len(sub)}" for n, c in ranked)
 
 
+def t_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float, float, float]:
+  """(mean, low, high): the Student-t confidence interval of the mean of `values`.
+
+  mean ± t_{(1+level)/2, n-1} · s / sqrt(n), s the sample standard deviation;
+  low = high = nan for fewer than 2 values (no spread to estimate).
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  x = np.asarray(values, np.float64)
+  mean = float(x.mean()) if x.size else float("nan")
+  if x.size < 2:
+    return mean, float("nan"), float("nan")
+  half = stats.t.ppf((1 + level) / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+  return mean, mean - half, mean + half
+
+
+# Each M2m row of Table 2 and the rows of its loss family it is compared with (the verdict).
+VERDICT_FAMILIES = {
+    "m2m": ("erm", "rs", "smote", "rw", "cb_rw", "drs"),
+    "ldam_m2m": ("ldam", "ldam_drw"),
+}
+
+
+def verdicts(df: pd.DataFrame, metric: str = "test_bacc",
+             families: Dict[str, Sequence[str]] = VERDICT_FAMILIES) -> List[dict]:
+  """Each M2m row minus the best other row of its loss family, paired by seed.
+
+  The competitor is the family's row with the highest mean `metric` (the
+  strongest one: a test-set choice, which can only make M2m's case harder).
+  The interval is the t-interval of the per-seed differences over the seeds
+  both rows have. Returns one dict per M2m row with runs: row, against,
+  seeds, diff, low, high and verdict ("holds": the interval lies above 0,
+  "fails": below 0, "unresolved": it contains 0 or has < 2 seeds).
+  """
+  out = []
+  for row, others in families.items():
+    mine = df[df["row"] == row].set_index("seed")[metric]
+    means = {o: df[df["row"] == o][metric].mean() for o in others if (df["row"] == o).any()}
+    if mine.empty or not means:
+      continue
+    best = max(means, key=means.get)
+    theirs = df[df["row"] == best].set_index("seed")[metric]
+    seeds = sorted(set(mine.index) & set(theirs.index))
+    diff, low, high = t_interval([mine[s] - theirs[s] for s in seeds])
+    verdict = "holds" if low > 0 else "fails" if high < 0 else "unresolved"
+    out.append({"row": row, "against": best, "seeds": len(seeds), "diff": diff, "low": low,
+                "high": high, "verdict": verdict})
+  return out
+
+
+def verdict_markdown(found: Sequence[dict], rows: Dict[str, tuple]) -> str:
+  """The verdict section: a table and one sentence per M2m row."""
+  if not found:
+    return ""
+  label = lambda k: rows[k][0] if k in rows else k  # pylint: disable=unnecessary-lambda-assignment
+  body = [[label(v["row"]), label(v["against"]), v["seeds"], f"{v['diff']:+.1f}",
+           f"[{v['low']:+.1f}, {v['high']:+.1f}]", v["verdict"]] for v in found]
+  lines = ["## Verdict", "", markdown_table(
+      ["M2m row", "best other row of its loss", "paired seeds", "Δ test bACC", "95% CI",
+       "verdict"], body), ""]
+  claim = {"holds": "the paper's claim that it beats the family's best holds here",
+           "fails": "the family's best beats it here, against the paper's claim",
+           "unresolved": "the seeds cannot tell them apart (the interval contains 0)"}
+  lines += [f"- {label(v['row'])} vs {label(v['against'])}: {claim[v['verdict']]}."
+            for v in found]
+  return "\n".join(lines + [""])
+
+
 def _pm(series: pd.Series) -> str:
   std = series.std(ddof=1) if len(series) > 1 else float("nan")
   return f"{series.mean():.1f} ± {std:.1f}" if len(series) > 1 else f"{series.mean():.1f}"
@@ -184,7 +252,12 @@ def _table_row(label: str, sub: pd.DataFrame, p: Optional[tuple]) -> list:
           f"{sub.test_bacc.mean() - p[0]:+.1f}" if p else "",
           f"{sub.test_gm.mean() - p[1]:+.1f}" if p else "",
           f"{sub.n_zero_recall.mean():.1f}", _zero_recall_summary(sub), _pm(sub.val_bacc),
-          f"{sub.seconds.mean():.0f}"]
+          f"{sub.seconds.mean():.0f}", _ci(sub.test_bacc)]
+
+
+def _ci(series: pd.Series) -> str:
+  _, low, high = t_interval(series.to_numpy())
+  return "n/a" if np.isnan(low) else f"[{low:.1f}, {high:.1f}]"
 
 
 def results_markdown(df: pd.DataFrame, rows: Dict[str, tuple], paper: Optional[dict], title: str,
@@ -195,7 +268,7 @@ def results_markdown(df: pd.DataFrame, rows: Dict[str, tuple], paper: Optional[d
   if notes:
     lines.append("")
   header = ["method", "seeds", "bACC", "GM", "paper bACC / GM", "Δ bACC", "Δ GM",
-            "zero-recall classes", "which (seeds)", "val bACC", "s / run"]
+            "zero-recall classes", "which (seeds)", "val bACC", "s / run", "bACC 95% CI"]
   body = [_table_row(label, df[df["row"] == key], (paper or {}).get(key))
           for key, (label, _) in rows.items() if not df[df["row"] == key].empty]
   lines += [markdown_table(header, body), ""]
@@ -222,6 +295,7 @@ def collect(run_root: str, name: str, rows: Dict[str, tuple], *, paper: Optional
   atomic_write_text(os.path.join(results_dir, f"{name}.csv"), df.to_csv(index=False))
   labels = sorted(set(df["data_label"]) - {""})
   all_notes = list(notes) + [f"Data: {l}." for l in labels]
-  atomic_write_text(os.path.join(results_dir, f"{name}.md"),
-                    results_markdown(df, rows, paper, title or name, all_notes))
+  md = results_markdown(df, rows, paper, title or name, all_notes)
+  md += verdict_markdown(verdicts(df), rows)  # Table 2 only: the ablations have no families
+  atomic_write_text(os.path.join(results_dir, f"{name}.md"), md)
   return df

@@ -26,6 +26,7 @@ import math
 import os
 from typing import Callable, Dict, Optional, Tuple
 
+from data_prep import user_data
 from m2m_tf.errors import ConfigError
 from m2m_tf.run_records import NAMED_DATA_OPTIONS, flatten_record
 from m2m_tf.recipes import RECIPES, get_recipe
@@ -83,17 +84,44 @@ class _Section:
 class DataConfig(_Section):
   """Which dataset, where its raw files are, and the builder's options."""
 
-  dataset: str = option("reuters", "Dataset name (data_prep.registry): reuters, twitter, "
-                        "synthetic_lt, cifar10_jpeg_lt, ... Its recipe sets the defaults.",
-                        choices=tuple(sorted(RECIPES)))
+  dataset: str = option(
+      "reuters", "A dataset name (data_prep.registry: reuters, twitter, synthetic_lt, "
+      "cifar10_jpeg_lt, ...; its recipe sets the defaults) or your own data as npz:PATH, "
+      "csv:PATH, folder:DIR or tfds:NAME[:CONFIG] (defaults suggested from the data; "
+      "docs/data.md#your-own-data).",
+      rule=(lambda v: v in RECIPES or user_data.is_spec(v), "must be one of "
+            f"{sorted(RECIPES)} or KIND:PATH with KIND in {list(user_data.SOURCE_KINDS)}"))
   data_dir: Optional[str] = option(None, "Raw data root. Default: $M2M_DATA_DIR, else "
                                    "../shared/data.")
-  imbalance_ratio: Optional[int] = option(None, "Long-tailed image sets: N_max / N_min "
-                                          "(100 or 10).", rule=_at_least(1))
+  imbalance_ratio: Optional[int] = option(None, "N_max / N_min of the long tail: CIFAR-LT (100 or "
+                                          "10), or your own balanced data made long-tailed.",
+                                          rule=_at_least(1))
+  imbalance_profile: Optional[str] = option(None, "Your own data: the long tail's shape, exp "
+                                            "(CIFAR-LT's rule, default) or step.",
+                                            choices=("exp", "step"))
+  label_column: Optional[str] = option(None, "csv: the label column, by name or index (default: "
+                                       "the last).")
+  val_fraction: Optional[float] = option(None, "Your own data without a validation split: the "
+                                         "stratified hold-out per class (default 0.1).",
+                                         rule=(lambda v: 0 < v < 1, "must be in (0, 1)"))
+  test_fraction: Optional[float] = option(None, "Your own data without a test split: the "
+                                          "stratified hold-out per class (default 0.2).",
+                                          rule=(lambda v: 0 < v < 1, "must be in (0, 1)"))
+  image_size: Optional[int] = option(None, "folder/tfds images: the side they are resized to "
+                                     "(default: kept if all equal, else from their sizes).",
+                                     rule=_at_least(8))
+  clip: Optional[str] = option(None, "Your own data: M2m's valid input domain, auto (images "
+                               "[0, 1], features their per-feature training range), global (one "
+                               "range for all features) or none.",
+                               choices=("auto", "global", "none"))
   vocab_size: Optional[int] = option(None, "Reuters: bag-of-words width (default 1000, the "
                                      "paper's; 2000 and 5000 are our ablation beyond the paper).",
                                      rule=_at_least(2))
   embeddings: Optional[str] = option(None, "Twitter: path to a `word f1 ... f50` embedding file.")
+  substitute: Optional[str] = option(None, "Twitter without --embeddings: the offline substitute "
+                                     "embeddings, random (a hash-seeded vector per word, default) "
+                                     "or ngram (hashed character n-grams + orthography).",
+                                     choices=("random", "ngram"))
   dataset_options: Dict[str, object] = option(
       {}, "Further keyword options of the dataset's builder (from Python; e.g. synthetic_lt's "
       "n_max).", flag=False)
@@ -160,6 +188,15 @@ class TrainingConfig(_Section):
   loss: str = option("ce", "Loss: ce, focal (gamma 1) or ldam (cosine head).", choices=LOSS_NAMES)
   loss_reduction: str = option("batch", "Weighted-loss reduction: sum(w*l)/B (batch) or "
                                "sum(w*l)/sum(w) (weights).", choices=("batch", "weights"))
+  focal_gamma: float = option(1.0, "Focal loss: the focusing exponent gamma (1, as the paper's "
+                              "baseline).", rule=_at_least(0))
+  ldam_max_margin: float = option(0.5, "LDAM: the largest class margin (the smallest class's; "
+                                  "0.5 officially).", rule=(lambda v: v > 0, "must be > 0"))
+  ldam_scale: float = option(30.0, "LDAM: the logit scale s of the cosine head (30 officially).",
+                             rule=(lambda v: v > 0, "must be > 0"))
+  cb_beta: float = option(0.9999, "Class-balanced weights (CB-RW, DRW): the effective-number "
+                          "beta (0.9999 officially).", rule=(lambda v: 0 < v < 1,
+                                                              "must be in (0, 1)"))
   g_checkpoint: Optional[str] = option(
       None, "Frozen g for M2m: a .weights.h5 file, or an official PyTorch-layout ResNet-32 .npz; "
       "several comma-separated files make an ensemble g (M2m-Ensemble ablation). Unset: train g "
@@ -347,20 +384,34 @@ class ExperimentConfig:
     known = set(_leaf_sections()) | set(_TOP_FIELDS)
     return cls.from_leaves(**{k: v for k, v in leaves.items() if k in known})
 
-  def resolved(self) -> "ExperimentConfig":
-    """A copy with every None recipe field (and output_dir) filled; see `check_resolved`."""
-    r = get_recipe(self.data.dataset)
-    fill = dict(epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, warmup_epochs=r.warmup_epochs,
-                lr_milestones=tuple(r.milestones), lr_factors=tuple(r.factors),
-                weight_decay=r.weight_decay, deferred_epoch=r.deferred_epoch,
-                step_size=r.step_size, arch=r.arch, hidden_units=tuple(r.hidden_units),
-                augment=r.augment)
+  def resolved(self, recipe=None) -> "ExperimentConfig":
+    """A copy with every None recipe field (and output_dir) filled; see `check_resolved`.
+
+    Args:
+      recipe: the `m2m_tf.recipes.Recipe` to fill from; default the dataset's.
+        Your own data (a KIND:PATH dataset) has none: its recipe is suggested
+        from the data (`run_experiment` loads them first).
+    Raises:
+      ConfigError: a KIND:PATH dataset with unset recipe fields and no recipe.
+    """
     flat = self.flat()
-    changes = {k: v for k, v in fill.items() if flat[k] is None}
+    missing = [k for k in _RECIPE_FIELDS if flat[k] is None]
+    changes = {}
+    if missing:
+      if recipe is None and user_data.is_spec(self.data.dataset):
+        raise ConfigError(f"dataset {self.data.dataset} has no recipe: its unset fields "
+                          f"{missing} are suggested from its data (run_experiment does this).")
+      r = recipe or get_recipe(self.data.dataset)
+      fill = dict(epochs=r.epochs, batch_size=r.batch_size, lr=r.lr,
+                  warmup_epochs=r.warmup_epochs, lr_milestones=tuple(r.milestones),
+                  lr_factors=tuple(r.factors), weight_decay=r.weight_decay,
+                  deferred_epoch=r.deferred_epoch, step_size=r.step_size, arch=r.arch,
+                  hidden_units=tuple(r.hidden_units), augment=r.augment)
+      changes = {k: fill[k] for k in missing}
     if self.output_dir is None:
-      t = self.training
-      changes["output_dir"] = os.path.join(
-          "runs", f"{self.data.dataset}_{t.loss}_{t.method}_s{self.seed}")
+      t, name = self.training, self.data.dataset
+      name = user_data.short_name(name) if user_data.is_spec(name) else name
+      changes["output_dir"] = os.path.join("runs", f"{name}_{t.loss}_{t.method}_s{self.seed}")
     return self.replace(**changes)
 
   def check_resolved(self) -> None:
@@ -381,6 +432,9 @@ class ExperimentConfig:
       raise ConfigError(f"init_epoch must lie in (0, epochs={s.epochs}), got {init_epoch}.")
 
 
+# The fields a recipe fills when they are None (m2m_tf.recipes.Recipe).
+_RECIPE_FIELDS = ("epochs", "batch_size", "lr", "warmup_epochs", "lr_milestones", "lr_factors",
+                  "weight_decay", "deferred_epoch", "step_size", "arch", "hidden_units", "augment")
 _TOP_FIELDS = {f.name: f for f in dataclasses.fields(ExperimentConfig) if f.name not in SECTIONS}
 
 

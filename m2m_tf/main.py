@@ -32,7 +32,7 @@ def config_from_flags():
   """The `ExperimentConfig` of the parsed FLAGS (the only place FLAGS are read)."""
   from data_prep.registry import available_datasets  # pylint: disable=g-import-not-at-top
   from m2m_tf.errors import ConfigError  # pylint: disable=g-import-not-at-top
-  if FLAGS.dataset not in available_datasets():
+  if ":" not in FLAGS.dataset and FLAGS.dataset not in available_datasets():
     raise app.UsageError(f"--dataset={FLAGS.dataset} has a recipe but no builder yet; "
                          f"available: {sorted(available_datasets())}.")
   try:

@@ -46,7 +46,9 @@ def newest_record(ckpt_dir: str) -> Optional[dict]:
 # The sections of a run's flags.json (m2m_tf.config.ExperimentConfig), and the dataset builder
 # options that have a field of their own; kept here so that reading a record needs no TensorFlow.
 CONFIG_SECTIONS = ("data", "model", "schedule", "training", "m2m", "runtime")
-NAMED_DATA_OPTIONS = ("imbalance_ratio", "vocab_size", "embeddings")
+NAMED_DATA_OPTIONS = ("imbalance_ratio", "imbalance_profile", "label_column", "val_fraction",
+                      "test_fraction", "image_size", "clip", "vocab_size", "embeddings",
+                      "substitute")
 
 
 def flatten_record(record: dict) -> Dict[str, object]:

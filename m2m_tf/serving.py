@@ -32,6 +32,7 @@ import tensorflow as tf
 SERVE = "serve"
 SERVE_TEXT = "serve_text"
 FEATURISE_TEXT = "featurise_text"
+CLASS_NAMES = "class_names"
 
 # Every character for which Python's `str.isspace()` holds: the separators of `str.split()`,
 # which data_prep uses to cut documents into words (tests/test_serving.py checks the list).
@@ -179,31 +180,43 @@ def _features_signature(f: keras.Model):
 
 def export_saved_model(f: keras.Model, export_dir: Union[str, os.PathLike],
                        text_features: Optional[Mapping[str, Any]] = None, *,
+                       class_names: Optional[Sequence[str]] = None,
                        verbose: bool = False) -> None:
-  """Writes f as a SavedModel: `serve`, plus `serve_text` and `featurise_text` for text data.
+  """Writes f as a SavedModel: `serve`, plus `serve_text` and `featurise_text` for text data,
+  and `class_names` (no input: the names of the logits' columns) when given.
 
   Args:
     f: the trained classifier (features -> logits), built; a single-input functional model
       when `text_features` is given (as every model of m2m_tf.models).
     export_dir: the SavedModel folder to write (a new path, as `export_and_report` gives it).
-    text_features: `DatasetSplits.text_features`, or None: then this is exactly
-      `f.export(export_dir, format="tf_saved_model")`.
+    text_features: `DatasetSplits.text_features`, or None (features only).
+    class_names: one name per class index, or None. Without text features and
+      class names this is exactly `f.export(export_dir, format="tf_saved_model")`.
     verbose: print the endpoints.
 
   Raises:
     ValueError: f's input shape is not the shape of the text features.
   """
-  if text_features is None:
+  if text_features is None and class_names is None:
     f.export(export_dir, format="tf_saved_model", verbose=verbose)
     return
-  featuriser = text_featuriser(text_features)
+  archive = keras.export.ExportArchive()
+  # First endpoint: also `serving_default`, as with f.export.
+  archive.track_and_add_endpoint(SERVE, f, _features_signature(f))
+  if text_features is not None:
+    _add_text_endpoints(archive, f, text_featuriser(text_features))
+  if class_names is not None:
+    names = tf.constant([str(n) for n in class_names])
+    archive.add_endpoint(CLASS_NAMES, tf.function(lambda: names, input_signature=[]))
+  archive.write_out(export_dir, verbose=verbose)
+
+
+def _add_text_endpoints(archive, f: keras.Model, featuriser) -> None:
+  """`serve_text` (raw input -> logits) and `featurise_text` (raw input -> features)."""
   signature = _features_signature(f)
   if tuple(signature[0].shape[1:]) != featuriser.feature_shape:
     raise ValueError(f"The text featurisation gives features of shape {featuriser.feature_shape}"
                      f", f takes {tuple(signature[0].shape[1:])}: not this dataset's model?")
-  archive = keras.export.ExportArchive()
-  # First endpoint: also `serving_default`, as with f.export.
-  archive.track_and_add_endpoint(SERVE, f, signature)
   archive.track(featuriser)  # its lookup tables are resources, not variables
 
   def serve_text(inputs):
@@ -214,4 +227,3 @@ def export_saved_model(f: keras.Model, export_dir: Union[str, os.PathLike],
 
   archive.add_endpoint(SERVE_TEXT, serve_text, input_signature=featuriser.input_signature)
   archive.add_endpoint(FEATURISE_TEXT, featurise_text, input_signature=featuriser.input_signature)
-  archive.write_out(export_dir, verbose=verbose)

@@ -6,6 +6,7 @@ import re
 
 from absl import flags
 from absl.testing import parameterized
+import numpy as np
 import tensorflow as tf
 
 from m2m_tf import config as config_lib
@@ -125,3 +126,29 @@ class FlagsTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+class LossKnobsTest(tf.test.TestCase):
+  """The loss and weighting knobs of the configuration reach the loss the run trains with."""
+
+  def test_loss_hyper_parameters_reach_the_loss(self):
+    from m2m_tf.training import run  # pylint: disable=g-import-not-at-top
+    counts = np.array([50, 20, 5])
+    rng = np.random.default_rng(0)
+    labels, logits = rng.integers(0, 3, 8), rng.normal(size=(8, 3)).astype(np.float32)
+    for leaves, want in (
+        (dict(loss="focal", focal_gamma=2.0), losses.focal(labels, logits, gamma=2.0)),
+        (dict(loss="ldam", ldam_max_margin=0.3, ldam_scale=10.0),
+         losses.ldam(labels, logits, counts, max_margin=0.3, scale=10.0))):
+      cfg = ExperimentConfig.from_leaves(**leaves)
+      self.assertAllClose(run.build_loss(cfg, counts)(labels, logits), want)
+    default = run.build_loss(ExperimentConfig.from_leaves(loss="focal"), counts)
+    self.assertNotAllClose(default(labels, logits), losses.focal(labels, logits, gamma=2.0))
+
+  def test_cb_beta_reaches_the_class_weights(self):
+    from m2m_tf.training import run  # pylint: disable=g-import-not-at-top
+    counts = np.array([50, 20, 5])
+    cfg = ExperimentConfig.from_leaves(cb_beta=0.99)
+    got = run._class_weight("cb", counts, cfg)  # pylint: disable=protected-access
+    w = (1 - 0.99) / (1 - 0.99 ** counts.astype(np.float64))
+    self.assertAllClose(got, w / w.sum() * 3)

@@ -1,7 +1,6 @@
 """Tests of data_prep.reuters on the real R52 files and on small fake files."""
 
 import collections
-import json
 import os
 import shutil
 import tempfile
@@ -11,11 +10,11 @@ from absl.testing import absltest
 import numpy as np
 from sklearn.feature_extraction.text import CountVectorizer
 
-from data_prep import cache as cache_lib
 from data_prep import download
 from data_prep import paths
 from data_prep import reuters
 from data_prep import stopwords
+from helpers import drop_from_cache_entry
 
 # docs/data.md#reuters-r52: training counts of the 36 kept classes.
 PROVENANCE_COUNTS = [
@@ -268,15 +267,7 @@ class FakeReutersTest(TempDirMixin, absltest.TestCase):
     first = self._build(root, **kw)
     self.assertEqual(first.text_features["vocabulary"], ("apple", "banana"))
     # Rewrite the entry as the previous version wrote it: valid, but without the vocabulary.
-    (name,) = os.listdir(cache_dir)
-    path = os.path.join(cache_dir, name)
-    with np.load(path) as npz:
-      arrays = {k: npz[k] for k in npz.files}
-    key = arrays.pop("__cache_key__")
-    arrays.pop("__cache_manifest__")
-    arrays.pop("vocabulary")
-    cache_lib.save_npz_atomic(path, {**arrays, "__cache_key__": key, "__cache_manifest__":
-                                     np.array(json.dumps(cache_lib.manifest(arrays)))})
+    drop_from_cache_entry(cache_dir, ["vocabulary"])
     build = mock.Mock(side_effect=reuters._build_arrays)
     with mock.patch.object(reuters, "_build_arrays", build):
       with self.assertLogs(level="WARNING") as logs:

@@ -1,8 +1,9 @@
 """Tests of data_prep.twitter on the real Twitter POS files and fake files."""
 
-import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from unittest import mock
 
@@ -10,9 +11,9 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 
-from data_prep import cache as cache_lib
 from data_prep import paths
 from data_prep import twitter
+from helpers import drop_from_cache_entry
 
 # docs/data.md#twitter-pos: training tag counts without M (3) and Y (2).
 PROVENANCE_COUNTS = [
@@ -141,6 +142,98 @@ class SubstituteEmbeddingTest(absltest.TestCase):
     self.assertAlmostEqual(np.mean(np.sum(m**2, axis=1)), 1.0, delta=0.03)
 
 
+class NgramSubstituteTest(parameterized.TestCase):
+  """The character n-gram substitute (docs/data.md#twitter-pos)."""
+
+  def test_shape_and_norm(self):
+    v = twitter.ngram_embedding("Hello")
+    self.assertEqual(v.shape, (twitter.SUBSTITUTE_DIM,))
+    self.assertEqual(v.dtype, np.float32)
+    self.assertEqual(twitter.NGRAM_DIM + len(twitter.ORTHO_FEATURES), 50)
+    self.assertAlmostEqual(float(np.linalg.norm(v[:twitter.NGRAM_DIM].astype(np.float64))),
+                           1.0, places=6)
+
+  def test_char_ngrams_by_hand(self):
+    self.assertEqual(twitter.char_ngrams("Cat"),
+                     ["<ca", "cat", "at>", "<cat", "cat>", "<cat>"])
+    self.assertEqual(twitter.char_ngrams("a"), ["<a>"])
+
+  def test_ngram_part_is_normalised_sum_of_hashed_ngram_vectors(self):
+    # Independent reference: float64 sum of each n-gram's vector, recomputed from SHAKE-256.
+    grams = ["<ca", "cat", "at>", "<cat", "cat>", "<cat>"]
+    total = np.sum([twitter._hashed_normal("m2m_tf/twitter-ngram-v1:" + g, 44)
+                    .astype(np.float64) for g in grams], axis=0)
+    np.testing.assert_allclose(twitter.ngram_embedding("CAT")[:44],
+                               total / np.linalg.norm(total), rtol=1e-5, atol=1e-7)
+
+  def test_same_vector_in_another_process(self):
+    words = ["Hello", "#tag", "http://t.co/x", ":)", "naïve"]
+    code = ("import sys, numpy as np; from data_prep import twitter; "
+            "np.save(sys.stdout.buffer, np.stack([twitter.ngram_embedding(w) "
+            "for w in sys.argv[1:]]))")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # A different PYTHONHASHSEED: the vector must not depend on Python's hash().
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    out = subprocess.run([sys.executable, "-c", code, *words], cwd=repo, env=env,
+                         capture_output=True, check=True).stdout
+    theirs = np.load(__import__("io").BytesIO(out))
+    np.testing.assert_array_equal(theirs, np.stack([twitter.ngram_embedding(w)
+                                                    for w in words]))
+
+  def test_words_sharing_ngrams_are_closer(self):
+    # Any two 44-d vectors have a chance cosine of sd ~0.15, so compare averages over many
+    # pairs: a word and its inflection share most n-grams (expected cosine ~0.6), a word
+    # and an unrelated word share none (expected 0).
+    stems = ["walk", "talk", "play", "jump", "watch", "follow", "tweet", "love", "need",
+             "want", "call", "start", "look", "work", "help", "listen", "laugh", "wish",
+             "kill", "miss"]
+    other = ["zebra", "oxygen", "quiz", "fjord", "vex", "bumpy", "glyph", "crwth", "equip",
+             "kayak", "pixel", "banjo", "duvet", "hymn", "jolly", "ruby", "sofa", "tiger",
+             "umbra", "yacht"]
+
+    def cos(a, b):
+      va = twitter.ngram_embedding(a)[:44].astype(np.float64)
+      vb = twitter.ngram_embedding(b)[:44].astype(np.float64)
+      return float(va @ vb / np.linalg.norm(va) / np.linalg.norm(vb))
+
+    shared = [cos(w + "ing", w + "ings") for w in stems]
+    unrelated = [cos(w + "ing", o) for w, o in zip(stems, other)]
+    self.assertGreater(np.mean(shared), 0.45)
+    self.assertLess(abs(np.mean(unrelated)), 0.15)
+    self.assertGreater(np.mean(shared) - np.mean(unrelated), 0.35)
+    # Case does not change the n-gram part (only the orthographic features).
+    np.testing.assert_array_equal(twitter.ngram_embedding("LOL")[:44],
+                                  twitter.ngram_embedding("lol")[:44])
+
+  @parameterized.parameters(
+      # capitalised, all_caps, has_digit, mention_or_hashtag, url, punctuation_only
+      ("the", [0, 0, 0, 0, 0, 0]),
+      ("Hello", [1, 0, 0, 0, 0, 0]),
+      ("USA", [1, 1, 0, 0, 0, 0]),
+      ("I", [1, 0, 0, 0, 0, 0]),
+      ("2day", [0, 0, 1, 0, 0, 0]),
+      ("@bob", [0, 0, 0, 1, 0, 0]),
+      ("#Win", [0, 0, 0, 1, 0, 0]),
+      ("<@MENTION>", [0, 1, 0, 1, 0, 0]),
+      ("<URL-twitter.com>", [0, 0, 0, 0, 1, 0]),
+      ("http://bit.ly/abc", [0, 0, 0, 0, 1, 0]),
+      ("www.cnn.com", [0, 0, 0, 0, 1, 0]),
+      ("bit.ly/x1", [0, 0, 1, 0, 1, 0]),
+      ("Mr.", [1, 0, 0, 0, 0, 0]),
+      (":)", [0, 0, 0, 0, 0, 1]),
+      ("...", [0, 0, 0, 0, 0, 1]),
+      ("!!!", [0, 0, 0, 0, 0, 1]),
+      ("<3", [0, 0, 1, 0, 0, 0]),
+  )
+  def test_orthographic_features(self, word, expected):
+    np.testing.assert_array_equal(twitter.orthographic_features(word), expected)
+    np.testing.assert_array_equal(twitter.ngram_embedding(word)[44:], expected)
+
+  def test_unknown_substitute(self):
+    with self.assertRaisesRegex(ValueError, "Unknown substitute 'glove'"):
+      twitter.build_twitter(substitute="glove", use_cache=False)
+
+
 class FakeTwitterTest(TempDirMixin, absltest.TestCase):
 
   TRAIN = "Hello\tV\nworld\tN\n\nfoo\tM\nbar\tV\n\n"
@@ -211,16 +304,7 @@ class FakeTwitterTest(TempDirMixin, absltest.TestCase):
     kw = dict(verify_checksums=False, cache_dir=cache_dir)
     first = twitter.build_twitter(root, **kw)
     # Rewrite the entry as the previous version wrote it: valid, but without the table.
-    (name,) = os.listdir(cache_dir)
-    path = os.path.join(cache_dir, name)
-    with np.load(path) as npz:
-      arrays = {k: npz[k] for k in npz.files}
-    key = arrays.pop("__cache_key__")
-    arrays.pop("__cache_manifest__")
-    for table in ("embedding_keys", "embedding_rows", "embeddings"):
-      arrays.pop(table)
-    cache_lib.save_npz_atomic(path, {**arrays, "__cache_key__": key, "__cache_manifest__":
-                                     np.array(json.dumps(cache_lib.manifest(arrays)))})
+    drop_from_cache_entry(cache_dir, ["embedding_keys", "embedding_rows", "embeddings"])
     build = mock.Mock(side_effect=twitter._build_arrays)
     with mock.patch.object(twitter, "_build_arrays", build):
       with self.assertLogs(level="WARNING") as logs:
@@ -234,6 +318,57 @@ class FakeTwitterTest(TempDirMixin, absltest.TestCase):
       np.testing.assert_array_equal(d.text_features["embeddings"],
                                     first.text_features["embeddings"])
       np.testing.assert_array_equal(d.x_train, first.x_train)
+
+  def test_ngram_substitute_by_hand(self):
+    d = self._build(self._root(), substitute="ngram")
+    self.assertEqual(d.label, twitter.NGRAM_LABEL)
+    self.assertIn("n-gram substitute", d.label)
+    self.assertNotEqual(d.label, twitter.SUBSTITUTE_LABEL)
+    e = twitter.ngram_embedding
+    pad = e("</s>")
+    # Train tweet 1: </s> Hello world </s>; tweet 2: </s> foo bar </s> (foo is M).
+    np.testing.assert_array_equal(d.x_train, np.stack([
+        np.concatenate([pad, e("Hello"), e("world")]),
+        np.concatenate([e("Hello"), e("world"), pad]),
+        np.concatenate([e("foo"), e("bar"), pad])]))
+    # "HELLO" (test) keeps its own case: all caps, unlike "Hello" and "hello".
+    np.testing.assert_array_equal(d.x_test[1, 50:100], e("HELLO"))
+    self.assertEqual(d.x_test[1, 50 + 45], 1.0)
+    self.assertEqual(d.x_val[0, 50 + 44], 0.0)  # "hello" is not capitalised
+    spec = d.text_features
+    self.assertEqual(set(spec["keys"]), {"</s>", "UUUNKKK", "Hello", "world", "foo", "bar",
+                                         "hello", "HELLO"})
+    table = {k: spec["embeddings"][r] for k, r in zip(spec["keys"], spec["rows"])}
+    np.testing.assert_array_equal(table["UUUNKKK"], np.zeros(50))
+    np.testing.assert_array_equal(spec["embeddings"][spec["unk_row"]], np.zeros(50))
+    for key in ("Hello", "HELLO", "</s>", "bar"):
+      np.testing.assert_array_equal(table[key], e(key))
+
+  def test_embeddings_file_takes_priority_over_substitute(self):
+    emb = self._emb("UUUNKKK 0 0\n</s>\t9 9\nhello\t1 2\nworld 3  4\n")
+    plain = self._build(self._root(), embeddings=emb)
+    ngram = self._build(self._root(), embeddings=emb, substitute="ngram")
+    self.assertEqual(ngram.label, "")
+    np.testing.assert_array_equal(ngram.x_train, plain.x_train)
+
+  def test_cache_distinguishes_substitutes(self):
+    root, cache_dir = self._root(), self.tmpdir()
+    kw = dict(verify_checksums=False, cache_dir=cache_dir)
+    build = mock.Mock(side_effect=twitter._build_arrays)
+    with mock.patch.object(twitter, "_build_arrays", build):
+      rnd = twitter.build_twitter(root, **kw)
+      ngr = twitter.build_twitter(root, substitute="ngram", **kw)
+      self.assertEqual(build.call_count, 2)  # the second is not the first's entry
+      rnd2 = twitter.build_twitter(root, substitute="random", **kw)
+      ngr2 = twitter.build_twitter(root, substitute="ngram", **kw)
+      self.assertEqual(build.call_count, 2)  # both now come from the cache
+    self.assertEqual((rnd2.label, ngr2.label), (twitter.SUBSTITUTE_LABEL, twitter.NGRAM_LABEL))
+    np.testing.assert_array_equal(rnd2.x_train, rnd.x_train)
+    np.testing.assert_array_equal(ngr2.x_train, ngr.x_train)
+    self.assertFalse(np.array_equal(rnd.x_train, ngr.x_train))
+    np.testing.assert_array_equal(ngr.x_train[:, 50:100],
+                                  np.stack([twitter.ngram_embedding(w)
+                                            for w in ("Hello", "world", "bar")]))
 
   def test_exact_case_preferred_over_lowercase(self):
     vocab, m = twitter.load_embeddings(

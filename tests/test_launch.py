@@ -14,9 +14,11 @@ from absl.testing import absltest
 import numpy as np
 import pandas as pd
 
+from launch import budgets
 from launch import markdown
 from launch import runner
 from launch import tables
+from launch import tune
 from m2m_tf import run_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,7 +130,7 @@ class LaunchTest(absltest.TestCase):
             f"--hparams={partial}/hparams_synthetic_lt.json", EXTRA]
     out = _run(grid, self.env)
     self.assertIn("M2m hyper-parameters from", out)
-    self.assertIn("Partial grid (8 of 11 rows left out; seeds 2 of 0,1,2 left out; "
+    self.assertIn("Partial grid (8 of 11 rows left out; seeds 2,3,4 of 0,1,2,3,4 left out; "
                   "hyper-parameters from a partial selection)", out.splitlines()[-1])
     self.assertFalse(os.path.exists(os.path.join(res, "synthetic_lt.csv")))
     df = pd.read_csv(os.path.join(partial, "synthetic_lt.csv"))
@@ -162,18 +164,18 @@ class LaunchTest(absltest.TestCase):
     collect = ["launch.grid", "--dataset=reuters", f"--root={root}", f"--results_dir={res}",
                f"--hparams={self.tmp}/none.json"]
     last = _run(collect + ["--collect_only"], self.env).splitlines()[-1]
-    self.assertEqual(last, f"Partial grid (1 of 33 runs unfinished (e.g. ldam_m2m_s2)): wrote "
+    self.assertEqual(last, f"Partial grid (1 of 55 runs unfinished (e.g. ldam_m2m_s2)): wrote "
                      f"{res}/partial/reuters.{{csv,md}}; {res}/reuters.{{csv,md}} left unchanged.")
     self.assertFalse(os.path.exists(os.path.join(res, "reuters.md")))
     _fake_run(root, "ldam_m2m_s2", 2, rng)
     last = _run(collect + ["--collect_only"], self.env).splitlines()[-1]
     self.assertEqual(last, f"Complete grid: wrote {res}/reuters.{{csv,md}}.")
-    self.assertLen(pd.read_csv(os.path.join(res, "reuters.csv")), 33)
+    self.assertLen(pd.read_csv(os.path.join(res, "reuters.csv")), 55)
     committed = {ext: _read(os.path.join(res, f"reuters.{ext}")) for ext in ("csv", "md")}
     # One row, one seed: nothing to train, and results/ stays as it was.
     out = _run(collect + ["--rows=erm", "--seeds=0"], self.env)
     self.assertIn("0 runs to do", out)
-    self.assertIn("Partial grid (10 of 11 rows left out; seeds 1,2 of 0,1,2 left out)",
+    self.assertIn("Partial grid (10 of 11 rows left out; seeds 1,2,3,4 of 0,1,2,3,4 left out)",
                   out.splitlines()[-1])
     for ext, text in committed.items():
       self.assertEqual(_read(os.path.join(res, f"reuters.{ext}")), text)
@@ -209,7 +211,9 @@ class LaunchTest(absltest.TestCase):
                  ["launch.select_hparams", f"--root={out_dir}", f"--results_dir={out_dir}"],
                  ["launch.readme", f"--readme={out_dir}/README.md"],
                  ["launch.gpu_check", f"--out={out_dir}"],
-                 ["launch.cifar_short"]):
+                 ["launch.cifar_short"],
+                 ["launch.tune", f"--root={out_dir}", f"--results_dir={out_dir}"],
+                 ["launch.digits_example", f"--root={out_dir}", f"--results_dir={out_dir}"]):
       for flag in ("--help", "-h"):
         out = _run(args + [flag], self.env)  # _run asserts exit status 0
         self.assertRegex(out, r"usage|flags", args[0])
@@ -226,7 +230,7 @@ class LaunchTest(absltest.TestCase):
   def test_grid_gaps(self):
     rows = list(tables.TABLE2_ROWS)
     self.assertEqual(tables.grid_gaps(self.tmp, "table2", rows[:2], [0, 3]), [
-        "9 of 11 rows left out", "seeds 1,2 of 0,1,2 left out",
+        "9 of 11 rows left out", "seeds 1,2,4 of 0,1,2,3,4 left out",
         "4 of 4 runs unfinished (e.g. erm_s0)"])
     self.assertEqual(tables.output_dir("r", []), "r")
     self.assertEqual(tables.output_dir("r", ["x"]), os.path.join("r", "partial"))
@@ -237,6 +241,71 @@ class LaunchTest(absltest.TestCase):
     md = tables.results_markdown(df, {"erm": tables.TABLE2_ROWS["erm"]}, tables.PAPER["reuters"],
                                  "t")
     self.assertIn("| ERM | 2 | 61.0 ± 1.4 | 51.0 ± 1.4 | 59.8 / 53.8 | +1.2 | -2.8 |", md)
+
+
+  def test_t_interval_against_scipy_and_by_hand(self):
+    from scipy import stats  # pylint: disable=g-import-not-at-top
+    x = [61.0, 63.5, 60.2, 64.1, 62.0]
+    mean, low, high = tables.t_interval(x)
+    want = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
+    np.testing.assert_allclose((low, high), want, atol=1e-12)
+    # Two values: t_{0.975,1} = 12.706; s = |a-b|/sqrt(2), so half = 12.706 * |a-b| / 2.
+    _, low, high = tables.t_interval([1.0, 3.0])
+    self.assertAlmostEqual(high - 2.0, 12.7062047, places=6)
+    self.assertTrue(np.isnan(tables.t_interval([5.0])[1]))
+
+  def test_verdict_pairs_by_seed_against_the_family_best(self):
+    rows = []
+    for seed, (erm, drs, m2m, ldam, ldam_m2m) in enumerate(
+        [(60, 62, 65, 63, 63), (61, 63, 66, 64, 62), (59, 61, 64, 62, 64)]):
+      for row, v in (("erm", erm), ("drs", drs), ("m2m", m2m), ("ldam", ldam),
+                     ("ldam_m2m", ldam_m2m), ("focal", 90)):  # focal: not in a family
+        rows.append({"row": row, "seed": seed, "test_bacc": float(v)})
+    found = {v["row"]: v for v in tables.verdicts(pd.DataFrame(rows))}
+    self.assertEqual(found["m2m"]["against"], "drs")
+    self.assertAlmostEqual(found["m2m"]["diff"], 3.0)
+    self.assertEqual(found["m2m"]["verdict"], "holds")  # the differences are 3, 3, 3
+    self.assertEqual(found["ldam_m2m"]["verdict"], "unresolved")  # 0, -2, +2
+    md = tables.verdict_markdown(list(found.values()), tables.TABLE2_ROWS)
+    self.assertIn("| ERM-M2m | ERM-DRS | 3 | +3.0 |", md)
+
+
+  def test_every_row_has_the_same_budget_of_valid_settings(self):
+    from m2m_tf.config import ExperimentConfig  # pylint: disable=g-import-not-at-top
+    self.assertEqual(set(budgets.SPACES), set(tables.TABLE2_ROWS))
+    for row in tables.TABLE2_ROWS:
+      settings = budgets.row_budget(row, "reuters")
+      self.assertLen(settings, budgets.BUDGET_SIZE, row)
+      self.assertLen({budgets.setting_name(st) for st in settings}, budgets.BUDGET_SIZE, row)
+      for setting in settings:  # every key a configuration field, every value within its rule
+        cfg = ExperimentConfig.from_leaves(dataset="reuters", **tables.TABLE2_ROWS[row][1],
+                                           **setting).resolved()
+        cfg.check_resolved()
+    self.assertEqual(sorted({st["deferred_epoch"] for st in budgets.row_budget("drs", "reuters")}),
+                     [8, 10, 12])  # 15 epochs: deferral at 1/2, 2/3 and 4/5 of training
+
+  def test_tune_selects_on_validation_only(self):
+    settings = []
+    for i, (val, test) in enumerate([(70.0, 99.0), (75.0, 10.0), (72.0, 50.0)]):
+      out = os.path.join(self.tmp, "tune_sel", f"s{i}")
+      os.makedirs(out, exist_ok=True)
+      with open(os.path.join(out, "results.json"), "w") as fh:
+        json.dump({"val_bacc": val, "test_bacc": test}, fh)
+      settings.append(("erm", {"lr": [0.05, 0.1, 0.2][i]}, 0, out))
+    selected, mean = tune.select(settings)
+    self.assertEqual(selected, {"erm": {"lr": 0.1}})  # best validation, worst test
+    self.assertLen(mean, 3)
+
+  def test_grid_applies_the_selected_row_settings(self):
+    rows = {k: tables.TABLE2_ROWS[k] for k in ("rw", "m2m")}
+    jobs = runner.plan("reuters", rows, [0], os.path.join(self.tmp, "plan"),
+                       {"ce": {"beta": 0.9}}, [], None,
+                       row_settings={"rw": {"lr": 0.05}, "m2m": {"beta": 0.99},
+                                     "erm": {"weight_decay": 0.001}})
+    cmds = {os.path.basename(out): " ".join(cmd) for _, out, cmd in jobs}
+    self.assertIn("--lr=0.05", cmds["rw_s0"])
+    self.assertIn("--beta=0.99", cmds["m2m_s0"])  # the equal-budget selection wins
+    self.assertIn("--weight_decay=0.001", cmds["erm_s1000"])  # g is the tuned ERM
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _BAD_FLAGS = {
     "beta": (["--beta=1.5"], "--beta must be in [0, 1)"),
     "steps": (["--steps=-1"], "--steps must be >= 0"),
-    "dataset": (["--dataset=no_such_set"], "--dataset=no_such_set: value should be one of"),
+    "dataset": (["--dataset=no_such_set"], "--dataset must be one of"),
     "method": (["--method=bogus"], "--method"),
     "gamma": (["--gamma=2"], "--gamma must be in [0, 1]"),
     "n_buckets": (["--n_buckets=0"], "--n_buckets must be >= 1"),

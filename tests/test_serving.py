@@ -200,7 +200,7 @@ class RealReutersServingTest(tf.test.TestCase):
     d = self.data
     f = build_classifier("mlp", d.input_shape, d.num_classes, hidden_units=(8,))
     ours, plain = os.path.join(_tmpdir(self), "ours"), os.path.join(_tmpdir(self), "plain")
-    serving.export_saved_model(f, ours, d.text_features)
+    serving.export_saved_model(f, ours, d.text_features, class_names=d.class_names)
     f.export(plain, format="tf_saved_model", verbose=False)
     a, b = tf.saved_model.load(ours), tf.saved_model.load(plain)
     for name in ("serve", "serving_default"):
@@ -209,10 +209,11 @@ class RealReutersServingTest(tf.test.TestCase):
       self.assertEqual(a.signatures[name].structured_outputs,
                        b.signatures[name].structured_outputs)
     self.assertEqual(set(a.signatures), {"serve", "serving_default", "serve_text",
-                                         "featurise_text"})
+                                         "featurise_text", "class_names"})
     self.assertEqual(set(b.signatures), {"serve", "serving_default"})
     x = d.x_test[:64]
     self.assertAllEqual(a.serve(x), b.serve(x))
+    self.assertEqual([n.decode() for n in a.class_names().numpy()], list(d.class_names))
 
 
 def _windows(path, window, keep):
@@ -273,6 +274,21 @@ class RealTwitterServingTest(parameterized.TestCase, tf.test.TestCase):
     for split, rel in zip(("train", "val", "test"), twitter.SOURCES["hendrycks"]):
       windows = _windows(root / rel, window, keep)
       self.assertAllEqual(layer(tf.constant(windows)), getattr(d, "x_" + split))
+
+  def test_ngram_substitute_featuriser(self):
+    d = twitter.build_twitter(substitute="ngram", use_cache=False)
+    root = paths.resolve_data_dir(None)
+    layer = serving.text_featuriser(d.text_features)
+    keep = set(d.class_names)
+    for split, rel in zip(("train", "val", "test"), twitter.SOURCES["hendrycks"]):
+      windows = _windows(root / rel, 1, keep)
+      self.assertAllEqual(layer(tf.constant(windows)), getattr(d, "x_" + split))
+    # A word outside the data maps to UUUNKKK, the zero vector (docs/data.md#twitter-pos),
+    # not to its n-gram vector; a word of the data keeps its own case's vector.
+    got = layer(tf.constant([["</s>", "Zyxwvutsrq", "lol"]])).numpy()
+    self.assertAllEqual(got[0, 50:100], np.zeros(50))
+    self.assertAllEqual(got[0, :50], twitter.ngram_embedding("</s>"))
+    self.assertAllEqual(got[0, 100:], twitter.ngram_embedding("lol"))
 
   def test_exported_model_serves_tokens(self):
     d = twitter.build_twitter(use_cache=False)

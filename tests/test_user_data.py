@@ -124,6 +124,17 @@ class DigitsTest(parameterized.TestCase):
     np.testing.assert_array_equal(names[data.y_test], frame["label"].to_numpy()[test_rows])
     self.assertEqual(len(data.y_train) + len(data.y_val), (~test_rows).sum())
 
+  def test_csv_header_of_integer_column_names(self):
+    # pandas writes a DataFrame's integer column names as a numeric first line: the label
+    # column's name marks it as a header.
+    frame = pd.DataFrame(self.x)
+    frame["label"] = self.y
+    frame.to_csv(self.dir / "pandas.csv", index=False)
+    data = registry.load_dataset(f"csv:{self.dir / 'pandas.csv'}", label_column="label",
+                                 split_seed=3)
+    from_npz = registry.load_dataset(f"npz:{self.npz}", split_seed=3)
+    np.testing.assert_array_equal(data.x_train, from_npz.x_train)
+
   def test_suggest_recipe_features(self):
     data = registry.load_dataset(f"npz:{self.npz}")
     recipe = user_data.suggest_recipe(data)

@@ -3,10 +3,11 @@
 import keras
 
 from m2m_tf.models import heads
+from m2m_tf.models.resnet import Standardize
 
 
 def mlp(input_dim, num_classes, *, hidden_units=(256,), normed_head=False,
-        name="mlp"):
+        name="mlp", mean=None, std=None):
   """Dense-ReLU MLP returning logits, e.g. Reuters 1000-256-K (paper Sec. 4.1).
 
   Every Dense layer uses PyTorch's nn.Linear default initialisation: weights
@@ -21,6 +22,8 @@ def mlp(input_dim, num_classes, *, hidden_units=(256,), normed_head=False,
     normed_head: use the cosine `NormedDense` head (for LDAM) instead of a
       Dense layer with bias.
     name: model name.
+    mean, std: per-feature standardisation applied first (None: none; the
+      paper's datasets use none).
 
   Returns:
     A functional `keras.Model` mapping (batch, input_dim) floats to
@@ -39,6 +42,8 @@ def mlp(input_dim, num_classes, *, hidden_units=(256,), normed_head=False,
 
   inputs = keras.Input(shape=(input_dim,), name="features")
   x = inputs
+  if mean is not None:
+    x = Standardize(mean, std, name="standardize")(x)
   fan_in = input_dim
   for i, units in enumerate(hidden_units):
     x = keras.layers.Dense(

@@ -46,15 +46,20 @@ def build_model(arch, input_shape, num_classes, *, normed_head=False, **kw):
 
 
 def build_classifier(arch, input_shape, num_classes, *, normed_head=False, hidden_units=None,
-                     name=None):
+                     name=None, normalization=None):
   """f or g of a run: `build_model` with the recipe's MLP widths (ignored by the ResNets).
 
   Args:
     arch, input_shape, num_classes, normed_head: as for `build_model`.
     hidden_units: the MLP's hidden layer sizes (None: the builder's default).
     name: the model's name (None: the builder's default).
+    normalization: (mean, std) per input feature (MLP) or channel (ResNets) that
+      the model standardises its input with (None: the builder's default, none
+      for the MLP and CIFAR-10's for the ResNets).
   """
   kw = {} if name is None else {"name": name}
+  if normalization is not None:
+    kw["mean"], kw["std"] = normalization
   if arch == "mlp" and hidden_units:
     kw["hidden_units"] = tuple(hidden_units)
   return build_model(arch, input_shape, num_classes, normed_head=normed_head, **kw)

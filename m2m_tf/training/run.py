@@ -30,6 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from data_prep import user_data
+from data_prep import user_recipe
 from data_prep.registry import load_dataset
 from m2m_tf import losses as losses_lib
 from m2m_tf import serving
@@ -40,7 +42,7 @@ from m2m_tf.io_utils import atomic_replace_dir, atomic_write_json, read_json
 from m2m_tf.models import build_classifier
 from m2m_tf.models import weights_io
 from m2m_tf.models.ensemble import ProbabilityEnsemble
-from m2m_tf.recipes import G_SEED_OFFSET
+from m2m_tf.recipes import G_SEED_OFFSET, Recipe
 from m2m_tf.run_records import flatten_record
 from m2m_tf.training import callbacks as cb
 from m2m_tf.training import checkpoint as ckpt_lib
@@ -116,10 +118,20 @@ def check_g_paths(g_checkpoint: Optional[str]) -> None:
       raise CheckpointError(f"g checkpoint {path!r} must end in .weights.h5 or .npz.")
 
 
-def _class_weight(kind: Optional[str], counts: np.ndarray) -> Optional[np.ndarray]:
+def _class_weight(kind: Optional[str], counts: np.ndarray,
+                  cfg: ExperimentConfig) -> Optional[np.ndarray]:
   if kind is None or kind == "none":
     return None
-  return losses_lib.class_weights(kind, counts)
+  beta = {"beta": cfg.training.cb_beta} if kind == "cb" else {}
+  return losses_lib.class_weights(kind, counts, **beta)
+
+
+def build_loss(cfg: ExperimentConfig, counts: np.ndarray):
+  """The per-example loss of the run, with its hyper-parameters from the configuration."""
+  t = cfg.training
+  hparams = {"ce": {}, "focal": {"gamma": t.focal_gamma},
+             "ldam": {"max_margin": t.ldam_max_margin, "scale": t.ldam_scale}}[t.loss]
+  return losses_lib.make_loss(t.loss, counts, **hparams)
 
 
 def g_config(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -189,8 +201,13 @@ def check_splits(name: str, data) -> None:
 
 
 def _classifier(cfg: ExperimentConfig, data, *, normed_head: bool, name: str) -> keras.Model:
+  # Your own data are standardised inside the model (per feature, or per channel for images):
+  # the data, M2m's clip range and the exported model stay in the user's units.
+  normalization = (user_recipe.input_normalization(data)
+                   if user_data.is_spec(cfg.data.dataset) else None)
   return build_classifier(cfg.model.arch, data.input_shape, data.num_classes,
-                          normed_head=normed_head, hidden_units=cfg.model.hidden_units, name=name)
+                          normed_head=normed_head, hidden_units=cfg.model.hidden_units, name=name,
+                          normalization=normalization)
 
 
 def _build_g(cfg: ExperimentConfig, data, g_path: str):
@@ -225,11 +242,12 @@ def build_trainer(cfg: ExperimentConfig, data, g_path: Optional[str], x_train, y
     if t.seed_pool_size:
       seed_pool = fixed_seed_pool(x_train, y_train, data.num_classes, t.seed_pool_size, cfg.seed)
     trainer = M2mTrainer(
-        f, g, class_counts=data.class_counts, loss=t.loss, loss_reduction=t.loss_reduction,
+        f, g, class_counts=data.class_counts, loss=build_loss(cfg, data.class_counts),
+        loss_reduction=t.loss_reduction,
         m2m=dataclasses.replace(cfg.m2m, clip_range=data.clip_range) if method.m2m else None,
         self_translation=t.self_translation, seed_pool=seed_pool,
         weight_decay=cfg.schedule.weight_decay, seed=cfg.seed,
-        class_weight=_class_weight(method.class_weight, data.class_counts))
+        class_weight=_class_weight(method.class_weight, data.class_counts, cfg))
     trainer.compile(optimizer=optimizer, jit_compile=resolve_jit_compile(cfg.runtime.jit_compile))
     trainer.build((None,) + tuple(data.input_shape))
     optimizer.build(f.trainable_variables)
@@ -248,8 +266,9 @@ def build_callbacks(cfg: ExperimentConfig, data, steps: int):
   callbacks = [
       cb.PhaseSchedule(s.deferred_epoch if method.m2m else None,
                        weights_from=s.deferred_epoch,
-                       phase1_class_weight=_class_weight(method.class_weight, counts),
-                       phase2_class_weight=_class_weight(method.deferred_class_weight, counts)),
+                       phase1_class_weight=_class_weight(method.class_weight, counts, cfg),
+                       phase2_class_weight=_class_weight(method.deferred_class_weight, counts,
+                                                         cfg)),
       cb.EpochLearningRate(s.lr, s.warmup_epochs, s.lr_milestones, s.lr_factors),
       cb.DivergenceGuard(data.num_classes),
       evaluation,
@@ -396,7 +415,8 @@ def export_and_report(cfg: ExperimentConfig, data, trainer, evaluation, checkpoi
   f.set_weights(evaluation.best_weights)
   export_dir = os.path.join(cfg.output_dir, "saved_model")
   # Text datasets also get a raw-text endpoint (docs/runs.md#serving-the-exported-model).
-  atomic_replace_dir(lambda p: serving.export_saved_model(f, p, data.text_features), export_dir)
+  atomic_replace_dir(lambda p: serving.export_saved_model(
+      f, p, data.text_features, class_names=data.class_names), export_dir)
   results = _results(cfg, data, trainer, evaluation, checkpoint, t0)
   for w in results["warnings"]:
     logging.warning("%s: %s", cfg.output_dir, w)
@@ -424,6 +444,18 @@ def _training_set(cfg: ExperimentConfig, data):
   return x_train, y_train
 
 
+def suggested_recipe(data, epochs: Optional[int] = None) -> Recipe:
+  """The recipe suggested for your own data; with `epochs` given, its epoch-valued fields
+  (warm-up, lr milestones, deferral) keep their fraction of training (deferral at 80%)."""
+  r = Recipe(**user_data.suggest_recipe(data))
+  if epochs is None or epochs == r.epochs:
+    return r
+  scale = lambda e: int(round(e * epochs / r.epochs))  # pylint: disable=unnecessary-lambda-assignment
+  return dataclasses.replace(r, epochs=epochs, warmup_epochs=scale(r.warmup_epochs),
+                             milestones=tuple(scale(m) for m in r.milestones),
+                             deferred_epoch=min(scale(r.deferred_epoch), epochs - 1))
+
+
 def run_experiment(config: ExperimentConfig, data=None) -> dict:
   """Trains one model as `config` says and returns the results dict (also in results.json).
 
@@ -438,7 +470,12 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
     checkpoints, divergence); anything else is a bug.
   """
   t0 = time.time()
-  cfg = config.resolved()
+  if user_data.is_spec(config.data.dataset):
+    # Your own data: the recipe is suggested from the data, so they are read first.
+    data = data if data is not None else load_data(config)
+    cfg = config.resolved(suggested_recipe(data, config.schedule.epochs))
+  else:
+    cfg = config.resolved()
   validate_config(cfg)
   with out_lib.RunLock(cfg.output_dir):
     plan = out_lib.plan_output_dir(cfg.output_dir, cfg.to_json(), cfg.runtime.overwrite,

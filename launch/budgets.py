@@ -1,0 +1,67 @@
+"""Equal tuning budgets: every row of Table 2 gets the same number of settings, chosen on
+validation bACC only (docs/method.md#hyper-parameters-and-their-selection).
+
+Each row searches its own knobs, with the learning rate and weight decay filling the
+budget where a method has fewer knobs of its own:
+
+  ERM, RS, SMOTE, RW   lr x weight decay
+  CB-RW                CB beta x lr x weight decay
+  Focal                focal gamma x lr x weight decay
+  LDAM                 largest margin x scale x lr
+  DRS, LDAM-DRW        deferral epoch x lr x weight decay
+  ERM-M2m, LDAM-M2m    the paper's M2m grid: beta x lam x gamma
+
+All budgets have BUDGET_SIZE settings (the size of the paper's M2m grid), so no row is
+favoured by a larger search. A setting is a dict of main.py flags on top of the row's
+own; the deferral epochs are fractions of the dataset's epochs, turned into epochs by
+`row_budget`.
+"""
+
+import itertools
+from typing import Dict, List
+
+from m2m_tf.recipes import get_recipe
+
+BUDGET_SIZE = 18
+
+_LR = (0.05, 0.1, 0.2)
+_WD6 = (1e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3)
+_WD2 = (5e-5, 2e-4)
+_DEFER_FRACTIONS = (0.5, 2 / 3, 0.8)
+
+
+def _grid(**axes) -> List[dict]:
+  """Every combination of the axes' values, as flag dicts (axis order kept)."""
+  names = list(axes)
+  return [dict(zip(names, values)) for values in itertools.product(*axes.values())]
+
+
+SPACES: Dict[str, List[dict]] = {
+    **{row: _grid(lr=_LR, weight_decay=_WD6) for row in ("erm", "rs", "smote", "rw")},
+    "cb_rw": _grid(cb_beta=(0.99, 0.999, 0.9999), lr=_LR, weight_decay=_WD2),
+    "focal": _grid(focal_gamma=(0.5, 1.0, 2.0), lr=_LR, weight_decay=_WD2),
+    "ldam": _grid(ldam_max_margin=(0.3, 0.5, 0.7), ldam_scale=(10.0, 30.0), lr=_LR),
+    **{row: _grid(deferred_fraction=_DEFER_FRACTIONS, lr=_LR, weight_decay=_WD2)
+       for row in ("drs", "ldam_drw")},
+    **{row: _grid(beta=(0.9, 0.99, 0.999), lam=(0.01, 0.1, 0.5), gamma=(0.9, 0.99))
+       for row in ("m2m", "ldam_m2m")},
+}
+
+
+def row_budget(row: str, dataset: str) -> List[dict]:
+  """The row's settings as main.py flags (deferral fractions become the dataset's epochs)."""
+  epochs = get_recipe(dataset).epochs
+  out = []
+  for setting in SPACES[row]:
+    setting = dict(setting)
+    fraction = setting.pop("deferred_fraction", None)
+    if fraction is not None:
+      setting["deferred_epoch"] = int(round(fraction * epochs))
+    out.append(setting)
+  return out
+
+
+def setting_name(setting: dict) -> str:
+  """A folder-safe name of a setting, e.g. 'lr0.1_weight_decay5e-05'."""
+  return "_".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}"
+                  for k, v in sorted(setting.items()))
