@@ -7,11 +7,14 @@ as docs/platform.md says XLA fails on 2 logical CPUs) once with the default stra
 and once with MirroredStrategy on the same global batches, and compares the
 loss history, the M2m statistics and the final weights.
 
-To make M2m's random draws identical although each replica only sees half of
-every batch, the generation is made deterministic without disabling any part
-of it: class 1 generates with probability 1 - 1e-5 and classes 0 and 2 never
-do; the seed set is a fixed pool of one class-0 example, beta = 0 gives
-w_ij = 1 (so the Bernoulli draw always passes) and gamma = 0 accepts every
+Two configurations. "general" is M2m as it runs (seeds from the batch, the
+Bernoulli rejection, a random start, the gamma test): each replica rewrites the
+gathered global batch with the step's draws, so the choices must equal the
+single-device ones exactly. "batch" and "weights" (the two loss reductions)
+also make the generation deterministic without disabling any part of it:
+class 1 generates with probability 1 - 1e-5 and classes 0 and 2 never do; the
+seed set is a fixed pool of one class-0 example, beta = 0 gives w_ij = 1 (so
+the Bernoulli draw always passes) and gamma = 0 accepts every
 translation. The translation itself (T steps against the current f and the
 frozen g) is deterministic, so every class-1 slot becomes x* computed from the
 replica's own copy of f.
@@ -56,15 +59,21 @@ _SCRIPT = textwrap.dedent("""
     init_g = [w * 3 for w in mlp().get_weights()]
 
     def fit(strategy, reduction):
+      general = reduction == "general"
       with strategy.scope():
         f, g = mlp(), mlp()
         f.set_weights(init_f)
         g.set_weights(init_g)
-        config = M2mConfig(beta=0.0, gamma=0.0, lam=0.5, steps=3, step_size=0.1,
-                           start_noise=0.0, n_buckets=4)
-        trainer = M2mTrainer(f, g, class_counts=counts, m2m=config, seed_pool=pool,
-                             weight_decay=0.01, class_weight=[1.0, 2.0, 0.5],
-                             loss_reduction=reduction, seed=1)
+        if general:  # M2m as it runs: seeds from the batch, rejection, random start
+          config = M2mConfig(beta=0.999, gamma=0.3, lam=0.5, steps=3, step_size=0.1,
+                             start_noise=0.5, n_buckets=4)
+          kw = dict(class_counts=[400, 60, 9], loss_reduction="batch")
+        else:
+          config = M2mConfig(beta=0.0, gamma=0.0, lam=0.5, steps=3, step_size=0.1,
+                             start_noise=0.0, n_buckets=4)
+          kw = dict(class_counts=counts, seed_pool=pool, loss_reduction=reduction)
+        trainer = M2mTrainer(f, g, m2m=config, weight_decay=0.01, class_weight=[1.0, 2.0, 0.5],
+                             seed=1, **kw)
         trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), jit_compile=False)
         trainer.build((None, D))
       ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(B, drop_remainder=True).repeat()
@@ -89,7 +98,7 @@ class MirroredStrategyTest(tf.test.TestCase, parameterized.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     env = dict(os.environ, PYTHONPATH=_REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cls.proc = subprocess.run([sys.executable, "-c", _SCRIPT, "batch", "weights"],
+    cls.proc = subprocess.run([sys.executable, "-c", _SCRIPT, "batch", "weights", "general"],
                               capture_output=True, text=True, env=env, cwd=_REPO, timeout=300)
 
   @parameterized.parameters("batch", "weights")
@@ -128,6 +137,24 @@ class MirroredStrategyTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllEqual(np.array(a), np.array(b))
     # Training moved f well beyond the tolerance.
     self.assertNotAllClose(np.array(single["weights"][0]), np.array(single["init_f"][0]), atol=1e-3)
+
+
+  def test_mirrored_m2m_makes_the_single_device_choices(self):
+    # Seeds drawn from the batch with beta < 1, the Bernoulli rejection, a random start and the
+    # gamma test, nothing fixed: each replica rewrites the gathered global batch with the step's
+    # draws and keeps its slice, so every choice is the single-device one. The counts are of
+    # the global batch, so they agree exactly; the weights as in the test above (the same
+    # reassociated sums; a flipped acceptance would change a count, which is compared exactly).
+    self.assertEqual(self.proc.returncode, 0, self.proc.stderr[-4000:])
+    out = json.loads(self.proc.stdout.split("RESULT", 1)[1])["general"]
+    hs, hm = out["default"]["history"], out["mirrored"]["history"]
+    self.assertGreater(hs["accepted"][1], 0.0)  # M2m did rewrite samples
+    self.assertLess(hs["accepted"][1], hs["gen_slots"][1])  # and rejected some
+    for key in ("gen_slots", "candidates", "accepted"):
+      self.assertAllClose(hm[key], hs[key], atol=0, msg=key)
+    self.assertAllClose(hm["loss"], hs["loss"], atol=1e-5, rtol=1e-5, msg="loss")
+    for a, b in zip(out["default"]["weights"], out["mirrored"]["weights"]):
+      self.assertAllClose(np.array(a), np.array(b), atol=1e-5, rtol=1e-5)
 
 
 if __name__ == "__main__":

@@ -36,52 +36,53 @@ def _walk_layers(layer):
     yield layer
 
 
+def _conv_kernel(a):
+  return np.transpose(a, (2, 3, 1, 0))  # torch (out, in, kh, kw) -> Keras (kh, kw, in, out)
+
+
+def _dense_kernel(a):
+  return np.transpose(a, (1, 0))  # torch (out, in) -> Keras (in, out)
+
+
+def _same(a):
+  return a
+
+
+def _bias(layer) -> list:
+  return [("bias", layer.bias, tuple(layer.bias.shape), _same)] if layer.use_bias else []
+
+
+def _layer_entries(layer) -> list:
+  """(torch suffix, Keras variable, torch-layout shape, converter) of one leaf layer."""
+  if isinstance(layer, keras.layers.Conv2D) and not isinstance(
+      layer, (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
+              keras.layers.Conv2DTranspose)):
+    kh, kw, cin, cout = layer.kernel.shape
+    return [("weight", layer.kernel, (cout, cin, kh, kw), _conv_kernel)] + _bias(layer)
+  if isinstance(layer, keras.layers.BatchNormalization):
+    entries = [("weight", layer.gamma, tuple(layer.gamma.shape), _same)] if layer.scale else []
+    entries += [("bias", layer.beta, tuple(layer.beta.shape), _same)] if layer.center else []
+    return entries + [
+        ("running_mean", layer.moving_mean, tuple(layer.moving_mean.shape), _same),
+        ("running_var", layer.moving_variance, tuple(layer.moving_variance.shape), _same)]
+  if isinstance(layer, keras.layers.Dense):
+    cin, cout = layer.kernel.shape
+    return [("weight", layer.kernel, (cout, cin), _dense_kernel)] + _bias(layer)
+  if isinstance(layer, heads.NormedDense):
+    return [("weight", layer.kernel, tuple(layer.kernel.shape), _same)]
+  if layer.weights:
+    raise ValueError(
+        f"load_torch_state_dict: layer {layer.name!r} of type "
+        f"{type(layer).__name__} has weights but no PyTorch mapping")
+  return []
+
+
 def _expected_tensors(model):
   """Maps PyTorch key -> (keras variable, torch-layout shape, converter)."""
-
-  def conv_kernel(a):
-    return np.transpose(a, (2, 3, 1, 0))
-
-  def dense_kernel(a):
-    return np.transpose(a, (1, 0))
-
-  def same(a):
-    return a
-
   expected = {}
   for layer in _walk_layers(model):
-    name = layer.name
-    entries = []
-    if isinstance(layer, keras.layers.Conv2D) and not isinstance(
-        layer, (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
-                keras.layers.Conv2DTranspose)):
-      kh, kw, cin, cout = layer.kernel.shape
-      entries.append(("weight", layer.kernel, (cout, cin, kh, kw),
-                      conv_kernel))
-      if layer.use_bias:
-        entries.append(("bias", layer.bias, tuple(layer.bias.shape), same))
-    elif isinstance(layer, keras.layers.BatchNormalization):
-      if layer.scale:
-        entries.append(("weight", layer.gamma, tuple(layer.gamma.shape), same))
-      if layer.center:
-        entries.append(("bias", layer.beta, tuple(layer.beta.shape), same))
-      entries.append(("running_mean", layer.moving_mean,
-                      tuple(layer.moving_mean.shape), same))
-      entries.append(("running_var", layer.moving_variance,
-                      tuple(layer.moving_variance.shape), same))
-    elif isinstance(layer, keras.layers.Dense):
-      cin, cout = layer.kernel.shape
-      entries.append(("weight", layer.kernel, (cout, cin), dense_kernel))
-      if layer.use_bias:
-        entries.append(("bias", layer.bias, tuple(layer.bias.shape), same))
-    elif isinstance(layer, heads.NormedDense):
-      entries.append(("weight", layer.kernel, tuple(layer.kernel.shape), same))
-    elif layer.weights:
-      raise ValueError(
-          f"load_torch_state_dict: layer {name!r} of type "
-          f"{type(layer).__name__} has weights but no PyTorch mapping")
-    for suffix, variable, torch_shape, convert in entries:
-      expected[f"{name}.{suffix}"] = (
+    for suffix, variable, torch_shape, convert in _layer_entries(layer):
+      expected[f"{layer.name}.{suffix}"] = (
           variable, tuple(int(d) for d in torch_shape), convert)
   return expected
 

@@ -40,6 +40,19 @@ from m2m_tf.m2m.generation import M2mConfig, generate, make_seed_pool
 M2M_STATS = ("gen_slots", "candidates", "accepted")
 
 
+def _gather_global(x, y):
+  """The global batch (replicas' batches in replica order) in a replica context."""
+  ctx = tf.distribute.get_replica_context()
+  return ctx.all_gather(x, axis=0), ctx.all_gather(y, axis=0)
+
+
+def _own_slice(t, local):
+  """This replica's rows [r * local, (r + 1) * local) of a gathered global tensor (a gather,
+  so that a static `local` keeps the static shape XLA needs)."""
+  r = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32)
+  return tf.gather(t, r * local + tf.range(local))
+
+
 class M2mTrainer(keras.Model):
   """Trains f with a loss, optional class weights and optional M2m (phase 2).
 
@@ -121,15 +134,30 @@ class M2mTrainer(keras.Model):
                      tf.cast(self.optimizer.iterations, tf.int64)])
 
   def m2m_batch(self, x, y):
-    """Phase-2 rewrite of a batch (identity with zero statistics in phase 1)."""
+    """Phase-2 rewrite of a batch (identity with zero statistics in phase 1).
+
+    Under a strategy with several replicas, M2m's choices are made over the
+    GLOBAL batch, as on one device: every replica gathers the global batch,
+    rewrites it with the same random draws (the step's seed) and keeps its own
+    slice. The rewrite is thus the single-device one on any number of replicas
+    (docs/method.md, "Several devices"), at the price of every replica
+    translating the whole batch's candidates.
+    """
     config = self.m2m_config
     g = self.f if self.self_translation else self.g
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    # Gathered outside the tf.cond: a cross-replica step cannot sit inside control flow.
+    xs, ys = (x, y) if replicas == 1 else _gather_global(x, y)
 
     def rewrite():
       # Static bucket shapes only under XLA; default kernels take the run-time
       # bucket size (same rows translated, one traced translation loop).
-      xn, yn, stats = generate(g, self.f, x, y, self.class_counts, config, self._step_seed(),
+      xn, yn, stats = generate(g, self.f, xs, ys, self.class_counts, config, self._step_seed(),
                                self.seed_pool, static_shapes=bool(self.jit_compile))
+      if replicas > 1:  # this replica's slice; the statistics are the global batch's, counted once
+        local = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
+        xn, yn = _own_slice(xn, local), _own_slice(yn, local)
+        stats = {k: v / replicas for k, v in stats.items()}
       return xn, yn, [stats[k] for k in M2M_STATS]
 
     def identity():
