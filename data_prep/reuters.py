@@ -190,11 +190,9 @@ def stratified_holdout(y: np.ndarray, num_classes: int, val_fraction: float,
   return np.flatnonzero(train_mask).astype(np.int64), val_idx
 
 
-def _build_arrays(train_path, test_path, val_fraction, split_seed, vocab_size,
-                  min_test_docs) -> Dict[str, np.ndarray]:
-  """Does steps 1-5 of the module docstring; returns the arrays."""
-  train_docs = read_labeled_lines(train_path)
-  test_docs = read_labeled_lines(test_path)
+def _kept_classes(train_docs, test_docs, train_path, test_path, min_test_docs) -> set:
+  """Steps 1-2: the labels with >= min_test_docs test documents (a test label unseen in
+  training is an error naming its line)."""
   train_labels = collections.Counter(label for label, _, _ in train_docs)
   for label, _, lineno in test_docs:
     if label not in train_labels:
@@ -206,6 +204,15 @@ def _build_arrays(train_path, test_path, val_fraction, split_seed, vocab_size,
   if not kept:
     raise ValueError(f"No class has >= {min_test_docs} test documents in "
                      f"{test_path}; every class would be empty.")
+  return kept
+
+
+def _build_arrays(train_path, test_path, val_fraction, split_seed, vocab_size,
+                  min_test_docs) -> Dict[str, np.ndarray]:
+  """Does steps 1-5 of the module docstring; returns the arrays."""
+  train_docs = read_labeled_lines(train_path)
+  test_docs = read_labeled_lines(test_path)
+  kept = _kept_classes(train_docs, test_docs, train_path, test_path, min_test_docs)
   kept_train = [d for d in train_docs if d[0] in kept]
   kept_test = [d for d in test_docs if d[0] in kept]
   class_names = tuple(label for label, _ in collections.Counter(

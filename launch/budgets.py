@@ -18,7 +18,11 @@ own; the deferral epochs are fractions of the dataset's epochs, turned into epoc
 """
 
 import itertools
+import json
+import os
 from typing import Dict, List
+
+import pandas as pd
 
 from m2m_tf.recipes import get_recipe
 
@@ -65,3 +69,20 @@ def setting_name(setting: dict) -> str:
   """A folder-safe name of a setting, e.g. 'lr0.1_weight_decay5e-05'."""
   return "_".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}"
                   for k, v in sorted(setting.items()))
+
+
+def select(settings) -> tuple:
+  """(row -> the selected setting, the table of mean val bACC); test metrics are not read."""
+  records = []
+  for row, setting, s, out in settings:
+    with open(os.path.join(out, "results.json")) as fh:
+      val = json.load(fh)["val_bacc"]
+    records.append({"row": row, "setting": json.dumps(setting, sort_keys=True), "seed": s,
+                    "val_bacc": val})
+  mean = pd.DataFrame(records).groupby(["row", "setting"], as_index=False, sort=False)[
+      "val_bacc"].mean()
+  selected = {}
+  for row, sub in mean.groupby("row", sort=False):
+    best = sub.sort_values("val_bacc", ascending=False, kind="stable").iloc[0]
+    selected[row] = json.loads(best.setting)
+  return selected, mean

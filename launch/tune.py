@@ -12,7 +12,6 @@ the default writes under results/partial/ instead. Runs live under
 runs/tune/<dataset>/<row>/ and resume like any run.
 """
 
-import json
 import os
 import sys
 from typing import List
@@ -59,23 +58,6 @@ def settings_and_jobs(ds: str, root: str, g_root: str, rows: List[str], seeds: L
   return settings, jobs
 
 
-def select(settings) -> tuple:
-  """(row -> the selected setting, the table of mean val bACC); test metrics are not read."""
-  records = []
-  for row, setting, s, out in settings:
-    with open(os.path.join(out, "results.json")) as fh:
-      val = json.load(fh)["val_bacc"]
-    records.append({"row": row, "setting": json.dumps(setting, sort_keys=True), "seed": s,
-                    "val_bacc": val})
-  mean = pd.DataFrame(records).groupby(["row", "setting"], as_index=False, sort=False)[
-      "val_bacc"].mean()
-  selected = {}
-  for row, sub in mean.groupby("row", sort=False):
-    best = sub.sort_values("val_bacc", ascending=False, kind="stable").iloc[0]
-    selected[row] = json.loads(best.setting)
-  return selected, mean
-
-
 def markdown(ds: str, selected: dict, mean: pd.DataFrame, gaps: List[str]) -> str:
   """Each row's selected setting and its budget's best validation bACC."""
   lines = [f"# {ds}: equal tuning budgets ({budgets.BUDGET_SIZE} settings a row) on "
@@ -105,7 +87,7 @@ def main(argv) -> int:
   settings, jobs = settings_and_jobs(ds, root, g_root, FLAGS.rows, seeds)
   print(f"{len(jobs)} of {len(settings)} runs to do", flush=True)
   runner.run_jobs(jobs, FLAGS.jobs)
-  selected, mean = select(settings)
+  selected, mean = budgets.select(settings)
   gaps = [g for g in (f"rows {sorted(set(tables.TABLE2_ROWS) - set(FLAGS.rows))} left out"
                       if set(FLAGS.rows) != set(tables.TABLE2_ROWS) else "",
                       f"seeds {FLAGS.seeds} (default 0)" if seeds != [0] else "") if g]

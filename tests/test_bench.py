@@ -7,6 +7,7 @@ import json
 import math
 import os
 
+import pytest
 from absl.testing import absltest
 import tensorflow as tf
 
@@ -15,6 +16,7 @@ from benchmarks import bench
 
 class BenchTest(tf.test.TestCase):
 
+  @pytest.mark.slow
   def test_quick_run_writes_json_and_markdown(self):
     out = os.path.join(self.get_temp_dir(), "sub", "bench.json")
     report = bench.main(["--quick", "--jit", "off", "--output", out, "--run_n_buckets", "8"])

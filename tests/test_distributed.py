@@ -26,9 +26,13 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
+
+# End-to-end: real training runs or subprocesses (skipped by the fast run: -m 'not slow').
+pytestmark = pytest.mark.slow
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

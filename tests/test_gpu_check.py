@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
 import numpy as np
 import tensorflow as tf
 
@@ -66,6 +67,7 @@ class GpuCheckTest(tf.test.TestCase):
                   "| erm/xla | 128 | 0.0123 | 10373 |\n", md)
     self.assertIn("- erm: ValueError: x", md)
 
+  @pytest.mark.slow
   def test_tiny_end_to_end(self):
     out = tempfile.mkdtemp(dir=self.get_temp_dir())
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")

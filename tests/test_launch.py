@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
 from absl.testing import absltest
 import numpy as np
 import pandas as pd
@@ -18,7 +19,6 @@ from launch import budgets
 from launch import markdown
 from launch import runner
 from launch import tables
-from launch import tune
 from m2m_tf import run_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,6 +120,7 @@ class LaunchTest(absltest.TestCase):
     self.assertNotIn("test_bacc", json.dumps(hp))  # selection never sees test metrics
     return hp
 
+  @pytest.mark.slow
   def test_hparam_selection_then_grid_then_resume(self):
     res = os.path.join(self.tmp, "results")
     partial = os.path.join(res, tables.PARTIAL_DIR)
@@ -154,6 +155,7 @@ class LaunchTest(absltest.TestCase):
     out = _run(grid, self.env)
     self.assertIn("0 runs to do", out)
 
+  @pytest.mark.slow
   def test_grid_writes_the_committed_table_only_when_complete(self):
     root, res = os.path.join(self.tmp, "fake_grid"), os.path.join(self.tmp, "fake_results")
     rng = np.random.default_rng(0)
@@ -181,6 +183,7 @@ class LaunchTest(absltest.TestCase):
       self.assertEqual(_read(os.path.join(res, f"reuters.{ext}")), text)
     self.assertLen(pd.read_csv(os.path.join(res, "partial", "reuters.csv")), 1)
 
+  @pytest.mark.slow
   def test_selection_writes_the_committed_file_only_when_complete(self):
     root, g_root = os.path.join(self.tmp, "fake_hp"), os.path.join(self.tmp, "fake_g")
     res = os.path.join(self.tmp, "fake_hp_results")
@@ -205,6 +208,7 @@ class LaunchTest(absltest.TestCase):
     with open(os.path.join(res, "partial", "hparams_reuters.json")) as fh:
       self.assertEqual(list(json.load(fh)["selected"]), ["ce"])
 
+  @pytest.mark.slow
   def test_every_launch_command_answers_help_without_working(self):
     out_dir = os.path.join(self.tmp, "must_not_exist")
     for args in (["launch.grid", f"--root={out_dir}", f"--results_dir={out_dir}"],
@@ -292,7 +296,7 @@ class LaunchTest(absltest.TestCase):
       with open(os.path.join(out, "results.json"), "w") as fh:
         json.dump({"val_bacc": val, "test_bacc": test}, fh)
       settings.append(("erm", {"lr": [0.05, 0.1, 0.2][i]}, 0, out))
-    selected, mean = tune.select(settings)
+    selected, mean = budgets.select(settings)
     self.assertEqual(selected, {"erm": {"lr": 0.1}})  # best validation, worst test
     self.assertLen(mean, 3)
 

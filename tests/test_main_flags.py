@@ -18,7 +18,11 @@ import tempfile
 import textwrap
 import time
 
+import pytest
 import tensorflow as tf
+
+# End-to-end: real training runs or subprocesses (skipped by the fast run: -m 'not slow').
+pytestmark = pytest.mark.slow
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

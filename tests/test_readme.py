@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
 from absl.testing import absltest
 
 from launch import readme
@@ -27,6 +28,7 @@ def _readme_cli(args, cwd):
 
 class ReadmeTest(absltest.TestCase):
 
+  @pytest.mark.slow
   def test_snippet_is_short_and_runs(self):
     block = re.search(r"<!-- snippet:begin -->\n```python\n(.*?)```\n<!-- snippet:end -->",
                       _readme(), re.S)

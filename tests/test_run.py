@@ -15,6 +15,7 @@ import tempfile
 import textwrap
 from unittest import mock
 
+import pytest
 import keras
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
@@ -26,6 +27,9 @@ from m2m_tf.config import ExperimentConfig
 from m2m_tf.training import callbacks as cb
 from m2m_tf.training import checkpoint as ckpt_lib
 from m2m_tf.training import run
+
+# End-to-end: real training runs or subprocesses (skipped by the fast run: -m 'not slow').
+pytestmark = pytest.mark.slow
 
 _OPTS = dict(n_max=80, dim=8, n_val_per_class=10, n_test_per_class=10)
 _TMP = None

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
 from absl.testing import absltest
 from absl.testing import parameterized
 import keras
@@ -173,6 +174,7 @@ class RealReutersServingTest(tf.test.TestCase):
     self.assertAllEqual(x_file[train_idx], self.data.x_train)
     self.assertAllEqual(x_file[val_idx], self.data.x_val)
 
+  @pytest.mark.slow
   def test_exported_model_serves_raw_text(self):
     d = self.data
     keras.utils.set_random_seed(0)

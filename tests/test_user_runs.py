@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
 import numpy as np
 from sklearn.datasets import load_digits
 import tensorflow as tf
@@ -19,6 +20,9 @@ from data_prep.registry import load_dataset
 from m2m_tf.config import ExperimentConfig
 from m2m_tf.errors import ConfigError
 from m2m_tf.training import run
+
+# End-to-end: real training runs or subprocesses (skipped by the fast run: -m 'not slow').
+pytestmark = pytest.mark.slow
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
