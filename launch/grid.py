@@ -63,21 +63,12 @@ def _rows_in_table(values) -> bool:
   return True
 
 
-def _load_hparams(path: str) -> tuple:
-  """(selected hyper-parameters or {}, whether they come from a partial selection)."""
+def _load_selection(path: str, what: str) -> tuple:
+  """(a selection's "selected" entry or {}, whether the selection is partial)."""
   record = read_json(path)
   if record is None:
     return {}, False
-  print(f"M2m hyper-parameters from {path}: {record['selected']}")
-  return record["selected"], record.get("complete") is False
-
-
-def _load_budgets(path: str) -> tuple:
-  """(row -> setting selected with equal budgets, or {}; whether the selection is partial)."""
-  record = read_json(path)
-  if record is None:
-    return {}, False
-  print(f"Settings selected with equal budgets from {path}: {record['selected']}")
+  print(f"{what} from {path}: {record['selected']}")
   return record["selected"], record.get("complete") is False
 
 
@@ -124,11 +115,13 @@ def main(argv) -> int:
   all_rows = tables.TABLES[FLAGS.table]
   rows = {k: all_rows[k] for k in (FLAGS.rows or all_rows)}
   seeds = [int(s) for s in FLAGS.seeds]
-  hparams, hp_partial = _load_hparams(
-      FLAGS.hparams or os.path.join(FLAGS.results_dir, f"hparams_{dataset}.json"))
+  hparams, hp_partial = _load_selection(
+      FLAGS.hparams or os.path.join(FLAGS.results_dir, f"hparams_{dataset}.json"),
+      "M2m hyper-parameters")
   t0 = time.time()
-  settings, budget_partial = _load_budgets(
-      FLAGS.budgets or os.path.join(FLAGS.results_dir, f"budgets_{dataset}.json"))
+  settings, budget_partial = _load_selection(
+      FLAGS.budgets or os.path.join(FLAGS.results_dir, f"budgets_{dataset}.json"),
+      "Settings selected with equal budgets")
   n_runs = 0 if FLAGS.collect_only else _train(dataset, rows, seeds, root, hparams, settings)
   wall = time.time() - t0
   name = dataset if FLAGS.table == "table2" else f"ablations_{dataset}"

@@ -29,7 +29,6 @@ from launch import runner
 from launch import tables
 from launch.markdown import markdown_table
 from m2m_tf.cli import run_absl
-from m2m_tf.io_utils import atomic_write_json, atomic_write_text
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "reuters", "Dataset.")
@@ -128,14 +127,10 @@ def main(argv) -> int:
   runner.run_jobs(jobs, FLAGS.jobs)
   selected, mean = _select(settings)
   gaps = selection_gaps()
-  out_dir = tables.output_dir(FLAGS.results_dir, gaps)
-  atomic_write_json(os.path.join(out_dir, f"hparams_{ds}.json"),
-                    {"selected": selected, "seeds": seeds, "criterion": "mean val_bacc",
-                     "complete": not gaps, "grid": mean.to_dict(orient="records")})
-  md = _markdown(ds, selected, mean, gaps)
-  atomic_write_text(os.path.join(out_dir, f"hparams_{ds}.md"), md)
-  print(md)
-  print(tables.where_line("selection", f"hparams_{ds}.{{json,md}}", FLAGS.results_dir, gaps))
+  tables.write_selection(FLAGS.results_dir, f"hparams_{ds}",
+                         {"selected": selected, "seeds": seeds, "criterion": "mean val_bacc",
+                          "grid": mean.to_dict(orient="records")},
+                         _markdown(ds, selected, mean, gaps), gaps)
   return 0
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from launch.markdown import markdown_table
-from m2m_tf.io_utils import atomic_write_text
+from m2m_tf.io_utils import atomic_write_json, atomic_write_text
 
 # The seeds of a committed table (the paper reports the mean of 3 seeds).
 CANONICAL_SEEDS = (0, 1, 2, 3, 4)  # a committed table has every row for each of them
@@ -124,6 +124,16 @@ def where_line(kind: str, files: str, results_dir: str, gaps: Sequence[str]) -> 
     return f"Complete {kind}: wrote {written}."
   return (f"Partial {kind} ({'; '.join(gaps)}): wrote {written}; "
           f"{os.path.join(results_dir, files)} left unchanged.")
+
+
+def write_selection(results_dir: str, stem: str, record: dict, md: str,
+                    gaps: Sequence[str]) -> None:
+  """Writes a selection's <stem>.json and .md (under partial/ when `gaps`), prints where."""
+  out_dir = output_dir(results_dir, gaps)
+  atomic_write_json(os.path.join(out_dir, f"{stem}.json"), {**record, "complete": not gaps})
+  atomic_write_text(os.path.join(out_dir, f"{stem}.md"), md)
+  print(md)
+  print(where_line("selection", f"{stem}.{{json,md}}", results_dir, gaps))
 
 
 def load_runs(run_root: str) -> pd.DataFrame:

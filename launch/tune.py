@@ -24,7 +24,6 @@ from launch import runner
 from launch import tables
 from launch.markdown import markdown_table
 from m2m_tf.cli import run_absl
-from m2m_tf.io_utils import atomic_write_json, atomic_write_text
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "reuters", "Dataset.")
@@ -91,14 +90,10 @@ def main(argv) -> int:
   gaps = [g for g in (f"rows {sorted(set(tables.TABLE2_ROWS) - set(FLAGS.rows))} left out"
                       if set(FLAGS.rows) != set(tables.TABLE2_ROWS) else "",
                       f"seeds {FLAGS.seeds} (default 0)" if seeds != [0] else "") if g]
-  out_dir = tables.output_dir(FLAGS.results_dir, gaps)
-  atomic_write_json(os.path.join(out_dir, f"budgets_{ds}.json"),
-                    {"selected": selected, "seeds": seeds, "budget_size": budgets.BUDGET_SIZE,
-                     "criterion": "mean val_bacc", "complete": not gaps})
-  md = markdown(ds, selected, mean, gaps)
-  atomic_write_text(os.path.join(out_dir, f"budgets_{ds}.md"), md)
-  print(md)
-  print(tables.where_line("selection", f"budgets_{ds}.{{json,md}}", FLAGS.results_dir, gaps))
+  tables.write_selection(FLAGS.results_dir, f"budgets_{ds}",
+                         {"selected": selected, "seeds": seeds,
+                          "budget_size": budgets.BUDGET_SIZE, "criterion": "mean val_bacc"},
+                         markdown(ds, selected, mean, gaps), gaps)
   return 0
 
 
