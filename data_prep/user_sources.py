@@ -9,6 +9,7 @@ when the data name them, the class names. `data_prep.user_data` turns it into a
 import dataclasses
 import os
 import pathlib
+import zipfile
 from typing import Dict, List, Optional, Tuple, Union
 
 from absl import logging
@@ -76,7 +77,7 @@ def _npz_arrays(path: pathlib.Path) -> Dict[str, np.ndarray]:
   """The known arrays of an .npz file (no pickles), checked for presence."""
   try:
     data = np.load(path, allow_pickle=False)
-  except (OSError, ValueError, EOFError) as e:
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     raise DataError(f"{path}: not a readable .npz file ({e})") from None
   with data:
     files = set(data.files)

@@ -69,8 +69,16 @@ def table(rows: List[dict]) -> pd.DataFrame:
       best_epochs=("best_epoch", lambda e: ",".join(str(int(v) + 1) for v in e))).reset_index()
 
 
-def markdown(summary: pd.DataFrame, seeds: List[int], recorded: dict) -> str:
-  """The committed Markdown: the table and how it was made (`recorded`: a run's flags)."""
+def data_facts(npz: str) -> dict:
+  """Features, classes and test size of the written npz (for the table's text)."""
+  with np.load(npz) as d:
+    return {"dim": d["x_train"].shape[1], "classes": len(np.unique(d["y_train"])),
+            "n_test": len(d["y_test"])}
+
+
+def markdown(summary: pd.DataFrame, seeds: List[int], recorded: dict, facts: dict) -> str:
+  """The committed Markdown: the table and how it was made (`recorded`: a run's flags,
+  `facts`: `data_facts` of the npz)."""
   fmt = lambda m, s: f"{m:.2f}" if np.isnan(s) else f"{m:.2f} ± {s:.2f}"  # pylint: disable=unnecessary-lambda-assignment
   body = markdown_table(
       ["method", "seeds", "test bACC", "test GM", "selected epoch per seed"],
@@ -79,10 +87,12 @@ def markdown(summary: pd.DataFrame, seeds: List[int], recorded: dict) -> str:
   recipe = (f"{recorded['arch'].upper()} {recorded['hidden_units']}, {recorded['epochs']} "
             f"epochs, batch {recorded['batch_size']}, DRS/M2m from epoch "
             f"{recorded['deferred_epoch']}, M2m step size {recorded['step_size']:.2f}")
-  return ("# Your own data: scikit-learn digits made long-tailed (ratio 10)\n\n"
+  ratio, profile = recorded["imbalance_ratio"], recorded["imbalance_profile"] or "exp"
+  return (f"# Your own data: scikit-learn digits made long-tailed (ratio {ratio})\n\n"
           f"Made by `python -m launch.digits_example` (seeds {','.join(map(str, seeds))}). "
-          "Do not edit by hand.\n\nscikit-learn digits (64 features, 10 classes), training "
-          "split long-tailed at ratio 10 (exp), balanced test split of 540. Every method "
+          f"Do not edit by hand.\n\nscikit-learn digits ({facts['dim']} features, "
+          f"{facts['classes']} classes), training split long-tailed at ratio {ratio} ({profile}), "
+          f"balanced test split of {facts['n_test']}. Every method "
           f"runs the recipe suggested from the data ({recipe}); nothing tuned. Mean ± std over "
           "seeds. Each run reports the epoch (1-based) with the best validation bACC; where it "
           "comes before the deferral, DRS and M2m report their phase-1 model, which is ERM's."
@@ -99,9 +109,10 @@ def main(argv):
   for method in METHODS:
     for seed in seeds:
       out_dir = os.path.join(FLAGS.root, f"{method}_s{seed}")
-      if read_json(os.path.join(out_dir, "results.json")) is None:
-        subprocess.run(command(npz, method, seed, out_dir), check=True)
       res = read_json(os.path.join(out_dir, "results.json"))
+      if res is None:  # not finished: run (or resume) it, then read what it wrote
+        subprocess.run(command(npz, method, seed, out_dir), check=True)
+        res = read_json(os.path.join(out_dir, "results.json"))
       rows.append({"method": method, "seed": seed, "test_bacc": res["test_bacc"],
                    "test_gm": res["test_gm"], "val_bacc": res["val_bacc"],
                    "best_epoch": res["best_epoch"]})
@@ -110,7 +121,7 @@ def main(argv):
   atomic_write_text(os.path.join(FLAGS.results_dir, "digits_lt10.csv"),
                     pd.DataFrame(rows).to_csv(index=False))
   recorded = flatten_record(read_json(os.path.join(FLAGS.root, f"m2m_s{seeds[0]}", "flags.json")))
-  text = markdown(summary, seeds, recorded)
+  text = markdown(summary, seeds, recorded, data_facts(npz))
   atomic_write_text(os.path.join(FLAGS.results_dir, "digits_lt10.md"), text)
   print(text)
 

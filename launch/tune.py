@@ -87,9 +87,8 @@ def main(argv) -> int:
   print(f"{len(jobs)} of {len(settings)} runs to do", flush=True)
   runner.run_jobs(jobs, FLAGS.jobs)
   selected, mean = budgets.select(settings)
-  gaps = [g for g in (f"rows {sorted(set(tables.TABLE2_ROWS) - set(FLAGS.rows))} left out"
-                      if set(FLAGS.rows) != set(tables.TABLE2_ROWS) else "",
-                      f"seeds {FLAGS.seeds} (default 0)" if seeds != [0] else "") if g]
+  gaps = [f"--{name} {','.join(FLAGS[name].value)} (default {','.join(FLAGS[name].default)})"
+          for name in ("rows", "seeds") if FLAGS[name].value != FLAGS[name].default]
   tables.write_selection(FLAGS.results_dir, f"budgets_{ds}",
                          {"selected": selected, "seeds": seeds,
                           "budget_size": budgets.BUDGET_SIZE, "criterion": "mean val_bacc"},

@@ -80,7 +80,8 @@ class UserRunTest(tf.test.TestCase):
     self.assertEqual((recorded.model.arch, recorded.schedule.deferred_epoch), ("mlp", 2))
     # The model standardises the user's features with their training mean and std.
     data = load_dataset(f"npz:{self.npz}", imbalance_ratio=10)
-    f = run._classifier(recorded, data, normed_head=False, name="f")  # pylint: disable=protected-access
+    f = run._classifier(recorded, data, run._normalization(recorded, data),  # pylint: disable=protected-access
+                        normed_head=False, name="f")
     layer = f.get_layer("standardize")
     self.assertAllClose(layer.mean, data.x_train.astype(np.float64).mean(axis=0), atol=1e-9)
     # Killed before its last file: the same command gives the same result.

@@ -61,7 +61,7 @@ def _diagnose_h5(model, checkpoint, data_name, input_shape, num_classes) -> Opti
   ckpt_k = [g[-1] for g, w in diff.values() if w[-1:] == (num_classes,) and g[:-1] == w[:-1]]
   # A first-layer kernel (d, units) or (kh, kw, channels, filters) gives the input's last axis.
   # (Its output width may differ too: another hidden size.)
-  first = [(got[n], want[n]) for n in set(got) & set(want)
+  first = [(got[n], want[n]) for n in sorted(set(got) & set(want))
            if len(want[n]) >= 2 and len(got[n]) == len(want[n]) and want[n][-2] == input_shape[-1]]
   ckpt_in = [g[-2] for g, w in first if g[-2] != w[-2]]
   if ckpt_k or ckpt_in:

@@ -200,20 +200,27 @@ def check_splits(name: str, data) -> None:
                       f"{bad[0]}).")
 
 
-def _classifier(cfg: ExperimentConfig, data, *, normed_head: bool, name: str) -> keras.Model:
-  # Your own data are standardised inside the model (per feature, or per channel for images):
-  # the data, M2m's clip range and the exported model stay in the user's units.
-  normalization = (user_recipe.input_normalization(data)
-                   if user_data.is_spec(cfg.data.dataset) else None)
+def _normalization(cfg: ExperimentConfig, data):
+  """(mean, std) that the models standardise their input with: your own data only.
+
+  They are standardised inside the model (per feature, or per channel for images): the data,
+  M2m's clip range and the exported model stay in the user's units. Computed once per trainer
+  (a pass over the training set), for f and every g alike.
+  """
+  return user_recipe.input_normalization(data) if user_data.is_spec(cfg.data.dataset) else None
+
+
+def _classifier(cfg: ExperimentConfig, data, normalization, *, normed_head: bool,
+                name: str) -> keras.Model:
   return build_classifier(cfg.model.arch, data.input_shape, data.num_classes,
                           normed_head=normed_head, hidden_units=cfg.model.hidden_units, name=name,
                           normalization=normalization)
 
 
-def _build_g(cfg: ExperimentConfig, data, g_path: str):
+def _build_g(cfg: ExperimentConfig, data, g_path: str, normalization):
   members = []
   for i, path in enumerate(g_path.split(",")):
-    member = _classifier(cfg, data, normed_head=False, name=f"g{i}")
+    member = _classifier(cfg, data, normalization, normed_head=False, name=f"g{i}")
     weights_io.load_weights(member, path, data.name)
     members.append(member)
   return members[0] if len(members) == 1 else ProbabilityEnsemble(members, name="g_ensemble")
@@ -236,8 +243,9 @@ def build_trainer(cfg: ExperimentConfig, data, g_path: Optional[str], x_train, y
   strategy = make_strategy(cfg.runtime.strategy)
   with strategy.scope():
     optimizer = _optimizer(cfg)
-    f = _classifier(cfg, data, normed_head=t.loss == "ldam", name="f")
-    g = _build_g(cfg, data, g_path) if g_path else None
+    normalization = _normalization(cfg, data)
+    f = _classifier(cfg, data, normalization, normed_head=t.loss == "ldam", name="f")
+    g = _build_g(cfg, data, g_path, normalization) if g_path else None
     seed_pool = None
     if t.seed_pool_size:
       seed_pool = fixed_seed_pool(x_train, y_train, data.num_classes, t.seed_pool_size, cfg.seed)
