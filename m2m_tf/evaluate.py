@@ -95,18 +95,19 @@ def _check_saved_model(loaded, checkpoint, data_name, input_shape, num_classes) 
     raise weights_io.mismatch_error(checkpoint, data_name, in_shape, k, input_shape, num_classes)
 
 
-def _build(arch, input_shape, num_classes, normed_head, hidden_units):
+def _build(arch, input_shape, num_classes, normed_head, hidden_units, normalization):
   """The Keras model for `arch`; a CheckpointError when it cannot take the dataset's inputs."""
   from m2m_tf import models  # pylint: disable=g-import-not-at-top
   try:
     return models.build_classifier(arch, input_shape, num_classes, normed_head=normed_head,
-                                   hidden_units=hidden_units)
+                                   hidden_units=hidden_units, normalization=normalization)
   except ValueError as e:  # unknown arch, or inputs of the wrong rank or channels
     raise CheckpointError(str(e)) from e
 
 
 def load_classifier(checkpoint: str, *, arch: str, input_shape, num_classes: int,
-                    normed_head: bool = False, hidden_units=None, data_name: str = "?"):
+                    normed_head: bool = False, hidden_units=None, data_name: str = "?",
+                    normalization=None):
   """Returns a callable `logits = fn(x_float01_batch)` for `checkpoint`.
 
   Args:
@@ -117,6 +118,8 @@ def load_classifier(checkpoint: str, *, arch: str, input_shape, num_classes: int
     normed_head: the cosine head of LDAM models.
     hidden_units: the MLP's hidden layer sizes (None: the builder's default).
     data_name: the dataset's name, for error messages.
+    normalization: (mean, std) the model standardises its input with (the
+      runs on your own data build it in; None: none).
 
   Raises:
     FileNotFoundError: no such file or directory.
@@ -139,7 +142,7 @@ def load_classifier(checkpoint: str, *, arch: str, input_shape, num_classes: int
   if not checkpoint.endswith((".npz", ".weights.h5")):
     raise CheckpointError(f"checkpoint {checkpoint!r} must be a .npz file, a .weights.h5 file, "
                           "a SavedModel directory or a run folder")
-  model = _build(arch, input_shape, num_classes, normed_head, hidden_units)
+  model = _build(arch, input_shape, num_classes, normed_head, hidden_units, normalization)
   weights_io.load_weights(model, checkpoint, data_name)
   fn = tf.function(lambda x: model(x, training=False))
   return lambda x: fn(tf.convert_to_tensor(x, tf.float32))
@@ -152,6 +155,15 @@ def predict(logits_fn, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
   for xb in pipeline.eval_dataset(x, batch_size=batch_size):
     preds.append(np.argmax(np.asarray(logits_fn(xb)), axis=-1))
   return np.concatenate(preds) if preds else np.zeros(0, np.int64)
+
+
+def _normalization(data, arch: str):
+  """Your own data's input standardisation, which its runs build into the model (weight files
+  do not hold it: it has no weights); None for the paper's datasets and SavedModels."""
+  from data_prep import user_data, user_recipe  # pylint: disable=g-import-not-at-top
+  if arch == "saved_model" or not user_data.is_spec(data.name):
+    return None
+  return user_recipe.input_normalization(data)
 
 
 def _hidden_units(dataset: str, arch: str, run_flags: dict):
@@ -198,7 +210,7 @@ def evaluate_checkpoint(checkpoint: str, data, *, arch: Optional[str] = None,
   fn = load_classifier(checkpoint, arch=arch, input_shape=data.input_shape,
                        num_classes=data.num_classes, normed_head=normed_head,
                        hidden_units=_hidden_units(data.name, arch, run_flags),
-                       data_name=data.name)
+                       data_name=data.name, normalization=_normalization(data, arch))
   summary = metrics.summarize(y, predict(fn, x, batch_size), data.class_counts)
   return {"dataset": data.name, "data_label": data.label, "checkpoint": checkpoint,
           "arch": arch, "split": split, "n": int(len(y)),

@@ -84,6 +84,17 @@ class UserRunTest(tf.test.TestCase):
                         normed_head=False, name="f")
     layer = f.get_layer("standardize")
     self.assertAllClose(layer.mean, data.x_train.astype(np.float64).mean(axis=0), atol=1e-9)
+    # Evaluating its weights file applies the same standardisation (the file holds none).
+    from m2m_tf import evaluate  # pylint: disable=g-import-not-at-top
+    h5 = os.path.join(out, "best_f.weights.h5")
+    self.assertAlmostEqual(evaluate.evaluate_checkpoint(h5, data)["bacc"], res["test_bacc"],
+                           places=6)
+    fn = evaluate.load_classifier(
+        h5, arch="mlp", input_shape=data.input_shape, num_classes=data.num_classes,
+        hidden_units=recorded.model.hidden_units,
+        normalization=evaluate._normalization(data, "mlp"))  # pylint: disable=protected-access
+    saved = tf.saved_model.load(os.path.join(out, "saved_model"))
+    self.assertAllClose(fn(data.x_test), saved.serve(data.x_test), atol=1e-5)
     # Killed before its last file: the same command gives the same result.
     os.remove(os.path.join(out, "results.json"))
     again = run.run_experiment(cfg)
