@@ -33,6 +33,9 @@ class DatasetSplits:
       vocabulary, stop words or embedding table; its "kind" names the rule,
       see m2m_tf/serving.py); None for other datasets. An exported model
       uses it to take raw text (docs/runs.md#serving-the-exported-model).
+    train_source: the training split on disk (`data_prep.tfrecord_dir.TrainSource`) when it is
+      streamed (docs/data.md#streaming-input); x_train is then a `StreamedArray`, which has
+      the split's length and shape but no values. None: x_train is in memory.
   """
 
   name: str
@@ -47,6 +50,7 @@ class DatasetSplits:
   clip_range: Optional[Tuple[float, float]]
   label: str = ""
   text_features: Optional[Mapping[str, Any]] = None
+  train_source: Optional[Any] = None
 
   @property
   def num_classes(self) -> int:

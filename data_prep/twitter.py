@@ -28,11 +28,11 @@ Embeddings: prior work's `embeddings-twitter.txt` (`word f1 ... f50`) is not
 available offline; pass its path as `embeddings` when you have it (it takes
 priority). Without it, one of two offline substitutes is used, both computed
 only from the word's string, identical on all machines and runs:
-- substitute="random" (default; the committed results/twitter.md): every word
-  w gets an unrelated pseudo-random vector of w.lower() (`substitute_embedding`);
-- substitute="ngram": hashed character 3-5-grams of w.lower() plus six
-  orthographic features of w (`ngram_embedding`), so words unseen in training
-  still get informative vectors.
+- substitute="ngram" (default; the committed results/twitter.md): hashed character
+  3-5-grams of w.lower() plus six orthographic features of w (`ngram_embedding`),
+  so words unseen in training still get informative vectors;
+- substitute="random" (the tables made before the n-gram substitute): every word
+  w gets an unrelated pseudo-random vector of w.lower() (`substitute_embedding`).
 Results are labelled with the substitute used (`label`, `SUBSTITUTE_LABELS`).
 """
 
@@ -60,7 +60,7 @@ SUBSTITUTE_LABEL = ("Twitter POS with offline substitute embeddings "
                     "(not the paper's embeddings)")
 NGRAM_LABEL = ("Twitter POS with offline character n-gram substitute embeddings "
                "(not the paper's embeddings)")
-# The label of each offline substitute; "random" keeps the label of the committed tables.
+# The label of each offline substitute ("random" keeps the label of the earlier tables).
 SUBSTITUTE_LABELS = {"random": SUBSTITUTE_LABEL, "ngram": NGRAM_LABEL}
 # ngram substitute: 44 hashed n-gram dims + 6 orthographic features = SUBSTITUTE_DIM.
 NGRAM_DIM = 44
@@ -365,7 +365,7 @@ def _build_arrays(files, embeddings, window, substitute="random"
 def build_twitter(data_dir: Optional[Union[str, os.PathLike]] = None, *,
                   embeddings: Optional[Union[str, os.PathLike]] = None,
                   source: str = "hendrycks", window: int = 1,
-                  substitute: str = "random",
+                  substitute: str = "ngram",
                   cache_dir: Optional[Union[str, os.PathLike]] = None,
                   use_cache: bool = True,
                   verify_checksums: bool = True) -> splits.DatasetSplits:
@@ -377,8 +377,8 @@ def build_twitter(data_dir: Optional[Union[str, os.PathLike]] = None, *,
     data_dir: the data root holding `twitter_pos/`.
     embeddings: path of a `word f1 ... fd` file with a `UUUNKKK` row, or
       None for the offline substitute (50-d). A file takes priority over `substitute`.
-    substitute: the offline substitute without `embeddings`: "random" (default; hashed
-      word identity, the committed results) or "ngram" (character n-grams + orthography).
+    substitute: the offline substitute without `embeddings`: "ngram" (default; character
+      n-grams + orthography) or "random" (hashed word identity, the earlier tables).
     source: "hendrycks" (default) or "ark" (alias "ark_v0.3").
     window: context tokens on each side (features are (2*window+1)*d).
     cache_dir: see `cache.resolve_cache_dir`.

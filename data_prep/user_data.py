@@ -4,8 +4,9 @@
     load_dataset("csv:train.csv,test.csv", label_column="y")
     load_dataset("folder:photos", image_size=64)    # photos/<class>/*.jpg or photos/train/...
     load_dataset("tfds:mnist", imbalance_ratio=100)  # prepared TFDS data, never downloaded
+    load_dataset("tfrecord:DIR")                     # a TFRecord directory (data_prep/tfrecord_dir)
 
-The readers (`user_sources`, `user_images`, `user_tfds`) return what the files
+The readers (`user_sources`, `user_images`, `user_tfds`, `tfrecord_dir`) return what the files
 hold; `finish` then applies the same rules to every source:
 
 1. inputs: features become float32 and must be finite; images become NHWC
@@ -44,7 +45,7 @@ from data_prep import splits
 from data_prep import user_splits
 from m2m_tf.errors import ConfigError, DataError
 
-SOURCE_KINDS = ("csv", "folder", "npz", "tfds")
+SOURCE_KINDS = ("csv", "folder", "npz", "tfds", "tfrecord")
 _COMMON = ("val_fraction", "test_fraction", "split_seed", "imbalance_ratio",
            "imbalance_profile", "n_max", "clip")
 _IMAGE = ("image_size", "channels", "use_cache", "cache_dir")
@@ -54,6 +55,7 @@ KIND_OPTIONS = {
     "folder": _COMMON + _IMAGE,
     "tfds": _COMMON + _IMAGE + ("tfds_data_dir", "train_split", "val_split", "test_split",
                                 "input_key", "label_key"),
+    "tfrecord": _COMMON + ("cache_dir",),
 }
 
 
@@ -164,7 +166,7 @@ _NUMBER_OPTIONS = {"val_fraction": float, "test_fraction": float, "imbalance_rat
                    "split_seed": int, "n_max": int, "image_size": int, "channels": int}
 
 
-def _options(kind: str, options: Dict[str, Any]) -> UserDataOptions:
+def parse_options(kind: str, options: Dict[str, Any]) -> UserDataOptions:
   """Checks the option names against the kind's and builds `UserDataOptions`.
 
   Numbers given as strings (e.g. from a command line) are converted; None
@@ -201,6 +203,9 @@ def _read(kind: str, target: str, data_dir, o: UserDataOptions):
   if kind == "folder":
     from data_prep import user_images
     return user_images.read_folder(target, data_dir, **image)
+  if kind == "tfrecord":
+    from data_prep import tfrecord_dir
+    return tfrecord_dir.read_tfrecord_dir(target, data_dir)
   from data_prep import user_tfds
   return user_tfds.read_tfds(target, data_dir, tfds_data_dir=o.tfds_data_dir,
                              train_split=o.train_split, val_split=o.val_split,
@@ -213,7 +218,7 @@ def build_user_dataset(spec: str, data_dir=None, **options) -> splits.DatasetSpl
 
   Args:
     spec: "npz:PATH", "csv:TRAIN[,TEST]" or "csv:TRAIN,VAL,TEST",
-      "folder:DIR", "tfds:NAME[:CONFIG]".
+      "folder:DIR", "tfds:NAME[:CONFIG]", "tfrecord:DIR".
     data_dir: relative paths not found from the working directory are looked
       up under it; tfds: the data root whose tensorflow_datasets/ is searched.
     **options: `UserDataOptions` fields valid for the kind (`KIND_OPTIONS`).
@@ -223,7 +228,7 @@ def build_user_dataset(spec: str, data_dir=None, **options) -> splits.DatasetSpl
     ConfigError: an unknown or invalid option.
   """
   kind, target = parse_spec(spec)
-  opts = _options(kind, options)
+  opts = parse_options(kind, options)
   raw = _read(kind, target, data_dir, opts)
   return finish(spec, raw, opts)
 

@@ -98,17 +98,55 @@ def input_normalization(data) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
   inside the model keeps the data, the clip range and the exported model in the
   user's own units. A std below 1e-3 (a constant feature or channel) becomes 1.
   """
+  if getattr(data, "train_source", None) is not None:  # streamed: from the files' pixel sums
+    return data.train_source.normalization
   x = np.asarray(data.x_train)
   if data.input_kind != "image":
     x = x.astype(np.float64)
     std = x.std(axis=0)
     return tuple(x.mean(axis=0).tolist()), tuple(np.where(std < 1e-3, 1.0, std).tolist())
-  scale = 255.0 if x.dtype == np.uint8 else 1.0
-  # Channel by channel in float64, so a large uint8 array is never copied whole to floats.
+  if x.dtype == np.uint8:
+    # Exact integer moments: the streaming input computes the same numbers from its files
+    # (data_prep/tfrecord_dir.py), so both paths build the same model.
+    return normalization_from_moments(*pixel_moments(x))
+  # Channel by channel in float64, so a large array is never copied whole.
   mean, std = [], []
   for c in range(x.shape[-1]):
-    ch = x[..., c].astype(np.float64) / scale
+    ch = x[..., c].astype(np.float64)
     mean.append(float(ch.mean()))
     sd = float(ch.std())
+    std.append(sd if sd >= 1e-3 else 1.0)
+  return tuple(mean), tuple(std)
+
+
+def pixel_moments(images: np.ndarray, chunk: int = 1024) -> Tuple[int, np.ndarray, np.ndarray]:
+  """(pixels per channel, per-channel sum, per-channel sum of squares) of uint8 NHWC images.
+
+  Exact (int64 sums of integers), computed `chunk` images at a time so that no
+  int64 copy of the whole array is made; moments of parts add up to the whole's.
+  """
+  images = np.asarray(images)
+  c = images.shape[-1]
+  sums, sums_sq = np.zeros(c, np.int64), np.zeros(c, np.int64)
+  for start in range(0, len(images), chunk):
+    part = images[start:start + chunk].reshape(-1, c).astype(np.int64)
+    sums += part.sum(axis=0)
+    sums_sq += (part * part).sum(axis=0)
+  return int(np.prod(images.shape[:-1])), sums, sums_sq
+
+
+def normalization_from_moments(pixels: int, sums, sums_sq, scale: float = 255.0
+                               ) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+  """Per-channel (mean, std) on the [0, 1] scale from exact integer moments.
+
+  The variance is formed exactly in integers (pixels * sum_sq - sum^2) and
+  rounded once, so the result does not depend on the order the pixels were
+  summed in. A std below 1e-3 (a constant channel) becomes 1.
+  """
+  mean, std = [], []
+  for s, ss in zip(sums, sums_sq):
+    s, ss = int(s), int(ss)
+    mean.append(s / pixels / scale)
+    sd = math.sqrt((pixels * ss - s * s) / (pixels * pixels)) / scale
     std.append(sd if sd >= 1e-3 else 1.0)
   return tuple(mean), tuple(std)

@@ -11,9 +11,10 @@ dataset's supervised keys (else "image"), the label the second (else
 keep TFDS's stored order, which the long-tail rule's "first N_k" follows.
 """
 
+import dataclasses
 import os
 import pathlib
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -83,20 +84,26 @@ def _split_names(builder, train_split, val_split, test_split) -> Dict[str, str]:
   return out
 
 
+def convert_image(image, channels: int, side: Optional[int]):
+  """A decoded uint8 image with `channels` channels, centre-cropped and resized to `side`
+  (None: kept); TensorFlow ops, for tf.data maps."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  have = image.shape[-1]
+  if channels == 3 and have == 1:
+    image = tf.image.grayscale_to_rgb(image)
+  elif channels == 1 and have == 3:
+    image = tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))), tf.uint8)
+  if side is not None:
+    image = tfds_images.center_crop_resize(image, side)
+  return image
+
+
 def _image_stream(ds, input_key, label_key, channels, side):
   """Examples as {"x": uint8 image (converted, resized), "y": label}."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   def fn(ex):
-    image = ex[input_key]
-    have = image.shape[-1]
-    if channels == 3 and have == 1:
-      image = tf.image.grayscale_to_rgb(image)
-    elif channels == 1 and have == 3:
-      image = tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))), tf.uint8)
-    if side is not None:
-      image = tfds_images.center_crop_resize(image, side)
-    return {"x": image, "y": ex[label_key]}
+    return {"x": convert_image(ex[input_key], channels, side), "y": ex[label_key]}
 
   return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -193,3 +200,76 @@ def read_tfds(target: str, data_dir=None, *, tfds_data_dir=None,
   class_names = tuple(label_feature.names) if hasattr(label_feature, "names") else None
   kind = "image" if x["train"].ndim >= 3 else "features"
   return user_sources.RawData(x, y, where, kind, class_names)
+
+
+# ---------------------------------------------------------------------------
+# Streaming access (data_prep/streamed.py): the same reading, split by split.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedTfds:
+  """A prepared TFDS source as `read_tfds` reads it: the builder, the input and label keys,
+  our split -> TFDS split names, and (channels, side) for images (None for features)."""
+
+  builder: Any
+  input_key: str
+  label_key: str
+  names: Dict[str, str]
+  image_opts: Optional[Tuple[int, Optional[int]]]
+
+
+def open_prepared(target: str, data_dir=None, *, tfds_data_dir=None, train_split=None,
+                  val_split=None, test_split=None, input_key=None, label_key=None,
+                  image_size=None, channels=None) -> PreparedTfds:
+  """Finds and describes a prepared TFDS source (the arguments of `read_tfds`); reads no
+  example unless the image sizes vary and no image_size is given."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = find_prepared(parse_name(target), data_dir, tfds_data_dir)
+  input_key, label_key = _keys(builder, input_key, label_key)
+  names = _split_names(builder, train_split, val_split, test_split)
+  is_image = isinstance(builder.info.features[input_key], tfds.features.Image)
+  opts = _image_options(builder, input_key, names, image_size, channels) if is_image else None
+  return PreparedTfds(builder, input_key, label_key, names, opts)
+
+
+def split_labels(p: PreparedTfds, split: str) -> np.ndarray:
+  """The raw labels of one of our splits ("train", ...) in stored order; images are not
+  decoded."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  ds = p.builder.as_dataset(split=p.names[split], shuffle_files=False,
+                            decoders={p.input_key: tfds.decode.SkipDecoding()})
+  parts = [b for b in ds.map(lambda ex: ex[p.label_key]).batch(4096).as_numpy_iterator()]
+  if not parts:
+    raise DataError(f"tfds:{p.builder.name}: split {p.names[split]!r} is empty")
+  y = np.concatenate(parts)
+  if y.dtype.kind in "OS":
+    y = np.asarray([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in y.tolist()])
+  return y
+
+
+def read_split_arrays(p: PreparedTfds, split: str) -> Tuple[np.ndarray, np.ndarray]:
+  """(x, y) of one of our splits in memory, as `read_tfds` reads it."""
+  return _read_split(p.builder, p.names[split], p.input_key, p.label_key,
+                     p.image_opts is not None, p.image_opts)
+
+
+def image_batches(p: PreparedTfds, split: str, mask: np.ndarray, batch_size: int = 256):
+  """(stored positions, uint8 images) of the examples of `split` where `mask` is true, in
+  stored order, batch by batch; only those images are decoded."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  feature = p.builder.info.features[p.input_key]
+  ds = p.builder.as_dataset(split=p.names[split], shuffle_files=False,
+                            decoders={p.input_key: tfds.decode.SkipDecoding()})
+  keep = tf.constant(np.asarray(mask, bool))
+  ds = ds.enumerate().filter(lambda i, ex: keep[i])
+  ds = ds.map(lambda i, ex: (i, convert_image(feature.decode_example(ex[p.input_key]),
+                                              *p.image_opts)),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.batch(batch_size).as_numpy_iterator()
+
+
+def prepared_stamps(p: PreparedTfds) -> Dict[str, str]:
+  """file -> "size:mtime_ns" of the prepared files (a cache key's view of the data)."""
+  return _stamps(p.builder)

@@ -24,6 +24,8 @@ from typing import Dict, List
 
 import pandas as pd
 
+from launch import tables
+from launch.markdown import markdown_table
 from m2m_tf.recipes import get_recipe
 
 BUDGET_SIZE = 18
@@ -86,3 +88,32 @@ def select(settings) -> tuple:
     best = sub.sort_values("val_bacc", ascending=False, kind="stable").iloc[0]
     selected[row] = json.loads(best.setting)
   return selected, mean
+
+
+def space_text(row: str, dataset: str) -> str:
+  """What a row's budget searches, e.g. 'lr {0.05, 0.1, 0.2} x weight_decay {...}'."""
+  settings = row_budget(row, dataset)
+  axes = {k: sorted({s[k] for s in settings}) for k in settings[0]}
+  return " × ".join(f"{k} {{{', '.join(f'{v:g}' for v in vals)}}}" for k, vals in axes.items())
+
+
+def budget_markdown(table: str, rows: Dict[str, tuple], selected: Dict[str, dict],
+                    dataset: str) -> str:
+  """The table's section on tuning: each Table-2 row's search space and selected setting, or,
+  for a table built on Table-2 rows, which selected setting each row inherits."""
+  lines = ["## Tuning budgets", ""]
+  if not selected:
+    return "\n".join(lines + ["No selection (results/budgets_<dataset>.json) was applied: "
+                              "every row ran with the recipe's values.", ""])
+  if table != "table2":
+    lines += [f"Not tuned separately: each row takes the setting selected for the Table-2 row "
+              f"it is built on (ablations: ERM-M2m's {json.dumps(selected.get('m2m', {}))}), "
+              "then its own flags.", ""]
+    return "\n".join(lines)
+  lines += [f"Every row searched {BUDGET_SIZE} settings and kept the best mean validation "
+            "bACC (`python -m launch.tune`); test metrics played no part.", ""]
+  body = [[label, space_text(key, dataset),
+           ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in selected.get(key, {}).items()) or "(none)"]
+          for key, (label, _) in rows.items() if key in tables.TABLE2_ROWS]
+  return "\n".join(lines + [markdown_table(["row", "searched", "selected"], body), ""])

@@ -8,10 +8,12 @@ Each run is `python -m m2m_tf.main ... --output_dir=<root>/<row>_s<seed>`. A run
 with a results.json is skipped, an unfinished one resumes from its last epoch
 commit (docs/runs.md). The ERM runs go first: the frozen g of the M2m row with
 seed s is the best ERM model of seed s + 1000 (`erm_s1000`, ...), trained
-independently of f as in the paper; the ensemble ablation adds seed s + 1100.
+independently of f as in the paper, under the dataset's recipe; the ensemble
+ablation adds seed s + 1100.
 
-M2m hyper-parameters come from `--hparams` (default results/hparams_<dataset>.json,
-written by `launch.select_hparams` on the validation split) when present.
+Each row's settings (and the M2m rows' beta, lam, gamma, which the ablations
+build on) come from `--budgets` (default results/budgets_<dataset>.json,
+written by `launch.tune` on the validation split) when present.
 
 The committed tables `<results_dir>/<name>.{csv,md}` are written only by a
 complete grid: every row of --table for every seed of 0-4, all finished,
@@ -27,7 +29,9 @@ from typing import List
 
 from absl import flags
 
+from launch import budgets
 from launch import runner
+from launch import store
 from launch import tables
 from m2m_tf.cli import run_absl
 from m2m_tf.io_utils import atomic_write_json, read_json
@@ -35,7 +39,8 @@ from m2m_tf.io_utils import atomic_write_json, read_json
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "reuters", "Dataset of the grid.")
 flags.DEFINE_enum("table", "table2", list(tables.TABLES), "Which rows: the paper's Table 2 "
-                  "(11 rows) or the M2m ablations.")
+                  "(11 rows), the M2m ablations, or, beyond the paper, Reuters' bag-of-words "
+                  "sizes (vocab) or Twitter's embedding substitutes (substitutes).")
 flags.DEFINE_list("rows", None, "Subset of row keys (default: all rows of --table); a subset "
                   "makes a partial table.")
 flags.DEFINE_list("seeds", [str(s) for s in tables.CANONICAL_SEEDS], "Seeds.")
@@ -43,13 +48,26 @@ flags.DEFINE_integer("jobs", 2, "Parallel processes (each uses one intra-op thre
 flags.DEFINE_string("root", None, "Run folder (default runs/grid/<dataset>).")
 flags.DEFINE_string("results_dir", "results", "Where the CSV and Markdown tables go (a partial "
                     "grid's under <results_dir>/partial).")
-flags.DEFINE_string("hparams", None, "JSON of selected M2m hyper-parameters (default "
-                    "results/hparams_<dataset>.json if it exists).")
 flags.DEFINE_string("budgets", None, "JSON of the settings selected per row with equal budgets "
                     "(default results/budgets_<dataset>.json if it exists; launch.tune).")
 flags.DEFINE_list("extra", [], "Extra main.py flags for every run, e.g. epochs=2.")
 flags.DEFINE_string("data_dir", None, "Raw data root (passed on).")
 flags.DEFINE_bool("collect_only", False, "Only rebuild the tables from finished runs.")
+
+
+TITLES = {"table2": "Table 2", "ablations": "ablations",
+          "vocab": "bag-of-words size (beyond the paper)",
+          "substitutes": "offline embedding substitutes (beyond the paper)"}
+
+
+@flags.multi_flags_validator(["dataset", "table"])
+def _table_fits_dataset(values) -> bool:
+  """The vocabulary table is Reuters', the substitutes table Twitter's."""
+  allowed = tables.TABLE_DATASETS.get(values["table"])
+  if allowed and values["dataset"] not in allowed:
+    raise flags.ValidationError(f"--table={values['table']} is for --dataset="
+                                f"{' or '.join(allowed)}, not {values['dataset']}")
+  return True
 
 
 @flags.multi_flags_validator(["rows", "table"])
@@ -72,9 +90,9 @@ def _load_selection(path: str, what: str) -> tuple:
   return record["selected"], record.get("complete") is False
 
 
-def _train(dataset, rows, seeds, root, hparams, settings) -> int:
+def _train(dataset, rows, seeds, root, settings) -> int:
   """Runs the grid's unfinished runs (ERM g runs first); returns how many there were."""
-  jobs = runner.plan(dataset, rows, seeds, root, hparams, FLAGS.extra, FLAGS.data_dir,
+  jobs = runner.plan(dataset, rows, seeds, root, FLAGS.extra, FLAGS.data_dir,
                      row_settings=settings)
   print(f"{len(jobs)} runs to do under {root} with {FLAGS.jobs} processes")
   for stage in (0, 1):  # the ERM g runs before the M2m runs that read them
@@ -82,7 +100,7 @@ def _train(dataset, rows, seeds, root, hparams, settings) -> int:
   return len(jobs)
 
 
-def _notes(dataset, seeds, hparams, timing_path, gaps, settings=None) -> List[str]:
+def _notes(dataset, seeds, timing_path, gaps, settings=None) -> List[str]:
   """The lines under a table's title: provenance, timing, hyper-parameters, gaps."""
   notes = [f"Made by `python -m launch.grid --dataset={dataset} --table={FLAGS.table}` "
            f"(seeds {','.join(map(str, seeds))}).",
@@ -97,11 +115,6 @@ def _notes(dataset, seeds, hparams, timing_path, gaps, settings=None) -> List[st
                  f"{timing['wall_seconds']:.0f} s with {timing['jobs']} processes on this machine "
                  f"({os.cpu_count()} cores; load average at the end "
                  f"{', '.join(f'{v:.1f}' for v in timing['load_average'])}).")
-  if hparams:
-    notes.append(f"M2m hyper-parameters selected on validation bACC: `{json.dumps(hparams)}`.")
-  if settings:
-    notes.append("Every row tuned with the same budget on validation bACC (launch.tune): "
-                 f"`{json.dumps(settings)}`.")
   if FLAGS.extra:
     notes.append(f"Extra flags: {FLAGS.extra}.")
   return notes
@@ -115,27 +128,29 @@ def main(argv) -> int:
   all_rows = tables.TABLES[FLAGS.table]
   rows = {k: all_rows[k] for k in (FLAGS.rows or all_rows)}
   seeds = [int(s) for s in FLAGS.seeds]
-  hparams, hp_partial = _load_selection(
-      FLAGS.hparams or os.path.join(FLAGS.results_dir, f"hparams_{dataset}.json"),
-      "M2m hyper-parameters")
   t0 = time.time()
   settings, budget_partial = _load_selection(
       FLAGS.budgets or os.path.join(FLAGS.results_dir, f"budgets_{dataset}.json"),
       "Settings selected with equal budgets")
-  n_runs = 0 if FLAGS.collect_only else _train(dataset, rows, seeds, root, hparams, settings)
+  if FLAGS.root is None:  # the default folder: its finished runs are kept in results/
+    print(f"restored {len(store.restore('runs', dataset, store.STORE))} runs from {store.STORE}")
+  n_runs = 0 if FLAGS.collect_only else _train(dataset, rows, seeds, root, settings)
+  if FLAGS.root is None and n_runs:
+    store.save("runs", dataset, store.STORE)
   wall = time.time() - t0
-  name = dataset if FLAGS.table == "table2" else f"ablations_{dataset}"
+  name = dataset if FLAGS.table == "table2" else f"{FLAGS.table}_{dataset}"
   timing_path = os.path.join(root, f"timing_{FLAGS.table}.json")
   if n_runs:
     atomic_write_json(timing_path, {"runs": n_runs, "wall_seconds": wall, "jobs": FLAGS.jobs,
                                     "load_average": os.getloadavg()})
   gaps = tables.grid_gaps(root, FLAGS.table, list(rows), seeds)
-  gaps += ["hyper-parameters from a partial selection"] if hp_partial or budget_partial else []
+  gaps += ["settings from a partial selection"] if budget_partial else []
   out_dir = tables.output_dir(FLAGS.results_dir, gaps)
-  title = f"{dataset}: {'Table 2' if FLAGS.table == 'table2' else 'ablations'}"
+  title = f"{dataset}: {TITLES[FLAGS.table]}"
   df = tables.collect(root, name, rows, paper=tables.PAPER.get(dataset), results_dir=out_dir,
                       seeds=seeds, title=title + (" (partial)" if gaps else ""),
-                      notes=_notes(dataset, seeds, hparams, timing_path, gaps, settings))
+                      notes=_notes(dataset, seeds, timing_path, gaps, settings),
+                      sections=[budgets.budget_markdown(FLAGS.table, rows, settings, dataset)])
   with open(os.path.join(out_dir, f"{name}.md")) as fh:
     print(fh.read())
   print(f"grid wall time this invocation: {wall:.0f} s; runs: {len(df)}")

@@ -1,14 +1,19 @@
 """Launching main.py runs as subprocesses, planning a grid's runs (shared by the launch scripts)."""
 
-import concurrent.futures
+import dataclasses
+import json
 import os
 import subprocess
 import sys
-import time
+import tempfile
 from typing import Dict, List, Optional
 
 from launch import tables
+from m2m_tf.config import DataConfig
 from m2m_tf.recipes import G_SEED_OFFSET
+
+# The flags that shape the data; a g must be trained on the same data as f.
+DATA_FIELDS = frozenset(f.name for f in dataclasses.fields(DataConfig))
 
 
 def run_flags(row_flags: dict) -> List[str]:
@@ -22,19 +27,6 @@ def run_flags(row_flags: dict) -> List[str]:
   return out
 
 
-def launch_run(cmd: List[str], out_dir: str) -> float:
-  """Runs one training process (log beside it: <out_dir>.log); returns its wall time."""
-  os.makedirs(os.path.dirname(os.path.abspath(out_dir)), exist_ok=True)
-  env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
-             TF_CPP_MIN_LOG_LEVEL="2")
-  t0 = time.time()
-  with open(out_dir + ".log", "a") as log:
-    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-  if proc.returncode != 0:
-    raise RuntimeError(f"Run failed ({proc.returncode}): {' '.join(cmd)}; see {out_dir}.log")
-  return time.time() - t0
-
-
 def g_seeds_of(seed: int, ensemble: bool = False) -> List[int]:
   """The ERM seeds whose best weights are g for the M2m run with `seed`.
 
@@ -46,58 +38,80 @@ def g_seeds_of(seed: int, ensemble: bool = False) -> List[int]:
 
 
 def run_jobs(jobs: List[tuple], processes: int) -> None:
-  """Runs `(out_dir, cmd)` jobs in `processes` parallel processes, printing each one's wall time."""
-  with concurrent.futures.ThreadPoolExecutor(processes) as pool:
-    futures = {pool.submit(launch_run, cmd, out): out for out, cmd in jobs}
-    for fut in concurrent.futures.as_completed(futures):
-      print(f"  done {futures[fut]} in {fut.result():.0f} s", flush=True)
+  """Runs `(out_dir, cmd)` main.py jobs in `processes` parallel `launch.run_many` processes.
+
+  Each process takes every `processes`-th job (so the slow M2m runs spread) and runs them
+  one after another with one TensorFlow start-up (launch/run_many.py); its per-run
+  "done ... in N s" lines come through. Raises RuntimeError naming the failed runs' logs.
+  """
+  if not jobs:
+    return
+  env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
+             TF_CPP_MIN_LOG_LEVEL="2")
+  with tempfile.TemporaryDirectory() as tmp:
+    procs = []
+    for p in range(min(processes, len(jobs))):
+      path = os.path.join(tmp, f"jobs{p}.json")
+      with open(path, "w") as fh:
+        json.dump([(out, cmd[cmd.index("m2m_tf.main") + 1:]) for out, cmd in jobs[p::processes]],
+                  fh)
+      procs.append(subprocess.Popen([sys.executable, "-m", "launch.run_many", path], env=env))
+    failed = [p.args[-1] for p in procs if p.wait() != 0]
+  if failed:
+    raise RuntimeError(f"{len(failed)} of {len(procs)} run_many processes had failed runs; "
+                       "their logs are named above (<out_dir>.log).")
 
 
-def plan(dataset: str, rows: Dict[str, tuple], seeds: List[int], root: str, hparams: dict,
-         extra: List[str], data_dir, row_settings: Optional[Dict[str, dict]] = None
-         ) -> List[tuple]:
+def row_flags(key: str, rows: Dict[str, tuple], row_settings: Dict[str, dict]) -> tuple:
+  """(main.py flags, g ensemble size) of a table row.
+
+  A row builds on a Table-2 row (its own key, else its "row" entry, else ERM-M2m):
+  that row's flags, then the settings selected for it (launch.tune), then the
+  row's own flags, which win (an ablation's gamma = 0 beats the selected gamma).
+  """
+  own = dict(rows[key][1])
+  ensemble = own.pop("g_ensemble", 0)
+  base = own.pop("row", key if key in tables.TABLE2_ROWS else "m2m")
+  return {**tables.TABLE2_ROWS[base][1], **row_settings.get(base, {}), **own}, ensemble
+
+
+def g_runs(flags_: dict, seed: int, ensemble: int, root: str) -> List[tuple]:
+  """(out_dir, flags) of the ERM runs whose best weights are g for an M2m run of `seed`.
+
+  g is ERM under the dataset's recipe (like the official code's pre-trained
+  network, not the ERM row's tuned setting), on the same data as f: a row that
+  changes the data (say vocab_size) gets g runs of its own, `erm_<data>_s<seed>`.
+  """
+  data = {k: v for k, v in flags_.items() if k in DATA_FIELDS}
+  tag = "".join(f"{k}{v}_" for k, v in sorted(data.items()))
+  return [(os.path.join(root, f"erm_{tag}s{gs}"),
+           {**tables.TABLE2_ROWS["erm"][1], **data, "seed": gs})
+          for gs in g_seeds_of(seed, ensemble)]
+
+
+def plan(dataset: str, rows: Dict[str, tuple], seeds: List[int], root: str, extra: List[str],
+         data_dir, row_settings: Optional[Dict[str, dict]] = None,
+         g_root: Optional[str] = None) -> List[tuple]:
   """(stage, out_dir, cmd) for every unfinished run; stage 0 = ERM g runs, 1 = the rest.
 
-  `hparams` are M2m's selected (beta, lam, gamma) per loss (launch.select_hparams);
-  `row_settings` the settings selected per row with equal budgets (launch.tune), which
-  take precedence; the ERM g runs take the "erm" row's.
+  Row `key` with seed s runs in `<root>/<key>_s<s>`, its g runs under `g_root`
+  (default `root`). `row_settings` are the settings selected per Table-2 row with
+  equal budgets (launch.tune); see `row_flags` for how a row's flags are made.
   """
-  row_settings = row_settings or {}
-  jobs = []
   base = [sys.executable, "-m", "m2m_tf.main", f"--dataset={dataset}", "--verbose=0"]
-  if data_dir:
-    base.append(f"--data_dir={data_dir}")
-  needs_erm = set()
-  for key, (_, row_flags) in rows.items():
-    row_flags = dict(row_flags)
-    ensemble = row_flags.pop("g_ensemble", 0)
-    if key in tables.TABLE2_ROWS:
-      row_flags = {**tables.TABLE2_ROWS[key][1], **row_flags}
-    else:
-      row_flags = {"loss": "ce", "method": "m2m", **row_flags}
-    is_m2m = row_flags.get("method") == "m2m"
-    if is_m2m:
-      tuned = hparams.get(row_flags["loss"], {})
-      row_flags = {**tuned, **row_flags}
-    row_flags = {**row_flags, **row_settings.get(key, {})}
+  base += [f"--data_dir={data_dir}"] if data_dir else []
+  tail = [f"--{e}" for e in extra]
+  runs = {}  # out_dir -> (stage, flags); a g shared by several rows is planned once
+  for key in rows:
+    flags_, ensemble = row_flags(key, rows, row_settings or {})
     for s in seeds:
-      out = os.path.join(root, f"{key}_s{s}")
-      flags_ = dict(row_flags)
-      if is_m2m and not flags_.get("self_translation"):
-        g_seeds = g_seeds_of(s, ensemble)
-        needs_erm.update(g_seeds)
-        flags_["g_checkpoint"] = ",".join(
-            os.path.join(root, f"erm_s{gs}", "best_f.weights.h5") for gs in g_seeds)
-      if key == "erm" or os.path.exists(os.path.join(out, "results.json")):
-        continue
-      cmd = base + run_flags(flags_) + [f"--seed={s}", f"--output_dir={out}"] + \
-          [f"--{e}" for e in extra]
-      jobs.append((1, out, cmd))
-  erm_seeds = sorted(needs_erm | (set(seeds) if "erm" in rows else set()))
-  for s in erm_seeds:
-    out = os.path.join(root, f"erm_s{s}")
-    if not os.path.exists(os.path.join(out, "results.json")):
-      cmd = (base + run_flags({**tables.TABLE2_ROWS["erm"][1], **row_settings.get("erm", {})})
-             + [f"--seed={s}", f"--output_dir={out}"] + [f"--{e}" for e in extra])
-      jobs.append((0, out, cmd))
+      run = dict(flags_, seed=s)
+      if flags_.get("method") == "m2m" and not flags_.get("self_translation"):
+        gs = g_runs(flags_, s, ensemble, g_root or root)
+        run["g_checkpoint"] = ",".join(os.path.join(out, "best_f.weights.h5") for out, _ in gs)
+        runs.update({out: (0, g) for out, g in gs})
+      runs[os.path.join(root, f"{key}_s{s}")] = (1, run)
+  jobs = [(stage, out, base + run_flags(f) + [f"--output_dir={out}"] + tail)
+          for out, (stage, f) in runs.items()
+          if not os.path.exists(os.path.join(out, "results.json"))]
   return sorted(jobs, key=lambda j: j[0])

@@ -73,7 +73,22 @@ PAPER = {
 }
 
 
-TABLES = {"table2": TABLE2_ROWS, "ablations": ABLATION_ROWS}
+# Beyond the paper (labelled so): Reuters with a wider bag of words, and Twitter with each
+# offline embedding substitute. Each row builds on the Table-2 row named by "row".
+_VOCAB_BASE = ("erm", "drs", "m2m", "ldam_drw", "ldam_m2m")
+VOCAB_ROWS: Dict[str, tuple] = {
+    f"{row}_v{v}": (f"{TABLE2_ROWS[row][0]}, {v} words", {"row": row, "vocab_size": v})
+    for v in (2000, 5000) for row in _VOCAB_BASE}
+# The n-gram rows are Table 2's own runs (ngram is Twitter's default substitute).
+SUBSTITUTE_ROWS: Dict[str, tuple] = {
+    **{row: (f"{TABLE2_ROWS[row][0]}, ngram substitute", {}) for row in ("erm", "drs", "m2m")},
+    **{f"{row}_random": (f"{TABLE2_ROWS[row][0]}, random substitute",
+                         {"row": row, "substitute": "random"}) for row in ("erm", "drs", "m2m")}}
+
+TABLES = {"table2": TABLE2_ROWS, "ablations": ABLATION_ROWS, "vocab": VOCAB_ROWS,
+          "substitutes": SUBSTITUTE_ROWS}
+# Tables that only make sense on some datasets.
+TABLE_DATASETS = {"vocab": ("reuters",), "substitutes": ("twitter",)}
 
 
 def grid_gaps(run_root: str, table: str, rows: Sequence[str], seeds: Sequence[int]) -> List[str]:
@@ -160,8 +175,16 @@ def load_runs(run_root: str) -> pd.DataFrame:
         "best_epoch": r["best_epoch"],
         "seconds": r["seconds"],
         "data_label": r.get("data_label", ""),
+        **_recall_columns(r),
     })
   return pd.DataFrame(rows)
+
+
+def _recall_columns(results: dict) -> Dict[str, float]:
+  """{'recall_<class name>': test recall (percent)} of one run's results."""
+  recall = results.get("per_class_recall") or []
+  names = results.get("class_names") or [str(k) for k in range(len(recall))]
+  return {f"recall_{n}": r for n, r in zip(names, recall)}
 
 
 def zero_recall_names(results: dict) -> List[str]:
@@ -203,6 +226,21 @@ VERDICT_FAMILIES = {
     "m2m": ("erm", "rs", "smote", "rw", "cb_rw", "drs"),
     "ldam_m2m": ("ldam", "ldam_drw"),
 }
+
+
+def verdict_families(rows: Sequence[str]) -> Dict[str, Sequence[str]]:
+  """Each M2m row of a table and the rows it is compared with: Table 2's families, and for
+  rows named `<Table-2 row><suffix>` (the vocabulary and substitute tables) the same family
+  among the rows with that suffix."""
+  out = {}
+  for row in rows:
+    for m2m, others in VERDICT_FAMILIES.items():
+      if row == m2m or row.startswith(m2m + "_"):  # "ldam_m2m_v2000" does not start with "m2m_"
+        suffix = row[len(m2m):]
+        family = tuple(o + suffix for o in others if o + suffix in rows)
+        if family:
+          out[row] = family
+  return out
 
 
 def verdicts(df: pd.DataFrame, metric: str = "test_bacc",
@@ -287,11 +325,14 @@ def results_markdown(df: pd.DataFrame, rows: Dict[str, tuple], paper: Optional[d
 
 def collect(run_root: str, name: str, rows: Dict[str, tuple], *, paper: Optional[dict] = None,
             results_dir: str = "results", title: Optional[str] = None,
-            notes: Sequence[str] = (), seeds: Optional[Sequence[int]] = None) -> pd.DataFrame:
-  """Writes results/<name>.csv and results/<name>.md from the runs under `run_root`.
+            notes: Sequence[str] = (), seeds: Optional[Sequence[int]] = None,
+            sections: Sequence[str] = ()) -> pd.DataFrame:
+  """Writes results/<name>.csv, <name>.md and <name>_history.csv from the runs under `run_root`.
 
-  Only the given rows (and seeds, when given: the ensemble ablation's extra ERM
-  g runs live in the same folder) enter the tables.
+  One CSV row per run, with its per-class test recall (`recall_<class>`); the
+  history CSV holds every run's per-epoch record. Only the given rows (and
+  seeds, when given: the ensemble ablation's extra ERM g runs live in the same
+  folder) enter the tables; `sections` are Markdown appended to the table.
   """
   df = load_runs(run_root)
   if df.empty:
@@ -306,6 +347,20 @@ def collect(run_root: str, name: str, rows: Dict[str, tuple], *, paper: Optional
   labels = sorted(set(df["data_label"]) - {""})
   all_notes = list(notes) + [f"Data: {l}." for l in labels]
   md = results_markdown(df, rows, paper, title or name, all_notes)
-  md += verdict_markdown(verdicts(df), rows)  # Table 2 only: the ablations have no families
+  parts = [verdict_markdown(verdicts(df, families=verdict_families(list(rows))), rows)]
+  md = "\n".join([md] + [p for p in parts + list(sections) if p])  # a blank line between
   atomic_write_text(os.path.join(results_dir, f"{name}.md"), md)
+  atomic_write_text(os.path.join(results_dir, f"{name}_history.csv"),
+                    histories(run_root, df).to_csv(index=False))
   return df
+
+
+def histories(run_root: str, df: pd.DataFrame) -> pd.DataFrame:
+  """Every run's per-epoch history.csv (the audit trail of a table), keyed by run, row, seed."""
+  parts = []
+  for run, row, seed in zip(df["run"], df["row"], df["seed"]):
+    h = pd.read_csv(os.path.join(run_root, run, "history.csv"))
+    h.insert(0, "seed", seed)
+    h.insert(0, "row", row)
+    parts.append(h)
+  return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

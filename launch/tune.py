@@ -13,7 +13,6 @@ runs/tune/<dataset>/<row>/ and resume like any run.
 """
 
 import os
-import sys
 from typing import List
 
 from absl import flags
@@ -21,6 +20,7 @@ import pandas as pd
 
 from launch import budgets
 from launch import runner
+from launch import store
 from launch import tables
 from launch.markdown import markdown_table
 from m2m_tf.cli import run_absl
@@ -34,26 +34,35 @@ flags.DEFINE_string("root", None, "Run folder (default runs/tune/<dataset>).")
 flags.DEFINE_string("grid_root", None, "Where the ERM g runs live (default runs/grid/<dataset>).")
 flags.DEFINE_string("results_dir", "results", "Output folder.")
 flags.DEFINE_list("extra", [], "Extra main.py flags for every run.")
+flags.DEFINE_integer("first_settings", 0, "Only each budget's first N settings (0: all); a "
+                     "partial selection, for trying the pipeline.", lower_bound=0)
+
+
+def tune_rows(rows: List[str], ds: str, first: int = 0) -> dict:
+  """Each (row, setting) of the budgets as a grid row `<row>/<setting name>` on its Table-2 row.
+
+  Args:
+    rows: Table-2 row keys.
+    ds: the dataset (deferral fractions become its epochs).
+    first: when > 0, only each budget's first settings (a partial selection).
+  """
+  out = {}
+  for row in rows:
+    for setting in budgets.row_budget(row, ds)[:first or None]:
+      out[f"{row}/{budgets.setting_name(setting)}"] = (row, {"row": row, **setting})
+  return out
 
 
 def settings_and_jobs(ds: str, root: str, g_root: str, rows: List[str], seeds: List[int]):
   """(every (row, setting, seed, out_dir), the jobs of the unfinished runs)."""
-  base = [sys.executable, "-m", "m2m_tf.main", f"--dataset={ds}", "--verbose=0"]
-  settings, jobs = [], []
-  for row in rows:
-    row_flags = tables.TABLE2_ROWS[row][1]
-    for setting in budgets.row_budget(row, ds):
-      for s in seeds:
-        out = os.path.join(root, row, f"{budgets.setting_name(setting)}_s{s}")
-        settings.append((row, setting, s, out))
-        if os.path.exists(os.path.join(out, "results.json")):
-          continue
-        g = []
-        if row_flags["method"] == "m2m":
-          path = os.path.join(g_root, f"erm_s{runner.g_seeds_of(s)[0]}", "best_f.weights.h5")
-          g = [f"--g_checkpoint={path}"]
-        jobs.append((out, base + runner.run_flags({**row_flags, **setting}) + g +
-                     [f"--seed={s}", f"--output_dir={out}"] + [f"--{e}" for e in FLAGS.extra]))
+  grid_rows = tune_rows(rows, ds, FLAGS.first_settings)
+  settings = []
+  for key, (row, setting) in grid_rows.items():
+    setting = {k: v for k, v in setting.items() if k != "row"}
+    settings += [(row, setting, s, os.path.join(root, f"{key}_s{s}")) for s in seeds]
+  # A tuning run is read for its validation bACC only: no SavedModel (a quarter of a Reuters run).
+  jobs = [(st, out, cmd + ["--noexport"] if st == 1 else cmd) for st, out, cmd in
+          runner.plan(ds, grid_rows, seeds, root, FLAGS.extra, None, g_root=g_root)]
   return settings, jobs
 
 
@@ -78,20 +87,23 @@ def main(argv) -> int:
   ds, seeds = FLAGS.dataset, [int(s) for s in FLAGS.seeds]
   root = FLAGS.root or os.path.join("runs", "tune", ds)
   g_root = FLAGS.grid_root or os.path.join("runs", "grid", ds)
-  if any(tables.TABLE2_ROWS[r][1]["method"] == "m2m" for r in FLAGS.rows):
-    g_seeds = [runner.g_seeds_of(s)[0] for s in seeds]
-    erm = runner.plan(ds, {"erm": tables.TABLE2_ROWS["erm"]}, g_seeds, g_root, {}, FLAGS.extra,
-                      None)
-    runner.run_jobs([(out, cmd) for _, out, cmd in erm], FLAGS.jobs)
+  if FLAGS.root is None and FLAGS.grid_root is None:  # the default folders: keep them in results/
+    print(f"restored {len(store.restore('runs', ds, store.STORE))} runs from {store.STORE}")
   settings, jobs = settings_and_jobs(ds, root, g_root, FLAGS.rows, seeds)
-  print(f"{len(jobs)} of {len(settings)} runs to do", flush=True)
-  runner.run_jobs(jobs, FLAGS.jobs)
+  print(f"{sum(st == 1 for st, _, _ in jobs)} of {len(settings)} runs to do", flush=True)
+  for stage in (0, 1):  # the ERM g runs before the M2m runs that read them
+    runner.run_jobs([(out, cmd) for st, out, cmd in jobs if st == stage], FLAGS.jobs)
+  if FLAGS.root is None and FLAGS.grid_root is None:
+    store.save("runs", ds, store.STORE)
   selected, mean = budgets.select(settings)
   gaps = [f"--{name} {','.join(FLAGS[name].value)} (default {','.join(FLAGS[name].default)})"
           for name in ("rows", "seeds") if FLAGS[name].value != FLAGS[name].default]
+  if FLAGS.first_settings:
+    gaps.append(f"--first_settings={FLAGS.first_settings} of {budgets.BUDGET_SIZE}")
   tables.write_selection(FLAGS.results_dir, f"budgets_{ds}",
                          {"selected": selected, "seeds": seeds,
-                          "budget_size": budgets.BUDGET_SIZE, "criterion": "mean val_bacc"},
+                          "budget_size": budgets.BUDGET_SIZE, "criterion": "mean val_bacc",
+                          "grid": mean.to_dict("records")},
                          markdown(ds, selected, mean, gaps), gaps)
   return 0
 

@@ -119,9 +119,12 @@ class DataConfig(_Section):
                                      rule=_at_least(2))
   embeddings: Optional[str] = option(None, "Twitter: path to a `word f1 ... f50` embedding file.")
   substitute: Optional[str] = option(None, "Twitter without --embeddings: the offline substitute "
-                                     "embeddings, random (a hash-seeded vector per word, default) "
-                                     "or ngram (hashed character n-grams + orthography).",
+                                     "embeddings, ngram (hashed character n-grams + orthography, "
+                                     "default) or random (a hash-seeded vector per word).",
                                      choices=("random", "ngram"))
+  streaming: bool = option(False, "Image datasets: read training batches from a TFRecord "
+                           "directory instead of holding the split in memory (the same batches; "
+                           "docs/data.md#streaming-input).")
   dataset_options: Dict[str, object] = option(
       {}, "Further keyword options of the dataset's builder (from Python; e.g. synthetic_lt's "
       "n_max).", flag=False)
@@ -216,8 +219,9 @@ class M2mConfig(_Section):
     gamma: acceptance threshold on g's probability of the target class
       (the official code compares the probability; the paper's text says loss).
     steps: T, translation steps.
-    step_size: eta (0.1 for images, 1.0 for Reuters); None only inside an
-      `ExperimentConfig`, where it means the recipe's value.
+    step_size: eta (0.1 for images, 1.0 for Reuters).
+    (beta, lam, gamma and step_size are None only inside an `ExperimentConfig`,
+    where None means the recipe's value.)
     start_noise: L2 radius of the random start (official: 0.5).
     clip_range: valid input domain (min, max), or None for no clipping. A run
       takes it from the dataset; it has no flag.
@@ -231,12 +235,16 @@ class M2mConfig(_Section):
       the same function up to float32 rounding, faster).
   """
 
-  beta: float = option(0.999, "M2m seed rejection: w_ij = 1 - beta^max(N_yj - N_yi, 0).",
-                       rule=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
-  lam: float = option(0.5, "M2m: weight of f's seed-class logit in the translation loss.",
-                      rule=_at_least(0))
-  gamma: float = option(0.9, "M2m: accept x* iff g's probability of the target >= gamma.",
-                        rule=(lambda v: 0 <= v <= 1, "must be in [0, 1]"))
+  beta: Optional[float] = option(0.999, "M2m seed rejection: w_ij = 1 - beta^max(N_yj - N_yi, "
+                                 "0) (recipe: the official 0.999, or the dataset's "
+                                 "validation-selected value).",
+                                 rule=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
+  lam: Optional[float] = option(0.5, "M2m: weight of f's seed-class logit in the translation "
+                                "loss (recipe: the official 0.5, or the dataset's selected value).",
+                                rule=_at_least(0))
+  gamma: Optional[float] = option(0.9, "M2m: accept x* iff g's probability of the target >= "
+                                  "gamma (recipe: the official 0.9, or the dataset's selected "
+                                  "value).", rule=(lambda v: 0 <= v <= 1, "must be in [0, 1]"))
   steps: int = option(10, "M2m: translation steps T.", rule=_at_least(0))
   step_size: Optional[float] = option(0.1, "M2m: L2 step size eta (recipe: 1.0 Reuters, "
                                       "else 0.1).", rule=(lambda v: v > 0, "must be > 0"))
@@ -265,7 +273,10 @@ class RuntimeConfig(_Section):
                             choices=("auto", "true", "false"))
   mixed_precision: bool = option(False, "mixed_float16 compute for f and g (GPU); the loss and "
                                  "the M2m translation stay float32; dynamic loss scaling.")
-  strategy: str = option("default", "tf.distribute strategy.", choices=("default", "mirrored"))
+  strategy: str = option("default", "tf.distribute strategy: default (one device), mirrored (the "
+                         "local GPUs or CPUs), multi_worker (the cluster in TF_CONFIG or the Slurm "
+                         "job step; docs/distributed.md).",
+                         choices=("default", "mirrored", "multi_worker"))
   overwrite: bool = option(False, "Replace an output directory that already holds results "
                            "(only files a run of ours wrote are deleted).")
   verbose: int = option(1, "Keras fit verbosity (1: progress bar per epoch, 2: one line).",
@@ -278,6 +289,8 @@ class RuntimeConfig(_Section):
   keep_epochs: Tuple[int, ...] = option((), "Keep the state after these completed epochs for "
                                         "good (branch points for --init_from).",
                                         rule=(lambda v: all(e >= 1 for e in v), "must be epochs"))
+  export: bool = option(True, "Export the best f as a SavedModel (saved_model/); --noexport "
+                        "for runs whose results.json is all that is read (launch.tune).")
 
   def __post_init__(self):
     super().__post_init__()
@@ -330,8 +343,9 @@ class ExperimentConfig:
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
   training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
-  # In a run, step_size None means the recipe's value.
-  m2m: M2mConfig = dataclasses.field(default_factory=lambda: M2mConfig(step_size=None))
+  # In a run, None means the recipe's value.
+  m2m: M2mConfig = dataclasses.field(default_factory=lambda: M2mConfig(
+      step_size=None, beta=None, lam=None, gamma=None))
   runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
 
   def __post_init__(self):
@@ -406,8 +420,14 @@ class ExperimentConfig:
                   warmup_epochs=r.warmup_epochs, lr_milestones=tuple(r.milestones),
                   lr_factors=tuple(r.factors), weight_decay=r.weight_decay,
                   deferred_epoch=r.deferred_epoch, step_size=r.step_size, arch=r.arch,
-                  hidden_units=tuple(r.hidden_units), augment=r.augment)
+                  hidden_units=tuple(r.hidden_units), augment=r.augment, beta=r.beta,
+                  lam=r.lam, gamma=r.gamma)
       changes = {k: fill[k] for k in missing}
+    if self.data.substitute is None and self.data.embeddings is None and (
+        recipe is not None or not user_data.is_spec(self.data.dataset)):
+      substitute = (recipe or get_recipe(self.data.dataset)).substitute
+      if substitute is not None:
+        changes["substitute"] = substitute
     if self.output_dir is None:
       t, name = self.training, self.data.dataset
       name = user_data.short_name(name) if user_data.is_spec(name) else name
@@ -430,11 +450,15 @@ class ExperimentConfig:
     init_epoch = self.runtime.init_epoch
     if init_epoch is not None and not 0 < init_epoch < s.epochs:
       raise ConfigError(f"init_epoch must lie in (0, epochs={s.epochs}), got {init_epoch}.")
+    if self.data.streaming and (method.oversample == "smote" or self.training.seed_pool_size):
+      raise ConfigError("streaming reads the training split from disk batch by batch; SMOTE and "
+                        "seed_pool_size need it in memory (drop --streaming).")
 
 
 # The fields a recipe fills when they are None (m2m_tf.recipes.Recipe).
 _RECIPE_FIELDS = ("epochs", "batch_size", "lr", "warmup_epochs", "lr_milestones", "lr_factors",
-                  "weight_decay", "deferred_epoch", "step_size", "arch", "hidden_units", "augment")
+                  "weight_decay", "deferred_epoch", "step_size", "arch", "hidden_units", "augment",
+                  "beta", "lam", "gamma")
 _TOP_FIELDS = {f.name: f for f in dataclasses.fields(ExperimentConfig) if f.name not in SECTIONS}
 
 

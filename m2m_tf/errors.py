@@ -28,3 +28,7 @@ class CheckpointError(M2mError, ValueError):
 
 class DivergenceError(M2mError, FloatingPointError):
   """Training diverged: a non-finite loss, or a loss far above that of a uniform guess."""
+
+
+class ClusterError(M2mError, RuntimeError):
+  """A worker of a multi-worker run lost a peer (killed, crashed, unreachable)."""

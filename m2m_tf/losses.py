@@ -141,7 +141,12 @@ def focal(labels, logits, gamma: float = 1.0) -> tf.Tensor:
   if gamma == 0:
     return ce
   one_minus_p = -tf.math.expm1(-ce)
-  return tf.pow(one_minus_p, tf.cast(gamma, ce.dtype)) * ce
+  # Where p rounds to 1 (CE = 0), d/dx x^gamma is infinite for gamma < 1 and inf * 0 gives a NaN
+  # gradient; the true limit of FL ~ CE^(1 + gamma) has gradient 0, which the double where gives.
+  positive = one_minus_p > 0
+  safe = tf.where(positive, one_minus_p, tf.ones_like(one_minus_p))
+  weight = tf.where(positive, tf.pow(safe, tf.cast(gamma, ce.dtype)), tf.zeros_like(ce))
+  return weight * ce
 
 
 def ldam_margins(class_counts: ArrayLike,

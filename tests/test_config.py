@@ -65,6 +65,19 @@ class ConfigTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(r.output_dir, "runs/cifar10_jpeg_lt_ce_m2m_s0")
     self.assertEqual(ExperimentConfig.from_leaves(dataset="reuters").resolved().m2m.step_size, 1.0)
 
+  def test_m2m_defaults_and_substitute_are_the_datasets(self):
+    recipe = dataclasses.replace(get_recipe("reuters"), beta=0.9, lam=0.01, gamma=0.99)
+    r = ExperimentConfig.from_leaves(dataset="reuters", lam=0.3).resolved(recipe)
+    self.assertEqual((r.m2m.beta, r.m2m.lam, r.m2m.gamma), (0.9, 0.3, 0.99))  # set lam wins
+    official = ExperimentConfig.from_leaves(dataset="cifar10_jpeg_lt").resolved()
+    self.assertEqual((official.m2m.beta, official.m2m.lam, official.m2m.gamma), (0.999, 0.5, 0.9))
+    self.assertIsNone(official.data.substitute)
+    self.assertEqual(config_lib.M2mConfig().beta, 0.999)  # the trainer's own default stays
+    tw = ExperimentConfig.from_leaves(dataset="twitter")
+    self.assertEqual(tw.resolved().data.substitute, "ngram")
+    self.assertEqual(tw.replace(substitute="random").resolved().data.substitute, "random")
+    self.assertIsNone(tw.replace(embeddings="/e.txt").resolved().data.substitute)  # a file wins
+
   def test_json_round_trip(self):
     cfg = ExperimentConfig.from_leaves(dataset="reuters", vocab_size=2000, keep_epochs=[5, 7],
                                        dataset_options={"val_fraction": 0.2}).resolved()

@@ -44,7 +44,7 @@ class RealTwitterTest(TempDirMixin, parameterized.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.data = twitter.build_twitter(use_cache=False)
+    cls.data = twitter.build_twitter(substitute="random", use_cache=False)
 
   def test_classes_and_counts(self):
     d = self.data
@@ -95,16 +95,16 @@ class RealTwitterTest(TempDirMixin, parameterized.TestCase):
     self.assertEqual(ark.class_names, self.data.class_names)
 
   def test_window_size(self):
-    d = twitter.build_twitter(window=2, use_cache=False)
+    d = twitter.build_twitter(window=2, substitute="random", use_cache=False)
     self.assertEqual(d.input_shape, (250,))
     np.testing.assert_array_equal(d.x_train[:, 50:200], self.data.x_train)
 
   def test_deterministic_and_cached(self):
     cache_dir = self.tmpdir()
-    first = twitter.build_twitter(cache_dir=cache_dir)
+    first = twitter.build_twitter(cache_dir=cache_dir, substitute="random")
     with mock.patch.object(twitter, "_build_arrays",
                            side_effect=AssertionError("cache miss")):
-      second = twitter.build_twitter(cache_dir=cache_dir)
+      second = twitter.build_twitter(cache_dir=cache_dir, substitute="random")
     for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
       self.assertEqual(getattr(first, name).tobytes(),
                        getattr(self.data, name).tobytes())
@@ -289,7 +289,7 @@ class FakeTwitterTest(TempDirMixin, absltest.TestCase):
     self.assertEqual(d0.text_features["window"], 0)
 
   def test_substitute_table_in_text_features(self):
-    d = self._build(self._root())
+    d = self._build(self._root(), substitute="random")
     spec = d.text_features
     self.assertEqual(spec["unk_row"], spec["rows"][spec["keys"].index("uuunkkk")])
     # Every lowercased word of the three files, plus both specials in their own case.
@@ -356,8 +356,8 @@ class FakeTwitterTest(TempDirMixin, absltest.TestCase):
     kw = dict(verify_checksums=False, cache_dir=cache_dir)
     build = mock.Mock(side_effect=twitter._build_arrays)
     with mock.patch.object(twitter, "_build_arrays", build):
-      rnd = twitter.build_twitter(root, **kw)
-      ngr = twitter.build_twitter(root, substitute="ngram", **kw)
+      rnd = twitter.build_twitter(root, substitute="random", **kw)
+      ngr = twitter.build_twitter(root, **kw)  # the default substitute is ngram
       self.assertEqual(build.call_count, 2)  # the second is not the first's entry
       rnd2 = twitter.build_twitter(root, substitute="random", **kw)
       ngr2 = twitter.build_twitter(root, substitute="ngram", **kw)

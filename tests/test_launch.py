@@ -18,6 +18,7 @@ import pandas as pd
 from launch import budgets
 from launch import markdown
 from launch import runner
+from launch import store
 from launch import tables
 from m2m_tf import run_records
 
@@ -33,17 +34,26 @@ def _run(args, env):
 
 
 def _fake_run(root, name, seed, rng):
-  """A finished run folder: only the results.json fields the collectors read."""
+  """A finished run folder: only the results.json fields and history the collectors read."""
   os.makedirs(os.path.join(root, name), exist_ok=True)
   bacc = float(rng.uniform(50, 70))
   with open(os.path.join(root, name, "results.json"), "w") as fh:
     json.dump({"loss": "ce", "rebalancing": "none", "seed": seed, "test_bacc": bacc,
                "test_gm": bacc - 5, "n_zero_recall": 0, "val_bacc": bacc + 1, "val_gm": bacc - 4,
                "test": {}, "best_epoch": 1, "seconds": 1.0}, fh)
+  with open(os.path.join(root, name, "history.csv"), "w") as fh:
+    fh.write(f"epoch,val_bacc\n0,{bacc}\n")
+  with open(os.path.join(root, name, "flags.json"), "w") as fh:
+    json.dump({"seed": seed}, fh)
 
 
 def _read(path):
   with open(path) as fh:
+    return fh.read()
+
+
+def _read_bytes(path):
+  with open(path, "rb") as fh:
     return fh.read()
 
 
@@ -53,7 +63,7 @@ class PlanTest(absltest.TestCase):
     root = tempfile.mkdtemp()
     jobs = runner.plan("reuters", {k: tables.ABLATION_ROWS[k] for k in ("m2m_rs", "m2m_rs_rand",
                                                                          "m2m_ensemble")},
-                       [3], root, {}, [], None)
+                       [3], root, [], None)
     cmds = {os.path.basename(out): cmd for _, out, cmd in jobs}
     # RS-Rand is M2m-RS (phase 2 from epoch 0) with random labels (paper section 3.4).
     self.assertIn("--deferred_epoch=0", cmds["m2m_rs_rand_s3"])
@@ -66,6 +76,38 @@ class PlanTest(absltest.TestCase):
         os.path.join(root, f"erm_s{s}", "best_f.weights.h5") for s in (1003, 1103)))
     self.assertEqual([os.path.basename(out) for stage, out, _ in jobs if stage == 0],
                      ["erm_s1003", "erm_s1103"])
+
+
+class StoreTest(absltest.TestCase):
+
+  def test_save_then_restore_on_a_fresh_machine(self):
+    tmp = tempfile.mkdtemp()
+    runs, st, fresh = (os.path.join(tmp, d) for d in ("runs", "store", "fresh"))
+    rng = np.random.default_rng(0)
+    _fake_run(os.path.join(runs, "tune", "ds", "erm"), "lr0.1_s0", 0, rng)
+    _fake_run(os.path.join(runs, "grid", "ds"), "m2m_s0", 0, rng)
+    for name, size in (("erm_s1000", 1000), ("erm_vocab_size5000_s1000", store.MAX_G_BYTES + 1)):
+      _fake_run(os.path.join(runs, "grid", "ds"), name, 1000, rng)
+      with open(os.path.join(runs, "grid", "ds", name, store.WEIGHTS), "wb") as fh:
+        fh.write(rng.bytes(size))
+    os.makedirs(os.path.join(runs, "grid", "ds", "drs_s0"))  # unfinished: not stored
+    self.assertEqual(store.save(runs, "ds", st), 4)
+    first = _read_bytes(os.path.join(st, "ds.jsonl.gz"))
+    store.save(runs, "ds", st)
+    self.assertEqual(_read_bytes(os.path.join(st, "ds.jsonl.gz")), first)  # same runs, same bytes
+    done = store.restore(fresh, "ds", st)
+    # The large g is not kept: the grid trains it again.
+    self.assertEqual(sorted(done), [os.path.join("grid", "ds", "erm_s1000"),
+                                    os.path.join("grid", "ds", "m2m_s0"),
+                                    os.path.join("tune", "ds", "erm", "lr0.1_s0")])
+    for rel in done:
+      for name in store.FILES:
+        self.assertEqual(_read(os.path.join(fresh, rel, name)),
+                         _read(os.path.join(runs, rel, name)))
+    g = os.path.join("grid", "ds", "erm_s1000", store.WEIGHTS)
+    self.assertEqual(_read_bytes(os.path.join(fresh, g)), _read_bytes(os.path.join(runs, g)))
+    self.assertEqual(store.restore(fresh, "ds", st), [])  # nothing missing any more
+    self.assertEqual(store.restore(fresh, "other", st), [])  # no store for that dataset
 
 
 class MarkdownTableTest(absltest.TestCase):
@@ -104,35 +146,35 @@ class LaunchTest(absltest.TestCase):
                    TF_CPP_MIN_LOG_LEVEL="2")
 
   def _partial_selection(self, res, grid_root):
-    """A 2-setting selection (trains ERM g and 2 M2m runs); returns its JSON record."""
-    out = _run(["launch.select_hparams", "--dataset=synthetic_lt", "--losses=ce", "--seeds=0",
-                "--betas=0.9,0.999", "--lams=0.5", "--gammas=0.9", f"--root={self.tmp}/hp",
-                f"--grid_root={grid_root}", f"--results_dir={res}", EXTRA], self.env)
-    self.assertIn("Partial selection (--losses leaves out ldam; --betas leaves out 0.99;",
-                  out.splitlines()[-1])
-    self.assertFalse(os.path.exists(os.path.join(res, "hparams_synthetic_lt.json")))
-    with open(os.path.join(res, tables.PARTIAL_DIR, "hparams_synthetic_lt.json")) as fh:
+    """A 2-setting M2m selection (trains ERM g and 2 M2m runs); returns its JSON record."""
+    out = _run(["launch.tune", "--dataset=synthetic_lt", "--rows=m2m", "--first_settings=2",
+                f"--root={self.tmp}/hp", f"--grid_root={grid_root}", f"--results_dir={res}",
+                EXTRA], self.env)
+    self.assertIn("Partial selection (--rows m2m (default erm,rs,", out.splitlines()[-1])
+    self.assertIn("--first_settings=2 of 18", out.splitlines()[-1])
+    self.assertFalse(os.path.exists(os.path.join(res, "budgets_synthetic_lt.json")))
+    with open(os.path.join(res, tables.PARTIAL_DIR, "budgets_synthetic_lt.json")) as fh:
       hp = json.load(fh)
     self.assertFalse(hp["complete"])
     self.assertLen(hp["grid"], 2)
     best = max(hp["grid"], key=lambda r: r["val_bacc"])
-    self.assertEqual(hp["selected"]["ce"]["beta"], best["beta"])
+    self.assertEqual(hp["selected"]["m2m"], json.loads(best["setting"]))
     self.assertNotIn("test_bacc", json.dumps(hp))  # selection never sees test metrics
     return hp
 
   @pytest.mark.slow
-  def test_hparam_selection_then_grid_then_resume(self):
+  def test_selection_then_grid_then_resume(self):
     res = os.path.join(self.tmp, "results")
     partial = os.path.join(res, tables.PARTIAL_DIR)
     grid_root = os.path.join(self.tmp, "grid")
     hp = self._partial_selection(res, grid_root)
     grid = ["launch.grid", "--dataset=synthetic_lt", "--rows=erm,drs,m2m", "--seeds=0,1",
             f"--root={grid_root}", f"--results_dir={res}",
-            f"--hparams={partial}/hparams_synthetic_lt.json", EXTRA]
+            f"--budgets={partial}/budgets_synthetic_lt.json", EXTRA]
     out = _run(grid, self.env)
-    self.assertIn("M2m hyper-parameters from", out)
+    self.assertIn("Settings selected with equal budgets from", out)
     self.assertIn("Partial grid (8 of 11 rows left out; seeds 2,3,4 of 0,1,2,3,4 left out; "
-                  "hyper-parameters from a partial selection)", out.splitlines()[-1])
+                  "settings from a partial selection)", out.splitlines()[-1])
     self.assertFalse(os.path.exists(os.path.join(res, "synthetic_lt.csv")))
     df = pd.read_csv(os.path.join(partial, "synthetic_lt.csv"))
     for col in ("loss", "rebalancing", "seed", "test_bacc", "test_gm", "n_zero_recall",
@@ -143,7 +185,7 @@ class LaunchTest(absltest.TestCase):
     self.assertEqual(set(df["rebalancing"]), {"none", "drs", "m2m"})
     with open(os.path.join(grid_root, "m2m_s0", "flags.json")) as fh:
       flags = run_records.flatten_record(json.load(fh))
-    self.assertEqual(flags["beta"], hp["selected"]["ce"]["beta"])
+    self.assertEqual(flags["beta"], hp["selected"]["m2m"]["beta"])
     # g is the ERM run of seed 1000, not f's own ERM twin erm_s0 (independent of f).
     self.assertTrue(flags["g_checkpoint"].endswith(os.path.join("erm_s1000", "best_f.weights.h5")))
     self.assertTrue(os.path.exists(os.path.join(grid_root, "erm_s1000", "results.json")))
@@ -151,6 +193,11 @@ class LaunchTest(absltest.TestCase):
     self.assertIn("ERM-M2m", md)
     self.assertIn("±", md)
     self.assertIn("(partial)", md.splitlines()[0])
+    # The audit trail: per-class recall in the table CSV, every epoch in the history CSV.
+    self.assertIn("recall_class_0", df.columns)
+    hist = pd.read_csv(os.path.join(partial, "synthetic_lt_history.csv"))
+    self.assertEqual(len(hist), 6 * 3)  # 6 runs x 3 epochs
+    self.assertEqual(set(hist["row"]), {"erm", "drs", "m2m"})
     # A second invocation finds every run finished and redoes none.
     out = _run(grid, self.env)
     self.assertIn("0 runs to do", out)
@@ -164,7 +211,7 @@ class LaunchTest(absltest.TestCase):
         _fake_run(root, f"{row}_s{seed}", seed, rng)
     os.remove(os.path.join(root, "ldam_m2m_s2", "results.json"))
     collect = ["launch.grid", "--dataset=reuters", f"--root={root}", f"--results_dir={res}",
-               f"--hparams={self.tmp}/none.json"]
+               f"--budgets={self.tmp}/none.json"]
     last = _run(collect + ["--collect_only"], self.env).splitlines()[-1]
     self.assertEqual(last, f"Partial grid (1 of 55 runs unfinished (e.g. ldam_m2m_s2)): wrote "
                      f"{res}/partial/reuters.{{csv,md}}; {res}/reuters.{{csv,md}} left unchanged.")
@@ -189,34 +236,65 @@ class LaunchTest(absltest.TestCase):
     res = os.path.join(self.tmp, "fake_hp_results")
     rng = np.random.default_rng(1)
     _fake_run(g_root, "erm_s1000", 1000, rng)
-    for loss in ("ce", "ldam"):
-      for beta in ("0.9", "0.99", "0.999"):
-        for lam in ("0.01", "0.1", "0.5"):
-          for gamma in ("0.9", "0.99"):
-            _fake_run(root, f"{loss}_b{beta}_l{lam}_g{gamma}_s0", 0, rng)
-    cmd = ["launch.select_hparams", "--dataset=reuters", f"--root={root}",
-           f"--grid_root={g_root}", f"--results_dir={res}"]
-    last = _run(cmd, self.env).splitlines()[-1]
-    self.assertEqual(last, f"Complete selection: wrote {res}/hparams_reuters.{{json,md}}.")
-    committed = _read(os.path.join(res, "hparams_reuters.json"))
-    self.assertTrue(json.loads(committed)["complete"])
-    last = _run(cmd + ["--losses=ce", "--gammas=0.99,0.9"], self.env).splitlines()[-1]
-    self.assertEqual(last, f"Partial selection (--losses leaves out ldam): wrote "
-                     f"{res}/partial/hparams_reuters.{{json,md}}; "
-                     f"{res}/hparams_reuters.{{json,md}} left unchanged.")
-    self.assertEqual(_read(os.path.join(res, "hparams_reuters.json")), committed)
-    with open(os.path.join(res, "partial", "hparams_reuters.json")) as fh:
-      self.assertEqual(list(json.load(fh)["selected"]), ["ce"])
+    for row in tables.TABLE2_ROWS:
+      for setting in budgets.row_budget(row, "reuters"):
+        _fake_run(os.path.join(root, row), f"{budgets.setting_name(setting)}_s0", 0, rng)
+    cmd = ["launch.tune", "--dataset=reuters", f"--root={root}", f"--grid_root={g_root}",
+           f"--results_dir={res}"]
+    out = _run(cmd, self.env)
+    self.assertIn("0 of 198 runs to do", out)
+    self.assertEqual(out.splitlines()[-1],
+                     f"Complete selection: wrote {res}/budgets_reuters.{{json,md}}.")
+    committed = _read(os.path.join(res, "budgets_reuters.json"))
+    record = json.loads(committed)
+    self.assertTrue(record["complete"])
+    self.assertEqual(set(record["selected"]), set(tables.TABLE2_ROWS))
+    self.assertLen(record["grid"], 198)
+    last = _run(cmd + ["--rows=erm,m2m"], self.env).splitlines()[-1]
+    self.assertTrue(last.startswith("Partial selection (--rows erm,m2m (default erm,rs,"), last)
+    self.assertTrue(last.endswith(f"wrote {res}/partial/budgets_reuters.{{json,md}}; "
+                                  f"{res}/budgets_reuters.{{json,md}} left unchanged."), last)
+    self.assertEqual(_read(os.path.join(res, "budgets_reuters.json")), committed)
+    with open(os.path.join(res, "partial", "budgets_reuters.json")) as fh:
+      self.assertEqual(list(json.load(fh)["selected"]), ["erm", "m2m"])
+
+  @pytest.mark.slow
+  def test_runs_in_one_process_equal_separate_commands(self):
+    tmp = tempfile.mkdtemp()
+    common = ["--dataset=synthetic_lt", "--verbose=0", "--epochs=3", "--deferred_epoch=1",
+              "--warmup_epochs=1"]
+    a, b, bad, alone = (os.path.join(tmp, d) for d in ("a", "b", "bad", "alone"))
+    jobs = [(bad, common + ["--gamma=2", f"--output_dir={bad}"]),
+            (a, common + ["--method=erm", "--seed=0", "--noexport", f"--output_dir={a}"]),
+            (b, common + ["--method=m2m", "--seed=1", f"--output_dir={b}"])]
+    path = os.path.join(tmp, "jobs.json")
+    with open(path, "w") as fh:
+      json.dump(jobs, fh)
+    proc = subprocess.run([sys.executable, "-m", "launch.run_many", path], cwd=ROOT,
+                          env=self.env, capture_output=True, text=True, timeout=900)
+    # The bad run fails alone (its error in its log); the others run; the status says so.
+    self.assertEqual(proc.returncode, 1, proc.stderr[-2000:])
+    self.assertIn(f"1 of 3 runs failed: {bad}", proc.stderr)
+    self.assertIn("gamma", _read(bad + ".log"))
+    self.assertIn(f"done {b} in", proc.stdout)
+    _run(["m2m_tf.main"] + common + ["--method=m2m", "--seed=1", f"--output_dir={alone}"],
+         self.env)
+    # After another run in the same process (g trained in it too), the same epochs as alone.
+    self.assertEqual(_read(os.path.join(b, "history.csv")),
+                     _read(os.path.join(alone, "history.csv")))
+    self.assertTrue(os.path.isdir(os.path.join(b, "saved_model")))
+    self.assertTrue(os.path.exists(os.path.join(a, "results.json")))
+    self.assertFalse(os.path.exists(os.path.join(a, "saved_model")))  # --noexport
 
   @pytest.mark.slow
   def test_every_launch_command_answers_help_without_working(self):
     out_dir = os.path.join(self.tmp, "must_not_exist")
     for args in (["launch.grid", f"--root={out_dir}", f"--results_dir={out_dir}"],
-                 ["launch.select_hparams", f"--root={out_dir}", f"--results_dir={out_dir}"],
                  ["launch.readme", f"--readme={out_dir}/README.md"],
                  ["launch.gpu_check", f"--out={out_dir}"],
                  ["launch.cifar_short"],
                  ["launch.tune", f"--root={out_dir}", f"--results_dir={out_dir}"],
+                 ["launch.store", f"--store={out_dir}"],
                  ["launch.digits_example", f"--root={out_dir}", f"--results_dir={out_dir}"]):
       for flag in ("--help", "-h"):
         out = _run(args + [flag], self.env)  # _run asserts exit status 0
@@ -302,14 +380,43 @@ class LaunchTest(absltest.TestCase):
 
   def test_grid_applies_the_selected_row_settings(self):
     rows = {k: tables.TABLE2_ROWS[k] for k in ("rw", "m2m")}
-    jobs = runner.plan("reuters", rows, [0], os.path.join(self.tmp, "plan"),
-                       {"ce": {"beta": 0.9}}, [], None,
-                       row_settings={"rw": {"lr": 0.05}, "m2m": {"beta": 0.99},
+    rows["m2m_gamma0"] = tables.ABLATION_ROWS["m2m_gamma0"]
+    jobs = runner.plan("reuters", rows, [0], os.path.join(self.tmp, "plan"), [], None,
+                       row_settings={"rw": {"lr": 0.05}, "m2m": {"beta": 0.99, "gamma": 0.9},
                                      "erm": {"weight_decay": 0.001}})
-    cmds = {os.path.basename(out): " ".join(cmd) for _, out, cmd in jobs}
+    cmds = {os.path.basename(out): cmd for _, out, cmd in jobs}
     self.assertIn("--lr=0.05", cmds["rw_s0"])
-    self.assertIn("--beta=0.99", cmds["m2m_s0"])  # the equal-budget selection wins
-    self.assertIn("--weight_decay=0.001", cmds["erm_s1000"])  # g is the tuned ERM
+    self.assertIn("--beta=0.99", cmds["m2m_s0"])
+    # An ablation takes ERM-M2m's selection, then its own flags, which win.
+    self.assertIn("--beta=0.99", cmds["m2m_gamma0_s0"])
+    self.assertIn("--gamma=0.0", cmds["m2m_gamma0_s0"])
+    self.assertNotIn("--gamma=0.9", cmds["m2m_gamma0_s0"])
+    # g is ERM under the recipe (as a pre-trained network), not the ERM row's tuned setting.
+    self.assertNotIn("--weight_decay=0.001", cmds["erm_s1000"])
+    self.assertEqual([st for st, out, _ in jobs if out.endswith("erm_s1000")], [0])
+
+  def test_a_row_that_changes_the_data_gets_g_on_the_same_data(self):
+    root = os.path.join(self.tmp, "plan_vocab")
+    jobs = runner.plan("reuters", {k: tables.VOCAB_ROWS[k] for k in ("m2m_v2000", "drs_v2000")},
+                       [1], root, [], None, row_settings={"m2m": {"lam": 0.1}})
+    cmds = {os.path.basename(out): cmd for _, out, cmd in jobs}
+    g_dir = os.path.join(root, "erm_vocab_size2000_s1001")
+    self.assertEqual(sorted(cmds), ["drs_v2000_s1", "erm_vocab_size2000_s1001", "m2m_v2000_s1"])
+    self.assertIn("--vocab_size=2000", cmds["erm_vocab_size2000_s1001"])
+    self.assertIn("--seed=1001", cmds["erm_vocab_size2000_s1001"])
+    self.assertIn(f"--g_checkpoint={g_dir}/best_f.weights.h5", cmds["m2m_v2000_s1"])
+    self.assertIn("--lam=0.1", cmds["m2m_v2000_s1"])
+    self.assertIn("--method=drs", cmds["drs_v2000_s1"])
+
+  def test_verdict_families_of_the_tables_beyond_the_paper(self):
+    fam = tables.verdict_families(list(tables.VOCAB_ROWS))
+    self.assertEqual(fam["m2m_v5000"], ("erm_v5000", "drs_v5000"))
+    self.assertEqual(fam["ldam_m2m_v2000"], ("ldam_drw_v2000",))
+    self.assertNotIn("ldam_m2m_v2000", fam.get("m2m_v2000", ()))
+    self.assertEqual(tables.verdict_families(list(tables.TABLE2_ROWS)), tables.VERDICT_FAMILIES)
+    self.assertEqual(tables.verdict_families(list(tables.SUBSTITUTE_ROWS)),
+                     {"m2m": ("erm", "drs"), "m2m_random": ("erm_random", "drs_random")})
+    self.assertEqual(tables.verdict_families(list(tables.ABLATION_ROWS)), {})
 
 
 if __name__ == "__main__":

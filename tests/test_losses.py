@@ -138,6 +138,23 @@ class LossValuesTest(tf.test.TestCase, parameterized.TestCase):
       # cancellation ~u64 |f| / delta ~ 1e-9 (|f| <= ~10). Measured: 2.5% of the tolerance.
       self.assertAllClose(theo[0], num[0], rtol=1e-6, atol=1e-7)
 
+  def test_focal_gradient_is_finite_where_p_rounds_to_one(self):
+    # Margin 200: CE is exactly 0 in float32, so 1 - p = 0; for gamma < 1 the naive
+    # d/dx x^gamma there is inf and inf * 0 a NaN. The limit of FL ~ CE^(1 + gamma) is 0.
+    z = tf.constant([[200.0, 0.0, 0.0], [0.5, 0.2, 0.1]], tf.float32)
+    y = tf.constant([0, 2])
+    for gamma in (0.5, 1.0, 2.0):
+      with tf.GradientTape() as tape:
+        tape.watch(z)
+        fl = losses.focal(y, z, gamma=gamma)
+        total = tf.reduce_sum(fl)
+      grad = tape.gradient(total, z).numpy()
+      self.assertTrue(np.isfinite(grad).all(), (gamma, grad))
+      np.testing.assert_array_equal(grad[0], 0.0)
+      self.assertEqual(float(fl[0]), 0.0)
+      np.testing.assert_allclose(fl[1], _np_focal(np.array([2]), np.array([[0.5, 0.2, 0.1]]),
+                                                  gamma)[0], rtol=1e-6)
+
   def test_focal_gradient_hand(self):
     # d/dz FL for gamma = 1 by the chain rule, in float64.
     y, z = _data(b=6, k=3, seed=4)

@@ -472,7 +472,8 @@ class BadInputTest(parameterized.TestCase):
 
   def test_unknown_source_kind(self):
     _one_line(self, user_data.UnknownSourceError,
-              r"parquet:x\.pq: unknown source kind 'parquet'; known: csv, folder, npz, tfds",
+              r"parquet:x\.pq: unknown source kind 'parquet'; known: csv, folder, npz, tfds, "
+              "tfrecord",
               registry.load_dataset, "parquet:x.pq")
 
   def test_unknown_and_invalid_options(self):

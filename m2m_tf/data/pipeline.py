@@ -91,6 +91,9 @@ def to_model_input(x: tf.Tensor) -> tf.Tensor:
 
 def nonfinite_rows(x: np.ndarray) -> np.ndarray:
   """Indices of the examples of `x` holding NaN or Inf (none for integer inputs)."""
+  dtype = getattr(x, "dtype", None)
+  if dtype is not None and not np.issubdtype(dtype, np.floating):
+    return np.zeros(0, np.int64)  # integers hold no NaN (and a streamed split is not loaded)
   x = np.asarray(x)
   if not np.issubdtype(x.dtype, np.floating) or np.all(np.isfinite(x)):
     return np.zeros(0, np.int64)
@@ -155,15 +158,48 @@ def train_dataset(x: np.ndarray, y: np.ndarray, *, num_classes: int, batch_size:
     A `tf.data.Dataset` of (x, y) with x float32 and y int32.
   """
   x, y = _checked_arrays(x, y, num_classes)
-  n = len(x)
+  ds = index_batches(y, num_classes=num_classes, batch_size=batch_size, seed=seed, epochs=epochs,
+                     start_epoch=start_epoch, balanced_from_epoch=balanced_from_epoch,
+                     epoch_size=epoch_size, input_context=input_context)
+  x_const = tf.constant(x)
+  y_const = tf.constant(y.astype(np.int32))
+
+  def load(epoch, step, idx):
+    xb = batch_inputs(tf.gather(x_const, idx), epoch, step, seed=seed, augment=augment)
+    return xb, tf.gather(y_const, idx)
+
+  ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+  return ds.prefetch(AUTOTUNE)
+
+
+def batch_inputs(xb: tf.Tensor, epoch, step, *, seed: int, augment: bool) -> tf.Tensor:
+  """A gathered batch as the model takes it: scaled to float32, augmented with the stateless
+  seed of (seed, epoch, step) when `augment` (shared by the in-memory and streaming paths)."""
+  xb = to_model_input(xb)
+  if augment:
+    xb = augment_images(xb, tf.stack([epoch * 100003 + seed, step]))
+  return xb
+
+
+def index_batches(y: np.ndarray, *, num_classes: int, batch_size: int, seed: int, epochs: int,
+                  start_epoch: int = 0, balanced_from_epoch: Optional[int] = None,
+                  epoch_size: Optional[int] = None,
+                  input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+  """The example indices of `train_dataset`'s batches: (epoch, step, idx) with idx int32 [b].
+
+  The arguments are those of `train_dataset` (N = len(y)); b is the global batch
+  size, or the per-replica one under an `input_context`. Anything that can fetch
+  example i of the training split (an array, a file index) turns this into the
+  training stream, batch for batch the same.
+  """
+  y = np.asarray(y, np.int64)
+  n = len(y)
   epoch_size = int(epoch_size or n)
   if batch_size < 1 or epoch_size < batch_size:
     raise ValueError(f"batch_size {batch_size} must be in [1, epoch_size={epoch_size}].")
   n_batches = epoch_size // batch_size
   pipelines, shard, local_replicas, per_replica = _shard_layout(batch_size, input_context)
   sampler = BalancedSampler(y, num_classes) if balanced_from_epoch is not None else None
-  x_const = tf.constant(x)
-  y_const = tf.constant(y.astype(np.int32))
   balanced_from = -1 if balanced_from_epoch is None else int(balanced_from_epoch)
 
   def epoch_batches(epoch):
@@ -186,15 +222,7 @@ def train_dataset(x: np.ndarray, y: np.ndarray, *, num_classes: int, batch_size:
       steps = tf.range(n_batches * local_replicas, dtype=tf.int64)
     return tf.data.Dataset.from_tensor_slices((tf.fill(tf.shape(steps), epoch), steps, idx))
 
-  def load(epoch, step, idx):
-    xb = to_model_input(tf.gather(x_const, idx))
-    if augment:
-      xb = augment_images(xb, tf.stack([epoch * 100003 + seed, step]))
-    return xb, tf.gather(y_const, idx)
-
-  ds = tf.data.Dataset.range(start_epoch, epochs).flat_map(epoch_batches)
-  ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
-  return ds.prefetch(AUTOTUNE)
+  return tf.data.Dataset.range(start_epoch, epochs).flat_map(epoch_batches)
 
 
 def steps_per_epoch(num_examples: int, batch_size: int, epoch_size: Optional[int] = None) -> int:

@@ -18,6 +18,12 @@ previous with a warning, never to fresh weights.
 The randomness of a run is stateless, a function of (seed, epoch) for the data
 and of (seed, optimizer.iterations) inside the step, so weights, optimizer
 variables (iterations included) and the epoch counter are the whole state.
+
+Under a multi-worker strategy (docs/distributed.md) a commit reads each variable's
+local copy (`get_weights`, `.numpy()`: mirrored variables are equal on every worker),
+which needs no collective, unlike a `tf.train.Checkpoint` save in which every
+worker must take part. So the chief alone commits into the run folder; the other
+workers commit into their private folders, and load the chief's commit to resume.
 """
 
 import csv

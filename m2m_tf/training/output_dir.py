@@ -31,8 +31,10 @@ FLAGS_FILE = "flags.json"
 RESULTS_FILE = "results.json"
 OUR_ENTRIES = (FLAGS_FILE, RESULTS_FILE, "history.csv", "best_f.weights.h5", "best_state.json",
                "saved_model", "tensorboard", CKPT_DIR, "g_erm", "backup", LOCK_FILE, MANIFEST_FILE)
-# Settings that cannot change a run's result: they never block a resume.
-NOT_RESULT_FIELDS = frozenset({"overwrite", "verbose", "data_dir", "output_dir", "keep_epochs"})
+# Settings that cannot change a run's result: they never block a resume (--streaming reads the
+# same batches from disk; --noexport only skips the SavedModel).
+NOT_RESULT_FIELDS = frozenset({"overwrite", "verbose", "data_dir", "output_dir", "keep_epochs",
+                               "export", "streaming"})
 PATH_FIELDS = frozenset({"g_checkpoint", "init_from"})
 
 

@@ -20,6 +20,7 @@ what a run of ours wrote, and only after the inputs were checked.
 """
 
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -30,12 +31,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from data_prep import streamed
 from data_prep import user_data
 from data_prep import user_recipe
 from data_prep.registry import load_dataset
 from m2m_tf import losses as losses_lib
 from m2m_tf import serving
 from m2m_tf.data import pipeline
+from m2m_tf.data import streaming
 from m2m_tf.config import ExperimentConfig
 from m2m_tf.errors import CheckpointError, ConfigError, DataError, OutputDirError
 from m2m_tf.io_utils import atomic_replace_dir, atomic_write_json, read_json
@@ -47,6 +50,7 @@ from m2m_tf.run_records import flatten_record
 from m2m_tf.training import callbacks as cb
 from m2m_tf.training import checkpoint as ckpt_lib
 from m2m_tf.training import output_dir as out_lib
+from m2m_tf.training import multi_worker as mw
 from m2m_tf.training.methods import get_method
 from m2m_tf.training.trainer import M2mTrainer
 
@@ -97,14 +101,33 @@ def resolve_jit_compile(mode: str) -> bool:
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-  """"default" (one device) or "mirrored" (all local GPUs, else all logical CPUs)."""
+  """"default" (one device), "mirrored" (all local GPUs, else all logical CPUs) or "multi_worker"
+  (the process's MultiWorkerMirroredStrategy over TF_CONFIG's or Slurm's cluster)."""
+  if name == "multi_worker":
+    return mw.cluster_strategy()
   if name == "default":
     return tf.distribute.get_strategy()
   if name == "mirrored":
-    gpus = tf.config.list_logical_devices("GPU")
-    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-    return tf.distribute.MirroredStrategy(devices=devices)
-  raise ConfigError(f"strategy must be default or mirrored, got {name!r}.")
+    return _mirrored_strategy()
+  raise ConfigError(f"strategy must be default, mirrored or multi_worker, got {name!r}.")
+
+
+@functools.lru_cache(maxsize=None)
+def _mirrored_strategy() -> tf.distribute.MirroredStrategy:
+  """The process's MirroredStrategy over all local GPUs, else all logical CPUs.
+
+  One per process: a second one starts its collective keys where the first did, and the
+  runtime then mixes their collectives ("Collective instance 100 expected ... but got ...",
+  when an M2m run trains g and then f in one process).
+  """
+  gpus = tf.config.list_logical_devices("GPU")
+  devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+  return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def _cluster(cfg: ExperimentConfig) -> Optional[tf.distribute.Strategy]:
+  """The process's multi-worker strategy under --strategy=multi_worker, else None."""
+  return mw.cluster_strategy() if cfg.runtime.strategy == "multi_worker" else None
 
 
 def check_g_paths(g_checkpoint: Optional[str]) -> None:
@@ -150,24 +173,31 @@ def train_g(cfg: ExperimentConfig, data=None) -> str:
   """
   g_cfg = g_config(cfg)
   weights = os.path.join(g_cfg.output_dir, ckpt_lib.BEST_WEIGHTS_FILE)
-  if os.path.exists(os.path.join(g_cfg.output_dir, RESULTS_FILE)):
+  strategy = _cluster(cfg)
+  # Every worker of a multi-worker run follows the chief's view of g's folder (the same runs,
+  # hence the same collectives, everywhere).
+  if mw.chief_value(strategy, os.path.exists(os.path.join(g_cfg.output_dir, RESULTS_FILE))):
     previous = read_json(os.path.join(g_cfg.output_dir, out_lib.FLAGS_FILE)) or {}
     diff = differences(previous, g_cfg.resolved().to_json())
     if diff:
       raise OutputDirError(f"{g_cfg.output_dir} holds a g trained with another configuration "
                            f"(differs in {diff}); pass --overwrite to train it again.")
-    # A kill between g's results.json and its clean-up leaves checkpoints: drop them now.
-    ckpt_lib.RunCheckpoint(g_cfg.output_dir, None).finalize()
+    if mw.is_chief(strategy):  # a kill between g's results.json and its clean-up leaves
+      ckpt_lib.RunCheckpoint(g_cfg.output_dir, None).finalize()  # checkpoints: drop them now
     return weights
   say(cfg, f"training g with ERM (seed {g_cfg.seed}) in {g_cfg.output_dir}")
   run_experiment(g_cfg, data=data)
+  mw.chief_value(strategy, 1)  # a barrier: the others read g's weights once the chief wrote them
   return weights
 
 
 def load_data(cfg: ExperimentConfig):
   """The dataset's splits; malformed data becomes a one-line DataError naming the problem."""
   try:
-    data = load_dataset(cfg.data.dataset, cfg.data.data_dir, **cfg.data.options)
+    if cfg.data.streaming:  # the training split stays on disk (docs/data.md#streaming-input)
+      data = streamed.load_streamed(cfg.data.dataset, cfg.data.data_dir, **cfg.data.options)
+    else:
+      data = load_dataset(cfg.data.dataset, cfg.data.data_dir, **cfg.data.options)
   except ValueError as e:
     raise DataError(f"{cfg.data.dataset}: {e}") from None
   check_splits(cfg.data.dataset, data)
@@ -365,29 +395,64 @@ def _describe(cfg: ExperimentConfig) -> str:
   return name
 
 
-def _train_dataset(cfg: ExperimentConfig, data, x_train, y_train, first: int):
+def _train_dataset(cfg: ExperimentConfig, data, x_train, y_train, first: int,
+                   input_context=None):
   method, s = get_method(cfg.training.method), cfg.schedule
   balanced_from = {"never": None, "start": 0, "deferred": s.deferred_epoch}[method.balanced_from]
-  return pipeline.train_dataset(
-      x_train, y_train, num_classes=data.num_classes, batch_size=s.batch_size, seed=cfg.seed,
-      epochs=s.epochs, start_epoch=first, balanced_from_epoch=balanced_from,
-      epoch_size=len(data.x_train), augment=cfg.model.augment and data.input_kind == "image")
+  kwargs = dict(num_classes=data.num_classes, batch_size=s.batch_size, seed=cfg.seed,
+                epochs=s.epochs, start_epoch=first, balanced_from_epoch=balanced_from,
+                epoch_size=len(data.x_train),
+                augment=cfg.model.augment and data.input_kind == "image",
+                input_context=input_context)
+  if data.train_source is not None:  # --streaming: the same batches, read from disk
+    return streaming.train_dataset(data.train_source, **kwargs)
+  return pipeline.train_dataset(x_train, y_train, **kwargs)
 
 
-def fit(cfg: ExperimentConfig, data, trainer, x_train, y_train) -> Tuple[object, object]:
-  """Runs (or resumes) training; returns the `BalancedEvaluation` and the `RunCheckpoint`."""
+def _config_print(cfg: ExperimentConfig) -> int:
+  """A checksum of what must agree between the workers of a run (not folders, paths, verbosity)."""
+  skip = out_lib.NOT_RESULT_FIELDS | out_lib.PATH_FIELDS
+  return mw.fingerprint({k: v for k, v in comparable_config(cfg.to_json()).items()
+                         if k not in skip})
+
+
+def _train(cfg: ExperimentConfig, data, trainer, x_train, y_train, first: int, callbacks,
+           steps: int) -> None:
+  """Trains epochs [first, epochs): `trainer.fit`, or under --strategy=multi_worker the
+  distributed loop (fit fails there), which drives the same train_step and callbacks."""
+  s, strategy = cfg.schedule, trainer.distribute_strategy
+  if mw.is_multi_worker(strategy):
+    # Each worker reads its shard of every global batch: together, the single-host stream.
+    dataset = mw.distribute(strategy, lambda ctx: _train_dataset(
+        cfg, data, x_train, y_train, first, input_context=ctx), s.batch_size)
+    mw.fit_distributed(trainer, dataset, epochs=s.epochs, initial_epoch=first,
+                       steps_per_epoch=steps, callbacks=callbacks, verbose=cfg.runtime.verbose)
+    return
+  # The dataset is shuffled by our pipeline (seeded per epoch); fit must not try.
+  trainer.fit(_train_dataset(cfg, data, x_train, y_train, first), epochs=s.epochs,
+              initial_epoch=first, steps_per_epoch=steps, callbacks=callbacks,
+              verbose=cfg.runtime.verbose, shuffle=False)
+
+
+def fit(cfg: ExperimentConfig, data, trainer, x_train, y_train,
+        shared_dir: Optional[str] = None) -> Tuple[object, object]:
+  """Runs (or resumes) training; returns the `BalancedEvaluation` and the `RunCheckpoint`.
+
+  `shared_dir`: where the chief of a multi-worker run commits (default `cfg.output_dir`); the
+  other workers start from its newest commit.
+  """
   s = cfg.schedule
   steps = pipeline.steps_per_epoch(len(x_train), s.batch_size, len(data.x_train))
   callbacks, evaluation, checkpoint = build_callbacks(cfg, data, steps)
   first = start_epoch(cfg, trainer, checkpoint)
+  if mw.is_multi_worker(trainer.distribute_strategy):
+    first = mw.follow_chief(trainer, checkpoint, first, shared_dir or cfg.output_dir,
+                            _config_print(cfg))
   if first < s.epochs:
-    train_ds = _train_dataset(cfg, data, x_train, y_train, first)
     try:
       say(cfg, f"training {_describe(cfg)}, epochs {first + 1}-{s.epochs} in "
           f"{cfg.output_dir}")
-      # The dataset is shuffled by our pipeline (seeded per epoch); fit must not try.
-      trainer.fit(train_ds, epochs=s.epochs, initial_epoch=first, steps_per_epoch=steps,
-                  callbacks=callbacks, verbose=cfg.runtime.verbose, shuffle=False)
+      _train(cfg, data, trainer, x_train, y_train, first, callbacks, steps)
     finally:
       if cfg.runtime.mixed_precision:
         keras.mixed_precision.set_global_policy("float32")
@@ -422,9 +487,10 @@ def export_and_report(cfg: ExperimentConfig, data, trainer, evaluation, checkpoi
   f = trainer.f
   f.set_weights(evaluation.best_weights)
   export_dir = os.path.join(cfg.output_dir, "saved_model")
-  # Text datasets also get a raw-text endpoint (docs/runs.md#serving-the-exported-model).
-  atomic_replace_dir(lambda p: serving.export_saved_model(
-      f, p, data.text_features, class_names=data.class_names), export_dir)
+  if cfg.runtime.export:
+    # Text datasets also get a raw-text endpoint (docs/runs.md#serving-the-exported-model).
+    atomic_replace_dir(lambda p: serving.export_saved_model(
+        f, p, data.text_features, class_names=data.class_names), export_dir)
   results = _results(cfg, data, trainer, evaluation, checkpoint, t0)
   for w in results["warnings"]:
     logging.warning("%s: %s", cfg.output_dir, w)
@@ -478,6 +544,9 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
     checkpoints, divergence); anything else is a bug.
   """
   t0 = time.time()
+  # A multi-worker strategy must exist before TensorFlow's first op (it configures the process's
+  # collectives): made first, so a missing cluster is also one line before any work.
+  strategy = _cluster(config)
   if user_data.is_spec(config.data.dataset):
     # Your own data: the recipe is suggested from the data, so they are read first.
     data = data if data is not None else load_data(config)
@@ -485,6 +554,16 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
   else:
     cfg = config.resolved()
   validate_config(cfg)
+  # Multi-worker: the chief writes cfg.output_dir, the other workers a private folder.
+  with mw.own_output_dir(strategy, cfg.output_dir) as own:
+    results = _run_in(cfg, cfg if own == cfg.output_dir else cfg.replace(output_dir=own), data,
+                      t0)
+  return dict(results, output_dir=cfg.output_dir)
+
+
+def _run_in(shared: ExperimentConfig, cfg: ExperimentConfig, data, t0: float) -> dict:
+  """`run_experiment`'s work in this process's folder `cfg.output_dir`: `shared.output_dir`,
+  except on the non-chief workers of a multi-worker run (docs/distributed.md)."""
   with out_lib.RunLock(cfg.output_dir):
     plan = out_lib.plan_output_dir(cfg.output_dir, cfg.to_json(), cfg.runtime.overwrite,
                                    lambda previous: differences(previous, cfg.to_json()))
@@ -492,10 +571,10 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
     if cfg.training.g_checkpoint and _needs_g(cfg):
       check_g_paths(cfg.training.g_checkpoint)
     plan.apply()  # inputs checked: only now may --overwrite delete anything
-    g_path = _obtain_g(cfg, data)
+    g_path = _obtain_g(shared, data)  # g's run is in the shared folder, as --output_dir/g_erm
     x_train, y_train = _training_set(cfg, data)
     trainer = build_trainer(cfg, data, g_path, x_train, y_train)
-    evaluation, checkpoint = fit(cfg, data, trainer, x_train, y_train)
+    evaluation, checkpoint = fit(cfg, data, trainer, x_train, y_train, shared.output_dir)
     return export_and_report(cfg, data, trainer, evaluation, checkpoint, t0)
 
 
