@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from benchmarks import report as report_lib
 from launch.markdown import markdown_table
 
 PROG = "python -m benchmarks.multiworker"
@@ -186,11 +187,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             "rounds": args.rounds, "workload": runs[1][0]["workload"], "cores": os.cpu_count(),
             "load_average": [round(v, 2) for v in os.getloadavg()],
             "summary": summarise(runs, args.workers), "runs": {str(k): v for k, v in runs.items()}}
-  print(markdown(report))
-  if args.output:
-    from m2m_tf.io_utils import atomic_write_json  # pylint: disable=g-import-not-at-top
-    atomic_write_json(args.output, report)
-  return report
+  return report_lib.emit(report, markdown(report), args.output)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from benchmarks import report as report_lib
+
 PROG = "python -m benchmarks.streaming"
 
 
@@ -366,11 +368,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
       report["steps"] = steps(args)
   finally:
     shutil.rmtree(work, ignore_errors=True)
-  print(markdown(report))
-  if args.output:
-    from m2m_tf.io_utils import atomic_write_json  # pylint: disable=g-import-not-at-top
-    atomic_write_json(args.output, report)
-  return report
+  return report_lib.emit(report, markdown(report), args.output)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from m2m_tf.config import ExperimentConfig
 from m2m_tf.data import pipeline
 from m2m_tf.data import streaming
 from m2m_tf.errors import ConfigError, DataError
+import helpers
 
 _COUNTS = (48, 24, 12, 6, 3, 3)  # N = 96, the largest class is class 0
 _SHAPE = (6, 6, 3)
@@ -261,30 +262,9 @@ class TfdsSourceTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     cls.tfds_dir = tempfile.mkdtemp(prefix="m2m_stream_tfds_")
-    with tfds.core.registered.skip_registration():
-
-      class StreamTinyImages(tfds.core.GeneratorBasedBuilder):
-        VERSION = tfds.core.Version("1.0.0")
-
-        def _info(self):
-          return tfds.core.DatasetInfo(
-              builder=self, supervised_keys=("image", "label"),
-              features=tfds.features.FeaturesDict({
-                  "image": tfds.features.Image(shape=(8, 8, 3)),
-                  "label": tfds.features.ClassLabel(names=["cat", "dog", "eel", "fox"])}))
-
-        def _split_generators(self, dl_manager):
-          del dl_manager
-          return {"train": self._generate_examples(0, 30)}
-
-        def _generate_examples(self, start, per_class):
-          rng = np.random.default_rng(start)
-          for i in range(4 * per_class):
-            yield i, {"image": rng.integers(0, 256, (8, 8, 3), np.uint8), "label": i % 4}
-
-      StreamTinyImages(data_dir=cls.tfds_dir).download_and_prepare()
+    helpers.prepare_tiny_tfds(cls.tfds_dir, "StreamTinyImages", {"train": (0, 30)},
+                              lambda start, i, rng: rng.integers(0, 256, (8, 8, 3), np.uint8))
 
   @classmethod
   def tearDownClass(cls):
@@ -371,7 +351,6 @@ class RunTest(tf.test.TestCase):
 
   def test_streaming_run_equals_in_memory_run(self):
     from m2m_tf.training import run  # pylint: disable=g-import-not-at-top
-    import helpers  # pylint: disable=g-import-not-at-top
     tmp = _tmpdir(self)
     data = _splits(counts=(40, 20, 10, 6))
     data = splits.DatasetSplits(  # learnable: class k's images are brighter by k

@@ -26,6 +26,7 @@ from data_prep import user_recipe
 from data_prep import user_sources
 from data_prep import user_splits
 from m2m_tf.errors import ConfigError, DataError
+import helpers
 from m2m_tf.m2m import generation
 from m2m_tf.m2m.translate import translate
 from m2m_tf.recipes import Recipe
@@ -323,28 +324,10 @@ class TinyTfdsTest(absltest.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.tfds_dir = tempfile.mkdtemp(prefix="m2m_user_tfds_")
-    with tfds.core.registered.skip_registration():
-
-      class UserDataTinyImages(tfds.core.GeneratorBasedBuilder):
-        VERSION = tfds.core.Version("1.0.0")
-
-        def _info(self):
-          return tfds.core.DatasetInfo(
-              builder=self, supervised_keys=("image", "label"),
-              features=tfds.features.FeaturesDict({
-                  "image": tfds.features.Image(shape=(8, 8, 3)),
-                  "label": tfds.features.ClassLabel(names=["cat", "dog", "eel", "fox"])}))
-
-        def _split_generators(self, dl_manager):
-          del dl_manager
-          return {"train": self._generate_examples(0, 30), "test": self._generate_examples(
-              120, 5)}
-
-        def _generate_examples(self, start, per_class):
-          for i in range(4 * per_class):  # pixel value = example number, 30 per class
-            yield i, {"image": np.full((8, 8, 3), start + i, np.uint8), "label": i % 4}
-
-      UserDataTinyImages(data_dir=cls.tfds_dir).download_and_prepare()
+    # Pixel value = example number (+ the split's start), 30 per class in train.
+    helpers.prepare_tiny_tfds(cls.tfds_dir, "UserDataTinyImages",
+                              {"train": (0, 30), "test": (120, 5)},
+                              lambda start, i, rng: np.full((8, 8, 3), start + i, np.uint8))
 
   @classmethod
   def tearDownClass(cls):
