@@ -150,22 +150,25 @@ def _select(spec: str, src: _Source, o: user_data.UserDataOptions) -> _Selection
 def _write_selection(directory, spec: str, src: _Source, sel: _Selection,
                      encoding: str = "raw") -> pathlib.Path:
   """One pass over the source: kept rows to train, held-out rows to their split."""
-  mask = np.zeros(len(sel.labels["train"]), bool)
-  mask[sel.keep] = True
+  # dest[i]: where source row i goes: -1 nowhere, 0 train, k the k-th held-out split; one
+  # lookup per batch (np.isin against the whole split per batch would be O(N^2 / batch)).
+  dest = np.full(len(sel.labels["train"]), -1, np.int64)
+  dest[sel.keep] = 0
   held_x = {}
-  for split, rows in sel.held.items():
-    mask[rows] = True
+  for k, (split, rows) in enumerate(sel.held.items(), 1):
+    dest[rows] = k
     held_x[split] = np.zeros((len(rows),) + src.image_shape, np.uint8)
+  mask = dest >= 0
   with tfrecord_dir.Writer(directory, image_shape=src.image_shape, class_names=sel.names,
                            encoding=encoding) as writer:
     for rows, images in src.train_batches(mask):
       if images.shape[1:] != src.image_shape:
         raise DataError(f"{src.where['train']}: images have shape {images.shape[1:]}, "
                         f"expected {src.image_shape} (set image_size)")
-      train = np.isin(rows, sel.keep)
+      train = dest[rows] == 0
       writer.add("train", images[train], sel.labels["train"][rows[train]])
-      for split, out in sel.held.items():
-        at = np.isin(rows, out)
+      for k, (split, out) in enumerate(sel.held.items(), 1):
+        at = dest[rows] == k
         held_x[split][np.searchsorted(out, rows[at])] = images[at]
     for split in ("val", "test"):
       if split in sel.held:

@@ -26,6 +26,7 @@ from typing import Dict, List
 
 from absl import flags
 
+from data_prep import user_data
 from m2m_tf import config_flags
 
 
@@ -64,7 +65,9 @@ def run_one(out_dir: str, argv: List[str], datasets: Dict[str, object]) -> None:
   from m2m_tf.training import run  # pylint: disable=g-import-not-at-top
   keras.utils.clear_session()
   cfg = config_of(argv)
-  resolved = cfg.resolved() if ":" not in cfg.data.dataset else cfg
+  # Your own data's recipe comes from the data (run_experiment resolves it); the data
+  # options that key the shared dataset are set either way.
+  resolved = cfg if user_data.is_spec(cfg.data.dataset) else cfg.resolved()
   key = json.dumps(resolved.to_json()["data"], sort_keys=True)
   if key not in datasets:
     datasets[key] = run.load_data(resolved)

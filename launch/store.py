@@ -25,6 +25,7 @@ from absl import flags
 
 from m2m_tf.cli import run_absl
 from m2m_tf.io_utils import atomic_save, atomic_write_text
+from m2m_tf.recipes import G_SEED_OFFSET
 
 FLAGS = flags.FLAGS
 
@@ -47,9 +48,10 @@ def finished_runs(runs: str, dataset: str) -> Iterator[str]:
 
 
 def _is_g(rel: str) -> bool:
-  """Whether a run is an ERM run that trains g (seed >= 1000, named erm_..._s<seed>)."""
+  """Whether a run is an ERM run that trains g (`runner.g_runs`: erm_..._s<seed>, seed >=
+  G_SEED_OFFSET)."""
   name = os.path.basename(rel)
-  return name.startswith("erm_") and int(name.rsplit("_s", 1)[1]) >= 1000
+  return name.startswith("erm_") and int(name.rsplit("_s", 1)[1]) >= G_SEED_OFFSET
 
 
 def _write_bytes(path: str, data: bytes) -> None:

@@ -180,18 +180,21 @@ def load_runs(run_root: str) -> pd.DataFrame:
   return pd.DataFrame(rows)
 
 
-def _recall_columns(results: dict) -> Dict[str, float]:
-  """{'recall_<class name>': test recall (percent)} of one run's results."""
+def class_recalls(results: dict) -> List[Tuple[str, float]]:
+  """(class name, test recall in percent) of one run's results, in class order."""
   recall = results.get("per_class_recall") or []
   names = results.get("class_names") or [str(k) for k in range(len(recall))]
-  return {f"recall_{n}": r for n, r in zip(names, recall)}
+  return list(zip(names, recall))
+
+
+def _recall_columns(results: dict) -> Dict[str, float]:
+  """{'recall_<class name>': test recall (percent)} of one run's results."""
+  return {f"recall_{n}": r for n, r in class_recalls(results)}
 
 
 def zero_recall_names(results: dict) -> List[str]:
   """The names of the test classes with zero recall in one run's results."""
-  recall = results.get("per_class_recall") or []
-  names = results.get("class_names") or [str(k) for k in range(len(recall))]
-  return [n for n, r in zip(names, recall) if r == 0]
+  return [n for n, r in class_recalls(results) if r == 0]
 
 
 def _zero_recall_summary(sub: pd.DataFrame) -> str:

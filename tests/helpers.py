@@ -82,3 +82,12 @@ def prepare_tiny_tfds(data_dir, class_name, splits, image):
         "VERSION": tfds.core.Version("1.0.0"), "_info": info,
         "_split_generators": split_generators, "_generate_examples": generate_examples})
   builder(data_dir=data_dir).download_and_prepare()
+
+
+def assert_one_line(test, exc_type, regex, fn, *args, **kwargs):
+  """Asserts fn raises exc_type with a one-line message matching regex; returns the message."""
+  with test.assertRaisesRegex(exc_type, regex) as ctx:
+    fn(*args, **kwargs)
+  message = str(ctx.exception)
+  test.assertNotIn("\n", message)
+  return message

@@ -59,12 +59,7 @@ def _tmpdir(test):
   return path
 
 
-def _one_line(test, exc, pattern, fn, *args, **kwargs):
-  with test.assertRaisesRegex(exc, pattern) as ctx:
-    fn(*args, **kwargs)
-  message = str(ctx.exception)
-  test.assertNotIn("\n", message)
-  return message
+_one_line = helpers.assert_one_line
 
 
 class StreamTest(tf.test.TestCase, parameterized.TestCase):

@@ -53,13 +53,7 @@ def _long_tailed_digits():
   return x[keep], y[keep]
 
 
-def _one_line(test, exc_type, regex, fn, *args, **kwargs):
-  """Asserts fn raises exc_type with a one-line message matching regex; returns the message."""
-  with test.assertRaisesRegex(exc_type, regex) as ctx:
-    fn(*args, **kwargs)
-  message = str(ctx.exception)
-  test.assertNotIn("\n", message)
-  return message
+_one_line = helpers.assert_one_line
 
 
 class DigitsTest(parameterized.TestCase):

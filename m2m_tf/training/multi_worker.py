@@ -245,10 +245,10 @@ def step_function(trainer) -> Callable[[Iterator], Dict[str, tf.Tensor]]:
   one_step = tf.function(one_step, jit_compile=bool(trainer.jit_compile), reduce_retracing=True)
 
   @tf.function
-  def step(iterator):
-    return one_step(next(iterator))
+  def step(iterator):  # the logs dict is built in the graph: no eager work per step
+    return dict(zip(names, tf.unstack(one_step(next(iterator)))))
 
-  return lambda iterator: dict(zip(names, tf.unstack(step(iterator))))
+  return step
 
 
 def _run_epochs(trainer, callbacks, iterator, epochs: range, steps: int):
