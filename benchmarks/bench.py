@@ -50,6 +50,7 @@ REUTERS_COUNTS = (2840, 1596, 253, 251, 206, 190, 123, 108, 97, 90, 70, 58, 54, 
                   33, 31, 31, 31, 26, 24, 22, 19, 17, 15, 14, 13, 13, 13, 10, 9, 8, 6, 4)
 
 WORKLOAD_NAMES = ("mlp", "resnet32")
+PRECISION_TAGS = {"float32": "fp32", "mixed_bfloat16": "bf16", "mixed_float16": "fp16"}
 PROG = "python -m benchmarks.bench"
 
 
@@ -91,21 +92,23 @@ def quick_workload(w: Workload) -> Workload:
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
-  """One timed step: ERM or M2m, XLA on or off, bucket count."""
+  """One timed step: ERM or M2m, XLA on or off, bucket count, compute precision."""
 
   method: str  # "erm" or "m2m"
   jit: bool
   n_buckets: int = 0  # 0 for ERM
   fold_batchnorm: bool = True  # M2m: BatchNorm folded in the translation passes
+  precision: str = "float32"  # --precision of a run: float32, mixed_bfloat16, mixed_float16
 
   @property
   def name(self) -> str:
-    """The configuration's name in the tables, e.g. "m2m_b8/xla"."""
+    """The configuration's name in the tables, e.g. "m2m_b8/xla" or "erm/default@bf16"."""
     mode = "xla" if self.jit else "default"
+    at = "" if self.precision == "float32" else "@" + PRECISION_TAGS[self.precision]
     if self.method == "erm":
-      return f"erm/{mode}"
+      return f"erm/{mode}{at}"
     suffix = "" if self.fold_batchnorm else "_nofold"
-    return f"m2m_b{self.n_buckets}{suffix}/{mode}"
+    return f"m2m_b{self.n_buckets}{suffix}/{mode}{at}"
 
 
 def _cpu_model() -> str:
@@ -182,9 +185,16 @@ def balanced_batches(w: Workload, x, y, n_batches: int, seed: int):
 
 def build_trainer(w: Workload, cfg: StepConfig, seed: int):
   """An `M2mTrainer` as `run_experiment` builds it, compiled, with its train_function made."""
+  from m2m_tf.training import precision  # pylint: disable=g-import-not-at-top
+  with precision.precision_scope(cfg.precision):
+    return _build_trainer(w, cfg, seed)
+
+
+def _build_trainer(w: Workload, cfg: StepConfig, seed: int):
   import keras  # pylint: disable=g-import-not-at-top
   from m2m_tf.m2m.generation import M2mConfig  # pylint: disable=g-import-not-at-top
   from m2m_tf.models import build_model  # pylint: disable=g-import-not-at-top
+  from m2m_tf.training import precision  # pylint: disable=g-import-not-at-top
   from m2m_tf.training.trainer import M2mTrainer  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(seed)
   kwargs = {"hidden_units": w.hidden_units} if w.arch == "mlp" else {}
@@ -198,7 +208,8 @@ def build_trainer(w: Workload, cfg: StepConfig, seed: int):
                     n_buckets=cfg.n_buckets, fold_batchnorm=cfg.fold_batchnorm)
   trainer = M2mTrainer(f, g, class_counts=w.class_counts, m2m=m2m, weight_decay=w.weight_decay,
                        seed=seed)
-  trainer.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1, momentum=0.9),
+  optimizer = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9)
+  trainer.compile(optimizer=precision.wrap_optimizer(optimizer, cfg.precision),
                   jit_compile=cfg.jit)
   trainer.build((None,) + tuple(w.input_shape))
   if m2m is not None:
@@ -259,6 +270,7 @@ def _step_row(w: Workload, t: _Timed) -> dict:
       "jit_compile": t.cfg.jit,
       "n_buckets": t.cfg.n_buckets or None,
       "fold_batchnorm": t.cfg.fold_batchnorm if t.cfg.method == "m2m" else None,
+      "precision": t.cfg.precision,
       "batch_size": w.batch_size,
       "median_step_s": med,
       "step_times_s": [round(v, 5) for v in t.times],
@@ -348,13 +360,31 @@ def _m2m_ratios(rows: List[dict], fastest_erm: Optional[dict]) -> dict:
   return out
 
 
-def summarise(w: Workload, rows: List[dict], pipe: Optional[dict]) -> dict:
-  """Ratios of every step to the ERM step (same XLA mode, and fastest modes)."""
+def _is_float32(row: dict) -> bool:
+  return row.get("precision", "float32") == "float32"
+
+
+def precision_speedups(rows: List[dict]) -> dict:
+  """{config: its float32 twin's median step time / its own} for every step timed in
+  another precision (above 1: faster than float32)."""
   by = {r["config"]: r for r in rows}
+  out = {}
+  for r in rows:
+    twin = by.get(r["config"].split("@")[0])
+    if not _is_float32(r) and twin is not None and r["median_step_s"] > 0:
+      out[r["config"]] = twin["median_step_s"] / r["median_step_s"]
+  return out
+
+
+def summarise(w: Workload, rows: List[dict], pipe: Optional[dict]) -> dict:
+  """Ratios of every step to the float32 ERM step (same XLA mode, and fastest modes), and of
+  each step timed in another precision to its float32 twin."""
+  base = [r for r in rows if _is_float32(r)]
+  by = {r["config"]: r for r in base}
   for r in rows:
     erm = by.get("erm/" + ("xla" if r["jit_compile"] else "default"))
     r["ratio_to_erm_same_mode"] = (r["median_step_s"] / erm["median_step_s"]) if erm else None
-  fastest_erm = _fastest([r for r in rows if r["method"] == "erm"])
+  fastest_erm = _fastest([r for r in base if r["method"] == "erm"])
   out = {"workload": w.key, "label": w.label, "batch_size": w.batch_size,
          "class_counts": list(w.class_counts), "translation_steps": w.translation_steps}
   if fastest_erm:
@@ -363,11 +393,13 @@ def summarise(w: Workload, rows: List[dict], pipe: Optional[dict]) -> dict:
     for r in rows:
       r["ratio_to_fastest_erm"] = r["median_step_s"] / fastest_erm["median_step_s"]
   # M2m as it runs by default (BatchNorm folded); the "_nofold" rows are the comparison.
-  out.update(_m2m_ratios(rows, fastest_erm))
+  out.update(_m2m_ratios(base, fastest_erm))
+  if precision_speedups(rows):
+    out["precision_speedups"] = precision_speedups(rows)
   if pipe is not None and fastest_erm:
     out["input_pipeline"] = pipe
     consumers = {"fastest_erm": fastest_erm}
-    fastest_m2m = _fastest([r for r in rows if r["method"] == "m2m" and r["fold_batchnorm"]])
+    fastest_m2m = _fastest([r for r in base if r["method"] == "m2m" and r["fold_batchnorm"]])
     if fastest_m2m:
       consumers["fastest_m2m"] = fastest_m2m
     out["input_over_consumption"] = {k: pipe["samples_per_s"] / r["samples_per_s"]
@@ -494,6 +526,8 @@ def _summary_lines(s: dict) -> List[str]:
   for name, v in s.get("m2m_nofold", {}).items():
     lines.append(f"- without BatchNorm folding in the translation ({name}) / fastest ERM: "
                  f"{_fmt(v)}×")
+  for name, v in sorted(s.get("precision_speedups", {}).items()):  # JSON sorts the keys
+    lines.append(f"- {name}: float32 step time / its step time = **{_fmt(v)}×**")
   if "input_pipeline" in s:
     p = s["input_pipeline"]
     ratios = ", ".join(f"{_fmt(v)}× the {k.replace('_', ' ')} step"
@@ -556,6 +590,10 @@ def _add_step_flags(p: argparse.ArgumentParser) -> None:
                  help="n_buckets values timed for conv-net M2m steps under XLA (default 1: on "
                       "CPU XLA compiles each of the 9 bucket branches of n_buckets=8 for "
                       "minutes and a step takes tens of seconds; empty: none)")
+  p.add_argument("--precisions", default="float32",
+                 help="comma-separated precisions of the ERM and M2m steps (float32, "
+                      "mixed_bfloat16, mixed_float16); beside float32 each other one times ERM "
+                      "and M2m per --buckets, named config@bf16 / @fp16")
   p.add_argument("--pipeline_batches", type=int, default=None,
                  help="batches read to measure the input rate (default 40)")
   p.add_argument("--skip_pipeline", action="store_true", help="do not measure the input rate")
@@ -597,6 +635,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   bad = [s for s in args.which if s not in WORKLOADS]
   if bad:
     p.error(f"--which: unknown workload(s) {bad}; valid: {', '.join(WORKLOAD_NAMES)}")
+  args.precisions = [s.strip() for s in args.precisions.split(",") if s.strip()]
+  bad = [s for s in args.precisions if s not in PRECISION_TAGS]
+  if bad or not args.precisions:
+    p.error(f"--precisions: unknown {bad or 'empty'}; valid: {', '.join(PRECISION_TAGS)}")
   for name in ("buckets", "nofold_buckets", "xla_conv_buckets", "run_n_buckets"):
     setattr(args, name, _int_list(p, name, getattr(args, name)))
   if args.run_jit is None:
@@ -614,14 +656,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def step_configs(w: Workload, modes: Sequence[bool], args: argparse.Namespace
                  ) -> List[StepConfig]:
-  """The configurations timed for `w`: ERM, M2m per n_buckets (XLA conv nets: only
-  --xla_conv_buckets) and, for conv nets without XLA, M2m without BatchNorm folding."""
-  configs = [StepConfig("erm", jit) for jit in modes]
-  for jit in modes:
-    buckets = args.xla_conv_buckets if (jit and w.arch != "mlp") else args.buckets
-    configs += [StepConfig("m2m", jit, nb) for nb in buckets]
-    if not jit and w.arch != "mlp":
-      configs += [StepConfig("m2m", jit, nb, fold_batchnorm=False) for nb in args.nofold_buckets]
+  """The configurations timed for `w`, per precision of --precisions: ERM and M2m per
+  n_buckets (XLA conv nets: only --xla_conv_buckets); in float32 also, for conv nets
+  without XLA, M2m without BatchNorm folding."""
+  configs = []
+  for precision in args.precisions:
+    configs += [StepConfig("erm", jit, precision=precision) for jit in modes]
+    for jit in modes:
+      buckets = args.xla_conv_buckets if (jit and w.arch != "mlp") else args.buckets
+      configs += [StepConfig("m2m", jit, nb, precision=precision) for nb in buckets]
+      if not jit and w.arch != "mlp" and precision == "float32":
+        configs += [StepConfig("m2m", jit, nb, fold_batchnorm=False)
+                    for nb in args.nofold_buckets]
   return configs
 
 
@@ -658,7 +704,7 @@ def _whole_run(args: argparse.Namespace) -> dict:
 def _settings(args: argparse.Namespace) -> dict:
   """The flags recorded in the report."""
   names = ("warmup", "steps", "slow_steps", "buckets", "xla_conv_buckets", "nofold_buckets",
-           "run_n_buckets", "run_jit", "jit", "seed")
+           "run_n_buckets", "run_jit", "jit", "seed", "precisions")
   return {n: getattr(args, n) for n in names}
 
 

@@ -36,6 +36,7 @@ from m2m_tf.training.methods import METHODS, get_method
 # equal the registries (which import TensorFlow, so they are not imported here).
 LOSS_NAMES = ("ce", "focal", "ldam")
 ARCH_NAMES = ("mlp", "resnet32", "preact_resnet18", "resnet50")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 ACCEPT_MODES = ("translate", "clean", "random_label")
 
 
@@ -271,8 +272,11 @@ class RuntimeConfig(_Section):
   jit_compile: str = option("auto", "XLA for the train step. auto: on for GPUs, off on CPUs "
                             "(measured slower there, compile included).",
                             choices=("auto", "true", "false"))
-  mixed_precision: bool = option(False, "mixed_float16 compute for f and g (GPU); the loss and "
-                                 "the M2m translation stay float32; dynamic loss scaling.")
+  precision: str = option("float32", "Compute dtype of f and g: float32, mixed_bfloat16 (CPUs "
+                          "with bfloat16 units, TPUs, recent GPUs) or mixed_float16 (GPUs; dynamic "
+                          "loss scaling). Variables, the loss and the M2m translation stay float32 "
+                          "(docs/runs.md#precision).",
+                          choices=PRECISIONS)
   strategy: str = option("default", "tf.distribute strategy: default (one device), mirrored (the "
                          "local GPUs or CPUs), multi_worker (the cluster in TF_CONFIG or the Slurm "
                          "job step; docs/distributed.md).",
@@ -392,9 +396,12 @@ class ExperimentConfig:
   def from_json(cls, record: dict) -> "ExperimentConfig":
     """Reads `to_json`'s form, or the flat flags.json of runs made before the sections.
 
-    Unknown names (fields that no longer exist) are ignored; missing ones default.
+    Unknown names (fields that no longer exist) are ignored; missing ones default;
+    the old boolean `mixed_precision` reads as precision mixed_float16.
     """
     leaves = flatten_record(record)
+    if leaves.get("mixed_precision") and "precision" not in leaves:
+      leaves["precision"] = "mixed_float16"  # the boolean flag that --precision replaced
     known = set(_leaf_sections()) | set(_TOP_FIELDS)
     return cls.from_leaves(**{k: v for k, v in leaves.items() if k in known})
 

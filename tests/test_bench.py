@@ -22,13 +22,15 @@ class BenchTest(tf.test.TestCase):
     # The MLP workload only: the ResNet-32 one takes a minute more on 2 cores, and its M2m path
     # (folding, buckets) is tested in test_folding.py and test_generation.py.
     report = bench.main(["--quick", "--jit", "off", "--output", out, "--run_n_buckets", "8",
-                         "--which", "mlp"])
+                         "--which", "mlp", "--buckets", "8,1", "--precisions",
+                         "float32,mixed_bfloat16"])
     with open(out) as fh:
       data = json.load(fh)  # valid JSON (no NaN tokens)
     self.assertEqual(data["argv"], report["argv"])
     names = {(r["workload"], r["config"]) for r in data["steps"]}
     self.assertTrue({("mlp", "erm/default"), ("mlp", "m2m_b8/default"),
-                     ("mlp", "m2m_b1/default")} <= names, names)
+                     ("mlp", "m2m_b1/default"), ("mlp", "erm/default@bf16"),
+                     ("mlp", "m2m_b8/default@bf16")} <= names, names)
     for r in data["steps"]:
       self.assertLen(r["step_times_s"], 2)
       self.assertGreater(r["median_step_s"], 0)
@@ -38,6 +40,9 @@ class BenchTest(tf.test.TestCase):
     for s in data["summaries"]:
       self.assertGreater(s["input_pipeline"]["samples_per_s"], 0)
       self.assertIn("m2m_b8_over_erm_fastest_modes", s)
+      self.assertEqual(sorted(s["precision_speedups"]), ["erm/default@bf16",
+                                                         "m2m_b1/default@bf16",
+                                                         "m2m_b8/default@bf16"])
     run = data["whole_run"]
     self.assertEqual(run["dataset"], "synthetic_lt")
     self.assertGreater(run["m2m_over_erm"], 0)
@@ -74,7 +79,27 @@ class BenchTest(tf.test.TestCase):
                   md)
     self.assertNotIn("Whole run", md)
 
+  def test_precision_rows_are_compared_with_their_float32_twin(self):
+    def row(config, method, precision, median):
+      return {"config": config, "method": method, "jit_compile": False, "median_step_s": median,
+              "precision": precision, "fold_batchnorm": True if method == "m2m" else None,
+              "n_buckets": 8 if method == "m2m" else None, "samples_per_s": 128 / median}
+    rows = [row("erm/default", "erm", "float32", 0.4),
+            row("m2m_b8/default", "m2m", "float32", 2.0),
+            row("erm/default@bf16", "erm", "mixed_bfloat16", 0.1),  # faster, not the basis
+            row("m2m_b8/default@bf16", "m2m", "mixed_bfloat16", 1.6)]
+    s = bench.summarise(bench.quick_workload(bench.WORKLOADS["resnet32"]), rows, None)
+    self.assertEqual(s["fastest_erm"], "erm/default")
+    self.assertAllClose(s["m2m_b8_over_erm_fastest_modes"], 5.0)
+    self.assertAllClose(s["precision_speedups"], {"erm/default@bf16": 4.0,
+                                                  "m2m_b8/default@bf16": 1.25})
+    self.assertAllClose(rows[3]["ratio_to_erm_same_mode"], 4.0)
+    lines = bench._summary_lines(s)
+    self.assertIn("- m2m_b8/default@bf16: float32 step time / its step time = **1.25×**", lines)
+
   def test_bad_flags(self):
+    with self.assertRaises(SystemExit):
+      bench.parse_args(["--precisions", "bfloat16"])
     with self.assertRaises(SystemExit):
       bench.parse_args(["--which", "vgg"])
     with self.assertRaises(SystemExit):

@@ -415,7 +415,8 @@ class FoldingTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "axis"):
       conv_bn.Conv2D(2, 3).absorb(conv_bn.BatchNormalization(axis=1))
     conv = conv_bn.Conv2D(2, 3)
-    conv.absorb(conv_bn.BatchNormalization())
+    bn = conv_bn.BatchNormalization()  # held: the link is a weak reference
+    conv.absorb(bn)
     with self.assertRaisesRegex(ValueError, "already absorbs"):
       conv.absorb(conv_bn.BatchNormalization())
     used = conv_bn.Conv2D(2, 3)

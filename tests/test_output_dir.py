@@ -140,10 +140,19 @@ class PlanTest(tf.test.TestCase):
 
   def test_field_added_later_counts_as_its_default(self):
     old = _cfg()
-    del old["runtime"]["mixed_precision"]
+    del old["runtime"]["precision"]
     self.assertEqual(differences(old, _cfg()), [])
-    self.assertEqual(differences(old, _cfg(mixed_precision=True)),
-                     ["mixed_precision"])
+    self.assertEqual(differences(old, _cfg(precision="mixed_bfloat16")), ["precision"])
+
+  def test_old_mixed_precision_flag_reads_as_float16(self):
+    # Runs recorded before --precision hold the boolean mixed_precision instead.
+    for flag, same in ((False, "float32"), (True, "mixed_float16")):
+      old = _cfg()
+      del old["runtime"]["precision"]
+      old["runtime"]["mixed_precision"] = flag
+      self.assertEqual(differences(old, _cfg(precision=same)), [])
+      other = "mixed_bfloat16"
+      self.assertEqual(differences(old, _cfg(precision=other)), ["precision"])
 
   def test_legacy_run_folder_is_ours(self):
     with open(os.path.join(self.dir, "flags.json"), "w") as fh:

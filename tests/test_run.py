@@ -76,6 +76,7 @@ class RunExperimentTest(tf.test.TestCase):
     # samples are actually accepted), used by the determinism and resume tests.
     cls.m2m_kw = dict(epochs=4, deferred_epoch=2, gamma=0.2, beta=0.99, g_checkpoint=cls.g_path)
     cls.reference = run.run_experiment(_config("ref_m2m", "m2m", **cls.m2m_kw))
+    cls.ref_dir = os.path.join(_TMP.name, "ref_m2m")
 
   def test_outputs(self):
     data = load_dataset("synthetic_lt", **_OPTS)
@@ -172,6 +173,27 @@ class RunExperimentTest(tf.test.TestCase):
     self.assertEqual(a, b)
     self.assertEqual(again["test_bacc"], self.reference["test_bacc"])
     self._assert_same_run("ref_m2m", "ref_m2m_again")
+
+  def test_bfloat16_run(self):
+    res = run.run_experiment(_config("bf16_m2m", "m2m", precision="mixed_bfloat16",
+                                     **self.m2m_kw))
+    out = os.path.join(_TMP.name, "bf16_m2m")
+    self.assertEqual(keras.mixed_precision.global_policy().name, "float32")
+    with open(os.path.join(out, "flags.json")) as fh:
+      self.assertEqual(json.load(fh)["runtime"]["precision"], "mixed_bfloat16")
+    hist, ref = (_history(os.path.join(d, "history.csv")) for d in (out, self.ref_dir))
+    self.assertTrue(all(np.isfinite(float(r["loss"])) for r in hist))
+    # The same run in float32 (same seed, data and g) differs from the first step on.
+    self.assertNotEqual(hist[0]["loss"], ref[0]["loss"])
+    self.assertGreater(float(hist[-1]["accepted"]), 0.0)
+    # Weights are float32; the exported model answers in float32 like any other.
+    self.assertTrue(all(a.dtype == np.float32 for a in
+                        h5_arrays(os.path.join(out, "best_f.weights.h5")).values()))
+    served = tf.saved_model.load(os.path.join(out, "saved_model"))
+    x = load_dataset("synthetic_lt", **_OPTS).x_test[:3]
+    probs = served.signatures["serving_default"](tf.constant(x))
+    self.assertTrue(all(v.dtype == tf.float32 for v in probs.values()))
+    self.assertBetween(res["test_bacc"], 0.0, 100.0)
 
   def _assert_same_run(self, name_a, name_b):
     dir_a, dir_b = (os.path.join(_TMP.name, n) for n in (name_a, name_b))

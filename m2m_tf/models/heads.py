@@ -121,11 +121,20 @@ class NormedDense(keras.layers.Layer):
 
 def classifier_head(num_classes, *, normed_head, kernel_initializer,
                     bias_initializer, name):
-  """The last layer: `NormedDense` if `normed_head` else a Dense with bias."""
+  """The last layer: `NormedDense` if `normed_head` else a Dense with bias.
+
+  It computes in float32 under a mixed-precision policy: there, logits
+  rounded to bfloat16 (8 significant bits) would tie often enough to bias the
+  argmax towards low class indices, and the loss and the exported model want
+  float32 logits anyway (docs/runs.md#precision). Other policies (float32,
+  float64) apply as they are.
+  """
   if num_classes <= 0:
     raise ValueError(f"num_classes must be positive, got {num_classes}")
+  mixed = keras.mixed_precision.global_policy().name.startswith("mixed_")
+  dtype = "float32" if mixed else None
   if normed_head:
-    return NormedDense(num_classes, name=name)
+    return NormedDense(num_classes, name=name, dtype=dtype)
   return keras.layers.Dense(
       num_classes, use_bias=True, kernel_initializer=kernel_initializer,
-      bias_initializer=bias_initializer, name=name)
+      bias_initializer=bias_initializer, name=name, dtype=dtype)

@@ -51,6 +51,7 @@ from m2m_tf.training import callbacks as cb
 from m2m_tf.training import checkpoint as ckpt_lib
 from m2m_tf.training import output_dir as out_lib
 from m2m_tf.training import multi_worker as mw
+from m2m_tf.training import precision as precision_lib
 from m2m_tf.training.methods import get_method
 from m2m_tf.training.trainer import M2mTrainer
 
@@ -258,12 +259,7 @@ def _build_g(cfg: ExperimentConfig, data, g_path: str, normalization):
 
 def _optimizer(cfg: ExperimentConfig):
   optimizer = keras.optimizers.SGD(learning_rate=cfg.schedule.lr, momentum=cfg.schedule.momentum)
-  if cfg.runtime.mixed_precision:
-    if not tf.config.list_physical_devices("GPU"):
-      logging.warning("mixed_float16 on a CPU is slow; it is meant for GPUs.")
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-  return optimizer
+  return precision_lib.wrap_optimizer(optimizer, cfg.runtime.precision)
 
 
 def build_trainer(cfg: ExperimentConfig, data, g_path: Optional[str], x_train, y_train):
@@ -271,7 +267,7 @@ def build_trainer(cfg: ExperimentConfig, data, g_path: Optional[str], x_train, y
   method, t = get_method(cfg.training.method), cfg.training
   keras.utils.set_random_seed(cfg.seed)
   strategy = make_strategy(cfg.runtime.strategy)
-  with strategy.scope():
+  with strategy.scope(), precision_lib.precision_scope(cfg.runtime.precision):
     optimizer = _optimizer(cfg)
     normalization = _normalization(cfg, data)
     f = _classifier(cfg, data, normalization, normed_head=t.loss == "ldam", name="f")
@@ -392,6 +388,8 @@ def _describe(cfg: ExperimentConfig) -> str:
   name = f"{t.loss.upper()}-{t.method.upper()}" if t.method != "erm" else t.loss.upper()
   if method.deferred:
     name += f" (phase 2 from epoch {cfg.schedule.deferred_epoch + 1})"
+  if cfg.runtime.precision != "float32":
+    name += f" in {cfg.runtime.precision}"
   return name
 
 
@@ -449,13 +447,8 @@ def fit(cfg: ExperimentConfig, data, trainer, x_train, y_train,
     first = mw.follow_chief(trainer, checkpoint, first, shared_dir or cfg.output_dir,
                             _config_print(cfg))
   if first < s.epochs:
-    try:
-      say(cfg, f"training {_describe(cfg)}, epochs {first + 1}-{s.epochs} in "
-          f"{cfg.output_dir}")
-      _train(cfg, data, trainer, x_train, y_train, first, callbacks, steps)
-    finally:
-      if cfg.runtime.mixed_precision:
-        keras.mixed_precision.set_global_policy("float32")
+    say(cfg, f"training {_describe(cfg)}, epochs {first + 1}-{s.epochs} in {cfg.output_dir}")
+    _train(cfg, data, trainer, x_train, y_train, first, callbacks, steps)
   if evaluation.best_weights is None:
     raise RuntimeError("Training finished without a single evaluated epoch.")
   return evaluation, checkpoint
@@ -475,6 +468,7 @@ def _results(cfg: ExperimentConfig, data, trainer, evaluation, checkpoint, t0) -
       "class_counts": data.class_counts.tolist(), "class_names": list(data.class_names),
       "clip_range": None if data.clip_range is None else list(data.clip_range),
       "jit_compile": bool(trainer.jit_compile), "strategy": cfg.runtime.strategy,
+      "precision": cfg.runtime.precision,
       "warnings": cb.chance_warnings(best["val"]["bacc"], data.num_classes),
       "seconds": time.time() - t0,  # this invocation only
       # Every epoch's wall time across all invocations (a branched run: the source's first).

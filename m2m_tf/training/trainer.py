@@ -17,11 +17,12 @@ Known difference: Keras' SGD keeps lr inside the momentum buffer, PyTorch's
 applies lr after it; the two agree while lr is constant and differ only for
 the few steps after an lr change.
 
-Mixed precision (`keras.mixed_precision.set_global_policy("mixed_float16")`
-before building f and g, and a `keras.optimizers.LossScaleOptimizer`): f's
-layers compute in float16, the loss, the logits used by the loss and the whole
-M2m translation stay float32 (x is float32; logits are cast), and the coupled
-L2 term is multiplied by the loss scale so the optimizer's unscaling leaves wd * w.
+Mixed precision (`m2m_tf.training.precision`: a mixed global policy while f and g
+are built, and for mixed_float16 a `keras.optimizers.LossScaleOptimizer`): f's
+layers compute in bfloat16 or float16; the loss, the logits used by the loss and
+the translated inputs stay float32 (x is float32; logits are cast), and under loss
+scaling the coupled L2 term is multiplied by the scale so the optimizer's
+unscaling leaves wd * w.
 
 Randomness inside the step is stateless (philox), seeded by (seed,
 optimizer.iterations), so a seeded run is deterministic and a resumed run
