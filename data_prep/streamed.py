@@ -129,18 +129,8 @@ def _label(spec: str, o: user_data.UserDataOptions) -> str:
 
 def _select(spec: str, src: _Source, o: user_data.UserDataOptions) -> _Selection:
   y, names = user_splits.encode_labels(src.labels(), src.where, src.class_names)
-  keep, held = np.arange(len(y["train"])), {}
-  for split, fraction, what in (("test", o.test_fraction, "test"),
-                                ("val", o.val_fraction, "validation")):
-    if split in y:
-      continue
-    kept, out = user_splits.stratified_holdout(y["train"][keep], names, fraction, o.split_seed,
-                                               what)
-    if not len(out):
-      raise DataError(f"{src.where['train']}: no {what} split given and none held out "
-                      f"({split}_fraction {fraction}, classes of fewer than 2 examples stay in "
-                      "training)")
-    held[split], keep = keep[out], keep[kept]
+  keep, held = user_splits.hold_out_indices(y["train"], list(y), names, o.test_fraction,
+                                            o.val_fraction, o.split_seed, src.where["train"])
   if o.imbalance_ratio is not None and o.imbalance_ratio > 1:
     keep = keep[user_splits.long_tail_indices(y["train"][keep], names, o.imbalance_ratio,
                                               o.imbalance_profile, o.n_max, src.where["train"])]

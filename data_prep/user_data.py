@@ -246,16 +246,11 @@ def _check_inputs(raw) -> Dict[str, np.ndarray]:
 
 def _hold_out(x, y, names, o: UserDataOptions, where: str):
   """Step 3: test, then validation, held out of training when the source lacks them."""
-  for split, fraction, what in (("test", o.test_fraction, "test"),
-                                ("val", o.val_fraction, "validation")):
-    if split in x:
-      continue
-    keep, held = user_splits.stratified_holdout(y["train"], names, fraction, o.split_seed, what)
-    if not len(held):
-      raise DataError(f"{where}: no {what} split given and none held out ({split}_fraction "
-                      f"{fraction}, classes of fewer than 2 examples stay in training)")
-    x[split], y[split] = x["train"][held], y["train"][held]
-    x["train"], y["train"] = x["train"][keep], y["train"][keep]
+  keep, held = user_splits.hold_out_indices(y["train"], list(x), names, o.test_fraction,
+                                            o.val_fraction, o.split_seed, where)
+  for split, rows in held.items():
+    x[split], y[split] = x["train"][rows], y["train"][rows]
+  x["train"], y["train"] = x["train"][keep], y["train"][keep]
 
 
 def finish(spec: str, raw, o: UserDataOptions) -> splits.DatasetSplits:

@@ -23,9 +23,11 @@ standard deviations), rounded to 2 significant digits.
 """
 
 import math
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
+
+from data_prep import user_data
 
 DEFERRED_FRACTION = 0.8
 SECOND_MILESTONE_FRACTION = 0.9
@@ -85,6 +87,19 @@ def suggest_recipe(data) -> Dict[str, object]:
       "factors": factors, "deferred_epoch": deferred, "step_size": step_size, "lr": 0.1,
       "warmup_epochs": WARMUP_EPOCHS, "augment": image, "hidden_units": (256,),
   }
+
+
+def model_normalization(dataset: str, data) -> Optional[Tuple[Tuple[float, ...],
+                                                              Tuple[float, ...]]]:
+  """The (mean, std) a run's models standardise their input with: `input_normalization`
+  for your own data (a KIND:PATH `dataset`), None for the registered datasets (their models
+  use their builders' defaults).
+
+  Args:
+    dataset: the run's dataset name or KIND:PATH source.
+    data: its loaded `DatasetSplits`.
+  """
+  return input_normalization(data) if user_data.is_spec(dataset) else None
 
 
 def input_normalization(data) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:

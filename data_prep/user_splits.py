@@ -235,6 +235,35 @@ def stratified_holdout(y: np.ndarray, class_names: Sequence[str], fraction: floa
   return np.flatnonzero(keep).astype(np.int64), held
 
 
+def hold_out_indices(y_train: np.ndarray, given: Sequence[str], class_names: Sequence[str],
+                     test_fraction: float, val_fraction: float, seed: int, where: str
+                     ) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+  """(kept training indices, {split: held-out training indices}): the test split, then the
+  validation split, held out of training (`stratified_holdout`) when not in `given`.
+
+  Args:
+    y_train: the training labels (encoded).
+    given: the splits the source has already.
+    class_names: the class names (for messages).
+    test_fraction, val_fraction: the fractions held out per class.
+    seed: the split seed.
+    where: the source, for messages.
+  Raises:
+    DataError: a split to hold out would be empty.
+  """
+  keep, held = np.arange(len(y_train)), {}
+  for split, fraction, what in (("test", test_fraction, "test"),
+                                ("val", val_fraction, "validation")):
+    if split in given:
+      continue
+    kept, out = stratified_holdout(y_train[keep], class_names, fraction, seed, what)
+    if not len(out):
+      raise DataError(f"{where}: no {what} split given and none held out ({split}_fraction "
+                      f"{fraction}, classes of fewer than 2 examples stay in training)")
+    held[split], keep = keep[out], keep[kept]
+  return keep, held
+
+
 def step_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> np.ndarray:
   """The step profile: the first floor(K/2) classes keep n_max, the others
   max(1, int(n_max / ratio)) (LDAM's "step" imbalance, defined for odd K too)."""

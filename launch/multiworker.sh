@@ -27,15 +27,15 @@ fi
 log_dir=${LOG_DIR:-multiworker_logs}
 mkdir -p "$log_dir" || exit 1
 
-# N ports free now: bound together (so they differ), then released for the workers.
-ports=$("$python" - "$n" <<'EOF'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("localhost", 0))
-print(",".join('"localhost:%d"' % s.getsockname()[1] for s in socks))
-EOF
-) || exit 1
+# One TF_CONFIG per worker: N localhost ports free now (bound together, so they differ, then
+# released for the workers), from the helpers the tests use.
+configs=$(PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" -c '
+import sys
+from m2m_tf.training import multi_worker as mw
+ports = mw.free_local_ports(int(sys.argv[1]))
+print("\n".join(mw.local_tf_config(ports, i) for i in range(len(ports))))
+' "$n" 2>/dev/null) || { echo "could not choose ports (is m2m_tf importable?)" >&2; exit 1; }
+mapfile -t tf_configs <<<"$configs"
 
 pids=()
 stop_all() {
@@ -46,8 +46,7 @@ stop_all() {
 trap 'stop_all; exit 130' INT TERM
 
 for ((i = 0; i < n; i++)); do
-  config="{\"cluster\": {\"worker\": [$ports]}, \"task\": {\"type\": \"worker\", \"index\": $i}}"
-  TF_CONFIG="$config" PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" \
+  TF_CONFIG="${tf_configs[$i]}" PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" \
     "$python" -m m2m_tf.main --strategy=multi_worker "$@" >"$log_dir/worker-$i.log" 2>&1 &
   pids+=($!)
   echo "worker $i: pid $! log $log_dir/worker-$i.log"

@@ -160,10 +160,8 @@ def predict(logits_fn, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
 def _normalization(data, arch: str):
   """Your own data's input standardisation, which its runs build into the model (weight files
   do not hold it: it has no weights); None for the paper's datasets and SavedModels."""
-  from data_prep import user_data, user_recipe  # pylint: disable=g-import-not-at-top
-  if arch == "saved_model" or not user_data.is_spec(data.name):
-    return None
-  return user_recipe.input_normalization(data)
+  from data_prep import user_recipe  # pylint: disable=g-import-not-at-top
+  return None if arch == "saved_model" else user_recipe.model_normalization(data.name, data)
 
 
 def _hidden_units(dataset: str, arch: str, run_flags: dict):

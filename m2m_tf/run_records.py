@@ -16,6 +16,11 @@ CKPT_DIR = "ckpt"
 _RECORD = re.compile(r"state-(\d{4,})\.json$")
 
 
+def record_path(run_dir: str, epochs_done: int) -> str:
+  """The commit record of a run folder's state after `epochs_done` epochs (it may not exist)."""
+  return os.path.join(run_dir, CKPT_DIR, f"state-{epochs_done:04d}.json")
+
+
 def committed_records(ckpt_dir: str) -> List[tuple]:
   """(epochs_done, record path) of every commit record in `ckpt_dir`, newest first."""
   out = []

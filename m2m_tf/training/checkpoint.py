@@ -44,7 +44,7 @@ from m2m_tf.errors import CheckpointError
 from m2m_tf.io_utils import TMP_PREFIX, atomic_save, atomic_write_json, atomic_write_text
 from m2m_tf.io_utils import file_sha256
 # The commit records' format lives in `m2m_tf.run_records` (no Keras), for progress reports.
-from m2m_tf.run_records import CKPT_DIR, committed_records, read_record
+from m2m_tf.run_records import CKPT_DIR, committed_records, read_record, record_path
 
 HISTORY_FILE = "history.csv"
 BEST_WEIGHTS_FILE = "best_f.weights.h5"
@@ -253,7 +253,7 @@ class RunCheckpoint(keras.callbacks.Callback):
     record = {"epochs_done": epochs_done, "state_file": state_file, "state_sha256": sha,
               "n_f_weights": len(trainer.f.weights), "best": best, "history": self.history,
               "epoch_seconds": self.epoch_seconds}
-    atomic_write_json(os.path.join(self.ckpt_dir, f"state-{epochs_done:04d}.json"), record)
+    atomic_write_json(record_path(self.output_dir, epochs_done), record)
     self._best_ref = None if best is None else {k: best[k] for k in ("epoch", "file", "sha256")}
     self._write_derived(epochs_done, best_changed=best is not None and
                         best["epoch"] == epochs_done - 1)

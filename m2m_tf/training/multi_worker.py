@@ -38,7 +38,8 @@ import numpy as np
 import tensorflow as tf
 
 from m2m_tf.errors import CheckpointError, ClusterError, ConfigError
-from m2m_tf.run_records import CKPT_DIR
+from m2m_tf.run_records import record_path
+from m2m_tf.training import collectives
 from m2m_tf.training.checkpoint import load_state
 
 # The errors a collective raises when a peer is gone (killed, crashed, unreachable).
@@ -148,15 +149,10 @@ def gather_ints(strat: tf.distribute.Strategy, values: Sequence[int]) -> np.ndar
 
   A collective: every worker must call it, in the same order as its other collectives.
   """
-  values = [int(v) for v in values]
-  shape = [strat.num_replicas_in_sync, len(values)]
+  row = [[int(v) for v in values]]
 
   def replica_fn():
-    ctx = tf.distribute.get_replica_context()
-    # Each replica fills its own row of a zero matrix; the sum holds every row (exact).
-    row = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
-    mine = tf.scatter_nd([[row]], tf.constant([values], tf.int64), shape)
-    return ctx.all_reduce("SUM", mine)
+    return collectives.all_gather_rows(tf.constant(row, tf.int64))
 
   # Traced, as collectives want (eagerly they warn of their overhead).
   return strat.experimental_local_results(tf.function(lambda: strat.run(replica_fn))())[0].numpy()
@@ -191,7 +187,7 @@ def follow_chief(trainer, checkpoint, first: int, shared_dir: str, config_print:
                       "worker with the same flags.")
   chief_first = int(chief[1])
   if not is_chief(strat) and chief_first:
-    record = os.path.join(shared_dir, CKPT_DIR, f"state-{chief_first:04d}.json")
+    record = record_path(shared_dir, chief_first)
     if not os.path.exists(record):
       raise CheckpointError(f"{worker_name(strat)} cannot read the chief's commit {record}: "
                             "--output_dir must be on a filesystem every worker sees.")

@@ -46,7 +46,7 @@ from m2m_tf.models import build_classifier
 from m2m_tf.models import weights_io
 from m2m_tf.models.ensemble import ProbabilityEnsemble
 from m2m_tf.recipes import G_SEED_OFFSET, Recipe
-from m2m_tf.run_records import flatten_record
+from m2m_tf.run_records import flatten_record, record_path
 from m2m_tf.training import callbacks as cb
 from m2m_tf.training import checkpoint as ckpt_lib
 from m2m_tf.training import output_dir as out_lib
@@ -238,7 +238,7 @@ def _normalization(cfg: ExperimentConfig, data):
   M2m's clip range and the exported model stay in the user's units. Computed once per trainer
   (a pass over the training set), for f and every g alike.
   """
-  return user_recipe.input_normalization(data) if user_data.is_spec(cfg.data.dataset) else None
+  return user_recipe.model_normalization(cfg.data.dataset, data)
 
 
 def _classifier(cfg: ExperimentConfig, data, normalization, *, normed_head: bool,
@@ -355,7 +355,7 @@ def branch(cfg: ExperimentConfig, trainer, checkpoint) -> int:
   if source is None:
     raise CheckpointError(f"--init_from={init_from} is not a run folder (no flags.json).")
   check_branch(source, cfg)
-  record = os.path.join(init_from, ckpt_lib.CKPT_DIR, f"state-{init_epoch:04d}.json")
+  record = record_path(init_from, init_epoch)
   if not os.path.exists(record):
     raise CheckpointError(f"{init_from} has no committed state after {init_epoch} epochs "
                           f"({record}); that run must keep it (keep_epochs).")

@@ -37,32 +37,14 @@ import tensorflow as tf
 
 from m2m_tf import losses as losses_lib
 from m2m_tf.m2m.generation import M2mConfig, generate, make_seed_pool
+from m2m_tf.training import collectives
 
 M2M_STATS = ("gen_slots", "candidates", "accepted")
 
 
 def _gather_global(x, y):
-  """The global batch (replicas' batches in replica order) in a replica context.
-
-  Each replica places its batch at its own rows of a zero global batch and the replicas
-  all-reduce the sum, which is exact (v + 0 = v). `ReplicaContext.all_gather` would be the
-  obvious call, but inside a tf.function under MultiWorkerMirroredStrategy it fails
-  ("destinations can not be empty": a graph tensor names no device); the all-reduce works
-  under every strategy.
-  """
-  ctx = tf.distribute.get_replica_context()
-  r = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
-  n = ctx.num_replicas_in_sync
-
-  def spread(t):
-    local = tf.shape(t)[0]
-    rows = tf.stack([r * local, (n - 1 - r) * local])
-    padded = tf.pad(t, tf.concat([rows[None], tf.zeros([t.shape.rank - 1, 2], tf.int32)], 0))
-    if t.shape[0] is not None:  # keep the static shape that XLA needs
-      padded.set_shape([n * t.shape[0]] + t.shape[1:].as_list())
-    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, padded)
-
-  return spread(x), spread(y)
+  """The global batch (replicas' batches in replica order) in a replica context."""
+  return collectives.all_gather_rows(x), collectives.all_gather_rows(y)
 
 
 def _own_slice(t, local):
