@@ -20,7 +20,8 @@ END = "<!-- results:end -->"
 TABLES = ("reuters.md", "twitter.md", "ablations_reuters.md", "ablations_twitter.md",
           "vocab_reuters.md", "substitutes_twitter.md", "budgets_reuters.md", "budgets_twitter.md",
           "bench.md", "bench_resnet32_quiet.md", "cifar10_jpeg_lt.md", "official_g_cifar10_jpeg.md",
-          "cifar10_jpeg_cpu_short.md", "gpu_check.md", "digits_lt10.md")
+          "cifar10_jpeg_cpu_short.md", "bench_precision.md", "precision_cifar10_jpeg.md",
+          "gpu_check.md", "digits_lt10.md")
 
 
 def _demote(md: str) -> str:

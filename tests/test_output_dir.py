@@ -130,13 +130,26 @@ class PlanTest(tf.test.TestCase):
     os.chdir(os.path.dirname(self.dir))
     try:
       g = os.path.join(self.dir, "g.weights.h5")
-      a = _cfg(g_checkpoint=g, output_dir=self.dir)
-      b = _cfg(g_checkpoint=os.path.relpath(g), output_dir=os.path.relpath(self.dir))
+      a = _cfg(method="m2m", g_checkpoint=g, output_dir=self.dir)
+      b = _cfg(method="m2m", g_checkpoint=os.path.relpath(g),
+               output_dir=os.path.relpath(self.dir))
       self.assertEqual(differences(a, b), [])
-      self.assertEqual(differences(a, _cfg(g_checkpoint=g + "x")),
+      self.assertEqual(differences(a, _cfg(method="m2m", g_checkpoint=g + "x")),
                        ["g_checkpoint"])
     finally:
       os.chdir(cwd)
+
+  def test_m2m_leaves_count_only_when_a_run_translates(self):
+    # A recipe's new M2m default (gamma 0.9 -> 0.99) must not block resuming an ERM or DRS run.
+    for method in ("erm", "drs", "rw"):
+      self.assertEqual(differences(_cfg(method=method, gamma=0.9, beta=0.99),
+                                   _cfg(method=method, gamma=0.99, beta=0.999)), [])
+      self.assertEqual(differences(_cfg(method=method, gamma=0.9), _cfg(method=method, lr=0.3)),
+                       ["lr"])
+    self.assertEqual(differences(_cfg(method="m2m", gamma=0.9), _cfg(method="m2m", gamma=0.99)),
+                     ["gamma"])
+    self.assertEqual(differences(_cfg(method="erm", gamma=0.9), _cfg(method="m2m", gamma=0.99)),
+                     ["gamma", "method"])
 
   def test_field_added_later_counts_as_its_default(self):
     old = _cfg()

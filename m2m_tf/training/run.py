@@ -84,9 +84,27 @@ def comparable_config(record: dict) -> dict:
   return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
 
 
+# Leaves that only M2m reads: two runs of methods without translation (ERM, DRS, ...) that
+# differ only in these compute the same (a recipe's new M2m default must not block their resume).
+M2M_ONLY_FIELDS = frozenset(ExperimentConfig().to_json()["m2m"]) | frozenset(
+    {"g_checkpoint", "self_translation", "seed_pool_size"})
+
+
+def _translates(flat: dict) -> bool:
+  try:
+    return get_method(flat.get("method")).m2m
+  except ValueError:
+    return True  # an unknown method: compare everything
+
+
 def differences(previous: dict, current: dict) -> list:
-  """The leaves in which two configuration records differ in a way that can change the result."""
-  return out_lib.config_differences(comparable_config(previous), comparable_config(current), {})
+  """The leaves in which two configuration records differ in a way that can change the result
+  (M2m's own leaves count only when one of the two runs translates)."""
+  a, b = comparable_config(previous), comparable_config(current)
+  diff = out_lib.config_differences(a, b, {})
+  if not (_translates(a) or _translates(b)):
+    diff = [k for k in diff if k not in M2M_ONLY_FIELDS]
+  return diff
 
 
 def resolve_jit_compile(mode: str) -> bool:
