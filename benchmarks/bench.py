@@ -111,17 +111,38 @@ class StepConfig:
     return f"m2m_b{self.n_buckets}{suffix}/{mode}{at}"
 
 
-def _cpu_model() -> str:
-  """The CPU's model name (/proc/cpuinfo where there is one)."""
-  cpu = platform.processor() or "unknown"
+# The vector and matrix units that decide float32 / bfloat16 speed (/proc/cpuinfo flag names).
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def _cpuinfo() -> Dict[str, str]:
+  """The first processor's /proc/cpuinfo fields ({} where there is none)."""
+  out = {}
   try:
     with open("/proc/cpuinfo") as fh:
       for line in fh:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
+        if not line.strip():
+          break
+        key, _, value = line.partition(":")
+        out[key.strip()] = value.strip()
   except OSError:
     pass
-  return cpu
+  return out
+
+
+def _cpu_model() -> str:
+  """The CPU's model name, with its family/model numbers where the name is vague."""
+  info = _cpuinfo()
+  name = info.get("model name") or platform.processor() or "unknown"
+  if "cpu family" in info and "model" in info:
+    name += f" (family {info['cpu family']}, model {info['model']})"
+  return name
+
+
+def cpu_features() -> List[str]:
+  """Which of CPU_FEATURES this CPU has (bfloat16 is emulated without avx512_bf16 / amx_bf16)."""
+  flags = set(_cpuinfo().get("flags", "").split())
+  return [f for f in CPU_FEATURES if f in flags]
 
 
 def machine_info() -> dict:
@@ -135,6 +156,7 @@ def machine_info() -> dict:
     device = f"GPU: {details.get('device_name', gpus[0].name)}"
   return {
       "cpu": _cpu_model(),
+      "cpu_features": cpu_features(),
       "cores": os.cpu_count(),
       "device": device,
       "tensorflow": tf.__version__,
@@ -481,6 +503,13 @@ def _fmt(v, digits=3):
   return str(v)
 
 
+def _features(machine: dict) -> str:
+  """", with avx2, fma" for a report that lists the CPU's features ("" for older reports)."""
+  if "cpu_features" not in machine:
+    return ""
+  return ", with " + (", ".join(machine["cpu_features"]) or f"none of {', '.join(CPU_FEATURES)}")
+
+
 def _intro(report: dict) -> List[str]:
   """The title, the command, the machine and the timing protocol."""
   m, s = report["machine"], report["settings"]
@@ -490,7 +519,7 @@ def _intro(report: dict) -> List[str]:
       f"Made by `{PROG} {' '.join(report['argv'])}` on {report['finished']}. Do not edit by "
       "hand.",
       "",
-      f"Machine: {m['cpu']}, {m['cores']} cores, device {m['device']}, TensorFlow "
+      f"Machine: {m['cpu']}{_features(m)}, {m['cores']} cores, device {m['device']}, TensorFlow "
       f"{m['tensorflow']}, Keras {m['keras']}. Load average at start {m['load_average_start']}, "
       f"at end {report.get('load_average_end')}.",
       "",

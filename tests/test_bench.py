@@ -66,7 +66,8 @@ class BenchTest(tf.test.TestCase):
             "first_call_s": 0.5}
     report = {"argv": ["--which", "mlp"], "finished": "then", "load_average_end": None,
               "machine": {"cpu": "c", "cores": 2, "device": "CPU", "tensorflow": "t",
-                          "keras": "k", "load_average_start": None},
+                          "keras": "k", "load_average_start": None,
+                          "cpu_features": ["avx2", "fma"]},
               "settings": {"warmup": 3, "steps": 5, "slow_steps": 1, "xla_conv_buckets": [1]},
               "steps": [step], "summaries": [{"label": "L", "fastest_erm": "erm/default",
                                               "fastest_erm_step_s": 0.0125,
@@ -74,6 +75,10 @@ class BenchTest(tf.test.TestCase):
                                               "fastest_m2m_b8": "m2m_b8/xla"}]}
     md = bench.markdown(report)
     self.assertIn("Made by `python -m benchmarks.bench --which mlp` on then.", md)
+    self.assertIn("Machine: c, with avx2, fma, 2 cores, device CPU", md)
+    del report["machine"]["cpu_features"]  # a report made before the features were recorded
+    self.assertIn("Machine: c, 2 cores,", bench.markdown(report))
+    report["machine"]["cpu_features"] = ["avx2", "fma"]
     self.assertIn("| mlp | erm/default | 0.0125 | 5120 | 1 | 1.25 | – | 0.5 |", md)
     self.assertIn("- M2m (n_buckets=8, m2m_b8/xla) / ERM, each in its fastest mode: **5.43×**",
                   md)
