@@ -14,7 +14,7 @@ from m2m_tf.models.resnet import IMAGENET_STD
 from m2m_tf.models.resnet import preact_resnet18
 from m2m_tf.models.resnet import resnet32
 from m2m_tf.models.resnet import resnet50
-from m2m_tf.models.resnet import Standardize
+from m2m_tf.models.standardize import Standardize
 from m2m_tf.models.torch_import import load_torch_state_dict
 
 __all__ = [

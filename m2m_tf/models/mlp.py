@@ -3,7 +3,7 @@
 import keras
 
 from m2m_tf.models import heads
-from m2m_tf.models.resnet import Standardize
+from m2m_tf.models.standardize import Standardize
 
 
 def mlp(input_dim, num_classes, *, hidden_units=(256,), normed_head=False,

@@ -29,10 +29,10 @@ outside folded inference are those of plain Keras Conv2D + BatchNormalization
 
 import keras
 from keras import ops
-import numpy as np
 
 from m2m_tf.models import conv_bn
 from m2m_tf.models import heads
+from m2m_tf.models.standardize import Standardize
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -41,48 +41,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _BN_EPSILON = 1e-5
 _BN_MOMENTUM = 0.9  # Keras convention; equals PyTorch momentum 0.1.
-
-
-@keras.saving.register_keras_serializable(package="m2m_tf")
-class Standardize(keras.layers.Layer):
-  """(x - mean) / std per channel (last axis); no weights.
-
-  The official code applies `transforms.Normalize(mean, std)` in the data
-  pipeline; we apply it inside the model so that M2m's translation works in
-  [0, 1] image space and clips there.
-  """
-
-  def __init__(self, mean, std, **kwargs):
-    super().__init__(**kwargs)
-    self.mean = tuple(float(m) for m in mean)
-    self.std = tuple(float(s) for s in std)
-    if len(self.mean) != len(self.std):
-      raise ValueError(
-          f"Standardize: mean has {len(self.mean)} entries but std has "
-          f"{len(self.std)}")
-    if any(s <= 0 for s in self.std):
-      raise ValueError(f"Standardize: std must be positive, got {self.std}")
-
-  def build(self, input_shape):
-    channels = input_shape[-1]
-    if channels is not None and channels != len(self.mean):
-      raise ValueError(
-          f"Standardize: input has {channels} channels but mean/std have "
-          f"{len(self.mean)} entries")
-
-  def call(self, inputs):
-    mean = ops.convert_to_tensor(np.asarray(self.mean, np.float32))
-    std = ops.convert_to_tensor(np.asarray(self.std, np.float32))
-    return (inputs - ops.cast(mean, inputs.dtype)) / ops.cast(
-        std, inputs.dtype)
-
-  def compute_output_shape(self, input_shape):
-    return input_shape
-
-  def get_config(self):
-    config = super().get_config()
-    config.update({"mean": list(self.mean), "std": list(self.std)})
-    return config
 
 
 @keras.saving.register_keras_serializable(package="m2m_tf")
