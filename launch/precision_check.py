@@ -13,33 +13,49 @@ from `python -m benchmarks.bench --precisions=float32,mixed_bfloat16` (results/b
 The reproduction stays float32 unless such runs show equal accuracy (docs/runs.md#precision).
 """
 
+import argparse
 import os
 import statistics
 import subprocess
 import sys
-from typing import List
-
-from absl import flags
+from typing import List, Optional, Sequence
 
 from launch import cifar_short
 from launch.markdown import markdown_table
-from m2m_tf.cli import run_absl
 from m2m_tf.io_utils import atomic_write_json, atomic_write_text, read_json
 
-FLAGS = flags.FLAGS
-flags.DEFINE_integer("epochs", 6, "Shortened schedule length (paper: 200).", lower_bound=2)
-flags.DEFINE_integer("deferred", 5, "First lr drop (the recipe's 160 of 200).", lower_bound=1)
-flags.DEFINE_list("seeds", ["0"], "Seeds.")
-flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Precisions compared; the first "
-                  "is the reference.")
-flags.DEFINE_string("root", "runs/precision_check", "Run folder.")
-flags.DEFINE_string("output", "results/precision_cifar10_jpeg.json", "Report JSON (.md beside).")
-flags.DEFINE_string("data_dir", None, "Data root (default $M2M_DATA_DIR, else ../shared/data).")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
-def run_command(precision: str, seed: int, out_dir: str) -> List[str]:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+  """The command line (module docstring), checked."""
+  p = argparse.ArgumentParser(prog="python -m launch.precision_check",
+                              description=__doc__.split("\n")[0])
+  p.add_argument("--epochs", type=int, default=6, help="schedule length (paper: 200)")
+  p.add_argument("--deferred", type=int, default=5, help="first lr drop (recipe: 160 of 200)")
+  p.add_argument("--seeds", default="0", help="comma-separated seeds")
+  p.add_argument("--precisions", default="float32,mixed_bfloat16",
+                 help="comma-separated precisions; the first is the reference")
+  p.add_argument("--root", default="runs/precision_check", help="run folder")
+  p.add_argument("--output", default="results/precision_cifar10_jpeg.json",
+                 help="report JSON (the .md goes beside it)")
+  p.add_argument("--data_dir", default=None,
+                 help="data root (default $M2M_DATA_DIR, else ../shared/data)")
+  args = p.parse_args(argv)
+  try:
+    args.seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+    cifar_short.short_schedule(args.epochs, args.deferred)
+  except ValueError as e:
+    p.error(str(e))
+  args.precisions = [v.strip() for v in args.precisions.split(",") if v.strip()]
+  if len(args.precisions) < 2 or set(args.precisions) - set(PRECISIONS):
+    p.error(f"--precisions: two or more of {', '.join(PRECISIONS)}")
+  return args
+
+
+def run_command(args: argparse.Namespace, precision: str, seed: int, out_dir: str) -> List[str]:
   """The m2m_tf.main command of one ERM run of the shortened schedule."""
-  s = cifar_short.short_schedule(FLAGS.epochs, FLAGS.deferred)
+  s = cifar_short.short_schedule(args.epochs, args.deferred)
   cmd = [sys.executable, "-m", "m2m_tf.main", "--dataset=cifar10_jpeg_lt", "--imbalance_ratio=100",
          "--method=erm", f"--seed={seed}", f"--epochs={s['epochs']}",
          f"--warmup_epochs={s['warmup_epochs']}",
@@ -47,12 +63,12 @@ def run_command(precision: str, seed: int, out_dir: str) -> List[str]:
          f"--lr_factors={','.join(map(str, s['lr_factors']))}",
          f"--deferred_epoch={s['deferred_epoch']}", f"--precision={precision}", "--verbose=2",
          "--noexport", f"--output_dir={out_dir}"]
-  return cmd + ([f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else [])
+  return cmd + ([f"--data_dir={args.data_dir}"] if args.data_dir else [])
 
 
-def summary(results: dict, precision: str) -> dict:
+def summary(results: dict, precision: str, label: str) -> dict:
   """A run's figures in the report (with its median epoch time)."""
-  out = cifar_short.run_summary(results, cifar_short.schedule_label(FLAGS.epochs, FLAGS.deferred))
+  out = cifar_short.run_summary(results, label)
   out["precision"] = results.get("precision", precision)
   out["median_epoch_s"] = statistics.median(results["epoch_seconds"])
   return out
@@ -95,30 +111,31 @@ def markdown(report: dict) -> str:
                       "epoch-time ratio"], diffs), ""])
 
 
-def main(argv) -> int:
-  """Runs the missing runs in order, then writes the report."""
-  seeds = [int(s) for s in FLAGS.seeds]
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Runs the missing runs in order, then writes the report; returns the exit code."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = parse_args(argv)
+  schedule = cifar_short.schedule_label(args.epochs, args.deferred)
   runs = {}
-  for seed in seeds:
-    for p in FLAGS.precisions:
-      out_dir = os.path.join(FLAGS.root, f"{p}_s{seed}")
+  for seed in args.seeds:
+    for p in args.precisions:
+      out_dir = os.path.join(args.root, f"{p}_s{seed}")
       if read_json(os.path.join(out_dir, "results.json")) is None:
         print(f"[precision_check] {p} seed {seed} -> {out_dir}", flush=True)
-        if subprocess.call(run_command(p, seed, out_dir)) != 0:
+        if subprocess.call(run_command(args, p, seed, out_dir)) != 0:
           print(f"[precision_check] the run in {out_dir} failed; its log is above.")
           return 1
-      runs[f"{p}_s{seed}"] = summary(read_json(os.path.join(out_dir, "results.json")), p)
-  label = (f"{cifar_short.DATA_LABEL}; "
-           f"{cifar_short.schedule_label(FLAGS.epochs, FLAGS.deferred)} - "
-           f"{cifar_short.NOT_COMPARABLE}")
-  report = {"argv": argv[1:], "label": label, "machine": cifar_short.cpu_description(),
-            "schedule": cifar_short.short_schedule(FLAGS.epochs, FLAGS.deferred), "runs": runs,
-            "comparisons": comparisons(runs, FLAGS.precisions, seeds)}
-  atomic_write_json(FLAGS.output, report)
-  atomic_write_text(os.path.splitext(FLAGS.output)[0] + ".md", markdown(report))
+      runs[f"{p}_s{seed}"] = summary(read_json(os.path.join(out_dir, "results.json")), p,
+                                     schedule)
+  report = {"argv": argv, "label": f"{cifar_short.DATA_LABEL}; {schedule} - "
+            f"{cifar_short.NOT_COMPARABLE}", "machine": cifar_short.cpu_description(),
+            "schedule": cifar_short.short_schedule(args.epochs, args.deferred), "runs": runs,
+            "comparisons": comparisons(runs, args.precisions, args.seeds)}
+  atomic_write_json(args.output, report)
+  atomic_write_text(os.path.splitext(args.output)[0] + ".md", markdown(report))
   print(markdown(report))
   return 0
 
 
 if __name__ == "__main__":
-  run_absl(main)
+  sys.exit(main())

@@ -295,7 +295,9 @@ class LaunchTest(absltest.TestCase):
                  ["launch.cifar_short"],
                  ["launch.tune", f"--root={out_dir}", f"--results_dir={out_dir}"],
                  ["launch.store", f"--store={out_dir}"],
-                 ["launch.digits_example", f"--root={out_dir}", f"--results_dir={out_dir}"]):
+                 ["launch.digits_example", f"--root={out_dir}", f"--results_dir={out_dir}"],
+                 ["launch.precision_check", f"--root={out_dir}",
+                  f"--output={out_dir}/p.json"]):
       for flag in ("--help", "-h"):
         out = _run(args + [flag], self.env)  # _run asserts exit status 0
         self.assertRegex(out, r"usage|flags", args[0])

@@ -1,12 +1,8 @@
-"""Tests of launch.precision_check's command and report (no training)."""
+"""Tests of launch.precision_check's command line, command and report (no training)."""
 
-from absl import flags
 from absl.testing import absltest
-from absl.testing import flagsaver
 
 from launch import precision_check
-
-FLAGS = flags.FLAGS
 
 
 def _run(precision, seed, bacc, gm, val, epoch_s):
@@ -16,18 +12,21 @@ def _run(precision, seed, bacc, gm, val, epoch_s):
 
 class PrecisionCheckTest(absltest.TestCase):
 
-  def setUp(self):
-    super().setUp()
-    if not FLAGS.is_parsed():
-      FLAGS.mark_as_parsed()
-
-  @flagsaver.flagsaver(epochs=6, deferred=5)
   def test_command_is_the_short_recipe_in_that_precision(self):
-    cmd = precision_check.run_command("mixed_bfloat16", 3, "out/x")
+    args = precision_check.parse_args(["--seeds=3,4"])
+    self.assertEqual((args.epochs, args.deferred, args.seeds), (6, 5, [3, 4]))
+    self.assertEqual(args.precisions, ["float32", "mixed_bfloat16"])
+    cmd = precision_check.run_command(args, "mixed_bfloat16", 3, "out/x")
     for arg in ("--method=erm", "--seed=3", "--epochs=6", "--warmup_epochs=1",
                 "--lr_milestones=5", "--lr_factors=0.01", "--precision=mixed_bfloat16",
                 "--output_dir=out/x", "--noexport"):
       self.assertIn(arg, cmd)
+
+  def test_bad_flags(self):
+    for argv in (["--precisions=float32"], ["--precisions=float32,bfloat16"],
+                 ["--epochs=5", "--deferred=5"], ["--seeds=a"]):
+      with self.assertRaises(SystemExit, msg=argv):
+        precision_check.parse_args(argv)
 
   def test_comparisons_pair_each_seed_with_the_reference(self):
     runs = {"float32_s0": _run("float32", 0, 30.0, 5.0, 31.0, 160.0),
