@@ -24,6 +24,7 @@ import tensorflow as tf
 from data_prep.registry import load_dataset
 from helpers import h5_arrays, load_results
 from m2m_tf.config import ExperimentConfig
+from m2m_tf.recipes import G_SEED_OFFSET
 from m2m_tf.training import callbacks as cb
 from m2m_tf.training import checkpoint as ckpt_lib
 from m2m_tf.training import run
@@ -126,6 +127,13 @@ class RunExperimentTest(tf.test.TestCase):
         self.assertGreater(float(rows[1]["gen_slots"]), 0.0)  # phase 2 from epoch 1
         self.assertTrue(os.path.isfile(os.path.join(out, "g_erm", "results.json")))
         self.assertTrue(os.path.isfile(os.path.join(out, "g_erm", "best_f.weights.h5")))
+        # g is trained independently of f: its own seed, so its own initialisation and batch
+        # order; f's phase 1 (ERM until the deferral) is therefore not g's training.
+        self.assertEqual(load_results(os.path.join(out, "g_erm"))["seed"], G_SEED_OFFSET)
+        g_rows = _history(os.path.join(out, "g_erm", "history.csv"))
+        self.assertNotEqual(g_rows[0]["loss"], rows[0]["loss"])
+        erm_rows = _history(os.path.join(_TMP.name, "smoke_erm", "history.csv"))
+        self.assertEqual(erm_rows[0]["loss"], rows[0]["loss"])  # f's phase 1 is ERM's seed-0 run
 
   def test_results_match_best_weights(self):
     # Recompute test bACC from the saved best f with scikit-learn.
