@@ -1,0 +1,52 @@
+"""launch.cifar_full --status: progress and time left from the committed records alone."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _record(run_dir, epochs_done, epoch_seconds):
+  ckpt = os.path.join(run_dir, "ckpt")
+  os.makedirs(ckpt)
+  with open(os.path.join(ckpt, f"state-{epochs_done:04d}.json"), "w") as fh:
+    json.dump({"epochs_done": epochs_done, "epoch_seconds": epoch_seconds}, fh)
+
+
+class StatusTest(absltest.TestCase):
+
+  def test_time_left_at_the_recent_and_the_best_pace(self):
+    root = tempfile.mkdtemp()
+    # ERM: 100 epochs, 90 at 160 s on a quiet machine, then 10 at 400 s on a busy one.
+    _record(os.path.join(root, "erm_s0"), 100, [160.0] * 90 + [400.0] * 10)
+    before = sorted(os.listdir(root))
+    out = subprocess.run([sys.executable, "-m", "launch.cifar_full", "--status", f"--root={root}"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    lines = out.strip().splitlines()
+    self.assertEqual(sorted(os.listdir(root)), before)  # --status runs and writes nothing
+    # Recent pace: the median of the last 10 epochs (400 s); best: the 10th percentile (160 s).
+    self.assertEqual(lines[0], "erm       unfinished, 100/200 epochs, 400 s/epoch recently, "
+                     "160 at best; left ~11.1 h (~4.4 h at best)")
+    # DRS branches at 160: 40 epochs at ERM's pace; M2m: the same x its step factor 5.4.
+    self.assertEqual(lines[1], "drs       pending, 0/200 epochs; left ~4.4 h (~1.8 h at best)")
+    self.assertEqual(lines[2], "m2m       pending, 0/200 epochs; left ~24.0 h (~9.6 h at best)")
+    self.assertEqual(lines[3], "ldam      pending, 0/200 epochs; left ~22.2 h (~8.9 h at best)")
+    # (40000 + 16000 + 86400 + 80000 + 16000 + 86400) s and (16000 + ... + 34560) s.
+    self.assertEqual(lines[-1], "total left ~90.2 h at the recent pace, ~36.1 h at the best pace "
+                     "seen (2-core CPU; '?' stages not counted)")
+
+  def test_nothing_started_yet_gives_no_estimate(self):
+    root = tempfile.mkdtemp()
+    out = subprocess.run([sys.executable, "-m", "launch.cifar_full", "--status", f"--root={root}"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    self.assertIn("erm       pending, 0/200 epochs; left ~? (~? at best)", out)
+    self.assertIn("total left ~0.0 h", out)
+
+
+if __name__ == "__main__":
+  absltest.main()
