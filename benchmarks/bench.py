@@ -209,14 +209,13 @@ def build_trainer(w: Workload, cfg: StepConfig, seed: int):
   """An `M2mTrainer` as `run_experiment` builds it, compiled, with its train_function made."""
   from m2m_tf.training import precision  # pylint: disable=g-import-not-at-top
   with precision.precision_scope(cfg.precision):
-    return _build_trainer(w, cfg, seed)
+    return _build_trainer(w, cfg, seed, precision.wrap_optimizer)
 
 
-def _build_trainer(w: Workload, cfg: StepConfig, seed: int):
+def _build_trainer(w: Workload, cfg: StepConfig, seed: int, wrap_optimizer):
   import keras  # pylint: disable=g-import-not-at-top
   from m2m_tf.m2m.generation import M2mConfig  # pylint: disable=g-import-not-at-top
   from m2m_tf.models import build_model  # pylint: disable=g-import-not-at-top
-  from m2m_tf.training import precision  # pylint: disable=g-import-not-at-top
   from m2m_tf.training.trainer import M2mTrainer  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(seed)
   kwargs = {"hidden_units": w.hidden_units} if w.arch == "mlp" else {}
@@ -231,7 +230,7 @@ def _build_trainer(w: Workload, cfg: StepConfig, seed: int):
   trainer = M2mTrainer(f, g, class_counts=w.class_counts, m2m=m2m, weight_decay=w.weight_decay,
                        seed=seed)
   optimizer = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9)
-  trainer.compile(optimizer=precision.wrap_optimizer(optimizer, cfg.precision),
+  trainer.compile(optimizer=wrap_optimizer(optimizer, cfg.precision),
                   jit_compile=cfg.jit)
   trainer.build((None,) + tuple(w.input_shape))
   if m2m is not None:
@@ -416,8 +415,9 @@ def summarise(w: Workload, rows: List[dict], pipe: Optional[dict]) -> dict:
       r["ratio_to_fastest_erm"] = r["median_step_s"] / fastest_erm["median_step_s"]
   # M2m as it runs by default (BatchNorm folded); the "_nofold" rows are the comparison.
   out.update(_m2m_ratios(base, fastest_erm))
-  if precision_speedups(rows):
-    out["precision_speedups"] = precision_speedups(rows)
+  speedups = precision_speedups(rows)
+  if speedups:
+    out["precision_speedups"] = speedups
   if pipe is not None and fastest_erm:
     out["input_pipeline"] = pipe
     consumers = {"fastest_erm": fastest_erm}

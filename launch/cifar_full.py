@@ -111,14 +111,15 @@ def progress(stage: Stage) -> dict:
           "best_sec_per_epoch": every[len(every) // 10] if every else None}
 
 
-def estimate_left(stage: Stage, prog: dict, pace_key: str = "sec_per_epoch") -> Optional[float]:
+def estimate_left(stage: Stage, prog: dict, erm_prog: dict,
+                  pace_key: str = "sec_per_epoch") -> Optional[float]:
   """Seconds left for a stage at its own pace `pace_key` ("sec_per_epoch": recent,
-  "best_sec_per_epoch": a quiet machine's), else at ERM's (x M2m's step factor)."""
+  "best_sec_per_epoch": a quiet machine's), else at ERM's (`erm_prog`, x M2m's step factor)."""
   if prog["done"]:
     return 0.0
   first = BRANCH_EPOCH if stage.branch_from else 0
   left = 200 - max(prog["epochs"], first)
-  pace = prog[pace_key] or progress(STAGES["erm"])[pace_key]
+  pace = prog[pace_key] or erm_prog[pace_key]
   if pace is None:
     return None
   if stage.method == "m2m" and not prog[pace_key]:
@@ -147,9 +148,11 @@ def _hours(seconds: Optional[float]) -> str:
 def status_lines() -> List[str]:
   """One line per stage, then the total time left at the recent and at the best pace."""
   lines, total, total_best = [], 0.0, 0.0
+  progs = {stage.name: progress(stage) for stage in PLAN}  # each run's record read once
   for stage in PLAN:
-    prog = progress(stage)
-    left, best = estimate_left(stage, prog), estimate_left(stage, prog, "best_sec_per_epoch")
+    prog = progs[stage.name]
+    left = estimate_left(stage, prog, progs["erm"])
+    best = estimate_left(stage, prog, progs["erm"], "best_sec_per_epoch")
     if prog["done"]:
       r = prog["results"]
       state = f"done: test bACC {r['test_bacc']:.2f}, GM {r['test_gm']:.2f}"

@@ -22,9 +22,8 @@ from typing import List, Optional, Sequence
 
 from launch import cifar_short
 from launch.markdown import markdown_table
+from m2m_tf.config import PRECISIONS
 from m2m_tf.io_utils import atomic_write_json, atomic_write_text, read_json
-
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -1,5 +1,6 @@
 """README promises: the Keras snippet runs as printed, and the results section is generated."""
 
+import csv
 import os
 import re
 import subprocess
@@ -89,6 +90,16 @@ class ReadmeTest(absltest.TestCase):
     proc = _readme_cli(["--check"], cwd=ROOT)
     self.assertEqual(proc.returncode, 0, proc.stderr)
     self.assertEqual(proc.stdout.strip(), "README.md is up to date.")
+
+  def test_quick_start_number_is_the_tables_m2m_seed_0(self):
+    # The figure quoted beside the Quick start is the committed table's run, not typed freely.
+    quoted = re.search(r"test bACC (\d+\.\d\d) on the", _readme())
+    self.assertIsNotNone(quoted)
+    with open(os.path.join(ROOT, "results", "reuters.csv")) as fh:
+      rows = list(csv.DictReader(fh))
+    run = [r for r in rows if r["row"] == "m2m" and r["seed"] == "0"]
+    self.assertLen(run, 1)
+    self.assertEqual(quoted.group(1), f"{float(run[0]['test_bacc']):.2f}")
 
   def test_quick_start_has_exactly_two_commands(self):
     quick = _readme().split("## Quick start", 1)[1].split("\n## ", 1)[0]

@@ -70,6 +70,12 @@ def validate_config(cfg: ExperimentConfig) -> None:
   cfg.check_resolved()
 
 
+# Leaves that only M2m reads: two runs of methods without translation (ERM, DRS, ...) that
+# differ only in these compute the same (a recipe's new M2m default must not block their resume).
+M2M_ONLY_FIELDS = frozenset(ExperimentConfig().to_json()["m2m"]) | frozenset(
+    {"g_checkpoint", "self_translation", "seed_pool_size"})
+
+
 def comparable_config(record: dict) -> dict:
   """A flags.json (or `to_json()`) as resolved leaves {name: JSON value}, for comparisons.
 
@@ -82,12 +88,6 @@ def comparable_config(record: dict) -> dict:
   except (ConfigError, ValueError, TypeError):
     flat = flatten_record(record)
   return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
-
-
-# Leaves that only M2m reads: two runs of methods without translation (ERM, DRS, ...) that
-# differ only in these compute the same (a recipe's new M2m default must not block their resume).
-M2M_ONLY_FIELDS = frozenset(ExperimentConfig().to_json()["m2m"]) | frozenset(
-    {"g_checkpoint", "self_translation", "seed_pool_size"})
 
 
 def _translates(flat: dict) -> bool:
@@ -338,10 +338,8 @@ def build_callbacks(cfg: ExperimentConfig, data, steps: int):
 # Fields that do not shape phase 1 (before the deferred epoch): a deferred run may branch from a
 # run that differs only in these (phase-1 sharing, docs/runs.md): the whole M2m section, and
 # these leaves.
-PHASE2_FIELDS = frozenset({
-    "method", "epochs", "deferred_epoch", "init_from", "init_epoch", "self_translation",
-    "seed_pool_size", "g_checkpoint"}) | frozenset(
-        ExperimentConfig().to_json()["m2m"]) | out_lib.NOT_RESULT_FIELDS
+PHASE2_FIELDS = frozenset({"method", "epochs", "deferred_epoch", "init_from", "init_epoch"}
+                          ) | M2M_ONLY_FIELDS | out_lib.NOT_RESULT_FIELDS
 
 
 def check_branch(source: dict, cfg: ExperimentConfig) -> None:
