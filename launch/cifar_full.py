@@ -3,6 +3,7 @@ r"""CIFAR-10-LT (ratio 100, JPEG substitute) at the paper's full schedule, resum
   python -m launch.cifar_full            # run (or resume) the plan in order; kill at any time
   python -m launch.cifar_full --status   # what is done, what is running, the time left
   python -m launch.cifar_full --only=erm # one stage only
+  python -m launch.cifar_full --only=ldam --idle   # a second lane on the CPU time the first leaves
 
 The plan (ResNet-32, seed 0, 200 epochs, batch 128, lr 0.1 with 5 warm-up epochs,
 x0.01 at 160 and 180, weight decay 2e-4, deferral 160):
@@ -19,6 +20,13 @@ no hyper-parameter grid here (18 settings x ~3 h of CPU each).
 Every run folder lives under results/cifar10_jpeg_lt_full/, so the committed
 repository holds all a new machine needs to continue: each unfinished run keeps
 only its two newest epoch states (ckpt/), a finished one only its branch point.
+
+Two lanes: ResNet-32's step keeps a 2-core CPU about 87% busy, and evaluation and
+checkpoints leave gaps. `--idle` runs a launcher's stages under SCHED_IDLE, which the
+kernel schedules only when no normal process wants the core, so a second lane (say
+LDAM beside the CE rows) progresses without slowing the first much (docs/runs.md
+gives the measurement). A stage that another launcher is running is waited for, not
+started twice.
 """
 
 import dataclasses
@@ -35,19 +43,24 @@ from launch import tables
 from m2m_tf.cli import run_absl
 from m2m_tf.io_utils import read_json
 from m2m_tf import run_records as ckpt_lib
+from m2m_tf.training import output_dir
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("status", False, "Print the state of every stage and the time left; run nothing.")
 flags.DEFINE_list("only", None, "Run only these stages (default: the whole plan in order).")
 flags.DEFINE_string("root", "results/cifar10_jpeg_lt_full", "Folder of the run folders.")
 flags.DEFINE_string("data_dir", None, "Data root (default $M2M_DATA_DIR, else ../shared/data).")
+flags.DEFINE_bool("idle", False, "Run the stages at the lowest CPU priority (SCHED_IDLE, nice 19).")
+flags.DEFINE_float("busy_poll_s", 60.0, "Seconds between checks of a stage another launcher runs.")
 flags.DEFINE_string("g_checkpoint", "../shared/pretrained/official_erm_resnet32_cifar10lt_r100.npz",
                     "The official pre-trained ResNet-32 g (PyTorch layout).")
 
 BRANCH_EPOCH = 160
 M2M_FLAGS = {"beta": 0.999, "lam": 0.5, "gamma": 0.9, "step_size": 0.1, "steps": 10}
-# Measured M2m/ERM step time of ResNet-32 on this 2-core CPU (results/bench_resnet32_quiet.md).
-M2M_STEP_FACTOR = 5.4
+# Measured M2m/ERM step time of ResNet-32 on the 2-core CPUs this project runs on: 5.4 on an
+# Intel Xeon (results/bench_resnet32_quiet.md), 5.9 on an AMD EPYC (results/bench_resnet32_amd.md).
+# The larger one, so that an estimate errs long; a stage's own pace replaces it once it has run.
+M2M_STEP_FACTOR = 5.9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,17 +141,7 @@ def estimate_left(stage: Stage, prog: dict, erm_prog: dict,
 
 
 def _busy(stage: Stage) -> bool:
-  import fcntl  # pylint: disable=g-import-not-at-top
-  path = os.path.join(stage.run_dir, ".m2m_lock")
-  if not os.path.exists(path):
-    return False
-  with open(path) as fh:
-    try:
-      fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      return True
-    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-  return False
+  return output_dir.is_locked(stage.run_dir)
 
 
 def _hours(seconds: Optional[float]) -> str:
@@ -168,8 +171,23 @@ def status_lines() -> List[str]:
   return lines
 
 
+def lowest_priority() -> None:
+  """Puts this process (and the stages it starts, which inherit it) at SCHED_IDLE, nice 19."""
+  os.nice(19)
+  os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+def wait_while_busy(stage: Stage, poll_s: float) -> None:
+  """Waits while another process (another launcher's lane) trains `stage`."""
+  if _busy(stage):
+    print(f"{stage.name}: another process is training it; waiting for it to stop.", flush=True)
+  while _busy(stage):
+    time.sleep(poll_s)
+
+
 def run_stage(stage: Stage) -> None:
   """Runs (or resumes) one stage as a subprocess, its log beside its folder."""
+  wait_while_busy(stage, FLAGS.busy_poll_s)
   if progress(stage)["done"]:
     return
   if stage.branch_from and not progress(STAGES[stage.branch_from])["done"]:
@@ -196,6 +214,8 @@ def main(argv):
   unknown = sorted(set(names) - set(STAGES))
   if unknown:
     raise app.UsageError(f"unknown stages {unknown}; valid: {[s.name for s in PLAN]}")
+  if FLAGS.idle:
+    lowest_priority()
   for name in names:
     run_stage(STAGES[name])
   print("\n".join(status_lines()))

@@ -19,9 +19,9 @@ END = "<!-- results:end -->"
 # The tables shown, in order; missing files are skipped.
 TABLES = ("reuters.md", "twitter.md", "ablations_reuters.md", "ablations_twitter.md",
           "vocab_reuters.md", "substitutes_twitter.md", "budgets_reuters.md", "budgets_twitter.md",
-          "bench.md", "bench_resnet32_quiet.md", "cifar10_jpeg_lt.md", "official_g_cifar10_jpeg.md",
-          "cifar10_jpeg_cpu_short.md", "bench_precision.md", "precision_cifar10_jpeg.md",
-          "gpu_check.md", "digits_lt10.md")
+          "bench.md", "bench_resnet32_quiet.md", "bench_resnet32_amd.md", "cifar10_jpeg_lt.md",
+          "official_g_cifar10_jpeg.md", "cifar10_jpeg_cpu_short.md", "bench_precision.md",
+          "precision_cifar10_jpeg.md", "gpu_check.md", "digits_lt10.md")
 
 
 def _demote(md: str) -> str:

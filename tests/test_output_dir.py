@@ -50,6 +50,16 @@ class RunLockTest(tf.test.TestCase):
     with out_lib.RunLock(folder):
       pass
 
+  def test_is_locked_only_while_held(self):
+    folder = os.path.join(tempfile.mkdtemp(), "run")
+    self.assertFalse(out_lib.is_locked(folder))  # no folder yet
+    with out_lib.RunLock(folder):
+      self.assertTrue(out_lib.is_locked(folder))
+      self.assertTrue(out_lib.is_locked(folder))  # asking does not take the lock away
+    self.assertFalse(out_lib.is_locked(folder))  # the lock file stays, unheld
+    with out_lib.RunLock(folder):  # and asking left nothing held
+      pass
+
   def test_unwritable_folder_is_one_line(self):
     parent = tempfile.mkdtemp()
     blocker = os.path.join(parent, "a_file")

@@ -38,6 +38,20 @@ NOT_RESULT_FIELDS = frozenset({"overwrite", "verbose", "data_dir", "output_dir",
 PATH_FIELDS = frozenset({"g_checkpoint", "init_from"})
 
 
+def is_locked(output_dir: str) -> bool:
+  """Whether a live process holds the `RunLock` of `output_dir` (never takes it for long)."""
+  path = os.path.join(output_dir, LOCK_FILE)
+  if not os.path.exists(path):
+    return False
+  with open(path) as fh:
+    try:
+      fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return True
+    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+  return False
+
+
 class RunLock:
   """An exclusive lock on a run folder for the life of a run (a context manager).
 
