@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from launch import cifar_full
+from launch import selection_ties
 from launch import tables
 from launch.markdown import markdown_table
 from m2m_tf.io_utils import atomic_write_text, read_json
@@ -152,6 +153,20 @@ def _latest(history: Optional[pd.DataFrame], column: str) -> float:
   return float(history[column].dropna().iloc[-1])
 
 
+def last_tie(run: Run) -> dict:
+  """A finished run's epoch and test bACC / GM under the official code's tie rule (the last
+  epoch with the best validation bACC; ours keeps the first): NaN when unfinished."""
+  h = run.history
+  if not run.finished or h is None or "val_bacc" not in h or not h["val_bacc"].notna().any():
+    return {"best_epoch_last_tie": math.nan, "test_bacc_last_tie": math.nan,
+            "test_gm_last_tie": math.nan}
+  h = h.sort_values("epoch").reset_index(drop=True)
+  _, last = selection_ties.tie_epochs(h["val_bacc"])
+  return {"best_epoch_last_tie": int(h["epoch"][last]),
+          "test_bacc_last_tie": float(h["test_bacc"][last]) if "test_bacc" in h else math.nan,
+          "test_gm_last_tie": float(h["test_gm"][last]) if "test_gm" in h else math.nan}
+
+
 def table_row(run: Run, names: Sequence[str]) -> dict:
   """The CSV row of one stage: progress, test metrics (finished only), recall, paper."""
   r = run.results or {}
@@ -168,7 +183,7 @@ def table_row(run: Run, names: Sequence[str]) -> dict:
          "test_bacc": r.get("test_bacc", math.nan), "test_gm": r.get("test_gm", math.nan),
          # Unfinished: the latest epoch's validation bACC (no test numbers of an unselected epoch).
          "val_bacc": r["val_bacc"] if run.finished else _latest(run.history, "val_bacc"),
-         "best_epoch": r.get("best_epoch", math.nan)}
+         "best_epoch": r.get("best_epoch", math.nan), **last_tie(run)}
   for name, value in zip(names, recall):
     row[f"recall_{name}"] = math.nan if value is None else value
   paper = PAPER.get(run.stage, (math.nan, math.nan))
@@ -230,15 +245,19 @@ def _main_row(r: pd.Series) -> list:
   done = r["status"] == "done"
   val = _fmt(r["val_bacc"]) + ("" if done or math.isnan(r["val_bacc"]) else " (latest)")
   best = "" if math.isnan(r["best_epoch"]) else str(int(r["best_epoch"]))
+  tie = "" if math.isnan(r["best_epoch_last_tie"]) else (
+      "same epoch" if r["best_epoch_last_tie"] == r["best_epoch"] else
+      f"{int(r['best_epoch_last_tie'])}: {_fmt(r['test_bacc_last_tie'])} / "
+      f"{_fmt(r['test_gm_last_tie'])}")
   return [r["method"], r["loss"], r["rebalancing"], r["seed"], r["epochs"], r["status"],
-          _fmt(r["test_bacc"]), _fmt(r["test_gm"]), val, best,
+          _fmt(r["test_bacc"]), _fmt(r["test_gm"]), val, best, tie,
           f"{_fmt(r['paper_bacc'])} / {_fmt(r['paper_gm'])}", _fmt(r["wall_hours"])]
 
 
 def _main_table(df: pd.DataFrame) -> List[str]:
   """The table of every stage: progress, test metrics, paper, wall hours."""
   header = ["method", "loss", "rebalancing", "seed", "epochs", "status", "test bACC", "test GM",
-            "val bACC", "best epoch", "paper bACC / GM", "wall h"]
+            "val bACC", "best epoch", "last tie: epoch: bACC / GM", "paper bACC / GM", "wall h"]
   return [markdown_table(header, [_main_row(r) for _, r in df.iterrows()])]
 
 
@@ -268,6 +287,9 @@ def markdown(df: pd.DataFrame, runs: Sequence[Run], root: str) -> str:
       "split (`results/official_g_cifar10_jpeg.md`).",
       f"- M2m hyper-parameters: {m2m_text(runs)}. There was no hyper-parameter grid.",
       "- Paper: the M2m paper's Table 2 (lossless CIFAR-10-LT, ratio 100, ResNet-32).",
+      "- Last tie: on a tie in validation bACC our runs keep the first epoch; the official code "
+      "keeps the last. The column gives that epoch's test bACC / GM where it differs "
+      "(`results/selection_ties.md` counts the same for the text tables).",
       "- Unfinished rows show their progress and the latest epoch's validation bACC, no test "
       "numbers. Wall hours: this run's own epochs (a branched run's shared first "
       f"{cifar_full.BRANCH_EPOCH} epochs are its parent's), else results.json's `seconds`.", ""]

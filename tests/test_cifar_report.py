@@ -142,8 +142,27 @@ class TableTest(absltest.TestCase):
     self.assertIn("Made by `python -m launch.cifar_report`", md)
     self.assertIn("beta 0.999, lambda 0.5, gamma 0.9, step size 0.1, T = 10", md)
     self.assertIn("no hyper-parameter grid", md)
-    self.assertIn("| ERM | ce | none | 0 | 200/200 | done | 45.0 | 12.5 | 47.5 | 190 | 68.7 /", md)
-    self.assertIn("| 163/200 | 163 of 200 epochs | n/a | n/a | 40.0 (latest) |  | 78.3 /", md)
+    # The fake history's best validation epoch is its last (199: test bACC 41, no test GM).
+    self.assertIn("| ERM | ce | none | 0 | 200/200 | done | 45.0 | 12.5 | 47.5 | 190 | "
+                  "199: 41.0 / n/a | 68.7 /", md)
+    self.assertIn("| 163/200 | 163 of 200 epochs | n/a | n/a | 40.0 (latest) |  |  | 78.3 /", md)
+
+  def test_official_tie_rule_takes_the_last_best_epoch(self):
+    hist = _history(200)
+    hist["val_bacc"] = 30.0
+    hist.loc[[150, 180], "val_bacc"] = 50.0  # a tie: ours keeps 150, the official code 180
+    hist["test_gm"] = hist["test_bacc"] - 10.0
+    _write(os.path.join(self.root, "erm_s0", "history.csv"), hist.to_csv(index=False))
+    erm = cifar_report.table(cifar_report.read_runs(self.root)).set_index("stage").loc["erm"]
+    self.assertEqual(erm["best_epoch_last_tie"], 180)
+    self.assertAlmostEqual(erm["test_bacc_last_tie"], hist["test_bacc"][180])
+    self.assertAlmostEqual(erm["test_gm_last_tie"], hist["test_bacc"][180] - 10.0)
+    md = cifar_report.markdown(cifar_report.table(cifar_report.read_runs(self.root)),
+                               self.runs, self.root)
+    t180 = hist["test_bacc"][180]
+    self.assertIn(f"| 190 | 180: {t180:.1f} / {t180 - 10:.1f} |", md)
+    # Unfinished rows have no selected epoch under either rule.
+    self.assertTrue(math.isnan(self.df.loc["m2m", "best_epoch_last_tie"]))
 
   def test_cli(self):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
