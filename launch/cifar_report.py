@@ -6,7 +6,9 @@ r"""Table and figures of the CIFAR-10-LT full-schedule runs (`python -m launch.c
 
 Reads whatever run folders exist under --root (finished or not) and writes
 
-  <results_dir>/cifar10_jpeg_lt.csv, .md   one row per stage of launch.cifar_full.PLAN
+  <results_dir>/cifar10_jpeg_lt.csv, .md   one row per stage of launch.cifar_full.PLAN, and
+                                           M2m's paired test-set comparisons (cifar_verdicts)
+  <results_dir>/cifar10_jpeg_lt_predictions.npz   the finished rows' test predictions
   <results_dir>/figures/cifar_*.png        each figure only when its inputs exist:
     cifar_fig4_embedding.png        2-D embedding of f's penultimate features on the test set
                                     (finished ERM, DRS, M2m), coloured by class
@@ -22,6 +24,7 @@ metrics of an epoch that was not selected on validation are never reported.
 
 import argparse
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -31,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from launch import cifar_full
+from launch import cifar_verdicts
 from launch import selection_ties
 from launch import tables
 from launch.markdown import markdown_table
@@ -273,7 +277,16 @@ def _recall_table(df: pd.DataFrame) -> List[str]:
           markdown_table(header, body)]
 
 
-def markdown(df: pd.DataFrame, runs: Sequence[Run], root: str) -> str:
+def verdicts(runs: Sequence[Run], results_dir: str) -> List[str]:
+  """The paired test-set comparisons of M2m rows, from the stored predictions."""
+  y, preds, stale = cifar_verdicts.read_predictions(
+      runs, os.path.join(results_dir, cifar_verdicts.PREDICTIONS))
+  labels = {r.stage: r.label for r in runs}
+  return cifar_verdicts.verdict_lines(runs, y, preds, stale, len(class_names(runs)), labels)
+
+
+def markdown(df: pd.DataFrame, runs: Sequence[Run], root: str,
+             verdict: Sequence[str] = ()) -> str:
   """The report's Markdown: data caveat, recipe, g, M2m values, the tables, provenance."""
   lines = [
       "# CIFAR-10-LT (imbalance ratio 100), ResNet-32, the paper's 200-epoch schedule", "",
@@ -294,6 +307,8 @@ def markdown(df: pd.DataFrame, runs: Sequence[Run], root: str) -> str:
       "numbers. Wall hours: this run's own epochs (a branched run's shared first "
       f"{cifar_full.BRANCH_EPOCH} epochs are its parent's), else results.json's `seconds`.", ""]
   lines += _main_table(df) + [""] + _recall_table(df)
+  if verdict:
+    lines += [""] + list(verdict)
   return "\n".join(lines) + "\n"
 
 
@@ -304,7 +319,7 @@ def write_table(runs: Sequence[Run], results_dir: str, root: str) -> List[str]:
   csv_path = os.path.join(results_dir, f"{DATASET}.csv")
   md_path = os.path.join(results_dir, f"{DATASET}.md")
   atomic_write_text(csv_path, df.to_csv(index=False, float_format="%.4f"))
-  atomic_write_text(md_path, markdown(df, runs, root))
+  atomic_write_text(md_path, markdown(df, runs, root, verdicts(runs, results_dir)))
   return [csv_path, md_path]
 
 
@@ -585,20 +600,44 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
+def make_predictions(runs: Sequence[Run], results_dir: str,
+                     load_data: Callable[[], object]) -> Optional[str]:
+  """Stores every finished row's test predictions for the paired comparisons; prints how
+  many test images each disagrees on with the row's own recorded confusion matrix."""
+  if not any(r.finished and r.weights for r in runs):
+    return None
+  data = load_data()
+
+  def predict_run(run: Run) -> np.ndarray:
+    f = build_f(run, data.x_test.shape[1:], data.num_classes)
+    pred = cifar_verdicts.predict(f, data.x_test)
+    off = cifar_verdicts.confusion_check(run, data.y_test, pred, data.num_classes)
+    print(f"{run.stage}: predictions differ from its recorded test confusion matrix on "
+          f"{'?' if off is None else off} of {len(pred)} images")
+    return pred
+
+  path = os.path.join(results_dir, cifar_verdicts.PREDICTIONS)
+  cifar_verdicts.write_predictions(runs, data.y_test, predict_run, path)
+  return path
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  """Writes the table, then (unless --skip_figures) the figures; prints what it wrote."""
+  """Writes the predictions (unless --skip_figures), the table, then the figures."""
   args = parse_args(argv)
   runs = read_runs(args.root)
-  for path in write_table(runs, args.results_dir, args.root):
-    print(f"wrote {path}")
-  if args.skip_figures:
-    return 0
 
+  @functools.lru_cache(maxsize=1)
   def load_data():
-    """The real CIFAR-10-LT JPEG splits (only read when a model figure is due)."""
+    """The real CIFAR-10-LT JPEG splits (read once, only when a model is due)."""
     from data_prep import registry  # pylint: disable=g-import-not-at-top
     return registry.load_dataset(DATASET, args.data_dir, imbalance_ratio=IMBALANCE_RATIO)
 
+  predictions = None if args.skip_figures else make_predictions(runs, args.results_dir, load_data)
+  for path in ([predictions] if predictions else []) + write_table(runs, args.results_dir,
+                                                                    args.root):
+    print(f"wrote {path}")
+  if args.skip_figures:
+    return 0
   written = make_figures(runs, os.path.join(args.results_dir, "figures"), load_data=load_data,
                          load_g=lambda: load_official_g(args.g_checkpoint),
                          embedding=args.embedding)

@@ -227,5 +227,25 @@ class FigureTest(absltest.TestCase):
     self.assertIn("embedding", written)
 
 
+  def test_predictions_then_table_verdicts(self):
+    root, out = tempfile.mkdtemp(), tempfile.mkdtemp()
+    _finished_erm(root, with_weights=True)
+    _unfinished_m2m(root)
+    runs = cifar_report.read_runs(root)
+    data = _fake_data(4)
+    path = cifar_report.make_predictions(runs, out, lambda: data)
+    with np.load(path) as z:
+      self.assertEqual(sorted(z.files), ["erm", "erm_sha256", "y_test"])  # finished rows only
+      self.assertEqual(len(z["erm"]), len(data.y_test))
+    _, md_path = cifar_report.write_table(runs, out, root)
+    with open(md_path) as fh:
+      md = fh.read()
+    self.assertIn("Paired differences on the test images", md)
+    self.assertIn("- ERM-M2m - ERM: n/a (ERM-M2m not finished)", md)
+    # No finished row with weights: no model is built and no data read.
+    self.assertIsNone(cifar_report.make_predictions(cifar_report.read_runs(tempfile.mkdtemp()),
+                                                    out, load_data=None))
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -1,0 +1,131 @@
+"""Paired comparisons of the CIFAR-10-LT rows on the same test images (one training seed).
+
+The full-schedule plan trains one seed per row (days of CPU each), so the seed-to-seed
+spread the text tables report is not available here. What can be measured is how much
+of a difference between two rows the finite test set could produce by chance: a paired
+bootstrap over the test images (both rows' predictions of an image stay together),
+with scipy's `stats.bootstrap`. The interval says nothing about another training seed.
+
+The predictions come from each row's best-validation weights (`best_f.weights.h5`) and
+are kept in `results/cifar10_jpeg_lt_predictions.npz` beside the weights' sha256, so a
+table-only report can use them without TensorFlow and notices when a row's weights
+changed after the predictions were made.
+"""
+
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from m2m_tf.io_utils import atomic_save, file_sha256, read_json
+
+PREDICTIONS = "cifar10_jpeg_lt_predictions.npz"
+# (row, compared with): M2m against the rows the paper's claim is about.
+VERDICTS = (("m2m", "erm"), ("m2m", "drs"), ("ldam_m2m", "ldam"), ("ldam_m2m", "ldam_drw"))
+N_RESAMPLES = 2000
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray, num_classes: int, axis: int = -1):
+  """Mean per-class recall in percent along `axis` (classes absent from y are left out)."""
+  recalls = []
+  for k in range(num_classes):
+    in_k = y == k
+    n_k = in_k.sum(axis=axis)
+    hits = (in_k & (pred == k)).sum(axis=axis)
+    recalls.append(np.where(n_k > 0, hits / np.maximum(n_k, 1), np.nan))
+  return 100.0 * np.nanmean(np.stack(recalls), axis=0)
+
+
+def paired_difference(y, pred_a, pred_b, num_classes: int, *, n_resamples: int = N_RESAMPLES,
+                      seed: int = 0) -> Tuple[float, float, float]:
+  """bACC(a) - bACC(b) in points and its 95% paired-bootstrap percentile interval."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  y, a, b = (np.asarray(v) for v in (y, pred_a, pred_b))
+
+  def diff(y_, a_, b_, axis=-1):
+    return (balanced_accuracy(y_, a_, num_classes, axis)
+            - balanced_accuracy(y_, b_, num_classes, axis))
+
+  point = float(diff(y, a, b))
+  if np.array_equal(a, b):
+    return point, point, point
+  res = stats.bootstrap((y, a, b), diff, paired=True, vectorized=True, n_resamples=n_resamples,
+                        batch=100, confidence_level=0.95, method="percentile",
+                        rng=np.random.default_rng(seed))
+  return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def predict(f, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+  """f's predicted classes of uint8 images x (scaled to [0, 1] as in training)."""
+  out = [np.argmax(np.asarray(f(x[i:i + batch_size].astype(np.float32) / 255.0,
+                                training=False)), axis=-1)
+         for i in range(0, len(x), batch_size)]
+  return np.concatenate(out).astype(np.int16)
+
+
+def confusion_check(run, y: np.ndarray, pred: np.ndarray, num_classes: int) -> Optional[int]:
+  """How many test images the run's own best-epoch confusion matrix (best_state.json) and
+  these predictions disagree on, counted cell by cell; None if the run recorded none."""
+  best = read_json(os.path.join(run.run_dir, "best_state.json")) or {}
+  cm = ((best.get("summaries") or {}).get("test") or {}).get("confusion_matrix")
+  if cm is None:
+    return None
+  mine = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(mine, (y.astype(np.int64), pred.astype(np.int64)), 1)
+  return int(np.abs(mine - np.asarray(cm)).sum() // 2)
+
+
+def write_predictions(runs, y: np.ndarray, predict_run, path: str) -> Dict[str, np.ndarray]:
+  """Predicts the test set with every finished row's weights and saves them with their sha256.
+
+  `predict_run(run)` returns a run's predicted classes. Returns {stage: predictions}.
+  """
+  arrays, preds = {"y_test": np.asarray(y, np.int16)}, {}
+  for run in runs:
+    if run.finished and run.weights:
+      preds[run.stage] = predict_run(run)
+      arrays[run.stage] = preds[run.stage]
+      arrays[run.stage + "_sha256"] = np.array(file_sha256(run.weights))
+  atomic_save(lambda tmp: np.savez_compressed(tmp, **arrays), path)
+  return preds
+
+
+def read_predictions(runs, path: str) -> Tuple[Optional[np.ndarray], Dict[str, np.ndarray],
+                                               List[str]]:
+  """(y_test, {stage: predictions} of rows whose weights still match, stale stage names)."""
+  if not os.path.isfile(path):
+    return None, {}, []
+  with np.load(path) as z:
+    stored = {k: z[k] for k in z.files}
+  preds, stale = {}, []
+  for run in runs:
+    if run.stage not in stored or not run.weights:
+      continue
+    if str(stored[run.stage + "_sha256"]) == file_sha256(run.weights):
+      preds[run.stage] = stored[run.stage]
+    else:
+      stale.append(run.stage)
+  return stored.get("y_test"), preds, stale
+
+
+def verdict_lines(runs, y, preds: Dict[str, np.ndarray], stale: Sequence[str],
+                  num_classes: int, labels: Dict[str, str]) -> List[str]:
+  """The Markdown of the paired comparisons (what is missing is said, not skipped)."""
+  lines = ["Paired differences on the test images (95% percentile bootstrap over test images, "
+           f"{N_RESAMPLES} resamples; one training seed, so another seed's spread is not in the "
+           "interval):", ""]
+  for a, b in VERDICTS:
+    name = f"- {labels[a]} - {labels[b]}: "
+    missing = [s for s in (a, b) if s not in preds]
+    if missing:
+      why = ", ".join(f"{labels[s]} {'predictions stale' if s in stale else 'not finished'}"
+                      for s in missing)
+      lines.append(name + f"n/a ({why})")
+      continue
+    d, lo, hi = paired_difference(y, preds[a], preds[b], num_classes)
+    word = "holds" if lo > 0 else ("fails" if hi < 0 else "unresolved")
+    lines.append(name + f"{d:+.1f} points [{lo:+.1f}, {hi:+.1f}]: {word}")
+  if stale:
+    lines += ["", "Stale predictions (weights changed since): run `python -m launch.cifar_report` "
+              "without --skip_figures."]
+  return lines
