@@ -127,17 +127,23 @@ def progress(stage: Stage) -> dict:
 def estimate_left(stage: Stage, prog: dict, erm_prog: dict,
                   pace_key: str = "sec_per_epoch") -> Optional[float]:
   """Seconds left for a stage at its own pace `pace_key` ("sec_per_epoch": recent,
-  "best_sec_per_epoch": a quiet machine's), else at ERM's (`erm_prog`, x M2m's step factor)."""
+  "best_sec_per_epoch": a quiet machine's), else at ERM's (`erm_prog`, x M2m's step factor).
+
+  At the best pace a stage that does not translate may also go at ERM's best: the same
+  ResNet-32 step, so a stage whose own epochs all shared the CPU (a second lane) is not
+  taken to be slower than ERM alone.
+  """
   if prog["done"]:
     return 0.0
   first = BRANCH_EPOCH if stage.branch_from else 0
   left = 200 - max(prog["epochs"], first)
-  pace = prog[pace_key] or erm_prog[pace_key]
-  if pace is None:
-    return None
-  if stage.method == "m2m" and not prog[pace_key]:
-    pace *= M2M_STEP_FACTOR
-  return left * pace
+  own, erm = prog[pace_key], erm_prog[pace_key]
+  if own is None and erm is not None and stage.method == "m2m":
+    return left * erm * M2M_STEP_FACTOR
+  if pace_key == "best_sec_per_epoch" and stage.method != "m2m":
+    own = min((p for p in (own, erm) if p is not None), default=None)
+  pace = own or erm
+  return None if pace is None else left * pace
 
 
 def _busy(stage: Stage) -> bool:

@@ -43,6 +43,17 @@ class StatusTest(absltest.TestCase):
     self.assertEqual(lines[-1], "total left ~94.7 h at the recent pace, ~37.9 h at the best pace "
                      "seen (2-core CPU; '?' stages not counted)")
 
+  def test_a_second_lane_is_not_taken_for_the_quiet_pace(self):
+    root = tempfile.mkdtemp()
+    _record(os.path.join(root, "erm_s0"), 100, [160.0] * 90 + [400.0] * 10)
+    # LDAM's 4 epochs all shared the CPU (two at equal priority, two in an idle lane).
+    _record(os.path.join(root, "ldam_s0"), 4, [270.0, 256.0, 1126.0, 1295.0])
+    out = subprocess.run([sys.executable, "-m", "launch.cifar_full", "--status", f"--root={root}"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    # Recent: its own median (1126 s) x 196 epochs; best: ERM's quiet 160 s, the same step.
+    self.assertIn("ldam      unfinished, 4/200 epochs, 1126 s/epoch recently, 256 at best; "
+                  "left ~61.3 h (~8.7 h at best)", out)
+
   def test_nothing_started_yet_gives_no_estimate(self):
     root = tempfile.mkdtemp()
     out = subprocess.run([sys.executable, "-m", "launch.cifar_full", "--status", f"--root={root}"],
