@@ -14,8 +14,9 @@ Optimisation follows the paper's PyTorch recipe:
     or the global sum of the class weights (`m2m_tf.losses.weighted_mean`), so
     summing replica gradients (tf.distribute) gives the single-device gradient.
 Known difference: Keras' SGD keeps lr inside the momentum buffer, PyTorch's
-applies lr after it; the two agree while lr is constant and differ only for
-the few steps after an lr change.
+applies lr after it; the two agree while lr is constant and differ for the
+few steps after an lr change, which at a 100x drop is a large overshoot
+(docs/method.md, deliberate difference 9).
 
 Mixed precision (`m2m_tf.training.precision`: a mixed global policy while f and g
 are built, and for mixed_float16 a `keras.optimizers.LossScaleOptimizer`): f's
