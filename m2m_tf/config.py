@@ -171,6 +171,11 @@ class ScheduleConfig(_Section):
   weight_decay: Optional[float] = option(None, "Coupled L2 weight decay, as PyTorch SGD (recipe).",
                                          rule=_at_least(0))
   momentum: float = option(0.9, "SGD momentum.", rule=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
+  momentum_form: str = option(
+      "keras", "Where lr enters SGD's momentum: keras (v <- m v - lr g, the stock optimizer) or "
+      "pytorch (b <- m b + g, w -= lr b: the official code's; the buffer is rescaled at each lr "
+      "change). They differ only after an lr change (docs/method.md, difference 9).",
+      choices=("keras", "pytorch"))
   deferred_epoch: Optional[int] = option(None, "First epoch of phase 2 (M2m, DRS, DRW).",
                                          rule=_at_least(0))
   eval_batch_size: int = option(1024, "Batch size of the per-epoch evaluation.", rule=_at_least(1))

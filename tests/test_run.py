@@ -269,6 +269,37 @@ class RunExperimentTest(tf.test.TestCase):
     self._interrupted_then_resumed(
         "resume_before_eval", mock.patch.object(cb, "PhaseSchedule", KillingPhaseSchedule), 2)
 
+  def test_pytorch_momentum_form_resumes_across_a_milestone(self):
+    # The rescaling reads the old lr from the optimizer, which the checkpoint restores: a run
+    # killed after epoch 2's commit (lr 0.01) and resumed through the drop to 0.001 at epoch 3
+    # equals the straight run bit for bit (a fresh optimizer's lr, 0.1, would rescale by 0.01
+    # instead of 0.1), and differs from Keras' form.
+    kw = dict(epochs=4, deferred_epoch=2, lr_milestones=(2, 3), lr_factors=(0.1, 0.1),
+              momentum_form="pytorch")
+    run.run_experiment(_config("torch_form", "erm", **kw))
+
+    class KillingCheckpoint(ckpt_lib.RunCheckpoint):
+
+      def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if epoch == 2:
+          raise _Kill()
+
+    cfg = _config("torch_form_resumed", "erm", **kw)
+    with mock.patch.object(ckpt_lib, "RunCheckpoint", KillingCheckpoint), self.assertRaises(_Kill):
+      run.run_experiment(cfg)
+    run.run_experiment(cfg)
+    run.run_experiment(_config("keras_form", "erm", **dict(kw, momentum_form="keras")))
+    # The last epoch's training loss and accuracy are made by the weights after the drop (the
+    # best-validation weights may come from before it).
+    hist = {n: _history(os.path.join(_TMP.name, n, "history.csv"))
+            for n in ("torch_form", "torch_form_resumed", "keras_form")}
+    self.assertEqual(hist["torch_form"], hist["torch_form_resumed"])
+    self.assertEqual(hist["torch_form"][:2], hist["keras_form"][:2])  # the same until a drop
+    self.assertNotEqual(hist["torch_form"][3]["loss"], hist["keras_form"][3]["loss"])
+    self.assertEqual(load_results(os.path.join(_TMP.name, "torch_form")),
+                     load_results(os.path.join(_TMP.name, "torch_form_resumed")))
+
   def test_branch_equals_straight_run(self):
     # Phase-1 sharing: M2m branched from an ERM run's state after 2 epochs is
     # the straight M2m run bit for bit (weights, results, phase-2 history).

@@ -53,9 +53,27 @@ class EpochLearningRate(keras.callbacks.LearningRateScheduler):
   """
 
   def __init__(self, base_lr: float, warmup_epochs: int, milestones: Sequence[int],
-               factors: Sequence[float]):
+               factors: Sequence[float], *, rescale_momentum: bool = False):
     self.epoch_lr = warmup_step_lr(base_lr, warmup_epochs, milestones, factors)
+    self.rescale_momentum = rescale_momentum
     super().__init__(lambda epoch, lr: float(self.epoch_lr(epoch)))
+
+  def on_epoch_begin(self, epoch, logs=None):
+    """Sets the epoch's lr; with `rescale_momentum`, scales SGD's momentum slots by new / old lr.
+
+    Keras' slot holds v = -lr * b, PyTorch's buffer b; rescaling v when lr changes keeps
+    b, which makes Keras' SGD step exactly PyTorch's for a per-epoch lr. The old lr is the
+    optimizer's variable, so a resumed run (whose checkpoint holds it) rescales the same way.
+    """
+    optimizer = self.model.optimizer
+    old = float(np.asarray(optimizer.learning_rate))
+    super().on_epoch_begin(epoch, logs)
+    new = float(np.asarray(optimizer.learning_rate))
+    if self.rescale_momentum and old > 0 and new != old:
+      inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's SGD
+      # Not built yet (before the first step): its slots will start at zero anyway.
+      for slot in (inner.momentums if inner.built else ()):
+        slot.assign(slot * (new / old))
 
   def on_epoch_end(self, epoch, logs=None):
     if logs is not None:

@@ -321,7 +321,8 @@ def build_callbacks(cfg: ExperimentConfig, data, steps: int):
                        phase1_class_weight=_class_weight(method.class_weight, counts, cfg),
                        phase2_class_weight=_class_weight(method.deferred_class_weight, counts,
                                                          cfg)),
-      cb.EpochLearningRate(s.lr, s.warmup_epochs, s.lr_milestones, s.lr_factors),
+      cb.EpochLearningRate(s.lr, s.warmup_epochs, s.lr_milestones, s.lr_factors,
+                           rescale_momentum=s.momentum_form == "pytorch"),
       cb.DivergenceGuard(data.num_classes),
       evaluation,
   ]
