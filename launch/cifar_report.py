@@ -215,9 +215,12 @@ def recipe_text(runs: Sequence[Run]) -> str:
       "lr_milestones": [160, 180], "lr_factors": [0.01, 0.01], "weight_decay": 2e-4,
       "deferred_epoch": cifar_full.BRANCH_EPOCH}
   steps = ", ".join(f"x{fac:g} at {m}" for m, fac in zip(f["lr_milestones"], f["lr_factors"]))
+  # Runs recorded before the field existed ran Keras' form (docs/method.md, difference 9).
+  form = {"keras": "Keras' form, lr inside the buffer",
+          "pytorch": "PyTorch's form"}[f.get("momentum_form") or "keras"]
   return (f"ResNet-32, seed 0, {f['epochs']} epochs, batch {f['batch_size']}, SGD (momentum "
-          f"{f['momentum']:g}) lr {f['lr']:g} with {f['warmup_epochs']} warm-up epochs, {steps}, "
-          f"weight decay {f['weight_decay']:g}; DRS, DRW and M2m act from epoch "
+          f"{f['momentum']:g}, {form}) lr {f['lr']:g} with {f['warmup_epochs']} warm-up epochs, "
+          f"{steps}, weight decay {f['weight_decay']:g}; DRS, DRW and M2m act from epoch "
           f"{f['deferred_epoch']} and branch from ERM's (LDAM's) state after "
           f"{cifar_full.BRANCH_EPOCH} epochs. Test metrics are those of the epoch with the best "
           "validation bACC; GM replaces zero recalls by 0.001.")

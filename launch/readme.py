@@ -19,6 +19,7 @@ END = "<!-- results:end -->"
 # The tables shown, in order; missing files are skipped.
 TABLES = ("reuters.md", "twitter.md", "ablations_reuters.md", "ablations_twitter.md",
           "vocab_reuters.md", "substitutes_twitter.md", "budgets_reuters.md", "budgets_twitter.md",
+          "selection_ties.md",
           "bench.md", "bench_resnet32_quiet.md", "bench_resnet32_amd.md", "cifar10_jpeg_lt.md",
           "official_g_cifar10_jpeg.md", "cifar10_jpeg_cpu_short.md", "bench_precision.md",
           "precision_cifar10_jpeg.md", "gpu_check.md", "digits_lt10.md")
@@ -32,6 +33,19 @@ def _demote(md: str) -> str:
   return "\n".join(out).strip()
 
 
+# Figures shown after the table they illustrate (launch/cifar_report.py draws them).
+FIGURES = {"cifar10_jpeg_lt.md": ("cifar_fig4_embedding.png", "cifar_fig5_cumulative_fp.png",
+                                  "cifar_fig6_translations.png", "cifar_per_class_recall.png",
+                                  "cifar_training_curves.png")}
+
+
+def _figures(results_dir: str, table: str) -> list:
+  """Markdown image lines of the table's figures that exist under results/figures/."""
+  names = [n for n in FIGURES.get(table, ())
+           if os.path.exists(os.path.join(results_dir, "figures", n))]
+  return [f"![{n[:-4]}](results/figures/{n})" for n in names] + ([""] if names else [])
+
+
 def section(results_dir: str = "results") -> str:
   """The generated results section (between and including the markers)."""
   parts = [BEGIN, ""]
@@ -40,6 +54,7 @@ def section(results_dir: str = "results") -> str:
     if os.path.exists(path):
       with open(path) as fh:
         parts += [_demote(fh.read()), "", f"(from `results/{name}`)", ""]
+      parts += _figures(results_dir, name)
   parts.append(END)
   return "\n".join(parts)
 

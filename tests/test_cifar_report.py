@@ -142,6 +142,7 @@ class TableTest(absltest.TestCase):
     self.assertIn("Made by `python -m launch.cifar_report`", md)
     self.assertIn("beta 0.999, lambda 0.5, gamma 0.9, step size 0.1, T = 10", md)
     self.assertIn("no hyper-parameter grid", md)
+    self.assertIn("SGD (momentum 0.9, Keras' form, lr inside the buffer) lr 0.1", md)
     # The fake history's best validation epoch is its last (199: test bACC 41, no test GM).
     self.assertIn("| ERM | ce | none | 0 | 200/200 | done | 45.0 | 12.5 | 47.5 | 190 | "
                   "199: 41.0 / n/a | 68.7 /", md)

@@ -75,6 +75,18 @@ class ReadmeTest(absltest.TestCase):
       fh.write("| b |\n")  # a changed table makes README stale again
     self.assertEqual(_readme_cli(args + ["--check"], cwd=tmp).returncode, 1)
 
+  def test_figures_follow_their_table_when_drawn(self):
+    results = tempfile.mkdtemp()
+    with open(os.path.join(results, "cifar10_jpeg_lt.md"), "w") as fh:
+      fh.write("# cifar\n")
+    self.assertNotIn("![", readme.section(results))  # no figure drawn yet
+    os.makedirs(os.path.join(results, "figures"))
+    open(os.path.join(results, "figures", "cifar_training_curves.png"), "wb").close()
+    text = readme.section(results)
+    self.assertIn("(from `results/cifar10_jpeg_lt.md`)\n\n"
+                  "![cifar_training_curves](results/figures/cifar_training_curves.png)", text)
+    self.assertNotIn("cifar_fig4_embedding", text)
+
   def test_help_exits_0_and_writes_nothing(self):
     tmp = tempfile.mkdtemp()
     path = os.path.join(tmp, "README.md")
