@@ -146,10 +146,6 @@ def estimate_left(stage: Stage, prog: dict, erm_prog: dict,
   return None if pace is None else left * pace
 
 
-def _busy(stage: Stage) -> bool:
-  return output_dir.is_locked(stage.run_dir)
-
-
 def _hours(seconds: Optional[float]) -> str:
   return "?" if seconds is None else f"{seconds / 3600:.1f} h"
 
@@ -166,7 +162,8 @@ def status_lines() -> List[str]:
       r = prog["results"]
       state = f"done: test bACC {r['test_bacc']:.2f}, GM {r['test_gm']:.2f}"
     else:
-      state = "running" if _busy(stage) else ("unfinished" if prog["epochs"] else "pending")
+      state = ("running" if output_dir.is_locked(stage.run_dir) else
+               "unfinished" if prog["epochs"] else "pending")
       state += f", {prog['epochs']}/200 epochs"
     pace = (f", {prog['sec_per_epoch']:.0f} s/epoch recently, "
             f"{prog['best_sec_per_epoch']:.0f} at best" if prog["sec_per_epoch"] else "")
@@ -185,9 +182,9 @@ def lowest_priority() -> None:
 
 def wait_while_busy(stage: Stage, poll_s: float) -> None:
   """Waits while another process (another launcher's lane) trains `stage`."""
-  if _busy(stage):
+  if output_dir.is_locked(stage.run_dir):
     print(f"{stage.name}: another process is training it; waiting for it to stop.", flush=True)
-  while _busy(stage):
+  while output_dir.is_locked(stage.run_dir):
     time.sleep(poll_s)
 
 

@@ -285,7 +285,7 @@ def verdicts(runs: Sequence[Run], results_dir: str) -> List[str]:
   y, preds, stale = cifar_verdicts.read_predictions(
       runs, os.path.join(results_dir, cifar_verdicts.PREDICTIONS))
   labels = {r.stage: r.label for r in runs}
-  return cifar_verdicts.verdict_lines(runs, y, preds, stale, len(class_names(runs)), labels)
+  return cifar_verdicts.verdict_lines(y, preds, stale, len(class_names(runs)), labels)
 
 
 def markdown(df: pd.DataFrame, runs: Sequence[Run], root: str,
@@ -450,9 +450,7 @@ def features(f, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
   """f's penultimate features (the "avgpool" output) of uint8 images x, float32 [N, D]."""
   import keras  # pylint: disable=g-import-not-at-top
   body = keras.Model(f.input, f.get_layer("avgpool").output)
-  out = [np.asarray(body(x[i:i + batch_size].astype(np.float32) / 255.0, training=False))
-         for i in range(0, len(x), batch_size)]
-  return np.concatenate(out)
+  return cifar_verdicts.apply_in_batches(body, x, batch_size)
 
 
 def embed(feats: np.ndarray, method: str = "pca") -> np.ndarray:

@@ -17,7 +17,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from launch.tables import verdict_word
 from m2m_tf.io_utils import atomic_save, file_sha256, read_json
+from m2m_tf.metrics import confusion_matrix
 
 PREDICTIONS = "cifar10_jpeg_lt_predictions.npz"
 # (row, compared with): M2m against the rows the paper's claim is about.
@@ -55,12 +57,17 @@ def paired_difference(y, pred_a, pred_b, num_classes: int, *, n_resamples: int =
   return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def predict(f, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
-  """f's predicted classes of uint8 images x (scaled to [0, 1] as in training)."""
-  out = [np.argmax(np.asarray(f(x[i:i + batch_size].astype(np.float32) / 255.0,
-                                training=False)), axis=-1)
+def apply_in_batches(model, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+  """`model`'s outputs on uint8 images x, scaled to [0, 1] as in training, `batch_size` at a
+  time (inference mode)."""
+  out = [np.asarray(model(x[i:i + batch_size].astype(np.float32) / 255.0, training=False))
          for i in range(0, len(x), batch_size)]
-  return np.concatenate(out).astype(np.int16)
+  return np.concatenate(out)
+
+
+def predict(f, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+  """f's predicted classes of uint8 images x."""
+  return np.argmax(apply_in_batches(f, x, batch_size), axis=-1).astype(np.int16)
 
 
 def confusion_check(run, y: np.ndarray, pred: np.ndarray, num_classes: int) -> Optional[int]:
@@ -70,22 +77,30 @@ def confusion_check(run, y: np.ndarray, pred: np.ndarray, num_classes: int) -> O
   cm = ((best.get("summaries") or {}).get("test") or {}).get("confusion_matrix")
   if cm is None:
     return None
-  mine = np.zeros((num_classes, num_classes), np.int64)
-  np.add.at(mine, (y.astype(np.int64), pred.astype(np.int64)), 1)
+  mine = confusion_matrix(y, pred, num_classes)
   return int(np.abs(mine - np.asarray(cm)).sum() // 2)
 
 
-def write_predictions(runs, y: np.ndarray, predict_run, path: str) -> Dict[str, np.ndarray]:
-  """Predicts the test set with every finished row's weights and saves them with their sha256.
+def _stored(path: str) -> Dict[str, np.ndarray]:
+  if not os.path.isfile(path):
+    return {}
+  with np.load(path) as z:
+    return {k: z[k] for k in z.files}
 
-  `predict_run(run)` returns a run's predicted classes. Returns {stage: predictions}.
+
+def write_predictions(runs, y: np.ndarray, predict_run, path: str) -> Dict[str, np.ndarray]:
+  """Saves every finished row's test predictions with its weights' sha256.
+
+  A row whose stored predictions were made from the same weights keeps them; the others
+  are predicted with `predict_run(run)`. Returns {stage: predictions}.
   """
-  arrays, preds = {"y_test": np.asarray(y, np.int16)}, {}
+  stored, arrays, preds = _stored(path), {"y_test": np.asarray(y, np.int16)}, {}
   for run in runs:
     if run.finished and run.weights:
-      preds[run.stage] = predict_run(run)
-      arrays[run.stage] = preds[run.stage]
-      arrays[run.stage + "_sha256"] = np.array(file_sha256(run.weights))
+      sha = file_sha256(run.weights)
+      same = run.stage in stored and str(stored[run.stage + "_sha256"]) == sha
+      preds[run.stage] = stored[run.stage] if same else predict_run(run)
+      arrays[run.stage], arrays[run.stage + "_sha256"] = preds[run.stage], np.array(sha)
   atomic_save(lambda tmp: np.savez_compressed(tmp, **arrays), path)
   return preds
 
@@ -93,10 +108,9 @@ def write_predictions(runs, y: np.ndarray, predict_run, path: str) -> Dict[str, 
 def read_predictions(runs, path: str) -> Tuple[Optional[np.ndarray], Dict[str, np.ndarray],
                                                List[str]]:
   """(y_test, {stage: predictions} of rows whose weights still match, stale stage names)."""
-  if not os.path.isfile(path):
+  stored = _stored(path)
+  if not stored:
     return None, {}, []
-  with np.load(path) as z:
-    stored = {k: z[k] for k in z.files}
   preds, stale = {}, []
   for run in runs:
     if run.stage not in stored or not run.weights:
@@ -108,8 +122,8 @@ def read_predictions(runs, path: str) -> Tuple[Optional[np.ndarray], Dict[str, n
   return stored.get("y_test"), preds, stale
 
 
-def verdict_lines(runs, y, preds: Dict[str, np.ndarray], stale: Sequence[str],
-                  num_classes: int, labels: Dict[str, str]) -> List[str]:
+def verdict_lines(y, preds: Dict[str, np.ndarray], stale: Sequence[str], num_classes: int,
+                  labels: Dict[str, str]) -> List[str]:
   """The Markdown of the paired comparisons (what is missing is said, not skipped)."""
   lines = ["Paired differences on the test images (95% percentile bootstrap over test images, "
            f"{N_RESAMPLES} resamples; one training seed, so another seed's spread is not in the "
@@ -123,8 +137,7 @@ def verdict_lines(runs, y, preds: Dict[str, np.ndarray], stale: Sequence[str],
       lines.append(name + f"n/a ({why})")
       continue
     d, lo, hi = paired_difference(y, preds[a], preds[b], num_classes)
-    word = "holds" if lo > 0 else ("fails" if hi < 0 else "unresolved")
-    lines.append(name + f"{d:+.1f} points [{lo:+.1f}, {hi:+.1f}]: {word}")
+    lines.append(name + f"{d:+.1f} points [{lo:+.1f}, {hi:+.1f}]: {verdict_word(lo, hi)}")
   if stale:
     lines += ["", "Stale predictions (weights changed since): run `python -m launch.cifar_report` "
               "without --skip_figures."]

@@ -246,6 +246,12 @@ def verdict_families(rows: Sequence[str]) -> Dict[str, Sequence[str]]:
   return out
 
 
+def verdict_word(low: float, high: float) -> str:
+  """"holds" when an interval of M2m's difference lies above 0, "fails" below 0, else
+  "unresolved" (it contains 0, or is NaN)."""
+  return "holds" if low > 0 else "fails" if high < 0 else "unresolved"
+
+
 def verdicts(df: pd.DataFrame, metric: str = "test_bacc",
              families: Dict[str, Sequence[str]] = VERDICT_FAMILIES) -> List[dict]:
   """Each M2m row minus the best other row of its loss family, paired by seed.
@@ -267,9 +273,8 @@ def verdicts(df: pd.DataFrame, metric: str = "test_bacc",
     theirs = df[df["row"] == best].set_index("seed")[metric]
     seeds = sorted(set(mine.index) & set(theirs.index))
     diff, low, high = t_interval([mine[s] - theirs[s] for s in seeds])
-    verdict = "holds" if low > 0 else "fails" if high < 0 else "unresolved"
     out.append({"row": row, "against": best, "seeds": len(seeds), "diff": diff, "low": low,
-                "high": high, "verdict": verdict})
+                "high": high, "verdict": verdict_word(low, high)})
   return out
 
 

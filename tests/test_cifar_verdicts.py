@@ -106,6 +106,23 @@ class StoredPredictionsTest(absltest.TestCase):
     _, preds, stale = cv.read_predictions(self.runs, self.path)
     self.assertEqual((sorted(preds), stale), (["drs", "erm"], ["m2m"]))
 
+  def test_current_predictions_are_kept_not_made_again(self):
+    cv.write_predictions(self.runs, self.y, lambda r: self.preds[r.stage], self.path)
+    with open(self.runs[2].weights, "wb") as fh:  # only m2m's weights change
+      fh.write(b"retrained")
+    again = []
+
+    def predict_run(run):
+      again.append(run.stage)
+      return self.preds["erm"]
+
+    made = cv.write_predictions(self.runs, self.y, predict_run, self.path)
+    self.assertEqual(again, ["m2m"])
+    np.testing.assert_array_equal(made["drs"], self.preds["drs"])
+    _, preds, stale = cv.read_predictions(self.runs, self.path)
+    self.assertEqual((sorted(preds), stale), (["drs", "erm", "m2m"], []))
+    np.testing.assert_array_equal(preds["m2m"], self.preds["erm"])
+
   def test_confusion_check_counts_disagreeing_images(self):
     run = self.runs[0]
     self.assertIsNone(cv.confusion_check(run, self.y, self.preds["erm"], K))
@@ -122,7 +139,7 @@ class StoredPredictionsTest(absltest.TestCase):
   def test_verdict_lines(self):
     labels = {"erm": "ERM", "drs": "ERM-DRS", "m2m": "ERM-M2m", "ldam": "LDAM",
               "ldam_drw": "LDAM-DRW", "ldam_m2m": "LDAM-M2m"}
-    lines = cv.verdict_lines(self.runs, self.y, self.preds, ["ldam_drw"], K, labels)
+    lines = cv.verdict_lines(self.y, self.preds, ["ldam_drw"], K, labels)
     text = "\n".join(lines)
     self.assertIn("- ERM-M2m - ERM: +40.0 points [", text)
     self.assertIn("- ERM-M2m - ERM-DRS: +30.0 points [", text)
@@ -132,7 +149,7 @@ class StoredPredictionsTest(absltest.TestCase):
                   "stale)", text)
     self.assertIn("Stale predictions", text)
     reverse = dict(self.preds, m2m=self.preds["erm"], erm=self.preds["m2m"])
-    self.assertRegex("\n".join(cv.verdict_lines(self.runs, self.y, reverse, [], K, labels)),
+    self.assertRegex("\n".join(cv.verdict_lines(self.y, reverse, [], K, labels)),
                      r"ERM-M2m - ERM: -40\.0 points \[-\d+\.\d, -\d+\.\d\]: fails")
 
 

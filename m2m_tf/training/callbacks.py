@@ -65,11 +65,14 @@ class EpochLearningRate(keras.callbacks.LearningRateScheduler):
     b, which makes Keras' SGD step exactly PyTorch's for a per-epoch lr. The old lr is the
     optimizer's variable, so a resumed run (whose checkpoint holds it) rescales the same way.
     """
+    if not self.rescale_momentum:
+      super().on_epoch_begin(epoch, logs)
+      return
     optimizer = self.model.optimizer
     old = float(np.asarray(optimizer.learning_rate))
     super().on_epoch_begin(epoch, logs)
     new = float(np.asarray(optimizer.learning_rate))
-    if self.rescale_momentum and old > 0 and new != old:
+    if old > 0 and new != old:
       inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's SGD
       # Not built yet (before the first step): its slots will start at zero anyway.
       for slot in (inner.momentums if inner.built else ()):
