@@ -6,7 +6,7 @@ r"""Table and figures of the CIFAR-10-LT full-schedule runs (`python -m launch.c
 
 Reads whatever run folders exist under --root (finished or not) and writes
 
-  <results_dir>/cifar10_jpeg_lt.csv, .md   one row per stage of launch.cifar_full.PLAN, and
+  <results_dir>/cifar10_jpeg_lt.csv, .md   one row per row of launch.cifar_full.ROWS, and
                                            M2m's paired test-set comparisons (cifar_verdicts)
   <results_dir>/cifar10_jpeg_lt_predictions.npz   the finished rows' test predictions
   <results_dir>/figures/cifar_*.png        each figure only when its inputs exist:
@@ -65,6 +65,7 @@ class Run:
   method: str
   run_dir: str
   flags: Optional[dict] = None
+  phase1_flags: Optional[dict] = None  # a branched run's: its source's flags.json
   results: Optional[dict] = None
   history: Optional[pd.DataFrame] = None
   epochs_done: int = 0
@@ -124,6 +125,9 @@ def read_run(root: str, stage) -> Run:
   flags = read_json(os.path.join(run.run_dir, "flags.json"))
   # As {leaf name: value}, whether the record is nested by section or of the older flat form.
   run.flags = None if flags is None else ckpt_lib.flatten_record(flags)
+  if run.flags and run.flags.get("init_from"):
+    source = read_json(os.path.join(_source_dir(root, run.flags["init_from"]), "flags.json"))
+    run.phase1_flags = None if source is None else ckpt_lib.flatten_record(source)
   run.results = read_json(os.path.join(run.run_dir, "results.json"))
   record = ckpt_lib.newest_record(os.path.join(run.run_dir, ckpt_lib.CKPT_DIR))
   run.history = _history(run.run_dir, record)
@@ -138,9 +142,30 @@ def read_run(root: str, stage) -> Run:
   return run
 
 
+def _source_dir(root: str, init_from: str) -> str:
+  """A branched run's source folder: its name under `root` (the plan's runs live together, and
+  `init_from` is relative to where the launcher ran), else `init_from` as written."""
+  here = os.path.join(root, os.path.basename(os.path.normpath(init_from)))
+  return here if os.path.isdir(here) else init_from
+
+
 def read_runs(root: str) -> List[Run]:
-  """One `Run` per stage of `launch.cifar_full.PLAN`, in the plan's order."""
-  return [read_run(root, stage) for stage in cifar_full.PLAN]
+  """One `Run` per row of `launch.cifar_full.ROWS`, in the plan's order."""
+  return [read_run(root, stage) for stage in cifar_full.ROWS]
+
+
+def phase1_hours(root: str) -> Dict[str, float]:
+  """Hours each phase-1 run of the plan spent on its first `BRANCH_EPOCH` epochs (the rows
+  branched from it share them), for the runs that have any."""
+  out = {}
+  for stage in cifar_full.PLAN:
+    if stage.row is None:
+      continue
+    rec = ckpt_lib.newest_record(os.path.join(root, f"{stage.name}_s0", ckpt_lib.CKPT_DIR))
+    seconds = [s for s in (rec or {}).get("epoch_seconds", [])[:cifar_full.BRANCH_EPOCH] if s]
+    if seconds:
+      out[stage.name] = sum(seconds) / 3600
+  return out
 
 
 def class_names(runs: Sequence[Run]) -> List[str]:
@@ -215,15 +240,43 @@ def recipe_text(runs: Sequence[Run]) -> str:
       "lr_milestones": [160, 180], "lr_factors": [0.01, 0.01], "weight_decay": 2e-4,
       "deferred_epoch": cifar_full.BRANCH_EPOCH}
   steps = ", ".join(f"x{fac:g} at {m}" for m, fac in zip(f["lr_milestones"], f["lr_factors"]))
-  # Runs recorded before the field existed ran Keras' form (docs/method.md, difference 9).
-  form = {"keras": "Keras' form, lr inside the buffer",
-          "pytorch": "PyTorch's form"}[f.get("momentum_form") or "keras"]
-  return (f"ResNet-32, seed 0, {f['epochs']} epochs, batch {f['batch_size']}, SGD (momentum "
-          f"{f['momentum']:g}, {form}) lr {f['lr']:g} with {f['warmup_epochs']} warm-up epochs, "
-          f"{steps}, weight decay {f['weight_decay']:g}; DRS, DRW and M2m act from epoch "
-          f"{f['deferred_epoch']} and branch from ERM's (LDAM's) state after "
-          f"{cifar_full.BRANCH_EPOCH} epochs. Test metrics are those of the epoch with the best "
-          "validation bACC; GM replaces zero recalls by 0.001.")
+  return (f"ResNet-32, seed 0, {f['epochs']} epochs, batch {f['batch_size']}, SGD with momentum "
+          f"{f['momentum']:g}, lr {f['lr']:g} with {f['warmup_epochs']} warm-up epochs, {steps}, "
+          f"weight decay {f['weight_decay']:g}; momentum form: {momentum_text(runs)}; every "
+          "row branches "
+          f"from ERM's (LDAM's) shared phase-1 run after {cifar_full.BRANCH_EPOCH} epochs, and "
+          f"DRS, DRW and M2m act from epoch {f['deferred_epoch']}. Test metrics are those of the "
+          "epoch with the best validation bACC; GM replaces zero recalls by 0.001.")
+
+
+# Runs recorded before the field existed ran Keras' form (docs/method.md, difference 9).
+FORMS = {"keras": "Keras' (lr inside the buffer)", "pytorch": "PyTorch's"}
+
+
+def _forms(run: Run) -> tuple:
+  """(phase 1's momentum form, the run's own): a branched run's phase 1 is its source's."""
+  own = run.flags.get("momentum_form") or "keras"
+  if not run.flags.get("init_from"):
+    return own, own
+  return (run.phase1_flags or {}).get("momentum_form") or "keras", own
+
+
+def momentum_text(runs: Sequence[Run]) -> str:
+  """Which momentum form the rows' epochs ran in (one phrase when all rows agree)."""
+  pairs = {}
+  for run in runs:
+    if run.flags:
+      pairs.setdefault(_forms(run), []).append(run.label)
+  if not pairs:
+    pairs[(cifar_full.PHASE1_MOMENTUM_FORM, cifar_full.ROWS_MOMENTUM_FORM)] = []
+  parts = []
+  for (early, late), labels in pairs.items():
+    text = FORMS[late] if early == late else (
+        f"{FORMS[early]} in the shared first {cifar_full.BRANCH_EPOCH} epochs, {FORMS[late]} "
+        f"from epoch {cifar_full.BRANCH_EPOCH + 1} (phase 1's only lr changes are the "
+        "warm-up's, docs/method.md difference 9)")
+    parts.append(text if len(pairs) == 1 else f"{', '.join(labels)}: {text}")
+  return "; ".join(parts)
 
 
 def _start_noise(runs: Sequence[Run] = ()) -> float:
@@ -307,12 +360,21 @@ def markdown(df: pd.DataFrame, runs: Sequence[Run], root: str,
       "keeps the last. The column gives that epoch's test bACC / GM where it differs "
       "(`results/selection_ties.md` counts the same for the text tables).",
       "- Unfinished rows show their progress and the latest epoch's validation bACC, no test "
-      "numbers. Wall hours: this run's own epochs (a branched run's shared first "
-      f"{cifar_full.BRANCH_EPOCH} epochs are its parent's), else results.json's `seconds`.", ""]
+      "numbers. Wall hours: this row's own epochs after the branch point, else results.json's "
+      f"`seconds`; {_phase1_text(root)}.", ""]
   lines += _main_table(df) + [""] + _recall_table(df)
   if verdict:
     lines += [""] + list(verdict)
   return "\n".join(lines) + "\n"
+
+
+def _phase1_text(root: str) -> str:
+  hours = phase1_hours(root)
+  if not hours:
+    return "no shared phase-1 run has started"
+  return f"the shared first {cifar_full.BRANCH_EPOCH} epochs took " + ", ".join(
+      f"{h:.1f} h for {tables.TABLE2_ROWS[cifar_full.STAGES[name].row][0]}"
+      for name, h in hours.items())
 
 
 def write_table(runs: Sequence[Run], results_dir: str, root: str) -> List[str]:
@@ -345,8 +407,8 @@ def _save(fig, path: str) -> str:
 
 
 def _color(run: Run):
-  """One colour per stage in every figure, by its place in the plan."""
-  names = [stage.name for stage in cifar_full.PLAN]
+  """One colour per row in every figure, by its place in the plan."""
+  names = [stage.name for stage in cifar_full.ROWS]
   return _pyplot().get_cmap("tab10")(names.index(run.stage) % 10 if run.stage in names else 9)
 
 

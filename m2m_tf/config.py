@@ -298,6 +298,10 @@ class RuntimeConfig(_Section):
   keep_epochs: Tuple[int, ...] = option((), "Keep the state after these completed epochs for "
                                         "good (branch points for --init_from).",
                                         rule=(lambda v: all(e >= 1 for e in v), "must be epochs"))
+  stop_after: Optional[int] = option(None, "End this invocation once this many epochs are "
+                                     "committed; the run stays unfinished, to go on by the same "
+                                     "command without it (a phase-1 run that only has to reach "
+                                     "its branch point: docs/runs.md).", rule=_at_least(1))
   export: bool = option(True, "Export the best f as a SavedModel (saved_model/); --noexport "
                         "for runs whose results.json is all that is read (launch.tune).")
 

@@ -60,6 +60,10 @@ def main(argv):
   except (M2mError, DataNotFoundError) as e:
     # User errors get one line; anything else is a bug and keeps its traceback.
     sys.exit(f"m2m_tf.main: error: {e}")
+  if "stopped_after" in results:
+    print(f"{results['output_dir']}: stopped after {results['stopped_after']} of "
+          f"{results['epochs']} epochs (--stop_after); the same command without it goes on.")
+    return
   line = (f"{results['dataset']} {results['loss']}-{results['method']} seed {results['seed']}: "
           f"test bACC {results['test_bacc']:.2f} GM {results['test_gm']:.2f} | "
           f"val bACC {results['val_bacc']:.2f} GM {results['val_gm']:.2f} | "

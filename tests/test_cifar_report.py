@@ -63,10 +63,17 @@ def _finished_erm(root, with_weights):
 
 
 def _unfinished_m2m(root):
-  """An M2m run branched after 160 epochs, 3 of its own epochs committed."""
+  """An M2m run branched after 160 epochs in PyTorch's momentum form, 3 of its own epochs
+  committed, and its source: ERM's phase-1 run in Keras' form, 162 epochs at 90 s."""
+  _write(os.path.join(root, "erm_phase1_s0", "flags.json"), FLAGS)
+  _write(os.path.join(root, "erm_phase1_s0", "ckpt", "state-0162.json"),
+         {"epochs_done": 162, "epoch_seconds": [90.0] * 162})
   d = os.path.join(root, "m2m_s0")
   hist = _history(163, m2m=True)
-  _write(os.path.join(d, "flags.json"), dict(FLAGS, init_epoch=160, method="m2m"))
+  # init_from as the launcher writes it (relative to where it ran): read under the report's root.
+  _write(os.path.join(d, "flags.json"), dict(
+      FLAGS, init_epoch=160, method="m2m", momentum_form="pytorch",
+      init_from="results/cifar10_jpeg_lt_full/erm_phase1_s0"))
   _write(os.path.join(d, "history.csv"), hist.to_csv(index=False))
   _write(os.path.join(d, "ckpt", "state-0163.json"), {
       "epochs_done": 163, "history": hist.to_dict("records"),
@@ -142,7 +149,10 @@ class TableTest(absltest.TestCase):
     self.assertIn("Made by `python -m launch.cifar_report`", md)
     self.assertIn("beta 0.999, lambda 0.5, gamma 0.9, step size 0.1, T = 10", md)
     self.assertIn("no hyper-parameter grid", md)
-    self.assertIn("SGD (momentum 0.9, Keras' form, lr inside the buffer) lr 0.1", md)
+    self.assertIn("SGD with momentum 0.9, lr 0.1 with 5 warm-up epochs", md)
+    self.assertIn("momentum form: ERM: Keras' (lr inside the buffer); ERM-M2m: Keras' (lr inside "
+                  "the buffer) in the shared first 160 epochs, PyTorch's from epoch 161", md)
+    self.assertIn("the shared first 160 epochs took 4.0 h for ERM.", md)  # 160 x 90 s
     # The fake history's best validation epoch is its last (199: test bACC 41, no test GM).
     self.assertIn("| ERM | ce | none | 0 | 200/200 | done | 45.0 | 12.5 | 47.5 | 190 | "
                   "199: 41.0 / n/a | 68.7 /", md)

@@ -80,6 +80,9 @@ class MainFlagsTest(tf.test.TestCase):
     common = ["--dataset=synthetic_lt", "--verbose=0", "--jit_compile=false"]
     commands["deferred_late"] = main + common + [
         "--method=m2m", "--epochs=3", f"--output_dir={os.path.join(cls.tmp.name, 'late')}"]
+    cls.stopped_dir = os.path.join(cls.tmp.name, "stopped")
+    commands["stopped"] = main + common + ["--method=erm", "--epochs=2", "--stop_after=1",
+                                           f"--output_dir={cls.stopped_dir}"]
     commands["diverge"] = main + common + [
         "--method=erm", "--lr=100", "--epochs=3",
         f"--output_dir={os.path.join(cls.tmp.name, 'div')}"]
@@ -118,6 +121,14 @@ class MainFlagsTest(tf.test.TestCase):
                  "--dataset:", "--init_epoch:"):
       self.assertIn(flag, stdout)
     self.assertIn("M2m: weight of f's seed-class logit", stdout)  # the field's help text
+
+  def test_stop_after_ends_unfinished(self):
+    rc, stdout, stderr = self.out["stopped"]
+    self.assertEqual(rc, 0, stderr[-3000:])
+    self.assertEqual(stdout, f"{self.stopped_dir}: stopped after 1 of 2 epochs (--stop_after); "
+                     "the same command without it goes on.\n")
+    self.assertFalse(os.path.exists(os.path.join(self.stopped_dir, "results.json")))
+    self.assertTrue(os.path.exists(os.path.join(self.stopped_dir, "ckpt", "state-0001.json")))
 
   def test_bad_flag_on_command_line(self):
     rc, stdout, stderr = self.out["cli_beta"]

@@ -24,6 +24,7 @@ import tensorflow as tf
 from data_prep.registry import load_dataset
 from helpers import h5_arrays, load_results
 from m2m_tf.config import ExperimentConfig
+from m2m_tf.io_utils import read_json
 from m2m_tf.recipes import G_SEED_OFFSET
 from m2m_tf.training import callbacks as cb
 from m2m_tf.training import checkpoint as ckpt_lib
@@ -300,6 +301,23 @@ class RunExperimentTest(tf.test.TestCase):
     self.assertEqual(load_results(os.path.join(_TMP.name, "torch_form")),
                      load_results(os.path.join(_TMP.name, "torch_form_resumed")))
 
+  def test_stop_after_then_go_on_equals_straight_run(self):
+    # --stop_after ends an invocation at a commit without results; the same command without it
+    # goes on to the straight run's result bit for bit (phase 2 starts at epoch 2, after the stop).
+    cfg = _config("stopped_m2m", "m2m", **self.m2m_kw)
+    out = run.run_experiment(cfg.replace(stop_after=2))
+    self.assertEqual(out, {"stopped_after": 2, "epochs": 4, "output_dir": cfg.output_dir})
+    self.assertFalse(os.path.exists(os.path.join(cfg.output_dir, "results.json")))
+    self.assertLen(_history(os.path.join(cfg.output_dir, "history.csv")), 2)
+    # A stop already passed trains nothing more.
+    self.assertEqual(run.run_experiment(cfg.replace(stop_after=1))["stopped_after"], 2)
+    run.run_experiment(cfg)
+    self.assertEqual(load_results(self.ref_dir), load_results(cfg.output_dir))
+    wa, wb = (h5_arrays(os.path.join(d, "best_f.weights.h5")) for d in (self.ref_dir,
+                                                                       cfg.output_dir))
+    for k in wa:
+      self.assertAllEqual(wa[k], wb[k], msg=k)
+
   def test_branch_equals_straight_run(self):
     # Phase-1 sharing: M2m branched from an ERM run's state after 2 epochs is
     # the straight M2m run bit for bit (weights, results, phase-2 history).
@@ -316,6 +334,33 @@ class RunExperimentTest(tf.test.TestCase):
     ha, hb = (_history(os.path.join(d, "history.csv")) for d in (a, b))
     self.assertEqual(ha[2:], hb[2:])
     self.assertEqual([r["val_bacc"] for r in ha], [r["val_bacc"] for r in hb])
+
+  def test_branch_may_change_momentum_form_at_a_steady_lr(self):
+    # With no warm-up and lr steady until epoch 3, the Keras-form source's state after 2 epochs
+    # is the PyTorch-form run's: the branch in PyTorch's form equals the straight PyTorch-form
+    # run bit for bit, through the drop at epoch 3 (where the forms part: the Keras-form
+    # source itself ends elsewhere).
+    kw = dict(epochs=4, deferred_epoch=2, warmup_epochs=0, lr_milestones=(3,), lr_factors=(0.1,))
+    src = _config("form_src_keras", "erm", keep_epochs=(2,), **kw)
+    run.run_experiment(src)
+    straight = _config("form_straight_torch", "erm", momentum_form="pytorch", **kw)
+    run.run_experiment(straight)
+    branched = _config("form_branched_torch", "erm", momentum_form="pytorch",
+                       init_from=src.output_dir, init_epoch=2, **kw)
+    run.run_experiment(branched)
+    a, b, k = (_history(os.path.join(c.output_dir, "history.csv"))
+               for c in (straight, branched, src))
+    self.assertEqual(a, b)
+    self.assertEqual(load_results(straight.output_dir), load_results(branched.output_dir))
+    self.assertNotEqual(a[3]["loss"], k[3]["loss"])
+    # After an lr change (a milestone, or the warm-up still running) the forms' buffers differ.
+    source = read_json(os.path.join(src.output_dir, "flags.json"))
+    for change in (dict(lr_milestones=(1,)), dict(warmup_epochs=2)):
+      bad = _config("form_branch_bad", "erm", momentum_form="pytorch", init_from=src.output_dir,
+                    init_epoch=2, **dict(kw, **change))
+      with self.assertRaisesRegex(run.ConfigError, r"differs in \['momentum_form'\] \(moment"):
+        run.check_branch(dict(source, **change), bad)
+      run.check_branch(dict(source, **change, momentum_form="pytorch"), bad)  # same form: fine
 
   def test_branch_refuses_other_phase1(self):
     src = os.path.join(_TMP.name, "smoke_erm")  # 2 epochs, kept no state

@@ -34,7 +34,7 @@ OUR_ENTRIES = (FLAGS_FILE, RESULTS_FILE, "history.csv", "best_f.weights.h5", "be
 # Settings that cannot change a run's result: they never block a resume (--streaming reads the
 # same batches from disk; --noexport only skips the SavedModel).
 NOT_RESULT_FIELDS = frozenset({"overwrite", "verbose", "data_dir", "output_dir", "keep_epochs",
-                               "export", "streaming"})
+                               "export", "streaming", "stop_after"})
 PATH_FIELDS = frozenset({"g_checkpoint", "init_from"})
 
 

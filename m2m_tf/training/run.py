@@ -343,16 +343,34 @@ PHASE2_FIELDS = frozenset({"method", "epochs", "deferred_epoch", "init_from", "i
                           ) | M2M_ONLY_FIELDS | out_lib.NOT_RESULT_FIELDS
 
 
+def steady_lr_at(source: dict, epoch: int) -> bool:
+  """Whether a run's lr stayed put from the end of its warm-up up to `epoch` completed epochs.
+
+  Then SGD's two momentum forms hold the same buffer up to the factor -lr (the last lr change,
+  the warm-up's, has faded from it as momentum^steps), so a run may go on from that state in the
+  other form (docs/runs.md#phase-1-sharing).
+  """
+  src = comparable_config(source)
+  return src["warmup_epochs"] < epoch and all(m >= epoch for m in src["lr_milestones"] or ())
+
+
 def check_branch(source: dict, cfg: ExperimentConfig) -> None:
   """Refuses to branch `cfg` from a run whose phase 1 differs in anything that shapes it.
+
+  The momentum form may differ at an epoch of steady lr (`steady_lr_at`): the branched run's
+  first `init_epoch` epochs are then the source's, in the source's form (its flags.json).
 
   Raises:
     ConfigError: naming the differing fields or methods.
   """
   diff = [k for k in differences(source, cfg.to_json()) if k not in PHASE2_FIELDS]
   init_from, init_epoch = cfg.runtime.init_from, cfg.runtime.init_epoch
+  if "momentum_form" in diff and steady_lr_at(source, init_epoch):
+    diff.remove("momentum_form")
   if diff:
-    raise ConfigError(f"cannot branch from {init_from}: its phase 1 differs in {diff}.")
+    hint = (" (momentum_form may differ only at an epoch the source's lr has been steady since "
+            "its warm-up)" if "momentum_form" in diff else "")
+    raise ConfigError(f"cannot branch from {init_from}: its phase 1 differs in {diff}{hint}.")
   src = comparable_config(source)
   if get_method(src["method"]).phase1 != get_method(cfg.training.method).phase1:
     raise ConfigError(f"cannot branch {cfg.training.method} from {init_from}: method "
@@ -431,22 +449,29 @@ def _config_print(cfg: ExperimentConfig) -> int:
                          if k not in skip})
 
 
-def _train(cfg: ExperimentConfig, data, trainer, x_train, y_train, first: int, callbacks,
-           steps: int) -> None:
-  """Trains epochs [first, epochs): `trainer.fit`, or under --strategy=multi_worker the
+def _train(cfg: ExperimentConfig, data, trainer, x_train, y_train, first: int, last: int,
+           callbacks, steps: int) -> None:
+  """Trains epochs [first, last): `trainer.fit`, or under --strategy=multi_worker the
   distributed loop (fit fails there), which drives the same train_step and callbacks."""
   s, strategy = cfg.schedule, trainer.distribute_strategy
   if mw.is_multi_worker(strategy):
     # Each worker reads its shard of every global batch: together, the single-host stream.
     dataset = mw.distribute(strategy, lambda ctx: _train_dataset(
         cfg, data, x_train, y_train, first, input_context=ctx), s.batch_size)
-    mw.fit_distributed(trainer, dataset, epochs=s.epochs, initial_epoch=first,
+    mw.fit_distributed(trainer, dataset, epochs=last, initial_epoch=first,
                        steps_per_epoch=steps, callbacks=callbacks, verbose=cfg.runtime.verbose)
     return
   # The dataset is shuffled by our pipeline (seeded per epoch); fit must not try.
-  trainer.fit(_train_dataset(cfg, data, x_train, y_train, first), epochs=s.epochs,
+  # The pipeline still spans the whole schedule: the batches of an epoch do not depend on
+  # where this invocation stops.
+  trainer.fit(_train_dataset(cfg, data, x_train, y_train, first), epochs=last,
               initial_epoch=first, steps_per_epoch=steps, callbacks=callbacks,
               verbose=cfg.runtime.verbose, shuffle=False)
+
+
+def stop_epoch(cfg: ExperimentConfig) -> int:
+  """The epoch this invocation trains up to: the schedule's end, or --stop_after's if earlier."""
+  return min(cfg.schedule.epochs, cfg.runtime.stop_after or cfg.schedule.epochs)
 
 
 def fit(cfg: ExperimentConfig, data, trainer, x_train, y_train,
@@ -463,10 +488,11 @@ def fit(cfg: ExperimentConfig, data, trainer, x_train, y_train,
   if mw.is_multi_worker(trainer.distribute_strategy):
     first = mw.follow_chief(trainer, checkpoint, first, shared_dir or cfg.output_dir,
                             _config_print(cfg))
-  if first < s.epochs:
-    say(cfg, f"training {_describe(cfg)}, epochs {first + 1}-{s.epochs} in {cfg.output_dir}")
-    _train(cfg, data, trainer, x_train, y_train, first, callbacks, steps)
-  if evaluation.best_weights is None:
+  last = stop_epoch(cfg)
+  if first < last:
+    say(cfg, f"training {_describe(cfg)}, epochs {first + 1}-{last} in {cfg.output_dir}")
+    _train(cfg, data, trainer, x_train, y_train, first, last, callbacks, steps)
+  if last == s.epochs and evaluation.best_weights is None:
     raise RuntimeError("Training finished without a single evaluated epoch.")
   return evaluation, checkpoint
 
@@ -550,6 +576,8 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
   Returns:
     The results: dataset, method, loss, seed, test/val bACC and GM (percent),
     best_epoch, per_class_recall, the other metrics (docs/method.md#metrics) and seconds.
+    An invocation that --stop_after ended early returns only {"stopped_after": epochs done,
+    "epochs": the schedule's, "output_dir"}: the run is unfinished.
   Raises:
     M2mError subclasses for user errors (configuration, data, output folder,
     checkpoints, divergence); anything else is a bug.
@@ -586,6 +614,10 @@ def _run_in(shared: ExperimentConfig, cfg: ExperimentConfig, data, t0: float) ->
     x_train, y_train = _training_set(cfg, data)
     trainer = build_trainer(cfg, data, g_path, x_train, y_train)
     evaluation, checkpoint = fit(cfg, data, trainer, x_train, y_train, shared.output_dir)
+    if stop_epoch(cfg) < cfg.schedule.epochs:  # --stop_after: unfinished, no results.json
+      done = len(checkpoint.epoch_seconds)
+      say(cfg, f"stopped after {done} of {cfg.schedule.epochs} epochs (--stop_after)")
+      return {"stopped_after": done, "epochs": cfg.schedule.epochs}
     return export_and_report(cfg, data, trainer, evaluation, checkpoint, t0)
 
 
