@@ -250,7 +250,7 @@ def recipe_text(runs: Sequence[Run]) -> str:
 
 
 # Runs recorded before the field existed ran Keras' form (docs/method.md, difference 9).
-FORMS = {"keras": "Keras' (lr inside the buffer)", "pytorch": "PyTorch's"}
+FORMS = tables.MOMENTUM_FORMS
 
 
 def _forms(run: Run) -> tuple:

@@ -91,6 +91,22 @@ TABLES = {"table2": TABLE2_ROWS, "ablations": ABLATION_ROWS, "vocab": VOCAB_ROWS
 TABLE_DATASETS = {"vocab": ("reuters",), "substitutes": ("twitter",)}
 
 
+# How the tables name each --momentum_form (docs/method.md, difference 9).
+MOMENTUM_FORMS = {"keras": "Keras' form (lr inside the buffer)",
+                  "pytorch": "PyTorch's form (the official code's)"}
+
+
+def momentum_form_note(extra: Sequence[str]) -> str:
+  """A grid table's line on SGD's momentum form: the one its `--extra` flags set, else Keras'."""
+  form = "keras"
+  for flag in extra:
+    name, _, value = flag.partition("=")
+    if name == "momentum_form":
+      form = value
+  return (f"SGD momentum in {MOMENTUM_FORMS[form]}; the two forms differ after each lr change "
+          "(docs/method.md, difference 9).")
+
+
 def grid_gaps(run_root: str, table: str, rows: Sequence[str], seeds: Sequence[int]) -> List[str]:
   """Why a grid is not the complete `table` (empty when it is).
 

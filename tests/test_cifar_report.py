@@ -150,8 +150,9 @@ class TableTest(absltest.TestCase):
     self.assertIn("beta 0.999, lambda 0.5, gamma 0.9, step size 0.1, T = 10", md)
     self.assertIn("no hyper-parameter grid", md)
     self.assertIn("SGD with momentum 0.9, lr 0.1 with 5 warm-up epochs", md)
-    self.assertIn("momentum form: ERM: Keras' (lr inside the buffer); ERM-M2m: Keras' (lr inside "
-                  "the buffer) in the shared first 160 epochs, PyTorch's from epoch 161", md)
+    self.assertIn("momentum form: ERM: Keras' form (lr inside the buffer); ERM-M2m: Keras' form "
+                  "(lr inside the buffer) in the shared first 160 epochs, PyTorch's form (the "
+                  "official code's) from epoch 161", md)
     self.assertIn("the shared first 160 epochs took 4.0 h for ERM.", md)  # 160 x 90 s
     # The fake history's best validation epoch is its last (199: test bACC 41, no test GM).
     self.assertIn("| ERM | ce | none | 0 | 200/200 | done | 45.0 | 12.5 | 47.5 | 190 | "

@@ -110,6 +110,16 @@ class StoreTest(absltest.TestCase):
     self.assertEqual(store.restore(fresh, "other", st), [])  # no store for that dataset
 
 
+class MomentumFormNoteTest(absltest.TestCase):
+
+  def test_the_form_the_extra_flags_set(self):
+    self.assertStartsWith(tables.momentum_form_note([]), "SGD momentum in Keras' form")
+    self.assertStartsWith(tables.momentum_form_note(["epochs=2", "momentum_form=pytorch"]),
+                          "SGD momentum in PyTorch's form")
+    self.assertStartsWith(tables.momentum_form_note(["momentum_form=keras"]),
+                          "SGD momentum in Keras' form")
+
+
 class MarkdownTableTest(absltest.TestCase):
 
   def test_pipe_table(self):
