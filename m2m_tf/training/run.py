@@ -348,7 +348,7 @@ def steady_lr_at(source: dict, epoch: int) -> bool:
 
   Then SGD's two momentum forms hold the same buffer up to the factor -lr (the last lr change,
   the warm-up's, has faded from it as momentum^steps), so a run may go on from that state in the
-  other form (docs/runs.md#phase-1-sharing).
+  other form (docs/runs.md#phase-1-sharing-branching).
   """
   src = comparable_config(source)
   return src["warmup_epochs"] < epoch and all(m >= epoch for m in src["lr_milestones"] or ())
