@@ -154,9 +154,9 @@ def read_runs(root: str) -> List[Run]:
   return [read_run(root, stage) for stage in cifar_full.ROWS]
 
 
-def phase1_hours(root: str) -> Dict[str, float]:
-  """Hours each phase-1 run of the plan spent on its first `BRANCH_EPOCH` epochs (the rows
-  branched from it share them), for the runs that have any."""
+def phase1_hours(root: str) -> Dict[str, tuple]:
+  """(hours, epochs) each phase-1 run of the plan spent on its first `BRANCH_EPOCH` epochs (the
+  rows branched from it share them) or on as many as it has run, for the runs that have any."""
   out = {}
   for stage in cifar_full.PLAN:
     if stage.row is None:
@@ -164,7 +164,7 @@ def phase1_hours(root: str) -> Dict[str, float]:
     rec = ckpt_lib.newest_record(os.path.join(root, f"{stage.name}_s0", ckpt_lib.CKPT_DIR))
     seconds = [s for s in (rec or {}).get("epoch_seconds", [])[:cifar_full.BRANCH_EPOCH] if s]
     if seconds:
-      out[stage.name] = sum(seconds) / 3600
+      out[stage.name] = (sum(seconds) / 3600, len(seconds))
   return out
 
 
@@ -372,9 +372,11 @@ def _phase1_text(root: str) -> str:
   hours = phase1_hours(root)
   if not hours:
     return "no shared phase-1 run has started"
-  return f"the shared first {cifar_full.BRANCH_EPOCH} epochs took " + ", ".join(
-      f"{h:.1f} h for {tables.TABLE2_ROWS[cifar_full.STAGES[name].row][0]}"
-      for name, h in hours.items())
+  parts = []
+  for name, (h, epochs) in hours.items():
+    so_far = "" if epochs >= cifar_full.BRANCH_EPOCH else f" so far ({epochs} of them)"
+    parts.append(f"{tables.TABLE2_ROWS[cifar_full.STAGES[name].row][0]}'s took {h:.1f} h{so_far}")
+  return f"of the shared first {cifar_full.BRANCH_EPOCH} epochs, " + ", ".join(parts)
 
 
 def write_table(runs: Sequence[Run], results_dir: str, root: str) -> List[str]:

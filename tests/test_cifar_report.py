@@ -153,7 +153,11 @@ class TableTest(absltest.TestCase):
     self.assertIn("momentum form: ERM: Keras' form (lr inside the buffer); ERM-M2m: Keras' form "
                   "(lr inside the buffer) in the shared first 160 epochs, PyTorch's form (the "
                   "official code's) from epoch 161", md)
-    self.assertIn("the shared first 160 epochs took 4.0 h for ERM.", md)  # 160 x 90 s
+    self.assertIn("of the shared first 160 epochs, ERM's took 4.0 h.", md)  # 160 x 90 s
+    _write(os.path.join(self.root, "ldam_phase1_s0", "ckpt", "state-0020.json"),
+           {"epochs_done": 20, "epoch_seconds": [180.0] * 20})
+    self.assertIn("ERM's took 4.0 h, LDAM's took 1.0 h so far (20 of them).",
+                  cifar_report.markdown(self.df.reset_index(), self.runs, self.root))
     # The fake history's best validation epoch is its last (199: test bACC 41, no test GM).
     self.assertIn("| ERM | ce | none | 0 | 200/200 | done | 45.0 | 12.5 | 47.5 | 190 | "
                   "199: 41.0 / n/a | 68.7 /", md)
