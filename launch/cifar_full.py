@@ -61,6 +61,7 @@ flags.DEFINE_float("busy_poll_s", 60.0, "Seconds between checks of a stage anoth
 flags.DEFINE_string("g_checkpoint", "../shared/pretrained/official_erm_resnet32_cifar10lt_r100.npz",
                     "The official pre-trained ResNet-32 g (PyTorch layout).")
 
+EPOCHS = 200
 BRANCH_EPOCH = 160
 M2M_FLAGS = {"beta": 0.999, "lam": 0.5, "gamma": 0.9, "step_size": 0.1, "steps": 10}
 # Measured M2m/ERM step time of ResNet-32 on the 2-core CPUs this project runs on: 5.4 on an
@@ -81,7 +82,11 @@ class Stage:
   name: str
   branch_from: Optional[str] = None
   row: Optional[str] = None  # a phase-1 run: the row whose loss and method it trains
-  until: int = 200  # the launcher trains it to this many epochs
+
+  @property
+  def until(self) -> int:
+    """The epochs the launcher trains it to: a phase-1 run stops at the branch point."""
+    return BRANCH_EPOCH if self.row else EPOCHS
 
   @property
   def loss(self) -> str:
@@ -100,15 +105,16 @@ class Stage:
 
 
 PLAN: Tuple[Stage, ...] = (
-    Stage("erm_phase1", row="erm", until=BRANCH_EPOCH),
+    Stage("erm_phase1", row="erm"),
     Stage("erm", branch_from="erm_phase1"), Stage("drs", branch_from="erm_phase1"),
     Stage("m2m", branch_from="erm_phase1"),
-    Stage("ldam_phase1", row="ldam", until=BRANCH_EPOCH),
+    Stage("ldam_phase1", row="ldam"),
     Stage("ldam", branch_from="ldam_phase1"), Stage("ldam_drw", branch_from="ldam_phase1"),
     Stage("ldam_m2m", branch_from="ldam_phase1"),
 )
 STAGES: Dict[str, Stage] = {s.name: s for s in PLAN}
 ROWS: Tuple[Stage, ...] = tuple(s for s in PLAN if s.row is None)  # the table's, in order
+PHASE1: Tuple[Stage, ...] = tuple(s for s in PLAN if s.row)
 
 
 def command(stage: Stage) -> List[str]:

@@ -158,9 +158,7 @@ def phase1_hours(root: str) -> Dict[str, tuple]:
   """(hours, epochs) each phase-1 run of the plan spent on its first `BRANCH_EPOCH` epochs (the
   rows branched from it share them) or on as many as it has run, for the runs that have any."""
   out = {}
-  for stage in cifar_full.PLAN:
-    if stage.row is None:
-      continue
+  for stage in cifar_full.PHASE1:
     rec = ckpt_lib.newest_record(os.path.join(root, f"{stage.name}_s0", ckpt_lib.CKPT_DIR))
     seconds = [s for s in (rec or {}).get("epoch_seconds", [])[:cifar_full.BRANCH_EPOCH] if s]
     if seconds:

@@ -105,8 +105,7 @@ def _notes(dataset, seeds, timing_path, gaps, settings=None) -> List[str]:
   notes = [f"Made by `python -m launch.grid --dataset={dataset} --table={FLAGS.table}` "
            f"(seeds {','.join(map(str, seeds))}).",
            "Test metrics of the epoch with the best validation bACC; GM with zero recalls "
-           "replaced by 0.001 (imbalanced-learn correction).",
-           tables.momentum_form_note(FLAGS.extra)]
+           "replaced by 0.001 (imbalanced-learn correction)."]
   if gaps:
     notes.insert(0, f"**Partial grid ({'; '.join(gaps)}): not a committed table.**")
   if os.path.exists(timing_path):

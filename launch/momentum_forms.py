@@ -76,7 +76,8 @@ def _label(row: str) -> str:
 
 def direction(low: float, high: float) -> str:
   """How an interval of PyTorch - Keras reads: higher or lower when it excludes 0."""
-  return "higher" if low > 0 else "lower" if high < 0 else "no clear difference"
+  return {"holds": "higher", "fails": "lower",
+          "unresolved": "no clear difference"}[tables.verdict_word(low, high)]
 
 
 def _diff(r, m: str) -> str:

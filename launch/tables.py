@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from launch.markdown import markdown_table
-from m2m_tf.io_utils import atomic_write_json, atomic_write_text
+from m2m_tf.io_utils import atomic_write_json, atomic_write_text, read_json
+from m2m_tf.run_records import flatten_record
 
 # The seeds of a committed table (the paper reports the mean of 3 seeds).
 CANONICAL_SEEDS = (0, 1, 2, 3, 4)  # a committed table has every row for each of them
@@ -96,14 +97,24 @@ MOMENTUM_FORMS = {"keras": "Keras' form (lr inside the buffer)",
                   "pytorch": "PyTorch's form (the official code's)"}
 
 
-def momentum_form_note(extra: Sequence[str]) -> str:
-  """A grid table's line on SGD's momentum form: the one its `--extra` flags set, else Keras'."""
-  form = "keras"
-  for flag in extra:
-    name, _, value = flag.partition("=")
-    if name == "momentum_form":
-      form = value
-  return (f"SGD momentum in {MOMENTUM_FORMS[form]}; the two forms differ after each lr change "
+def momentum_forms(run_root: str, runs: Sequence[str]) -> Dict[str, int]:
+  """How many of the run folders `runs` under `run_root` trained in each --momentum_form, as
+  their flags.json says (a run recorded before the field existed ran Keras' form)."""
+  counts: Dict[str, int] = {}
+  for run in runs:
+    flags = flatten_record(read_json(os.path.join(run_root, run, "flags.json")) or {})
+    form = flags.get("momentum_form") or "keras"
+    counts[form] = counts.get(form, 0) + 1
+  return counts
+
+
+def momentum_form_note(counts: Dict[str, int]) -> str:
+  """A table's line on SGD's momentum form, from `momentum_forms`' counts."""
+  if len(counts) > 1:
+    text = ", ".join(f"{MOMENTUM_FORMS[f]} in {n} runs" for f, n in sorted(counts.items()))
+  else:
+    text = MOMENTUM_FORMS[next(iter(counts), "keras")]
+  return (f"SGD momentum in {text}; the two forms differ after each lr change "
           "(docs/method.md, difference 9).")
 
 
@@ -263,8 +274,8 @@ def verdict_families(rows: Sequence[str]) -> Dict[str, Sequence[str]]:
 
 
 def verdict_word(low: float, high: float) -> str:
-  """"holds" when an interval of M2m's difference lies above 0, "fails" below 0, else
-  "unresolved" (it contains 0, or is NaN)."""
+  """"holds" when an interval of a difference (M2m's, in the verdicts) lies above 0, "fails"
+  below 0, else "unresolved" (it contains 0, or is NaN)."""
   return "holds" if low > 0 else "fails" if high < 0 else "unresolved"
 
 
@@ -369,7 +380,8 @@ def collect(run_root: str, name: str, rows: Dict[str, tuple], *, paper: Optional
   os.makedirs(results_dir, exist_ok=True)
   atomic_write_text(os.path.join(results_dir, f"{name}.csv"), df.to_csv(index=False))
   labels = sorted(set(df["data_label"]) - {""})
-  all_notes = list(notes) + [f"Data: {l}." for l in labels]
+  all_notes = list(notes) + [momentum_form_note(momentum_forms(run_root, df["run"]))] + [
+      f"Data: {l}." for l in labels]
   md = results_markdown(df, rows, paper, title or name, all_notes)
   parts = [verdict_markdown(verdicts(df, families=verdict_families(list(rows))), rows)]
   md = "\n".join([md] + [p for p in parts + list(sections) if p])  # a blank line between

@@ -112,12 +112,24 @@ class StoreTest(absltest.TestCase):
 
 class MomentumFormNoteTest(absltest.TestCase):
 
-  def test_the_form_the_extra_flags_set(self):
-    self.assertStartsWith(tables.momentum_form_note([]), "SGD momentum in Keras' form")
-    self.assertStartsWith(tables.momentum_form_note(["epochs=2", "momentum_form=pytorch"]),
-                          "SGD momentum in PyTorch's form")
-    self.assertStartsWith(tables.momentum_form_note(["momentum_form=keras"]),
-                          "SGD momentum in Keras' form")
+  def test_the_form_the_runs_recorded(self):
+    root = tempfile.mkdtemp()
+    for run, flags in (("erm_s0", {"schedule": {"momentum_form": "pytorch"}}),  # nested record
+                       ("erm_s1", {"momentum_form": "pytorch"}),  # flat record
+                       ("erm_s2", {"lr": 0.1}),  # recorded before the field: Keras' form
+                       ("erm_s3", None)):  # no flags.json
+      os.makedirs(os.path.join(root, run))
+      if flags is not None:
+        with open(os.path.join(root, run, "flags.json"), "w") as fh:
+          json.dump(flags, fh)
+    counts = tables.momentum_forms(root, ["erm_s0", "erm_s1", "erm_s2", "erm_s3"])
+    self.assertEqual(counts, {"pytorch": 2, "keras": 2})
+    self.assertStartsWith(tables.momentum_form_note(counts), "SGD momentum in Keras' form (lr "
+                          "inside the buffer) in 2 runs, PyTorch's form (the official code's) in "
+                          "2 runs;")
+    self.assertStartsWith(tables.momentum_form_note(tables.momentum_forms(root, ["erm_s0"])),
+                          "SGD momentum in PyTorch's form (the official code's);")
+    self.assertStartsWith(tables.momentum_form_note({}), "SGD momentum in Keras' form")
 
 
 class MarkdownTableTest(absltest.TestCase):

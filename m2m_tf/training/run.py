@@ -343,14 +343,14 @@ PHASE2_FIELDS = frozenset({"method", "epochs", "deferred_epoch", "init_from", "i
                           ) | M2M_ONLY_FIELDS | out_lib.NOT_RESULT_FIELDS
 
 
-def steady_lr_at(source: dict, epoch: int) -> bool:
-  """Whether a run's lr stayed put from the end of its warm-up up to `epoch` completed epochs.
+def steady_lr_at(src: dict, epoch: int) -> bool:
+  """Whether a run (`src`: its `comparable_config`) kept its lr from the end of its warm-up up
+  to `epoch` completed epochs.
 
   Then SGD's two momentum forms hold the same buffer up to the factor -lr (the last lr change,
   the warm-up's, has faded from it as momentum^steps), so a run may go on from that state in the
   other form (docs/runs.md#phase-1-sharing-branching).
   """
-  src = comparable_config(source)
   return src["warmup_epochs"] < epoch and all(m >= epoch for m in src["lr_milestones"] or ())
 
 
@@ -365,13 +365,13 @@ def check_branch(source: dict, cfg: ExperimentConfig) -> None:
   """
   diff = [k for k in differences(source, cfg.to_json()) if k not in PHASE2_FIELDS]
   init_from, init_epoch = cfg.runtime.init_from, cfg.runtime.init_epoch
-  if "momentum_form" in diff and steady_lr_at(source, init_epoch):
+  src = comparable_config(source)
+  if "momentum_form" in diff and steady_lr_at(src, init_epoch):
     diff.remove("momentum_form")
   if diff:
     hint = (" (momentum_form may differ only at an epoch the source's lr has been steady since "
             "its warm-up)" if "momentum_form" in diff else "")
     raise ConfigError(f"cannot branch from {init_from}: its phase 1 differs in {diff}{hint}.")
-  src = comparable_config(source)
   if get_method(src["method"]).phase1 != get_method(cfg.training.method).phase1:
     raise ConfigError(f"cannot branch {cfg.training.method} from {init_from}: method "
                       f"{src['method']} trains phase 1 differently.")
