@@ -74,11 +74,9 @@ def decode_jpegs(archive: Dict[str, np.ndarray],
   return images
 
 
-def _build_arrays(train_path, test_path, imbalance_ratio) -> Dict[str,
-                                                                  np.ndarray]:
-  """Selects the long-tailed train set and the val/test split, then decodes."""
-  train = load_jpeg_archive(train_path)
-  test = load_jpeg_archive(test_path)
+def split_indices(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray],
+                  imbalance_ratio: float):
+  """(train, val, test) indices into the two archives (see the module docstring)."""
   num_classes = len(train["class_names"])
   counts = splits.long_tail_counts(N_MAX, num_classes, imbalance_ratio)
   train_idx = splits.first_per_class(train["labels"], counts,
@@ -86,6 +84,15 @@ def _build_arrays(train_path, test_path, imbalance_ratio) -> Dict[str,
   val_idx, test_idx = splits.split_eval_per_class(
       test["labels"], num_classes, n_val=VAL_PER_CLASS,
       order_key=test["index_in_class"])
+  return train_idx, val_idx, test_idx
+
+
+def _build_arrays(train_path, test_path, imbalance_ratio) -> Dict[str,
+                                                                  np.ndarray]:
+  """Selects the long-tailed train set and the val/test split, then decodes."""
+  train = load_jpeg_archive(train_path)
+  test = load_jpeg_archive(test_path)
+  train_idx, val_idx, test_idx = split_indices(train, test, imbalance_ratio)
   return {
       "x_train": decode_jpegs(train, train_idx),
       "y_train": train["labels"][train_idx].astype(np.int64),

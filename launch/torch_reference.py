@@ -1,0 +1,804 @@
+"""An independent PyTorch reference of the CIFAR-10-LT CE rows (ERM, DRS, M2m), run on a GPU.
+
+Why: the TF rows of `launch/cifar_full.py` sit a few points under the paper's numbers. The data
+are a lossy JPEG substitute, so part of that gap is expected; this module measures how much is
+the data's and how much could be ours. It re-implements the official PyTorch recipe
+(docs/torch_reference.md lists each rule and where it differs from m2m_tf) without importing
+TensorFlow or m2m_tf, so it runs where TensorFlow does not (a lent GPU machine), on the very
+arrays the TF runs use (exported here by `export`).
+
+Commands:
+  python -m launch.torch_reference export --out .torchref        # here: arrays + official g
+  python3 -m launch.torch_reference all --data .torchref --out DIR --seeds 0,1,2
+                                                                 # on a GPU: 3 seeds, 4 runs each
+  python -m launch.torch_reference collect --src DIR              # here: histories to results/
+  python -m launch.torch_reference report --runs results/torch_reference   # here: the tables
+
+`all` runs, per seed, ERM for 160 epochs (`erm_phase1_s<seed>`), then three branches from its
+state after epoch 160 in parallel processes: ERM, DRS and M2m to 200 epochs. Every run keeps
+`history.csv` (one row per epoch, rewritten atomically) and `state.pt` (its latest state), and
+resumes from them; `--deadline_s` stops the runs and leaves them resumable. docs/torch_reference.md
+gives the device commands, what a 15-minute GPU budget covers, and the results so far.
+"""
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+DATA_FILE = "cifar10_jpeg_lt.npz"
+JPEG_FILE = "cifar10_jpeg_lt_jpeg.npz"
+SPLITS = ("train", "val", "test")
+G_FILE = "official_g.npz"
+G_SOURCE = "official_erm_resnet32_cifar10lt_r100.npz"
+# CIFAR-10 channel statistics of the official code's input normaliser.
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2023, 0.1994, 0.2010)
+METHODS = ("erm", "drs", "m2m")
+LABELS = {"erm": "ERM", "drs": "ERM-DRS", "m2m": "ERM-M2m"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """The official CIFAR-10-LT recipe and M2m values (docs/torch_reference.md).
+
+  Attributes:
+    epochs, batch_size, lr, warmup, milestones, weight_decay, deferral: the schedule.
+    beta, lam, gamma, step_size, steps, start_noise: M2m's rejection, translation and acceptance.
+  """
+
+  epochs: int = 200
+  batch_size: int = 128
+  lr: float = 0.1
+  warmup: int = 5
+  milestones: Sequence[int] = (160, 180)
+  weight_decay: float = 2e-4
+  deferral: int = 160
+  beta: float = 0.999
+  lam: float = 0.5
+  gamma: float = 0.9
+  step_size: float = 0.1
+  steps: int = 10
+  start_noise: float = 0.5
+
+
+def learning_rate(recipe: Recipe, epoch: int) -> float:
+  """The lr of 0-based `epoch`: linear warm-up, then x0.01 at each milestone."""
+  if epoch < recipe.warmup:
+    return recipe.lr * (epoch + 1) / recipe.warmup
+  return recipe.lr * 0.01 ** sum(epoch >= m for m in recipe.milestones)
+
+
+def geometric_mean(recalls: np.ndarray, correction: float = 0.001) -> float:
+  """GM of per-class recalls in [0, 1], a zero recall counted as `correction` (as m2m_tf)."""
+  r = np.where(np.asarray(recalls, np.float64) == 0, correction, recalls)
+  return float(np.exp(np.mean(np.log(r))))
+
+
+def _torch():
+  """PyTorch, imported on first use (this module's TF-side commands do not need it)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  return torch
+
+
+def build_resnet32(num_classes: int = 10):
+  """The official CIFAR ResNet-32: 3 stages of 5 basic blocks (16/32/64 channels), zero-padded
+  identity shortcuts, its initialisation, and the input normaliser inside. Parameter names
+  follow the official checkpoint, so its state dict loads as it is."""
+  torch = _torch()
+  nn, F = torch.nn, torch.nn.functional
+
+  class Block(nn.Module):
+    """Basic block; a shortcut that halves the size subsamples and pads channels with zeros."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+      super().__init__()
+      self.conv_a = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+      self.bn_a = nn.BatchNorm2d(cout)
+      self.conv_b = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+      self.bn_b = nn.BatchNorm2d(cout)
+      self.stride = stride
+
+    def forward(self, x):
+      out = self.bn_b(self.conv_b(F.relu(self.bn_a(self.conv_a(x)))))
+      if self.stride != 1:
+        x = x[:, :, ::self.stride, ::self.stride]
+        x = torch.cat([x, torch.zeros_like(x)], 1)
+      return F.relu(x + out)
+
+  class ResNet32(nn.Module):
+    """f or g: logits of images in [0, 1] (clamped, then normalised as the official code)."""
+
+    def __init__(self):
+      super().__init__()
+      self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+      self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+      self.conv_1_3x3 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+      self.bn_1 = nn.BatchNorm2d(16)
+      widths = ((16, 16, 1), (16, 32, 2), (32, 64, 2))
+      for i, (cin, cout, stride) in enumerate(widths):
+        blocks = [Block(cin, cout, stride)] + [Block(cout, cout, 1) for _ in range(4)]
+        setattr(self, f"stage_{i + 1}", nn.Sequential(*blocks))
+      self.linear = nn.Linear(64, num_classes)
+
+    def features(self, x):
+      x = (x.clamp(0, 1) - self.mean) / self.std
+      x = F.relu(self.bn_1(self.conv_1_3x3(x)))
+      x = self.stage_3(self.stage_2(self.stage_1(x)))
+      return x.mean((2, 3))
+
+    def forward(self, x):
+      return self.linear(self.features(x))
+
+  model = ResNet32()
+  _official_init(model)
+  return model
+
+
+def _official_init(model) -> None:
+  """Convs N(0, 2 / (k*k*out)), BN weight 1 and bias 0, linear He-normal with bias 0."""
+  torch = _torch()
+  for m in model.modules():
+    if isinstance(m, torch.nn.Conv2d):
+      n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+      m.weight.data.normal_(0, math.sqrt(2.0 / n))
+    elif isinstance(m, torch.nn.BatchNorm2d):
+      m.weight.data.fill_(1)
+      m.bias.data.zero_()
+    elif isinstance(m, torch.nn.Linear):
+      torch.nn.init.kaiming_normal_(m.weight)
+      m.bias.data.zero_()
+
+
+def load_official(model, path) -> None:
+  """Loads a PyTorch-layout `.npz` state dict (the official g) into `model`, strictly."""
+  torch = _torch()
+  with np.load(path) as npz:
+    state = {k: torch.from_numpy(np.array(npz[k])) for k in npz.files}
+  model.load_state_dict(state, strict=True)
+
+
+def augment(x, gen):
+  """Random crop of the 4-pixel zero-padded image and a horizontal flip, per image ([B,3,H,W])."""
+  torch = _torch()
+  b, c, h, w = x.shape
+  padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+  dy = torch.randint(0, 9, (b,), device=x.device, generator=gen)
+  dx = torch.randint(0, 9, (b,), device=x.device, generator=gen)
+  rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+  cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+  out = padded[torch.arange(b, device=x.device)[:, None, None, None],
+               torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+  flip = torch.rand(b, device=x.device, generator=gen) < 0.5
+  return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def translate(g, f, x0, seed_y, target_y, recipe: Recipe, gen):
+  """x* from seeds x0: the random start, then T steps of the L2-normalised gradient of
+  CE(g(x), y_i) + lam * mean f(x)[y_j], clamped to [0, 1] (g and f in eval mode)."""
+  torch = _torch()
+  x = x0
+  if recipe.start_noise > 0:
+    # As the official code: uniform noise renormalised along dim 1 (per channel, batch-wide).
+    noise = torch.rand(x0.shape, device=x0.device, generator=gen) - 0.5
+    x = (x0 + noise.renorm(2, 1, recipe.start_noise)).clamp(0, 1)
+  for _ in range(recipe.steps):
+    x = x.detach().requires_grad_(True)
+    f_seed = f(x).gather(1, seed_y[:, None]).mean()
+    loss = torch.nn.functional.cross_entropy(g(x), target_y) + recipe.lam * f_seed
+    grad, = torch.autograd.grad(loss, [x])
+    norm = grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    x = (x - recipe.step_size * grad / (norm + 1e-10)).clamp(0, 1)
+  return x.detach()
+
+
+def choose_seeds(y, counts, recipe: Recipe, gen):
+  """The official slot and seed choice: (number of generation slots, the slots that have a
+  seed, their seeds' batch indices, p_accept).
+
+  Slot i generates with probability 1 - N_{y_i} / N_max; its seed j is drawn from the batch
+  with weight 1 - beta^max(N_{y_j} - N_{y_i}, 0); slots without any seed are dropped.
+  """
+  torch = _torch()
+  keep = counts[y] / counts.max()
+  slots = (torch.bernoulli(keep, generator=gen) == 0).nonzero().view(-1)
+  n_gen = slots.numel()
+  w = 1 - recipe.beta ** torch.relu(counts[y][None, :] - counts[y[slots]][:, None])
+  valid = w.sum(1) > 0
+  slots, w = slots[valid], w[valid]
+  if slots.numel() == 0:
+    return n_gen, slots, slots, w.sum(1)
+  j = torch.multinomial(w, 1, replacement=True, generator=gen).view(-1)
+  return n_gen, slots, j, w.gather(1, j[:, None]).view(-1)
+
+
+def m2m_batch(f, g, x, y, counts, recipe: Recipe, gen):
+  """The official phase-2 batch: translated samples replace the accepted slots' inputs (their
+  label y_i stays). Returns (x, [generation slots, slots with a seed, accepted])."""
+  torch = _torch()
+  n_gen, slots, j, p_accept = choose_seeds(y, counts, recipe, gen)
+  if slots.numel() == 0:
+    return x, [n_gen, 0, 0]
+  f.eval()
+  x_star = translate(g, f, x[j], y[j], y[slots], recipe, gen)
+  with torch.no_grad():
+    p_target = torch.softmax(g(x_star), 1).gather(1, y[slots][:, None]).view(-1)
+  f.train()
+  accepted = (p_target >= recipe.gamma) & (torch.bernoulli(p_accept, generator=gen) > 0)
+  x = x.clone()
+  x[slots[accepted]] = x_star[accepted]
+  return x, [n_gen, slots.numel(), int(accepted.sum())]
+
+
+def load_arrays(data_dir, device, limit: Optional[int] = None) -> Dict[str, object]:
+  """The decoded arrays on `device`: uint8 NCHW images, int64 labels, float class counts.
+
+  limit (tests only) keeps each class's first images in proportion (at least one): about
+  `limit` training images, a tenth as many validation and test images.
+  """
+  torch = _torch()
+  with np.load(pathlib.Path(data_dir) / DATA_FILE) as npz:
+    arrays = {k: np.array(npz[k]) for k in npz.files}
+  for split in SPLITS if limit else ():
+    y = arrays[f"y_{split}"]
+    share = (limit if split == "train" else limit // 10) / len(y)
+    keep = np.concatenate([np.flatnonzero(y == c)[:max(1, round(share * np.sum(y == c)))]
+                           for c in np.unique(y)])
+    arrays[f"x_{split}"], arrays[f"y_{split}"] = arrays[f"x_{split}"][keep], y[keep]
+  data = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+  counts = np.bincount(arrays["y_train"])
+  data["counts"] = torch.tensor(counts, dtype=torch.float32, device=device)
+  return data
+
+
+@dataclasses.dataclass
+class Run:
+  """One training run: its folder, method, seed and the epoch it trains to.
+
+  Attributes:
+    out: the run's folder (history.csv, state.pt, result.json, log).
+    method: "erm", "drs" or "m2m".
+    seed: the seed of f's initialisation and of every epoch's random draws.
+    until: the last epoch (a phase-1 run stops at the deferral epoch).
+    init_from: a finished phase-1 run's folder to branch from, or None.
+  """
+
+  out: pathlib.Path
+  method: str
+  seed: int
+  until: int
+  init_from: Optional[pathlib.Path] = None
+
+
+def train_epoch(f, g, opt, data, run: Run, epoch: int, recipe: Recipe) -> Dict[str, float]:
+  """One epoch (0-based): uniform batches, or class-balanced ones in DRS's and M2m's phase 2,
+  translated by M2m there. Every draw comes from a generator seeded by (seed, epoch)."""
+  torch = _torch()
+  device = data["y_train"].device
+  gen = torch.Generator(device=device).manual_seed(run.seed * 1_000_003 + epoch)
+  y_all, counts, n = data["y_train"], data["counts"], len(data["y_train"])
+  phase2 = run.method != "erm" and epoch >= recipe.deferral
+  if phase2:
+    idx = torch.multinomial(1.0 / counts[y_all], n, replacement=True, generator=gen)
+  else:
+    idx = torch.randperm(n, device=device, generator=gen)
+  f.train()
+  loss_sum, correct, stats = torch.zeros((), device=device), 0, np.zeros(3)
+  for batch in idx.split(recipe.batch_size):
+    x, y = augment(data["x_train"][batch].float() / 255, gen), y_all[batch]
+    if phase2 and run.method == "m2m":
+      x, batch_stats = m2m_batch(f, g, x, y, counts, recipe, gen)
+      stats += batch_stats
+    logits = f(x)
+    loss = torch.nn.functional.cross_entropy(logits, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    loss_sum += loss.detach() * len(batch)
+    correct += (logits.argmax(1) == y).sum()
+  return {"train_loss": float(loss_sum) / n, "train_acc": 100.0 * float(correct) / n,
+          "gen_slots": stats[0], "seeded": stats[1], "accepted": stats[2]}
+
+
+def recalls(model, x, y, num_classes: int) -> np.ndarray:
+  """Per-class recall in [0, 1] of `model` (eval mode) on uint8 images x and labels y."""
+  torch = _torch()
+  model.eval()
+  with torch.no_grad():
+    pred = torch.cat([model(xb.float() / 255).argmax(1) for xb in x.split(1000)])
+  hits = torch.bincount(y[pred == y], minlength=num_classes).double()
+  return (hits / torch.bincount(y, minlength=num_classes).double()).cpu().numpy()
+
+
+def evaluate(model, data) -> Dict[str, float]:
+  """Validation and test bACC and GM (%), and each class's test recall (%)."""
+  k = len(data["counts"])
+  row = {}
+  for split in ("val", "test"):
+    r = recalls(model, data[f"x_{split}"], data[f"y_{split}"], k)
+    row[f"{split}_bacc"], row[f"{split}_gm"] = 100 * float(r.mean()), 100 * geometric_mean(r)
+  row.update({f"recall_{c}": 100 * float(v) for c, v in enumerate(r)})
+  return row
+
+
+def read_history(out: pathlib.Path) -> List[Dict[str, str]]:
+  """The rows of a run's history.csv (none if it has none)."""
+  path = out / "history.csv"
+  if not path.exists():
+    return []
+  with open(path, newline="") as fh:
+    return list(csv.DictReader(fh))
+
+
+def write_history(out: pathlib.Path, rows: Sequence[Dict]) -> None:
+  """Rewrites history.csv atomically (a kill leaves the old file or the new one)."""
+  tmp = out / "history.csv.tmp"
+  with open(tmp, "w", newline="") as fh:
+    writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  os.replace(tmp, out / "history.csv")
+
+
+def save_state(out: pathlib.Path, f, opt, epochs_done: int) -> None:
+  """Saves f, the optimizer and the epoch count to state.pt atomically."""
+  torch = _torch()
+  tmp = out / "state.pt.tmp"
+  torch.save({"f": f.state_dict(), "opt": opt.state_dict(), "epochs": epochs_done}, tmp)
+  os.replace(tmp, out / "state.pt")
+
+
+def restore(run: Run, f, opt, recipe: Recipe):
+  """(epochs done, history rows): the run's own state, else its phase-1 source's state after
+  the deferral epoch (refused at any other epoch), else a fresh start."""
+  torch = _torch()
+  source = run.out if (run.out / "state.pt").exists() else run.init_from
+  if source is None:
+    return 0, []
+  state = torch.load(source / "state.pt", map_location=next(f.parameters()).device)
+  rows = read_history(source)[:state["epochs"]]
+  if source == run.init_from and state["epochs"] != recipe.deferral:
+    raise SystemExit(f"{source}: has {state['epochs']} epochs, a branch needs "
+                     f"{recipe.deferral}")
+  f.load_state_dict(state["f"])
+  opt.load_state_dict(state["opt"])
+  return state["epochs"], rows
+
+
+def build_models(data_dir, device, seed: int, recipe: Recipe):
+  """(f, g, optimizer): f initialised from `seed`, g the official checkpoint, frozen."""
+  torch = _torch()
+  torch.manual_seed(seed)
+  f = build_resnet32().to(device)
+  g = build_resnet32()
+  load_official(g, pathlib.Path(data_dir) / G_FILE)
+  g = g.to(device).eval().requires_grad_(False)
+  opt = torch.optim.SGD(f.parameters(), lr=recipe.lr, momentum=0.9,
+                        weight_decay=recipe.weight_decay)
+  return f, g, opt
+
+
+def train(run: Run, data_dir, recipe: Recipe, device: str = "cuda",
+          deadline: Optional[float] = None, limit: Optional[int] = None) -> bool:
+  """Trains `run` to `run.until` epochs, resuming where it stopped; True when finished.
+
+  After each epoch: history.csv, then state.pt, both atomic. Past `deadline` (a Unix time) it
+  stops after the epoch in progress.
+  """
+  run.out.mkdir(parents=True, exist_ok=True)
+  data = load_arrays(data_dir, device, limit)
+  f, g, opt = build_models(data_dir, device, run.seed, recipe)
+  done, rows = restore(run, f, opt, recipe)
+  for epoch in range(done, run.until):
+    if deadline is not None and time.time() > deadline:
+      return False
+    t0 = time.time()
+    for group in opt.param_groups:
+      group["lr"] = learning_rate(recipe, epoch)
+    row = {"epoch": epoch + 1, "lr": learning_rate(recipe, epoch)}
+    row.update(train_epoch(f, g, opt, data, run, epoch, recipe))
+    row.update(evaluate(f, data))
+    row["seconds"] = time.time() - t0
+    rows.append(row)
+    write_history(run.out, rows)
+    save_state(run.out, f, opt, epoch + 1)
+    print(f"{run.out.name} epoch {epoch + 1}: loss {row['train_loss']:.3f} val "
+          f"{row['val_bacc']:.2f} test {row['test_bacc']:.2f} ({row['seconds']:.1f} s)",
+          flush=True)
+  return True
+
+
+def plan(out: pathlib.Path, seeds: Sequence[int], recipe: Recipe,
+         branches: Sequence[str] = METHODS) -> Dict[str, Run]:
+  """Per seed: the phase-1 ERM run, then the `branches` (ERM, DRS, M2m) branched from it."""
+  runs = {}
+  for s in seeds:
+    phase1 = out / f"erm_phase1_s{s}"
+    runs[phase1.name] = Run(phase1, "erm", s, recipe.deferral)
+    for m in branches:
+      runs[f"{m}_s{s}"] = Run(out / f"{m}_s{s}", m, s, recipe.epochs, phase1)
+  return runs
+
+
+def _command(run: Run, args) -> List[str]:
+  """The `train` command line of one run (a child process of `all`)."""
+  cmd = [sys.executable, "-m", "launch.torch_reference", "train", "--data", str(args.data),
+         "--out", str(run.out), "--method", run.method, "--seed", str(run.seed),
+         "--until", str(run.until), "--device", args.device, "--epochs", str(args.epochs),
+         "--deferral", str(args.deferral), "--deadline_at", str(args.deadline_at)]
+  if args.limit:
+    cmd += ["--limit", str(args.limit)]
+  return cmd + (["--init_from", str(run.init_from)] if run.init_from else [])
+
+
+def run_all(args) -> int:
+  """Runs the plan: each phase-1 run, then its three branches, each in its own process (the
+  GPU is far from busy with one small ResNet). Returns the number of unfinished runs."""
+  recipe = _recipe(args)
+  runs = plan(pathlib.Path(args.out), args.seeds, recipe, args.branches)
+  waiting = dict(runs)
+  running: Dict[str, subprocess.Popen] = {}
+  failed = set()
+  while waiting or running:
+    for name, run in list(waiting.items()):
+      source = run.init_from.name if run.init_from else None
+      if source is None or (runs[source].out / "result.json").exists():
+        run.out.mkdir(parents=True, exist_ok=True)
+        log = open(run.out.with_suffix(".log"), "a")  # pylint: disable=consider-using-with
+        running[name] = subprocess.Popen(_command(run, args), stdout=log, stderr=log)
+        del waiting[name]
+      elif source not in waiting and source not in running:  # failed or stopped unfinished
+        del waiting[name]
+        failed.add(name)
+    time.sleep(1)
+    for name, proc in list(running.items()):
+      if proc.poll() is not None:
+        finished = (runs[name].out / "result.json").exists()
+        print(f"{time.strftime('%H:%M:%S')} {name}: exit {proc.returncode}, "
+              f"{'finished' if finished else 'unfinished'}", flush=True)
+        if not finished:
+          failed.add(name)
+        del running[name]
+  return len(failed)
+
+
+def run_result(run: Run, finished: bool) -> None:
+  """Writes result.json of a finished run (its existence is what branches wait for)."""
+  if finished:
+    rows = read_history(run.out)
+    tmp = run.out / "result.json.tmp"
+    tmp.write_text(json.dumps({"epochs": len(rows), "method": run.method, "seed": run.seed}))
+    os.replace(tmp, run.out / "result.json")
+
+
+def _recipe(args) -> Recipe:
+  """The recipe, with the test-only schedule overrides of the command line."""
+  milestones = tuple(m for m in Recipe.milestones if m < args.epochs) or (args.deferral,)
+  return Recipe(epochs=args.epochs, deferral=args.deferral, milestones=milestones,
+                warmup=min(Recipe.warmup, args.deferral))
+
+
+def export(out, data_dir=None, g_path=None) -> pathlib.Path:
+  """Writes the cifar10_jpeg_lt split's JPEG files (what the TF runs decode), the digests of
+  their decoded arrays, and the official g to `out` (JPEG bytes: a fifth of the arrays' size)."""
+  from data_prep import cifar_jpeg, download, paths  # pylint: disable=g-import-not-at-top
+  from data_prep import registry  # pylint: disable=g-import-not-at-top
+  from launch import gpu_check  # pylint: disable=g-import-not-at-top
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  files, _ = download.checked_raw_files(paths.resolve_data_dir(data_dir),
+                                        (cifar_jpeg.TRAIN_FILE, cifar_jpeg.TEST_FILE), True)
+  archives = [cifar_jpeg.load_jpeg_archive(f) for f in files]
+  idx = cifar_jpeg.split_indices(archives[0], archives[1], 100)
+  decoded = registry.load_dataset("cifar10_jpeg_lt", data_dir)
+  arrays = {"class_names": np.asarray(decoded.class_names)}
+  for split, archive, i in zip(SPLITS, (archives[0], archives[1], archives[1]), idx):
+    blobs = [archive["jpeg_bytes"][archive["offsets"][k]:archive["offsets"][k + 1]] for k in i]
+    arrays[f"jpeg_{split}"] = np.concatenate(blobs)
+    arrays[f"offsets_{split}"] = np.cumsum([0] + [len(b) for b in blobs])
+    arrays[f"y_{split}"] = archive["labels"][i].astype(np.int64)
+    if not np.array_equal(arrays[f"y_{split}"], getattr(decoded, f"y_{split}")):
+      raise SystemExit(f"{split}: the split's labels differ from the dataset's")
+    arrays[f"digest_{split}"] = np.asarray(_digest(getattr(decoded, f"x_{split}")))
+  np.savez(out / JPEG_FILE, **arrays)
+  g_path = gpu_check.find_official_g(g_path, data_dir)
+  if g_path is None:
+    raise SystemExit(f"the official g ({G_SOURCE}) was not found; pass --g_npz")
+  shutil.copyfile(g_path, out / G_FILE)
+  return out
+
+
+def _digest(images: np.ndarray) -> str:
+  """sha256 of uint8 NHWC images."""
+  return hashlib.sha256(np.ascontiguousarray(images, np.uint8).tobytes()).hexdigest()
+
+
+def decode(src, dest) -> Dict[str, object]:
+  """Decodes the exported JPEGs with Pillow into `dest`/DATA_FILE (NCHW uint8, labels) and
+  checks them against the TF decode's digests. Returns the check: per split, whether the
+  digests match, else how many pixel values differ and by how much at most."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with np.load(pathlib.Path(src) / JPEG_FILE) as npz:
+    exported = {k: np.array(npz[k]) for k in npz.files}
+  arrays, check = {}, {}
+  for split in SPLITS:
+    jpeg, offsets = exported[f"jpeg_{split}"], exported[f"offsets_{split}"]
+    images = np.stack([np.asarray(Image.open(io.BytesIO(jpeg[a:b].tobytes())).convert("RGB"))
+                       for a, b in zip(offsets[:-1], offsets[1:])])
+    check[split] = {"match": _digest(images) == str(exported[f"digest_{split}"])}
+    arrays[f"x_{split}"] = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    arrays[f"y_{split}"] = exported[f"y_{split}"]
+  pathlib.Path(dest).mkdir(parents=True, exist_ok=True)
+  np.savez(pathlib.Path(dest) / DATA_FILE, **arrays)
+  shutil.copyfile(pathlib.Path(src) / G_FILE, pathlib.Path(dest) / G_FILE)
+  return check
+
+
+def selected_row(rows: Sequence[Dict]) -> Dict:
+  """The epoch the official code reports: the best validation bACC, the LAST on a tie."""
+  best = None
+  for row in rows:
+    if best is None or float(row["val_bacc"]) >= float(best["val_bacc"]):
+      best = row
+  return best
+
+
+def summarize_run(name: str, rows: Sequence[Dict], recipe: Recipe) -> Dict:
+  """One run's table row: progress, the selected epoch's metrics (finished runs), the latest
+  epoch's, M2m's acceptance rate and the seconds per epoch after the branch point."""
+  method, seed = name.rsplit("_s", 1)
+  own = [r for r in rows if int(r["epoch"]) > recipe.deferral]
+  best = selected_row(rows) if len(rows) == recipe.epochs else None
+  seeded = sum(float(r["seeded"]) for r in own)
+  out = {"method": method, "seed": int(seed), "epochs": f"{len(rows)}/{recipe.epochs}",
+         "best_epoch": int(best["epoch"]) if best else None,
+         "latest_epoch": int(rows[-1]["epoch"]),
+         "latest_val_bacc": float(rows[-1]["val_bacc"]),
+         "latest_test_bacc": float(rows[-1]["test_bacc"]),
+         "accept_rate": (sum(float(r["accepted"]) for r in own) / seeded) if seeded else None,
+         "seconds_per_epoch": np.mean([float(r["seconds"]) for r in own]) if own else None}
+  for key in ["val_bacc", "test_bacc", "test_gm"] + [k for k in rows[0] if "recall_" in k]:
+    out[key] = float(best[key]) if best else None
+  return out
+
+
+def phase1_rows(runs_dir: pathlib.Path, tf_history, deferral: int,
+                window: int = 20) -> List[List[str]]:
+  """Phase 1 side by side: each PyTorch seed's and m2m_tf's training loss at the deferral epoch
+  and mean validation and test bACC over the `window` epochs up to it (at lr 0.1 a single
+  epoch's bACC swings by several points)."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  out = []
+  for hist in sorted(runs_dir.glob("erm_phase1_s*/history.csv")):
+    frame = pd.read_csv(hist)
+    out.append(_phase1_row(f"PyTorch, {hist.parent.name}", frame, "train_loss", deferral,
+                           window))
+  if pathlib.Path(tf_history).exists():
+    frame = pd.read_csv(tf_history)  # its epoch column counts from 0
+    frame = frame.assign(epoch=frame.epoch + 1)
+    out.append(_phase1_row("m2m_tf (TF), erm_phase1_s0", frame, "loss", deferral, window))
+  return out
+
+
+def _phase1_row(label: str, frame, loss_column: str, deferral: int, window: int) -> List[str]:
+  """One line of `phase1_rows`: epochs deferral - window + 1 .. deferral of a history frame."""
+  last = frame[(frame.epoch > deferral - window) & (frame.epoch <= deferral)]
+  return [label, _f(float(last[loss_column].iloc[-1]), 3), _f(last.val_bacc.mean()),
+          _f(last.test_bacc.mean())]
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+  """'mean ± sd (n)' of finished values, sd over seeds (n - 1)."""
+  v = [x for x in values if x is not None and x == x]  # x != x: NaN, an unfinished run
+  if not v:
+    return "n/a"
+  sd = f" ± {np.std(v, ddof=1):.2f}" if len(v) > 1 else ""
+  return f"{np.mean(v):.2f}{sd} (n={len(v)})"
+
+
+def collect(src, dest) -> List[str]:
+  """Copies each run's history.csv and result.json, and machine.json, from a device output
+  folder `src` into `dest` (the states are left behind). Returns the runs copied."""
+  src, dest = pathlib.Path(src), pathlib.Path(dest)
+  copied = []
+  for hist in sorted(src.glob("*/history.csv")):
+    (dest / hist.parent.name).mkdir(parents=True, exist_ok=True)
+    for name in ("history.csv", "result.json"):
+      if (hist.parent / name).exists():
+        shutil.copyfile(hist.parent / name, dest / hist.parent.name / name)
+    copied.append(hist.parent.name)
+  if (src / "machine.json").exists():
+    shutil.copyfile(src / "machine.json", dest / "machine.json")
+  return copied
+
+
+def _tf_rows(path) -> Dict[str, Dict]:
+  """Our TF rows (seed 0) by stage, from the committed CIFAR table."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  if not pathlib.Path(path).exists():
+    return {}
+  table = pd.read_csv(path)
+  return {r["stage"]: r for r in table.to_dict("records")}
+
+
+def _tf_text(row: Optional[Dict]) -> str:
+  """'bACC / GM' of a finished TF row, else its progress."""
+  if row is None:
+    return "n/a"
+  if row["status"] != "done":
+    return f"running ({row['epochs']})"
+  return f"{row['test_bacc']:.2f} / {row['test_gm']:.2f}"
+
+
+TF_PHASE1 = "results/cifar10_jpeg_lt_full/erm_phase1_s0/history.csv"
+
+
+def report(runs_dir, results_dir, tf_table="results/cifar10_jpeg_lt.csv",
+           tf_phase1=TF_PHASE1, recipe: Recipe = Recipe()) -> pathlib.Path:
+  """Writes torch_reference_cifar10_jpeg_lt.{csv,md} under `results_dir` from the runs."""
+  from launch.markdown import markdown_table  # pylint: disable=g-import-not-at-top
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  runs_dir = pathlib.Path(runs_dir)
+  names = sorted(p.parent.name for p in runs_dir.glob("*/history.csv")
+                 if not p.parent.name.startswith("erm_phase1"))
+  frame = pd.DataFrame([summarize_run(n, read_history(runs_dir / n), recipe) for n in names])
+  base = pathlib.Path(results_dir) / "torch_reference_cifar10_jpeg_lt"
+  frame.to_csv(f"{base}.csv", index=False, float_format="%.4f")
+  per_run = [[f"{r['method']}_s{r['seed']}", r["epochs"], r["best_epoch"] or "",
+              _f(r["val_bacc"]), _f(r["test_bacc"]), _f(r["test_gm"]),
+              f"{r['latest_epoch']}: {_f(r['latest_val_bacc'])} / {_f(r['latest_test_bacc'])}",
+              _f(r["accept_rate"], 3), _f(r["seconds_per_epoch"], 1)]
+             for r in frame.to_dict("records")]
+  done = int(frame.best_epoch.notna().sum())
+  text = _report_header(runs_dir) + [
+      f"- Finished: {done} of {len(frame)} rows; an unfinished row shows its latest epoch "
+      "(each run resumes from its state, docs/torch_reference.md).", "",
+      "## The rows", "", markdown_table(
+          ["method", "PyTorch test bACC", "PyTorch test GM", "m2m_tf (TF, seed 0) bACC / GM",
+           "paper bACC / GM"], _summary(frame, _tf_rows(tf_table))), "",
+      markdown_table(["run", "epochs", "selected epoch", "val bACC", "test bACC", "test GM",
+                      "latest epoch: val / test bACC", "M2m acceptance",
+                      "GPU s per epoch after 160"], per_run), "",
+      "## Phase 1 (ERM, epochs 1-160, shared by each seed's rows)", "",
+      markdown_table(["run", "training loss, epoch 160", "mean val bACC, epochs 141-160",
+                      "mean test bACC, epochs 141-160"],
+                     phase1_rows(runs_dir, tf_phase1, recipe.deferral)), ""]
+  tmp = pathlib.Path(f"{base}.md.tmp")
+  tmp.write_text("\n".join(text))
+  os.replace(tmp, f"{base}.md")
+  return base
+
+
+def _summary(frame, tf_rows: Dict[str, Dict]) -> List[List[str]]:
+  """Per method: the finished seeds' mean and sd, m2m_tf's row and the paper's."""
+  from launch import tables  # pylint: disable=g-import-not-at-top
+  paper = tables.PAPER["cifar10_lt"]
+  return [[LABELS[m],
+           _mean_sd(list(frame.test_bacc[frame.method == m])),
+           _mean_sd(list(frame.test_gm[frame.method == m])), _tf_text(tf_rows.get(m)),
+           "{:.1f} / {:.1f}".format(*paper[m])] for m in METHODS if m in set(frame.method)]
+
+
+def _f(value, digits: int = 2) -> str:
+  """A number with `digits` decimals, or n/a."""
+  return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def _report_header(runs_dir: pathlib.Path) -> List[str]:
+  """The title, provenance and recipe lines of the report."""
+  machine = {}
+  if (runs_dir / "machine.json").exists():
+    machine = json.loads((runs_dir / "machine.json").read_text())
+  return [
+      "# CIFAR-10-LT (ratio 100), ResNet-32: an independent PyTorch reference of the CE rows", "",
+      "**JPEG substitute (CIFAR-10 re-encoded as JPEG; not comparable to the paper to the "
+      "decimal).**", "",
+      f"Made by `python -m launch.torch_reference report --runs {runs_dir}` from runs trained by "
+      "`python3 -m launch.torch_reference all` on "
+      f"{machine.get('gpu', 'a GPU')} (PyTorch {machine.get('torch', '?')}, float32 with TF32 "
+      "off); docs/torch_reference.md says what this reference is and how it differs from "
+      "m2m_tf.", "",
+      "- Recipe: the official code's, as m2m_tf's CIFAR rows (200 epochs, batch 128, SGD "
+      "momentum 0.9 in PyTorch's form, lr 0.1 with 5 warm-up epochs, x0.01 at 160 and 180, "
+      "weight decay 2e-4, deferral 160; M2m beta 0.999, lambda 0.5, gamma 0.9, step 0.1, "
+      "T = 10; g the official checkpoint), on the same exported arrays; the last partial batch "
+      "is kept (97 steps per epoch; m2m_tf drops it: 96).",
+      "- Each seed's ERM, DRS and M2m share that seed's first 160 epochs. Test metrics are "
+      "those of the epoch with the best validation bACC, the last one on a tie (the official "
+      "rule). ± is the standard deviation over seeds.", ""]
+
+
+def _parser() -> argparse.ArgumentParser:
+  """The command line: export | train | all | collect | report."""
+  p = argparse.ArgumentParser(prog="python -m launch.torch_reference", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = p.add_subparsers(dest="command", required=True)
+  e = sub.add_parser("export", help="write the arrays and the official g (needs TensorFlow)")
+  e.add_argument("--out", default=".torchref")
+  e.add_argument("--data_dir", default=None)
+  e.add_argument("--g_npz", default=None)
+  for name in ("train", "all"):
+    t = sub.add_parser(name, help=f"{name} (PyTorch)")
+    t.add_argument("--data", default=".torchref",
+                   help="all: the exported folder; train: the decoded folder")
+    t.add_argument("--out", required=True)
+    t.add_argument("--device", default="cuda")
+    t.add_argument("--epochs", type=int, default=Recipe.epochs)
+    t.add_argument("--deferral", type=int, default=Recipe.deferral)
+    t.add_argument("--deadline_at", type=float, default=0.0, help="Unix time; 0: none")
+    t.add_argument("--limit", type=int, default=0, help="tests only (load_arrays)")
+  train_p, all_p = sub.choices["train"], sub.choices["all"]
+  train_p.add_argument("--method", choices=METHODS, required=True)
+  train_p.add_argument("--seed", type=int, required=True)
+  train_p.add_argument("--until", type=int, required=True)
+  train_p.add_argument("--init_from", default=None)
+  all_p.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
+  all_p.add_argument("--branches", type=lambda s: s.split(","), default=list(METHODS),
+                     help="the rows to branch from each phase-1 run (erm,drs,m2m)")
+  all_p.add_argument("--decoded", default=None, help="decoded arrays' folder (<out>_data)")
+  all_p.add_argument("--deadline_s", type=float, default=0.0, help="seconds from now; 0: none")
+  c = sub.add_parser("collect", help="copy histories from a device output folder")
+  c.add_argument("--src", required=True)
+  c.add_argument("--dest", default="results/torch_reference")
+  r = sub.add_parser("report", help="the tables (needs pandas)")
+  r.add_argument("--runs", default="results/torch_reference")
+  r.add_argument("--results_dir", default="results")
+  return p
+
+
+def _machine(args, decode_check) -> None:
+  """Records the GPU, the PyTorch version and the decode check beside the runs (machine.json)."""
+  torch = _torch()
+  gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "CPU"
+  info = {"gpu": gpu, "torch": torch.__version__, "seeds": args.seeds,
+          "decode_check": decode_check}
+  pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
+  (pathlib.Path(args.out) / "machine.json").write_text(json.dumps(info))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Runs one subcommand; returns the exit status."""
+  args = _parser().parse_args(argv)
+  if args.command == "export":
+    print(export(args.out, args.data_dir, args.g_npz))
+    return 0
+  if args.command == "collect":
+    print(" ".join(collect(args.src, args.dest)))
+    return 0
+  if args.command == "report":
+    print(report(args.runs, args.results_dir))
+    return 0
+  torch = _torch()
+  torch.backends.cudnn.benchmark = True  # as the official code
+  torch.backends.cudnn.allow_tf32 = False  # float32 convolutions, as the TF runs
+  torch.backends.cuda.matmul.allow_tf32 = False
+  torch.set_num_threads(1)
+  if args.command == "all":
+    args.deadline_at = time.time() + args.deadline_s if args.deadline_s else 0.0
+    decoded = pathlib.Path(args.decoded or f"{args.out.rstrip('/')}_data")
+    _machine(args, decode(args.data, decoded))
+    args.data = str(decoded)
+    return 1 if run_all(args) else 0
+  run = Run(pathlib.Path(args.out), args.method, args.seed, args.until,
+            pathlib.Path(args.init_from) if args.init_from else None)
+  finished = train(run, args.data, _recipe(args), args.device, args.deadline_at or None,
+                   args.limit or None)
+  run_result(run, finished)
+  print(f"{run.out.name}: {'finished' if finished else 'stopped at the deadline'}", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,142 @@
+"""Tests of launch/torch_reference.py: the PyTorch reference against m2m_tf and float64 NumPy."""
+
+import csv
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import OFFICIAL_NPZ
+from launch import torch_reference as tr
+from m2m_tf.training import schedules
+from test_models import numpy_resnet32
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+COUNTS = torch.tensor([5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50], dtype=torch.float32)
+
+
+def _official_g():
+  g = tr.build_resnet32()
+  tr.load_official(g, OFFICIAL_NPZ)
+  return g.eval()
+
+
+def test_learning_rate_equals_m2m_tf_schedule():
+  ours = schedules.warmup_step_lr(0.1, 5, [160, 180], [0.01, 0.01])
+  recipe = tr.Recipe()
+  for epoch in range(200):
+    assert tr.learning_rate(recipe, epoch) == pytest.approx(ours(epoch), rel=1e-12)
+  assert tr.learning_rate(recipe, 0) == pytest.approx(0.02)
+  assert tr.learning_rate(recipe, 180) == pytest.approx(1e-5)
+
+
+def test_resnet32_on_official_weights_matches_float64_numpy():
+  g = _official_g()
+  assert sum(p.numel() for p in g.parameters()) == 464154  # ResNet-32, CIFAR-10 head
+  with np.load(OFFICIAL_NPZ) as d:
+    sd = {k: d[k] for k in d.files}
+  x = np.random.default_rng(2).random((3, 32, 32, 3), np.float32)
+  ref = numpy_resnet32(x, sd)
+  with torch.no_grad():
+    got = g(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+  # The same float32 analysis as m2m_tf's own model test (tests/test_models.py): ~5e-5 for
+  # logits up to 6.5 through 31 convs and BNs.
+  np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_official_init_scales():
+  torch.manual_seed(0)
+  f = tr.build_resnet32()
+  w = f.stage_3[4].conv_b.weight.detach().numpy()
+  # N(0, 2 / (3 * 3 * 64)): 36,864 draws, so the sample sd is within ~1% of sqrt(2/576).
+  assert np.std(w) == pytest.approx(np.sqrt(2 / 576), rel=0.03)
+  assert np.all(f.bn_1.weight.detach().numpy() == 1)
+  lin = f.linear.weight.detach().numpy()
+  assert np.std(lin) == pytest.approx(np.sqrt(2 / 64), rel=0.2)  # He normal, fan-in 64
+
+
+def test_translate_matches_m2m_tf_translate():
+  """Without the random start both implement the same T normalised steps (the TF loss is a
+  per-sample sum, the official a batch mean: after per-sample normalisation, the same step)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from m2m_tf import models  # pylint: disable=g-import-not-at-top
+  from m2m_tf.m2m.translate import translate as tf_translate  # pylint: disable=g-import-not-at-top
+  g = _official_g()
+  g_tf = models.load_torch_state_dict(models.resnet32(10), OFFICIAL_NPZ)
+  x0 = np.random.default_rng(3).random((4, 32, 32, 3), np.float32)
+  seed_y, target_y = np.array([0, 1, 2, 0]), np.array([9, 8, 7, 5])
+  recipe = tr.Recipe(steps=3, start_noise=0.0)
+  got = tr.translate(g, g, torch.from_numpy(x0.transpose(0, 3, 1, 2).copy()),
+                     torch.from_numpy(seed_y), torch.from_numpy(target_y), recipe, None)
+  ref = tf_translate(g_tf, g_tf, tf.constant(x0), seed_y, target_y, lam=0.5,
+                     step_size=0.1, steps=3).numpy()
+  got = got.numpy().transpose(0, 2, 3, 1)
+  moved = np.sqrt(((got - x0) ** 2).sum(axis=(1, 2, 3)))
+  assert np.all(moved > 0.15)  # three steps of L2 length 0.1, some of it clipped
+  # Each step's direction agrees to float32 gradient rounding (~1e-5 relative, so ~1e-6 of a
+  # 0.1 step); three steps: a few 1e-6 (measured 1.2e-7 on a Xeon). Longer chains can cross
+  # ReLU kinks and clip bounds differently (T = 10: 3e-3 measured), hence T = 3.
+  np.testing.assert_allclose(got, ref, atol=2e-5)
+
+
+def test_choose_seeds_follows_the_official_rules():
+  gen = torch.Generator().manual_seed(0)
+  y = torch.arange(10).repeat(64)
+  n_gen, slots, j, p = tr.choose_seeds(y, COUNTS, tr.Recipe(), gen)
+  assert not torch.any(y[slots] == 0)  # the largest class keeps every slot
+  assert torch.all(COUNTS[y[j]] > COUNTS[y[slots]])  # seeds only from larger classes
+  expected = 1 - 0.999 ** (COUNTS[y[j]] - COUNTS[y[slots]])
+  torch.testing.assert_close(p, expected)
+  # P(slot generates) = 1 - N_k / N_max: 640 slots, expected 640 * mean(1 - N/5000).
+  mean = float((1 - COUNTS / 5000).mean()) * 640
+  assert abs(n_gen - mean) < 4 * np.sqrt(mean)
+  none = tr.choose_seeds(torch.zeros(8, dtype=torch.long), COUNTS, tr.Recipe(), gen)
+  assert none[0] == 0 and none[1].numel() == 0
+
+
+def test_selected_row_keeps_the_last_tie():
+  rows = [{"epoch": e, "val_bacc": v} for e, v in ((1, 50.0), (2, 60.0), (3, 55.0), (4, 60.0))]
+  assert tr.selected_row(rows)["epoch"] == 4
+
+
+def _history(path):
+  with open(path, newline="") as fh:
+    return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_export_all_resume_and_report_on_cpu():
+  """export -> all (decode check, phase 1, three branches) -> a resumed run equals the
+  straight one -> report, on a few hundred images."""
+  with tempfile.TemporaryDirectory() as tmp:
+    tmp = pathlib.Path(tmp)
+    tr.export(tmp / "exported", g_path=OFFICIAL_NPZ)
+    base = [sys.executable, "-m", "launch.torch_reference"]
+    small = ["--device", "cpu", "--epochs", "3", "--deferral", "2", "--limit", "120"]
+    subprocess.run(base + ["all", "--data", str(tmp / "exported"), "--out", str(tmp / "runs"),
+                           "--seeds", "0"] + small, check=True, cwd=REPO)
+    machine = (tmp / "runs" / "machine.json").read_text()
+    assert '"match": false' not in machine  # Pillow decodes exactly what TF decoded
+    phase1 = _history(tmp / "runs" / "erm_phase1_s0" / "history.csv")
+    m2m = _history(tmp / "runs" / "m2m_s0" / "history.csv")
+    assert len(phase1) == 2 and len(m2m) == 3 and m2m[:2] == phase1
+    assert float(m2m[2]["seeded"]) > 0 and float(phase1[1]["seeded"]) == 0
+    one = [*base, "train", "--data", str(tmp / "runs_data"), "--method", "erm", "--seed", "0",
+           "--out", str(tmp / "resumed")] + small
+    subprocess.run(one + ["--until", "1"], check=True, cwd=REPO)
+    subprocess.run(one + ["--until", "2"], check=True, cwd=REPO)
+    resumed = _history(tmp / "resumed" / "history.csv")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip(resumed) == strip(phase1)
+    tr.collect(tmp / "runs", tmp / "collected")
+    assert not list((tmp / "collected").glob("*/state.pt"))
+    base_out = tr.report(tmp / "collected", tmp, tf_table=tmp / "none.csv",
+                         tf_phase1=tmp / "none.csv", recipe=tr.Recipe(epochs=3, deferral=2))
+    text = pathlib.Path(f"{base_out}.md").read_text()
+    assert "| ERM-M2m | " in text and "(n=1)" in text
+    assert os.path.exists(f"{base_out}.csv")
