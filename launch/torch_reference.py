@@ -520,6 +520,80 @@ def export(out, data_dir=None, g_path=None) -> pathlib.Path:
   return out
 
 
+def import_tf_phase1(tf_run, out, epochs: int = 160) -> pathlib.Path:
+  """Writes m2m_tf's phase-1 state after `epochs` epochs (a Keras-form run folder) as a finished
+  phase-1 run of this module in `out` (state.pt, history.csv, result.json), so that `all`
+  branches PyTorch rows from the very weights m2m_tf's rows branched from.
+
+  The weights map by module name (`torch_import.torch_state_dict`); Keras' momentum slot m is
+  -lr times PyTorch's buffer at a steady lr (docs/method.md difference 9), so b = -m / lr.
+  """
+  from m2m_tf import models  # pylint: disable=g-import-not-at-top
+  from m2m_tf.models import torch_import  # pylint: disable=g-import-not-at-top
+  from m2m_tf.training import checkpoint  # pylint: disable=g-import-not-at-top
+  torch = _torch()
+  state = checkpoint.load_state(os.path.join(tf_run, "ckpt", f"state-{epochs:04d}.json"))
+  model = models.resnet32(10)
+  _assign_checked(model.weights, state.f_weights)
+  slots = state.optimizer_vars[-len(model.trainable_variables):]  # after iterations and lr
+  _assign_checked(model.trainable_variables, slots, assign=False)
+  lr = learning_rate(Recipe(), epochs - 1)
+  f = build_resnet32()
+  weights = {k: torch.from_numpy(np.array(v)) for k, v in
+             torch_import.torch_state_dict(model).items()}
+  for v, m in zip(model.trainable_variables, slots):  # the slots, laid out as the weights
+    v.assign(-m / lr)
+  buffers = torch_import.torch_state_dict(model)
+  missing, unexpected = f.load_state_dict(weights, strict=False)
+  if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
+    raise SystemExit(f"weights do not map: missing {missing}, unexpected {unexpected}")
+  opt = torch.optim.SGD(f.parameters(), lr=lr, momentum=0.9, weight_decay=Recipe.weight_decay)
+  for name, p in f.named_parameters():
+    opt.state[p]["momentum_buffer"] = torch.from_numpy(np.array(buffers[name]))
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  save_state(out, f, opt, epochs)
+  write_history(out, [_tf_history_row(r, s) for r, s in
+                      zip(state.history[:epochs], state.epoch_seconds[:epochs])])
+  (out / "result.json").write_text(json.dumps({"epochs": epochs, "from_tf": str(tf_run)}))
+  _check_val(f, float(state.history[epochs - 1]["val_bacc"]))
+  return out
+
+
+def _check_val(f, tf_val_bacc: float) -> None:
+  """The imported f must score m2m_tf's recorded validation bACC (within one image per class
+  pair: a prediction at a near-tie may flip under another framework's rounding)."""
+  from data_prep import registry  # pylint: disable=g-import-not-at-top
+  torch = _torch()
+  ds = registry.load_dataset("cifar10_jpeg_lt")
+  x = torch.from_numpy(np.ascontiguousarray(ds.x_val.transpose(0, 3, 1, 2)))
+  got = 100 * float(recalls(f, x, torch.from_numpy(ds.y_val), ds.num_classes).mean())
+  print(f"imported f: validation bACC {got:.2f}, m2m_tf recorded {tf_val_bacc:.2f}")
+  if abs(got - tf_val_bacc) > 0.21:
+    raise SystemExit(f"the imported f scores {got:.2f}, m2m_tf recorded {tf_val_bacc:.2f}")
+
+
+def _assign_checked(variables, arrays, assign: bool = True) -> None:
+  """Checks that the arrays fit the variables one by one (and assigns them)."""
+  if len(variables) != len(arrays):
+    raise SystemExit(f"{len(arrays)} arrays for {len(variables)} variables")
+  for v, a in zip(variables, arrays):
+    if tuple(v.shape) != tuple(a.shape):
+      raise SystemExit(f"{v.path}: shape {tuple(v.shape)}, array {tuple(a.shape)}")
+    if assign:
+      v.assign(a)
+
+
+def _tf_history_row(row: Dict, seconds: float) -> Dict:
+  """One m2m_tf history row (epoch counted from 0) in this module's history format."""
+  out = {"epoch": int(row["epoch"]) + 1, "lr": row["lr"], "train_loss": row["loss"],
+         "train_acc": 100 * float(row["accuracy"]), "gen_slots": 0, "seeded": 0, "accepted": 0}
+  out.update({k: row[k] for k in ("val_bacc", "val_gm", "test_bacc", "test_gm")})
+  out.update({f"recall_{c}": "" for c in range(10)})
+  out["seconds"] = seconds
+  return out
+
+
 def _digest(images: np.ndarray) -> str:
   """sha256 of uint8 NHWC images."""
   return hashlib.sha256(np.ascontiguousarray(images, np.uint8).tobytes()).hexdigest()
@@ -570,33 +644,39 @@ def summarize_run(name: str, rows: Sequence[Dict], recipe: Recipe) -> Dict:
          "accept_rate": (sum(float(r["accepted"]) for r in own) / seeded) if seeded else None,
          "seconds_per_epoch": np.mean([float(r["seconds"]) for r in own]) if own else None}
   for key in ["val_bacc", "test_bacc", "test_gm"] + [k for k in rows[0] if "recall_" in k]:
-    out[key] = float(best[key]) if best else None
+    out[key] = float(best[key]) if best and best[key] != "" else None  # "": not recorded
   return out
 
 
-def phase1_rows(runs_dir: pathlib.Path, tf_history, deferral: int,
-                window: int = 20) -> List[List[str]]:
-  """Phase 1 side by side: each PyTorch seed's and m2m_tf's training loss at the deferral epoch
-  and mean validation and test bACC over the `window` epochs up to it (at lr 0.1 a single
-  epoch's bACC swings by several points)."""
+def phase1_windows(deferral: int) -> List[tuple]:
+  """(first, last) epochs of the phase-1 windows: 21-60, 61-100, 101-140, 141-160 for 160."""
+  edges = [deferral * k // 8 for k in (1, 3, 5, 7)] + [deferral]
+  return [(lo + 1, hi) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def phase1_rows(runs_dir: pathlib.Path, tf_history, deferral: int) -> List[List[str]]:
+  """Phase 1 side by side: each PyTorch seed's and m2m_tf's training loss at the deferral
+  epoch and mean validation bACC over `phase1_windows` (at lr 0.1 a single epoch's bACC
+  swings by several points, so windows are averaged)."""
   import pandas as pd  # pylint: disable=g-import-not-at-top
   out = []
   for hist in sorted(runs_dir.glob("erm_phase1_s*/history.csv")):
     frame = pd.read_csv(hist)
-    out.append(_phase1_row(f"PyTorch, {hist.parent.name}", frame, "train_loss", deferral,
-                           window))
+    out.append(_phase1_row(f"PyTorch, {hist.parent.name}", frame, "train_loss", deferral))
   if pathlib.Path(tf_history).exists():
     frame = pd.read_csv(tf_history)  # its epoch column counts from 0
     frame = frame.assign(epoch=frame.epoch + 1)
-    out.append(_phase1_row("m2m_tf (TF), erm_phase1_s0", frame, "loss", deferral, window))
+    out.append(_phase1_row("m2m_tf (TF), erm_phase1_s0", frame, "loss", deferral))
   return out
 
 
-def _phase1_row(label: str, frame, loss_column: str, deferral: int, window: int) -> List[str]:
-  """One line of `phase1_rows`: epochs deferral - window + 1 .. deferral of a history frame."""
-  last = frame[(frame.epoch > deferral - window) & (frame.epoch <= deferral)]
-  return [label, _f(float(last[loss_column].iloc[-1]), 3), _f(last.val_bacc.mean()),
-          _f(last.test_bacc.mean())]
+def _phase1_row(label: str, frame, loss_column: str, deferral: int) -> List[str]:
+  """One line of `phase1_rows` from a history frame (epochs counted from 1)."""
+  at = frame[frame.epoch == deferral]
+  loss = float(at[loss_column].iloc[0]) if len(at) else None
+  means = [frame.val_bacc[(frame.epoch >= lo) & (frame.epoch <= hi)].mean()
+           for lo, hi in phase1_windows(deferral)]
+  return [label, _f(loss, 3)] + [_f(m) for m in means]
 
 
 def _mean_sd(values: Sequence[float]) -> str:
@@ -608,17 +688,22 @@ def _mean_sd(values: Sequence[float]) -> str:
   return f"{np.mean(v):.2f}{sd} (n={len(v)})"
 
 
-def collect(src, dest) -> List[str]:
+def collect(src, dest, states: bool = False) -> List[str]:
   """Copies each run's history.csv and result.json, and machine.json, from a device output
-  folder `src` into `dest` (the states are left behind). Returns the runs copied."""
+  folder `src` into `dest`; with `states`, an unfinished run's state.pt too (what a later
+  session resumes from). Returns the runs copied."""
   src, dest = pathlib.Path(src), pathlib.Path(dest)
   copied = []
   for hist in sorted(src.glob("*/history.csv")):
-    (dest / hist.parent.name).mkdir(parents=True, exist_ok=True)
-    for name in ("history.csv", "result.json"):
-      if (hist.parent / name).exists():
-        shutil.copyfile(hist.parent / name, dest / hist.parent.name / name)
-    copied.append(hist.parent.name)
+    run = hist.parent
+    (dest / run.name).mkdir(parents=True, exist_ok=True)
+    names = ["history.csv", "result.json"]
+    if states and not (run / "result.json").exists():
+      names.append("state.pt")
+    for name in names:
+      if (run / name).exists():
+        shutil.copyfile(run / name, dest / run.name / name)
+    copied.append(run.name)
   if (src / "machine.json").exists():
     shutil.copyfile(src / "machine.json", dest / "machine.json")
   return copied
@@ -634,12 +719,13 @@ def _tf_rows(path) -> Dict[str, Dict]:
 
 
 def _tf_text(row: Optional[Dict]) -> str:
-  """'bACC / GM' of a finished TF row, else its progress."""
+  """'bACC / GM' of a finished TF row at the epoch the official rule selects (the last on a
+  validation tie, as this module), else its progress."""
   if row is None:
     return "n/a"
   if row["status"] != "done":
     return f"running ({row['epochs']})"
-  return f"{row['test_bacc']:.2f} / {row['test_gm']:.2f}"
+  return f"{row['test_bacc_last_tie']:.2f} / {row['test_gm_last_tie']:.2f}"
 
 
 TF_PHASE1 = "results/cifar10_jpeg_lt_full/erm_phase1_s0/history.csv"
@@ -671,14 +757,44 @@ def report(runs_dir, results_dir, tf_table="results/cifar10_jpeg_lt.csv",
       markdown_table(["run", "epochs", "selected epoch", "val bACC", "test bACC", "test GM",
                       "latest epoch: val / test bACC", "M2m acceptance",
                       "GPU s per epoch after 160"], per_run), "",
-      "## Phase 1 (ERM, epochs 1-160, shared by each seed's rows)", "",
-      markdown_table(["run", "training loss, epoch 160", "mean val bACC, epochs 141-160",
-                      "mean test bACC, epochs 141-160"],
+      f"## Phase 1 (ERM, epochs 1-{recipe.deferral}, shared by each seed's rows)", "",
+      markdown_table(["run", f"training loss, epoch {recipe.deferral}"] +
+                     [f"mean val bACC, epochs {lo}-{hi}"
+                      for lo, hi in phase1_windows(recipe.deferral)],
                      phase1_rows(runs_dir, tf_phase1, recipe.deferral)), ""]
+  text += _from_tf_section(runs_dir / "from_tf", _tf_rows(tf_table), recipe)
   tmp = pathlib.Path(f"{base}.md.tmp")
   tmp.write_text("\n".join(text))
   os.replace(tmp, f"{base}.md")
   return base
+
+
+def _from_tf_section(folder: pathlib.Path, tf_rows: Dict[str, Dict],
+                     recipe: Recipe) -> List[str]:
+  """The rows branched in PyTorch from m2m_tf's own phase-1 state (`import_tf`), beside
+  m2m_tf's rows: the same weights and momentum after epoch 160, then each framework's
+  epochs 161-200 (their data order and kernels differ)."""
+  from launch.markdown import markdown_table  # pylint: disable=g-import-not-at-top
+  runs = [m for m in METHODS if (folder / f"{m}_s0" / "history.csv").exists()]
+  if not runs:
+    return []
+  lines = []
+  for m in runs:
+    r = summarize_run(f"{m}_s0", read_history(folder / f"{m}_s0"), recipe)
+    pytorch = (f"{_f(r['test_bacc'])} / {_f(r['test_gm'])} (epoch {r['best_epoch']})"
+               if r["best_epoch"] else f"running ({r['epochs']}; epoch {r['latest_epoch']}: "
+               f"val {_f(r['latest_val_bacc'])}, test {_f(r['latest_test_bacc'])})")
+    lines.append([LABELS[m], pytorch, _tf_text(tf_rows.get(m)), _f(r["accept_rate"], 3),
+                  _f(r["seconds_per_epoch"], 1)])
+  return ["## From m2m_tf's own phase-1 state (seed 0)", "",
+          "`python -m launch.torch_reference import_tf` converts m2m_tf's state after epoch 160 "
+          "(`results/cifar10_jpeg_lt_full/erm_phase1_s0`; weights by module name, momentum "
+          "b = -m / lr) into a phase-1 run that scores m2m_tf's recorded validation bACC; "
+          "PyTorch then trains each row's epochs 161-200 from it. Both sides start from the same "
+          "weights; their data order, random draws and kernels differ.", "",
+          markdown_table(["row", "PyTorch test bACC / GM (selected epoch)",
+                          "m2m_tf test bACC / GM", "M2m acceptance",
+                          "GPU s per epoch after 160"], lines), ""]
 
 
 def _summary(frame, tf_rows: Dict[str, Dict]) -> List[List[str]]:
@@ -717,11 +833,12 @@ def _report_header(runs_dir: pathlib.Path) -> List[str]:
       "is kept (97 steps per epoch; m2m_tf drops it: 96).",
       "- Each seed's ERM, DRS and M2m share that seed's first 160 epochs. Test metrics are "
       "those of the epoch with the best validation bACC, the last one on a tie (the official "
-      "rule). ± is the standard deviation over seeds.", ""]
+      "rule; m2m_tf's numbers here are taken at the epoch that rule selects in its runs). ± is "
+      "the standard deviation over seeds.", ""]
 
 
 def _parser() -> argparse.ArgumentParser:
-  """The command line: export | train | all | collect | report."""
+  """The command line: export | import_tf | train | all | collect | report."""
   p = argparse.ArgumentParser(prog="python -m launch.torch_reference", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = p.add_subparsers(dest="command", required=True)
@@ -749,9 +866,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="the rows to branch from each phase-1 run (erm,drs,m2m)")
   all_p.add_argument("--decoded", default=None, help="decoded arrays' folder (<out>_data)")
   all_p.add_argument("--deadline_s", type=float, default=0.0, help="seconds from now; 0: none")
+  i = sub.add_parser("import_tf", help="m2m_tf's phase-1 state as a phase-1 run (needs TF)")
+  i.add_argument("--tf_run", default="results/cifar10_jpeg_lt_full/erm_phase1_s0")
+  i.add_argument("--out", default=".torchref/from_tf/erm_phase1_s0")
   c = sub.add_parser("collect", help="copy histories from a device output folder")
   c.add_argument("--src", required=True)
   c.add_argument("--dest", default="results/torch_reference")
+  c.add_argument("--states", action="store_true", help="also unfinished runs' state.pt")
   r = sub.add_parser("report", help="the tables (needs pandas)")
   r.add_argument("--runs", default="results/torch_reference")
   r.add_argument("--results_dir", default="results")
@@ -774,8 +895,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if args.command == "export":
     print(export(args.out, args.data_dir, args.g_npz))
     return 0
+  if args.command == "import_tf":
+    print(import_tf_phase1(args.tf_run, args.out))
+    return 0
   if args.command == "collect":
-    print(" ".join(collect(args.src, args.dest)))
+    print(" ".join(collect(args.src, args.dest, args.states)))
     return 0
   if args.command == "report":
     print(report(args.runs, args.results_dir))

@@ -140,3 +140,40 @@ def test_export_all_resume_and_report_on_cpu():
     text = pathlib.Path(f"{base_out}.md").read_text()
     assert "| ERM-M2m | " in text and "(n=1)" in text
     assert os.path.exists(f"{base_out}.csv")
+
+
+def test_torch_state_dict_inverts_load_torch_state_dict():
+  from m2m_tf import models  # pylint: disable=g-import-not-at-top
+  from m2m_tf.models import torch_import  # pylint: disable=g-import-not-at-top
+  model = models.load_torch_state_dict(models.resnet32(10), OFFICIAL_NPZ)
+  back = torch_import.torch_state_dict(model)
+  with np.load(OFFICIAL_NPZ) as d:
+    original = {k: d[k] for k in d.files if not k.endswith("num_batches_tracked")}
+  assert sorted(back) == sorted(original)
+  for key, value in original.items():
+    np.testing.assert_array_equal(back[key], value, err_msg=key)
+
+
+TF_PHASE1 = REPO / "results" / "cifar10_jpeg_lt_full" / "erm_phase1_s0"
+
+
+@pytest.mark.skipif(not (TF_PHASE1 / "ckpt" / "state-0160.json").exists(),
+                    reason="the committed phase-1 state is not in this checkout")
+def test_import_tf_phase1_state():
+  """m2m_tf's state after 160 epochs becomes a phase-1 run: f scores m2m_tf's recorded
+  validation bACC (checked inside), and every momentum buffer has its parameter's shape and is
+  -m / lr of the Keras slot (spot-checked on the linear layer, whose layout is transposed)."""
+  from m2m_tf.training import checkpoint  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as tmp:
+    out = tr.import_tf_phase1(TF_PHASE1, pathlib.Path(tmp) / "erm_phase1_s0")
+    state = torch.load(out / "state.pt")
+    assert state["epochs"] == 160 and len(_history(out / "history.csv")) == 160
+    f = tr.build_resnet32()
+    f.load_state_dict(state["f"])
+    slots = state["opt"]["state"]
+    buffers = [slots[i]["momentum_buffer"] for i in range(len(slots))]
+    for p, b in zip(f.parameters(), buffers):
+      assert p.shape == b.shape
+    tf_state = checkpoint.load_state(str(TF_PHASE1 / "ckpt" / "state-0160.json"))
+    keras_slot = tf_state.optimizer_vars[-2]  # the linear kernel's slot, (in, out)
+    np.testing.assert_allclose(buffers[-2].numpy(), -keras_slot.T / 0.1, rtol=1e-6)

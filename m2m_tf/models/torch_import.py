@@ -154,3 +154,20 @@ def load_torch_state_dict(model, npz_path):
   for key, (variable, _, convert) in expected.items():
     variable.assign(convert(state[key]).astype(variable.dtype))
   return model
+
+
+_TO_TORCH = {_conv_kernel: lambda a: np.transpose(a, (3, 2, 0, 1)),
+             _dense_kernel: lambda a: np.transpose(a, (1, 0)), _same: lambda a: a}
+
+
+def torch_state_dict(model) -> dict:
+  """The inverse of `load_torch_state_dict`: `model`'s weights as a PyTorch-layout state dict
+  ({key: float32 array}, no `num_batches_tracked`), keyed by module name as that function
+  expects; loading it back gives the same weights."""
+  return {key: _TO_TORCH[convert](np.asarray(variable.numpy()))
+          for key, (variable, _, convert) in _expected_tensors(model).items()}
+
+
+def torch_keys_of(model) -> dict:
+  """{Keras variable path: PyTorch key} of `model`'s mapped variables (for optimizer slots)."""
+  return {variable.path: key for key, (variable, _, _) in _expected_tensors(model).items()}
