@@ -93,12 +93,25 @@ def _torch():
   return torch
 
 
-def build_resnet32(num_classes: int = 10):
+def build_resnet32(num_classes: int = 10, normed_head: bool = False):
   """The official CIFAR ResNet-32: 3 stages of 5 basic blocks (16/32/64 channels), zero-padded
   identity shortcuts, its initialisation, and the input normaliser inside. Parameter names
-  follow the official checkpoint, so its state dict loads as it is."""
+  follow the official checkpoint, so its state dict loads as it is. `normed_head`: LDAM's
+  cosine head (the official NormedLinear, its weight stored as (in, out)) instead of a linear
+  layer. Also the PyTorch oracle of tests/test_torch_import.py."""
   torch = _torch()
   nn, F = torch.nn, torch.nn.functional
+
+  class NormedLinear(nn.Module):
+    """Cosine logits: normalised features times column-normalised weights."""
+
+    def __init__(self, cin: int, cout: int):
+      super().__init__()
+      self.weight = nn.Parameter(torch.empty(cin, cout).uniform_(-1, 1).renorm_(2, 1, 1e-5)
+                                 .mul_(1e5))
+
+    def forward(self, x):
+      return F.normalize(x, dim=1).mm(F.normalize(self.weight, dim=0))
 
   class Block(nn.Module):
     """Basic block; a shortcut that halves the size subsamples and pads channels with zeros."""
@@ -131,7 +144,7 @@ def build_resnet32(num_classes: int = 10):
       for i, (cin, cout, stride) in enumerate(widths):
         blocks = [Block(cin, cout, stride)] + [Block(cout, cout, 1) for _ in range(4)]
         setattr(self, f"stage_{i + 1}", nn.Sequential(*blocks))
-      self.linear = nn.Linear(64, num_classes)
+      self.linear = NormedLinear(64, num_classes) if normed_head else nn.Linear(64, num_classes)
 
     def features(self, x):
       x = (x.clamp(0, 1) - self.mean) / self.std

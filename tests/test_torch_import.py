@@ -19,90 +19,19 @@ torch = pytest.importorskip(
 from absl.testing import parameterized  # pylint: disable=g-import-not-at-top
 import numpy as np
 import tensorflow as tf
-from torch import nn
-import torch.nn.functional as F
 
+from launch import torch_reference
 from m2m_tf import models
-from m2m_tf.models import resnet
 from helpers import OFFICIAL_NPZ
 
 
 
-# --- The official architecture (alinlab/M2m models/resnet32.py), re-typed. ---
+# The PyTorch copy of the official architecture is launch/torch_reference.py's (normaliser
+# inside, as the official code's `model(normalizer(x))`).
 
 
-class DownsampleA(nn.Module):
-
-  def __init__(self):
-    super().__init__()
-    self.avg = nn.AvgPool2d(kernel_size=1, stride=2)
-
-  def forward(self, x):
-    x = self.avg(x)
-    return torch.cat((x, x.mul(0)), 1)
-
-
-class NormedLinear(nn.Module):
-
-  def __init__(self, in_features, out_features):
-    super().__init__()
-    self.weight = nn.Parameter(torch.Tensor(in_features, out_features))
-    self.weight.data.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
-
-  def forward(self, x):
-    return F.normalize(x, dim=1).mm(F.normalize(self.weight, dim=0))
-
-
-class BasicBlock(nn.Module):
-
-  def __init__(self, inplanes, planes, stride=1, downsample=None):
-    super().__init__()
-    self.conv_a = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-    self.bn_a = nn.BatchNorm2d(planes)
-    self.conv_b = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-    self.bn_b = nn.BatchNorm2d(planes)
-    self.downsample = downsample
-
-  def forward(self, x):
-    residual = x
-    out = F.relu(self.bn_a(self.conv_a(x)))
-    out = self.bn_b(self.conv_b(out))
-    if self.downsample is not None:
-      residual = self.downsample(x)
-    return F.relu(residual + out)
-
-
-class TorchResNet32(nn.Module):
-  """CifarResNet(depth=32); forward takes already-normalised NCHW images."""
-
-  def __init__(self, num_classes=10, normalized=False):
-    super().__init__()
-    self.conv_1_3x3 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-    self.bn_1 = nn.BatchNorm2d(16)
-    self.inplanes = 16
-    self.stage_1 = self._make_layer(16, 5, 1)
-    self.stage_2 = self._make_layer(32, 5, 2)
-    self.stage_3 = self._make_layer(64, 5, 2)
-    self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-    if normalized:
-      self.linear = NormedLinear(64, num_classes)
-    else:
-      self.linear = nn.Linear(64, num_classes)
-
-  def _make_layer(self, planes, blocks, stride):
-    downsample = None
-    if stride != 1 or self.inplanes != planes:
-      downsample = DownsampleA()
-    layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
-    self.inplanes = planes
-    layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
-    return nn.Sequential(*layers)
-
-  def forward(self, x):
-    x = F.relu(self.bn_1(self.conv_1_3x3(x)))
-    x = self.stage_3(self.stage_2(self.stage_1(x)))
-    x = self.avgpool(x).view(x.size(0), -1)
-    return self.linear(x)
+def TorchResNet32(num_classes=10, normalized=False):  # pylint: disable=invalid-name
+  return torch_reference.build_resnet32(num_classes, normed_head=normalized)
 
 
 # --- Helpers. ---
@@ -131,11 +60,9 @@ def _randomize(net, seed):
 def _torch_logits(net, images_nhwc):
   """PyTorch's logits in float64: the reference, so that only TF's float32 error is compared."""
   net64 = copy.deepcopy(net).double().eval()
-  mean = torch.tensor(resnet.CIFAR10_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
-  std = torch.tensor(resnet.CIFAR10_STD, dtype=torch.float64).view(1, 3, 1, 1)
   x = torch.from_numpy(images_nhwc.astype(np.float64)).permute(0, 3, 1, 2)
   with torch.no_grad():
-    return net64((x - mean) / std).numpy()
+    return net64(x).numpy()
 
 
 def _save_npz(state, path):
