@@ -22,7 +22,8 @@ TABLES = ("reuters.md", "twitter.md", "ablations_reuters.md", "ablations_twitter
           "vocab_reuters.md", "substitutes_twitter.md", "budgets_reuters.md", "budgets_twitter.md",
           "selection_ties.md",
           "bench.md", "bench_resnet32_quiet.md", "bench_resnet32_amd.md", "cifar10_jpeg_lt.md",
-          "torch_reference_cifar10_jpeg_lt.md", "official_g_cifar10_jpeg.md", "cifar10_jpeg_cpu_short.md", "bench_precision.md",
+          "torch_reference_cifar10_jpeg_lt.md", "official_g_cifar10_jpeg.md",
+          "cifar10_jpeg_cpu_short.md", "bench_precision.md",
           "precision_cifar10_jpeg.md", "gpu_check.md", "digits_lt10.md")
 
 

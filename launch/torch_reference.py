@@ -5,10 +5,13 @@ are a lossy JPEG substitute, so part of that gap is expected; this module measur
 the data's and how much could be ours. It re-implements the official PyTorch recipe
 (docs/torch_reference.md lists each rule and where it differs from m2m_tf) without importing
 TensorFlow or m2m_tf, so it runs where TensorFlow does not (a lent GPU machine), on the very
-arrays the TF runs use (exported here by `export`).
+arrays the TF runs use (exported here by `export`). The model is launch/torch_resnet.py; the
+subcommands that run beside m2m_tf are in launch/torch_reference_bridge.py, the tables in
+launch/torch_reference_report.py.
 
 Commands:
-  python -m launch.torch_reference export --out .torchref        # here: arrays + official g
+  python -m launch.torch_reference export --out .torchref        # here: JPEGs + official g
+  python -m launch.torch_reference import_tf                      # here: m2m_tf's phase 1
   python3 -m launch.torch_reference all --data .torchref --out DIR --seeds 0,1,2
                                                                  # on a GPU: 3 seeds, 4 runs each
   python -m launch.torch_reference collect --src DIR              # here: histories to results/
@@ -27,7 +30,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import math
 import os
 import pathlib
 import shutil
@@ -43,9 +45,6 @@ JPEG_FILE = "cifar10_jpeg_lt_jpeg.npz"
 SPLITS = ("train", "val", "test")
 G_FILE = "official_g.npz"
 G_SOURCE = "official_erm_resnet32_cifar10lt_r100.npz"
-# CIFAR-10 channel statistics of the official code's input normaliser.
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2023, 0.1994, 0.2010)
 METHODS = ("erm", "drs", "m2m")
 LABELS = {"erm": "ERM", "drs": "ERM-DRS", "m2m": "ERM-M2m"}
 
@@ -94,93 +93,15 @@ def _torch():
 
 
 def build_resnet32(num_classes: int = 10, normed_head: bool = False):
-  """The official CIFAR ResNet-32: 3 stages of 5 basic blocks (16/32/64 channels), zero-padded
-  identity shortcuts, its initialisation, and the input normaliser inside. Parameter names
-  follow the official checkpoint, so its state dict loads as it is. `normed_head`: LDAM's
-  cosine head (the official NormedLinear, its weight stored as (in, out)) instead of a linear
-  layer. Also the PyTorch oracle of tests/test_torch_import.py."""
-  torch = _torch()
-  nn, F = torch.nn, torch.nn.functional
-
-  class NormedLinear(nn.Module):
-    """Cosine logits: normalised features times column-normalised weights."""
-
-    def __init__(self, cin: int, cout: int):
-      super().__init__()
-      self.weight = nn.Parameter(torch.empty(cin, cout).uniform_(-1, 1).renorm_(2, 1, 1e-5)
-                                 .mul_(1e5))
-
-    def forward(self, x):
-      return F.normalize(x, dim=1).mm(F.normalize(self.weight, dim=0))
-
-  class Block(nn.Module):
-    """Basic block; a shortcut that halves the size subsamples and pads channels with zeros."""
-
-    def __init__(self, cin: int, cout: int, stride: int):
-      super().__init__()
-      self.conv_a = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-      self.bn_a = nn.BatchNorm2d(cout)
-      self.conv_b = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-      self.bn_b = nn.BatchNorm2d(cout)
-      self.stride = stride
-
-    def forward(self, x):
-      out = self.bn_b(self.conv_b(F.relu(self.bn_a(self.conv_a(x)))))
-      if self.stride != 1:
-        x = x[:, :, ::self.stride, ::self.stride]
-        x = torch.cat([x, torch.zeros_like(x)], 1)
-      return F.relu(x + out)
-
-  class ResNet32(nn.Module):
-    """f or g: logits of images in [0, 1] (clamped, then normalised as the official code)."""
-
-    def __init__(self):
-      super().__init__()
-      self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
-      self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
-      self.conv_1_3x3 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-      self.bn_1 = nn.BatchNorm2d(16)
-      widths = ((16, 16, 1), (16, 32, 2), (32, 64, 2))
-      for i, (cin, cout, stride) in enumerate(widths):
-        blocks = [Block(cin, cout, stride)] + [Block(cout, cout, 1) for _ in range(4)]
-        setattr(self, f"stage_{i + 1}", nn.Sequential(*blocks))
-      self.linear = NormedLinear(64, num_classes) if normed_head else nn.Linear(64, num_classes)
-
-    def features(self, x):
-      x = (x.clamp(0, 1) - self.mean) / self.std
-      x = F.relu(self.bn_1(self.conv_1_3x3(x)))
-      x = self.stage_3(self.stage_2(self.stage_1(x)))
-      return x.mean((2, 3))
-
-    def forward(self, x):
-      return self.linear(self.features(x))
-
-  model = ResNet32()
-  _official_init(model)
-  return model
-
-
-def _official_init(model) -> None:
-  """Convs N(0, 2 / (k*k*out)), BN weight 1 and bias 0, linear He-normal with bias 0."""
-  torch = _torch()
-  for m in model.modules():
-    if isinstance(m, torch.nn.Conv2d):
-      n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-      m.weight.data.normal_(0, math.sqrt(2.0 / n))
-    elif isinstance(m, torch.nn.BatchNorm2d):
-      m.weight.data.fill_(1)
-      m.bias.data.zero_()
-    elif isinstance(m, torch.nn.Linear):
-      torch.nn.init.kaiming_normal_(m.weight)
-      m.bias.data.zero_()
+  """The official ResNet-32 with its initialisation (`launch.torch_resnet.resnet32`)."""
+  from launch import torch_resnet  # pylint: disable=g-import-not-at-top
+  return torch_resnet.resnet32(num_classes, normed_head)
 
 
 def load_official(model, path) -> None:
-  """Loads a PyTorch-layout `.npz` state dict (the official g) into `model`, strictly."""
-  torch = _torch()
-  with np.load(path) as npz:
-    state = {k: torch.from_numpy(np.array(npz[k])) for k in npz.files}
-  model.load_state_dict(state, strict=True)
+  """Loads the official g's `.npz` state dict into `model` (`launch.torch_resnet`)."""
+  from launch import torch_resnet  # pylint: disable=g-import-not-at-top
+  torch_resnet.load_official(model, path)
 
 
 def augment(x, gen):
@@ -503,111 +424,7 @@ def _recipe(args) -> Recipe:
                 warmup=min(Recipe.warmup, args.deferral))
 
 
-def export(out, data_dir=None, g_path=None) -> pathlib.Path:
-  """Writes the cifar10_jpeg_lt split's JPEG files (what the TF runs decode), the digests of
-  their decoded arrays, and the official g to `out` (JPEG bytes: a fifth of the arrays' size)."""
-  from data_prep import cifar_jpeg, download, paths  # pylint: disable=g-import-not-at-top
-  from data_prep import registry  # pylint: disable=g-import-not-at-top
-  from launch import gpu_check  # pylint: disable=g-import-not-at-top
-  out = pathlib.Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  files, _ = download.checked_raw_files(paths.resolve_data_dir(data_dir),
-                                        (cifar_jpeg.TRAIN_FILE, cifar_jpeg.TEST_FILE), True)
-  archives = [cifar_jpeg.load_jpeg_archive(f) for f in files]
-  idx = cifar_jpeg.split_indices(archives[0], archives[1], 100)
-  decoded = registry.load_dataset("cifar10_jpeg_lt", data_dir)
-  arrays = {"class_names": np.asarray(decoded.class_names)}
-  for split, archive, i in zip(SPLITS, (archives[0], archives[1], archives[1]), idx):
-    blobs = [archive["jpeg_bytes"][archive["offsets"][k]:archive["offsets"][k + 1]] for k in i]
-    arrays[f"jpeg_{split}"] = np.concatenate(blobs)
-    arrays[f"offsets_{split}"] = np.cumsum([0] + [len(b) for b in blobs])
-    arrays[f"y_{split}"] = archive["labels"][i].astype(np.int64)
-    if not np.array_equal(arrays[f"y_{split}"], getattr(decoded, f"y_{split}")):
-      raise SystemExit(f"{split}: the split's labels differ from the dataset's")
-    arrays[f"digest_{split}"] = np.asarray(_digest(getattr(decoded, f"x_{split}")))
-  np.savez(out / JPEG_FILE, **arrays)
-  g_path = gpu_check.find_official_g(g_path, data_dir)
-  if g_path is None:
-    raise SystemExit(f"the official g ({G_SOURCE}) was not found; pass --g_npz")
-  shutil.copyfile(g_path, out / G_FILE)
-  return out
-
-
-def import_tf_phase1(tf_run, out, epochs: int = 160) -> pathlib.Path:
-  """Writes m2m_tf's phase-1 state after `epochs` epochs (a Keras-form run folder) as a finished
-  phase-1 run of this module in `out` (state.pt, history.csv, result.json), so that `all`
-  branches PyTorch rows from the very weights m2m_tf's rows branched from.
-
-  The weights map by module name (`torch_import.torch_state_dict`); Keras' momentum slot m is
-  -lr times PyTorch's buffer at a steady lr (docs/method.md difference 9), so b = -m / lr.
-  """
-  from m2m_tf import models  # pylint: disable=g-import-not-at-top
-  from m2m_tf.models import torch_import  # pylint: disable=g-import-not-at-top
-  from m2m_tf.training import checkpoint  # pylint: disable=g-import-not-at-top
-  torch = _torch()
-  state = checkpoint.load_state(os.path.join(tf_run, "ckpt", f"state-{epochs:04d}.json"))
-  model = models.resnet32(10)
-  _assign_checked(model.weights, state.f_weights)
-  slots = state.optimizer_vars[-len(model.trainable_variables):]  # after iterations and lr
-  _assign_checked(model.trainable_variables, slots, assign=False)
-  lr = learning_rate(Recipe(), epochs - 1)
-  f = build_resnet32()
-  weights = {k: torch.from_numpy(np.array(v)) for k, v in
-             torch_import.torch_state_dict(model).items()}
-  for v, m in zip(model.trainable_variables, slots):  # the slots, laid out as the weights
-    v.assign(-m / lr)
-  buffers = torch_import.torch_state_dict(model)
-  missing, unexpected = f.load_state_dict(weights, strict=False)
-  if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
-    raise SystemExit(f"weights do not map: missing {missing}, unexpected {unexpected}")
-  opt = torch.optim.SGD(f.parameters(), lr=lr, momentum=0.9, weight_decay=Recipe.weight_decay)
-  for name, p in f.named_parameters():
-    opt.state[p]["momentum_buffer"] = torch.from_numpy(np.array(buffers[name]))
-  out = pathlib.Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  save_state(out, f, opt, epochs)
-  write_history(out, [_tf_history_row(r, s) for r, s in
-                      zip(state.history[:epochs], state.epoch_seconds[:epochs])])
-  (out / "result.json").write_text(json.dumps({"epochs": epochs, "from_tf": str(tf_run)}))
-  _check_val(f, float(state.history[epochs - 1]["val_bacc"]))
-  return out
-
-
-def _check_val(f, tf_val_bacc: float) -> None:
-  """The imported f must score m2m_tf's recorded validation bACC (within one image per class
-  pair: a prediction at a near-tie may flip under another framework's rounding)."""
-  from data_prep import registry  # pylint: disable=g-import-not-at-top
-  torch = _torch()
-  ds = registry.load_dataset("cifar10_jpeg_lt")
-  x = torch.from_numpy(np.ascontiguousarray(ds.x_val.transpose(0, 3, 1, 2)))
-  got = 100 * float(recalls(f, x, torch.from_numpy(ds.y_val), ds.num_classes).mean())
-  print(f"imported f: validation bACC {got:.2f}, m2m_tf recorded {tf_val_bacc:.2f}")
-  if abs(got - tf_val_bacc) > 0.21:
-    raise SystemExit(f"the imported f scores {got:.2f}, m2m_tf recorded {tf_val_bacc:.2f}")
-
-
-def _assign_checked(variables, arrays, assign: bool = True) -> None:
-  """Checks that the arrays fit the variables one by one (and assigns them)."""
-  if len(variables) != len(arrays):
-    raise SystemExit(f"{len(arrays)} arrays for {len(variables)} variables")
-  for v, a in zip(variables, arrays):
-    if tuple(v.shape) != tuple(a.shape):
-      raise SystemExit(f"{v.path}: shape {tuple(v.shape)}, array {tuple(a.shape)}")
-    if assign:
-      v.assign(a)
-
-
-def _tf_history_row(row: Dict, seconds: float) -> Dict:
-  """One m2m_tf history row (epoch counted from 0) in this module's history format."""
-  out = {"epoch": int(row["epoch"]) + 1, "lr": row["lr"], "train_loss": row["loss"],
-         "train_acc": 100 * float(row["accuracy"]), "gen_slots": 0, "seeded": 0, "accepted": 0}
-  out.update({k: row[k] for k in ("val_bacc", "val_gm", "test_bacc", "test_gm")})
-  out.update({f"recall_{c}": "" for c in range(10)})
-  out["seconds"] = seconds
-  return out
-
-
-def _digest(images: np.ndarray) -> str:
+def digest(images: np.ndarray) -> str:
   """sha256 of uint8 NHWC images."""
   return hashlib.sha256(np.ascontiguousarray(images, np.uint8).tobytes()).hexdigest()
 
@@ -624,230 +441,13 @@ def decode(src, dest) -> Dict[str, object]:
     jpeg, offsets = exported[f"jpeg_{split}"], exported[f"offsets_{split}"]
     images = np.stack([np.asarray(Image.open(io.BytesIO(jpeg[a:b].tobytes())).convert("RGB"))
                        for a, b in zip(offsets[:-1], offsets[1:])])
-    check[split] = {"match": _digest(images) == str(exported[f"digest_{split}"])}
+    check[split] = {"match": digest(images) == str(exported[f"digest_{split}"])}
     arrays[f"x_{split}"] = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
     arrays[f"y_{split}"] = exported[f"y_{split}"]
   pathlib.Path(dest).mkdir(parents=True, exist_ok=True)
   np.savez(pathlib.Path(dest) / DATA_FILE, **arrays)
   shutil.copyfile(pathlib.Path(src) / G_FILE, pathlib.Path(dest) / G_FILE)
   return check
-
-
-def selected_row(rows: Sequence[Dict]) -> Dict:
-  """The epoch the official code reports: the best validation bACC, the LAST on a tie."""
-  best = None
-  for row in rows:
-    if best is None or float(row["val_bacc"]) >= float(best["val_bacc"]):
-      best = row
-  return best
-
-
-def summarize_run(name: str, rows: Sequence[Dict], recipe: Recipe) -> Dict:
-  """One run's table row: progress, the selected epoch's metrics (finished runs), the latest
-  epoch's, M2m's acceptance rate and the seconds per epoch after the branch point."""
-  method, seed = name.rsplit("_s", 1)
-  own = [r for r in rows if int(r["epoch"]) > recipe.deferral]
-  best = selected_row(rows) if len(rows) == recipe.epochs else None
-  seeded = sum(float(r["seeded"]) for r in own)
-  out = {"method": method, "seed": int(seed), "epochs": f"{len(rows)}/{recipe.epochs}",
-         "best_epoch": int(best["epoch"]) if best else None,
-         "latest_epoch": int(rows[-1]["epoch"]),
-         "latest_val_bacc": float(rows[-1]["val_bacc"]),
-         "latest_test_bacc": float(rows[-1]["test_bacc"]),
-         "accept_rate": (sum(float(r["accepted"]) for r in own) / seeded) if seeded else None,
-         "seconds_per_epoch": np.mean([float(r["seconds"]) for r in own]) if own else None}
-  for key in ["val_bacc", "test_bacc", "test_gm"] + [k for k in rows[0] if "recall_" in k]:
-    out[key] = float(best[key]) if best and best[key] != "" else None  # "": not recorded
-  return out
-
-
-def phase1_windows(deferral: int) -> List[tuple]:
-  """(first, last) epochs of the phase-1 windows: 21-60, 61-100, 101-140, 141-160 for 160."""
-  edges = [deferral * k // 8 for k in (1, 3, 5, 7)] + [deferral]
-  return [(lo + 1, hi) for lo, hi in zip(edges[:-1], edges[1:])]
-
-
-def phase1_rows(runs_dir: pathlib.Path, tf_history, deferral: int) -> List[List[str]]:
-  """Phase 1 side by side: each PyTorch seed's and m2m_tf's training loss at the deferral
-  epoch and mean validation bACC over `phase1_windows` (at lr 0.1 a single epoch's bACC
-  swings by several points, so windows are averaged)."""
-  import pandas as pd  # pylint: disable=g-import-not-at-top
-  out = []
-  for hist in sorted(runs_dir.glob("erm_phase1_s*/history.csv")):
-    frame = pd.read_csv(hist)
-    out.append(_phase1_row(f"PyTorch, {hist.parent.name}", frame, "train_loss", deferral))
-  if pathlib.Path(tf_history).exists():
-    frame = pd.read_csv(tf_history)  # its epoch column counts from 0
-    frame = frame.assign(epoch=frame.epoch + 1)
-    out.append(_phase1_row("m2m_tf (TF), erm_phase1_s0", frame, "loss", deferral))
-  return out
-
-
-def _phase1_row(label: str, frame, loss_column: str, deferral: int) -> List[str]:
-  """One line of `phase1_rows` from a history frame (epochs counted from 1)."""
-  at = frame[frame.epoch == deferral]
-  loss = float(at[loss_column].iloc[0]) if len(at) else None
-  means = [frame.val_bacc[(frame.epoch >= lo) & (frame.epoch <= hi)].mean()
-           for lo, hi in phase1_windows(deferral)]
-  return [label, _f(loss, 3)] + [_f(m) for m in means]
-
-
-def _mean_sd(values: Sequence[float]) -> str:
-  """'mean ± sd (n)' of finished values, sd over seeds (n - 1)."""
-  v = [x for x in values if x is not None and x == x]  # x != x: NaN, an unfinished run
-  if not v:
-    return "n/a"
-  sd = f" ± {np.std(v, ddof=1):.2f}" if len(v) > 1 else ""
-  return f"{np.mean(v):.2f}{sd} (n={len(v)})"
-
-
-def collect(src, dest, states: bool = False) -> List[str]:
-  """Copies each run's history.csv and result.json, and machine.json, from a device output
-  folder `src` into `dest`; with `states`, an unfinished run's state.pt too (what a later
-  session resumes from). Returns the runs copied."""
-  src, dest = pathlib.Path(src), pathlib.Path(dest)
-  copied = []
-  for hist in sorted(src.glob("*/history.csv")):
-    run = hist.parent
-    (dest / run.name).mkdir(parents=True, exist_ok=True)
-    names = ["history.csv", "result.json"]
-    if states and not (run / "result.json").exists():
-      names.append("state.pt")
-    for name in names:
-      if (run / name).exists():
-        shutil.copyfile(run / name, dest / run.name / name)
-    copied.append(run.name)
-  if (src / "machine.json").exists():
-    shutil.copyfile(src / "machine.json", dest / "machine.json")
-  return copied
-
-
-def _tf_rows(path) -> Dict[str, Dict]:
-  """Our TF rows (seed 0) by stage, from the committed CIFAR table."""
-  import pandas as pd  # pylint: disable=g-import-not-at-top
-  if not pathlib.Path(path).exists():
-    return {}
-  table = pd.read_csv(path)
-  return {r["stage"]: r for r in table.to_dict("records")}
-
-
-def _tf_text(row: Optional[Dict]) -> str:
-  """'bACC / GM' of a finished TF row at the epoch the official rule selects (the last on a
-  validation tie, as this module), else its progress."""
-  if row is None:
-    return "n/a"
-  if row["status"] != "done":
-    return f"running ({row['epochs']})"
-  return f"{row['test_bacc_last_tie']:.2f} / {row['test_gm_last_tie']:.2f}"
-
-
-TF_PHASE1 = "results/cifar10_jpeg_lt_full/erm_phase1_s0/history.csv"
-
-
-def report(runs_dir, results_dir, tf_table="results/cifar10_jpeg_lt.csv",
-           tf_phase1=TF_PHASE1, recipe: Recipe = Recipe()) -> pathlib.Path:
-  """Writes torch_reference_cifar10_jpeg_lt.{csv,md} under `results_dir` from the runs."""
-  from launch.markdown import markdown_table  # pylint: disable=g-import-not-at-top
-  import pandas as pd  # pylint: disable=g-import-not-at-top
-  runs_dir = pathlib.Path(runs_dir)
-  names = sorted(p.parent.name for p in runs_dir.glob("*/history.csv")
-                 if not p.parent.name.startswith("erm_phase1"))
-  frame = pd.DataFrame([summarize_run(n, read_history(runs_dir / n), recipe) for n in names])
-  base = pathlib.Path(results_dir) / "torch_reference_cifar10_jpeg_lt"
-  frame.to_csv(f"{base}.csv", index=False, float_format="%.4f")
-  per_run = [[f"{r['method']}_s{r['seed']}", r["epochs"], r["best_epoch"] or "",
-              _f(r["val_bacc"]), _f(r["test_bacc"]), _f(r["test_gm"]),
-              f"{r['latest_epoch']}: {_f(r['latest_val_bacc'])} / {_f(r['latest_test_bacc'])}",
-              _f(r["accept_rate"], 3), _f(r["seconds_per_epoch"], 1)]
-             for r in frame.to_dict("records")]
-  done = int(frame.best_epoch.notna().sum())
-  text = _report_header(runs_dir) + [
-      f"- Finished: {done} of {len(frame)} rows; an unfinished row shows its latest epoch "
-      "(each run resumes from its state, docs/torch_reference.md).", "",
-      "## The rows", "", markdown_table(
-          ["method", "PyTorch test bACC", "PyTorch test GM", "m2m_tf (TF, seed 0) bACC / GM",
-           "paper bACC / GM"], _summary(frame, _tf_rows(tf_table))), "",
-      markdown_table(["run", "epochs", "selected epoch", "val bACC", "test bACC", "test GM",
-                      "latest epoch: val / test bACC", "M2m acceptance",
-                      "GPU s per epoch after 160"], per_run), "",
-      f"## Phase 1 (ERM, epochs 1-{recipe.deferral}, shared by each seed's rows)", "",
-      markdown_table(["run", f"training loss, epoch {recipe.deferral}"] +
-                     [f"mean val bACC, epochs {lo}-{hi}"
-                      for lo, hi in phase1_windows(recipe.deferral)],
-                     phase1_rows(runs_dir, tf_phase1, recipe.deferral)), ""]
-  text += _from_tf_section(runs_dir / "from_tf", _tf_rows(tf_table), recipe)
-  tmp = pathlib.Path(f"{base}.md.tmp")
-  tmp.write_text("\n".join(text))
-  os.replace(tmp, f"{base}.md")
-  return base
-
-
-def _from_tf_section(folder: pathlib.Path, tf_rows: Dict[str, Dict],
-                     recipe: Recipe) -> List[str]:
-  """The rows branched in PyTorch from m2m_tf's own phase-1 state (`import_tf`), beside
-  m2m_tf's rows: the same weights and momentum after epoch 160, then each framework's
-  epochs 161-200 (their data order and kernels differ)."""
-  from launch.markdown import markdown_table  # pylint: disable=g-import-not-at-top
-  runs = [m for m in METHODS if (folder / f"{m}_s0" / "history.csv").exists()]
-  if not runs:
-    return []
-  lines = []
-  for m in runs:
-    r = summarize_run(f"{m}_s0", read_history(folder / f"{m}_s0"), recipe)
-    pytorch = (f"{_f(r['test_bacc'])} / {_f(r['test_gm'])} (epoch {r['best_epoch']})"
-               if r["best_epoch"] else f"running ({r['epochs']}; epoch {r['latest_epoch']}: "
-               f"val {_f(r['latest_val_bacc'])}, test {_f(r['latest_test_bacc'])})")
-    lines.append([LABELS[m], pytorch, _tf_text(tf_rows.get(m)), _f(r["accept_rate"], 3),
-                  _f(r["seconds_per_epoch"], 1)])
-  return ["## From m2m_tf's own phase-1 state (seed 0)", "",
-          "`python -m launch.torch_reference import_tf` converts m2m_tf's state after epoch 160 "
-          "(`results/cifar10_jpeg_lt_full/erm_phase1_s0`; weights by module name, momentum "
-          "b = -m / lr) into a phase-1 run that scores m2m_tf's recorded validation bACC; "
-          "PyTorch then trains each row's epochs 161-200 from it. Both sides start from the same "
-          "weights; their data order, random draws and kernels differ.", "",
-          markdown_table(["row", "PyTorch test bACC / GM (selected epoch)",
-                          "m2m_tf test bACC / GM", "M2m acceptance",
-                          "GPU s per epoch after 160"], lines), ""]
-
-
-def _summary(frame, tf_rows: Dict[str, Dict]) -> List[List[str]]:
-  """Per method: the finished seeds' mean and sd, m2m_tf's row and the paper's."""
-  from launch import tables  # pylint: disable=g-import-not-at-top
-  paper = tables.PAPER["cifar10_lt"]
-  return [[LABELS[m],
-           _mean_sd(list(frame.test_bacc[frame.method == m])),
-           _mean_sd(list(frame.test_gm[frame.method == m])), _tf_text(tf_rows.get(m)),
-           "{:.1f} / {:.1f}".format(*paper[m])] for m in METHODS if m in set(frame.method)]
-
-
-def _f(value, digits: int = 2) -> str:
-  """A number with `digits` decimals, or n/a."""
-  return "n/a" if value is None or value != value else f"{value:.{digits}f}"
-
-
-def _report_header(runs_dir: pathlib.Path) -> List[str]:
-  """The title, provenance and recipe lines of the report."""
-  machine = {}
-  if (runs_dir / "machine.json").exists():
-    machine = json.loads((runs_dir / "machine.json").read_text())
-  return [
-      "# CIFAR-10-LT (ratio 100), ResNet-32: an independent PyTorch reference of the CE rows", "",
-      "**JPEG substitute (CIFAR-10 re-encoded as JPEG; not comparable to the paper to the "
-      "decimal).**", "",
-      f"Made by `python -m launch.torch_reference report --runs {runs_dir}` from runs trained by "
-      "`python3 -m launch.torch_reference all` on "
-      f"{machine.get('gpu', 'a GPU')} (PyTorch {machine.get('torch', '?')}, float32 with TF32 "
-      "off); docs/torch_reference.md says what this reference is and how it differs from "
-      "m2m_tf.", "",
-      "- Recipe: the official code's, as m2m_tf's CIFAR rows (200 epochs, batch 128, SGD "
-      "momentum 0.9 in PyTorch's form, lr 0.1 with 5 warm-up epochs, x0.01 at 160 and 180, "
-      "weight decay 2e-4, deferral 160; M2m beta 0.999, lambda 0.5, gamma 0.9, step 0.1, "
-      "T = 10; g the official checkpoint), on the same exported arrays; the last partial batch "
-      "is kept (97 steps per epoch; m2m_tf drops it: 96).",
-      "- Each seed's ERM, DRS and M2m share that seed's first 160 epochs. Test metrics are "
-      "those of the epoch with the best validation bACC, the last one on a tie (the official "
-      "rule; m2m_tf's numbers here are taken at the epoch that rule selects in its runs). ± is "
-      "the standard deviation over seeds.", ""]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -902,20 +502,26 @@ def _machine(args, decode_check) -> None:
   (pathlib.Path(args.out) / "machine.json").write_text(json.dumps(info))
 
 
+def _other_side(args):
+  """The subcommands that run beside m2m_tf (launch/torch_reference_bridge.py) or make the
+  tables (launch/torch_reference_report.py); returns what they wrote."""
+  # pylint: disable=g-import-not-at-top
+  from launch import torch_reference_bridge as bridge
+  from launch import torch_reference_report as tables
+  if args.command == "export":
+    return bridge.export(args.out, args.data_dir, args.g_npz)
+  if args.command == "import_tf":
+    return bridge.import_tf_phase1(args.tf_run, args.out)
+  if args.command == "collect":
+    return " ".join(tables.collect(args.src, args.dest, args.states))
+  return tables.report(args.runs, args.results_dir)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Runs one subcommand; returns the exit status."""
   args = _parser().parse_args(argv)
-  if args.command == "export":
-    print(export(args.out, args.data_dir, args.g_npz))
-    return 0
-  if args.command == "import_tf":
-    print(import_tf_phase1(args.tf_run, args.out))
-    return 0
-  if args.command == "collect":
-    print(" ".join(collect(args.src, args.dest, args.states)))
-    return 0
-  if args.command == "report":
-    print(report(args.runs, args.results_dir))
+  if args.command in ("export", "import_tf", "collect", "report"):
+    print(_other_side(args))
     return 0
   torch = _torch()
   torch.backends.cudnn.benchmark = True  # as the official code

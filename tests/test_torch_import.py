@@ -20,18 +20,18 @@ from absl.testing import parameterized  # pylint: disable=g-import-not-at-top
 import numpy as np
 import tensorflow as tf
 
-from launch import torch_reference
+from launch import torch_resnet
 from m2m_tf import models
 from helpers import OFFICIAL_NPZ
 
 
 
-# The PyTorch copy of the official architecture is launch/torch_reference.py's (normaliser
+# The PyTorch copy of the official architecture is launch/torch_resnet.py's (normaliser
 # inside, as the official code's `model(normalizer(x))`).
 
 
 def TorchResNet32(num_classes=10, normalized=False):  # pylint: disable=invalid-name
-  return torch_reference.build_resnet32(num_classes, normed_head=normalized)
+  return torch_resnet.resnet32(num_classes, normed_head=normalized)
 
 
 # --- Helpers. ---

@@ -1,4 +1,4 @@
-"""Tests of launch/torch_reference.py: the PyTorch reference against m2m_tf and float64 NumPy."""
+"""Tests of launch/torch_reference*.py: the PyTorch reference against m2m_tf and float64 NumPy."""
 
 import csv
 import os
@@ -13,6 +13,8 @@ import torch
 
 from helpers import OFFICIAL_NPZ
 from launch import torch_reference as tr
+from launch import torch_reference_bridge as bridge
+from launch import torch_reference_report as tables
 from m2m_tf.training import schedules
 from test_models import numpy_resnet32
 
@@ -101,7 +103,7 @@ def test_choose_seeds_follows_the_official_rules():
 
 def test_selected_row_keeps_the_last_tie():
   rows = [{"epoch": e, "val_bacc": v} for e, v in ((1, 50.0), (2, 60.0), (3, 55.0), (4, 60.0))]
-  assert tr.selected_row(rows)["epoch"] == 4
+  assert tables.selected_row(rows)["epoch"] == 4
 
 
 def _history(path):
@@ -115,7 +117,7 @@ def test_export_all_resume_and_report_on_cpu():
   straight one -> report, on a few hundred images."""
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
-    tr.export(tmp / "exported", g_path=OFFICIAL_NPZ)
+    bridge.export(tmp / "exported", g_path=OFFICIAL_NPZ)
     base = [sys.executable, "-m", "launch.torch_reference"]
     small = ["--device", "cpu", "--epochs", "3", "--deferral", "2", "--limit", "120"]
     subprocess.run(base + ["all", "--data", str(tmp / "exported"), "--out", str(tmp / "runs"),
@@ -133,9 +135,9 @@ def test_export_all_resume_and_report_on_cpu():
     resumed = _history(tmp / "resumed" / "history.csv")
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
     assert strip(resumed) == strip(phase1)
-    tr.collect(tmp / "runs", tmp / "collected")
+    tables.collect(tmp / "runs", tmp / "collected")
     assert not list((tmp / "collected").glob("*/state.pt"))
-    base_out = tr.report(tmp / "collected", tmp, tf_table=tmp / "none.csv",
+    base_out = tables.report(tmp / "collected", tmp, tf_table=tmp / "none.csv",
                          tf_phase1=tmp / "none.csv", recipe=tr.Recipe(epochs=3, deferral=2))
     text = pathlib.Path(f"{base_out}.md").read_text()
     assert "| ERM-M2m | " in text and "(n=1)" in text
@@ -165,7 +167,7 @@ def test_import_tf_phase1_state():
   -m / lr of the Keras slot (spot-checked on the linear layer, whose layout is transposed)."""
   from m2m_tf.training import checkpoint  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory() as tmp:
-    out = tr.import_tf_phase1(TF_PHASE1, pathlib.Path(tmp) / "erm_phase1_s0")
+    out = bridge.import_tf_phase1(TF_PHASE1, pathlib.Path(tmp) / "erm_phase1_s0")
     state = torch.load(out / "state.pt")
     assert state["epochs"] == 160 and len(_history(out / "history.csv")) == 160
     f = tr.build_resnet32()
