@@ -23,6 +23,7 @@ metrics of an epoch that was not selected on validation are never reported.
 """
 
 import argparse
+import collections
 import dataclasses
 import functools
 import math
@@ -71,6 +72,7 @@ class Run:
   epochs_done: int = 0
   epochs_total: int = 200
   hours: Optional[float] = None
+  machines: Dict[str, int] = dataclasses.field(default_factory=dict)  # own epochs per machine
 
   @property
   def label(self) -> str:
@@ -139,7 +141,23 @@ def read_run(root: str, stage) -> Run:
   elif run.history is not None and len(run.history):
     run.epochs_done = int(run.history["epoch"].max()) + 1
   run.hours = _wall_hours(run.results, record, run.flags)
+  run.machines = _machines(run.results, record, run.flags)
   return run
+
+
+def _machines(results, record, flags) -> Dict[str, int]:
+  """How many of the run's own epochs (after its branch point) ran on each machine."""
+  first = int((flags or {}).get("init_epoch") or 0)
+  source = results if results and "epoch_machines" in results else record
+  names = ckpt_lib.epoch_machines(source or {})[first:]
+  return dict(collections.Counter(m or "not recorded" for m in names))
+
+
+def machines_text(runs: Sequence[Run]) -> str:
+  """Where each row's own epochs ran (a row resumed on another CPU changes speed there)."""
+  parts = [f"{r.label}: " + ", ".join(f"{m} ({n})" for m, n in r.machines.items())
+           for r in runs if r.machines]
+  return "; ".join(parts) if parts else "none yet"
 
 
 def _source_dir(root: str, init_from: str) -> str:
@@ -359,7 +377,9 @@ def markdown(df: pd.DataFrame, runs: Sequence[Run], root: str,
       "(`results/selection_ties.md` counts the same for the text tables).",
       "- Unfinished rows show their progress and the latest epoch's validation bACC, no test "
       "numbers. Wall hours: this row's own epochs after the branch point, else results.json's "
-      f"`seconds`; {_phase1_text(root)}.", ""]
+      f"`seconds`; {_phase1_text(root)}.",
+      "- Machines of each row's own epochs (epoch counts; a run resumed on another CPU runs at "
+      f"its speed there, docs/platform.md): {machines_text(runs)}.", ""]
   lines += _main_table(df) + [""] + _recall_table(df)
   if verdict:
     lines += [""] + list(verdict)

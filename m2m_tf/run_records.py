@@ -72,3 +72,11 @@ def flatten_record(record: dict) -> Dict[str, object]:
     else:
       out[key] = value
   return out
+
+
+def epoch_machines(record: dict) -> List[Optional[str]]:
+  """A commit record's (or results.json's) per-epoch machines, padded with None to its epoch
+  count: None for an epoch from before machines were recorded."""
+  machines = list(record.get("epoch_machines", []))
+  n = len(record.get("epoch_seconds", []))
+  return machines[:n] + [None] * (n - len(machines))

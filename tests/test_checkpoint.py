@@ -1,5 +1,6 @@
 """Tests of m2m_tf.training.checkpoint: commit records, verification, fallback, pruning."""
 
+import json
 import os
 import tempfile
 
@@ -71,6 +72,23 @@ class CheckpointTest(tf.test.TestCase):
     self.assertEqual([r["epoch"] for r in ckpt.history], [0, 1, 2])
     with open(os.path.join(self.dir, "history.csv")) as fh:
       self.assertEqual(fh.read().splitlines()[0], "epoch,loss,val_bacc")
+
+  def test_each_epoch_records_its_machine(self):
+    for e in range(2):
+      self._epoch(e)
+    record = ckpt_lib.read_record(ckpt_lib.record_path(self.dir, 2))
+    self.assertEqual(record["epoch_machines"], [ckpt_lib.machine_name()] * 2)
+    self.assertRegex(ckpt_lib.machine_name(), r", \d+ cores$")
+    # A record written before the field existed restores as "not recorded", then grows.
+    del record["epoch_machines"]
+    with open(ckpt_lib.record_path(self.dir, 2), "w") as fh:
+      json.dump(record, fh)
+    trainer, _, ckpt = self._fresh()
+    self.assertEqual(ckpt.restore(trainer), 2)
+    self.assertEqual(ckpt.epoch_machines, [None, None])
+    ckpt.on_epoch_begin(2)
+    ckpt.on_epoch_end(2, {"loss": 0.5, "val_bacc": 2.0})
+    self.assertEqual(ckpt.epoch_machines, [None, None, ckpt_lib.machine_name()])
 
   def test_damaged_newest_falls_back_to_previous(self):
     for e in range(3):

@@ -180,6 +180,18 @@ class TableTest(absltest.TestCase):
     # Unfinished rows have no selected epoch under either rule.
     self.assertTrue(math.isnan(self.df.loc["m2m", "best_epoch_last_tie"]))
 
+  def test_machines_count_a_rows_own_epochs(self):
+    record = {"epochs_done": 164, "epoch_seconds": [1.0] * 164,
+              "epoch_machines": [None] * 161 + ["AMD, 2 cores", "Intel, 2 cores", "Intel, 2 cores"]}
+    got = cifar_report._machines(None, record, {"init_epoch": 160})
+    self.assertEqual(got, {"not recorded": 1, "AMD, 2 cores": 1, "Intel, 2 cores": 2})
+    # A record from before the field: every own epoch "not recorded".
+    old = {"epochs_done": 170, "epoch_seconds": [1.0] * 170}
+    self.assertEqual(cifar_report._machines(None, old, {"init_epoch": 160}), {"not recorded": 10})
+    run = cifar_report.Run("drs", "ce", "drs", "x", machines=got)
+    self.assertIn("ERM-DRS: not recorded (1), AMD, 2 cores (1), Intel, 2 cores (2)",
+                  cifar_report.machines_text([run]))
+
   def test_cli(self):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     cmd = [sys.executable, "-m", "launch.cifar_report"]

@@ -28,10 +28,12 @@ workers commit into their private folders, and load the chief's commit to resume
 
 import csv
 import dataclasses
+import functools
 import glob
 import hashlib
 import io
 import os
+import platform
 import shutil
 import time
 from typing import List, Optional, Sequence
@@ -44,7 +46,8 @@ from m2m_tf.errors import CheckpointError
 from m2m_tf.io_utils import TMP_PREFIX, atomic_save, atomic_write_json, atomic_write_text
 from m2m_tf.io_utils import file_sha256
 # The commit records' format lives in `m2m_tf.run_records` (no Keras), for progress reports.
-from m2m_tf.run_records import CKPT_DIR, committed_records, read_record, record_path
+from m2m_tf.run_records import CKPT_DIR, committed_records, epoch_machines, read_record
+from m2m_tf.run_records import record_path
 
 HISTORY_FILE = "history.csv"
 BEST_WEIGHTS_FILE = "best_f.weights.h5"
@@ -63,6 +66,8 @@ class RunState:
   history: List[dict]
   epoch_seconds: List[float]
   record_path: str
+  # The machine each epoch ran on (`machine_name()`), None where not recorded (older records).
+  epoch_machines: List[Optional[str]] = dataclasses.field(default_factory=list)
 
 
 def _save_npz(path: str, arrays: Sequence[np.ndarray]) -> str:
@@ -109,7 +114,22 @@ def load_state(record_path: str) -> RunState:
   return RunState(epochs_done=int(rec["epochs_done"]), f_weights=f_weights[:n_f],
                   optimizer_vars=f_weights[n_f:],
                   best=best, best_weights=best_weights, history=rec.get("history", []),
-                  epoch_seconds=rec.get("epoch_seconds", []), record_path=record_path)
+                  epoch_seconds=rec.get("epoch_seconds", []), record_path=record_path,
+                  epoch_machines=epoch_machines(rec))
+
+
+@functools.lru_cache(maxsize=1)
+def machine_name() -> str:
+  """This machine's CPU model and core count, e.g. "AMD EPYC 7B13, 2 cores" (a run that moves
+  between machines records which epochs ran where; speeds differ by CPU, docs/platform.md)."""
+  model = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as fh:
+      model = next((line.split(":", 1)[1].strip() for line in fh
+                    if line.startswith("model name")), model)
+  except OSError:
+    pass
+  return f"{model}, {os.cpu_count()} cores"
 
 
 def latest_state(ckpt_dir: str) -> Optional[RunState]:
@@ -182,6 +202,7 @@ class RunCheckpoint(keras.callbacks.Callback):
     self.keep_epochs = {int(e) for e in keep_epochs}
     self.history: List[dict] = []
     self.epoch_seconds: List[float] = []
+    self.epoch_machines: List[Optional[str]] = []
     self._best_ref = None  # {"epoch", "file", "sha256"} of the best file the last commit named
     self._t0 = None
 
@@ -208,6 +229,7 @@ class RunCheckpoint(keras.callbacks.Callback):
       self._best_ref = {k: state.best[k] for k in ("epoch", "file", "sha256")} if own else None
     self.history = [dict(r) for r in state.history]
     self.epoch_seconds = list(state.epoch_seconds)
+    self.epoch_machines = list(state.epoch_machines)
 
   def restore(self, trainer) -> int:
     """Restores the newest usable commit; returns the epochs done (0: nothing to resume)."""
@@ -231,6 +253,7 @@ class RunCheckpoint(keras.callbacks.Callback):
     row.update({k: _json_float(v) for k, v in (logs or {}).items()})
     self.history = [r for r in self.history if r["epoch"] < epoch] + [row]
     self.epoch_seconds = self.epoch_seconds[:epoch] + [time.time() - (self._t0 or time.time())]
+    self.epoch_machines = self.epoch_machines[:epoch] + [machine_name()]
     self.commit(epoch + 1)
 
   def commit(self, epochs_done: int) -> None:
@@ -252,7 +275,7 @@ class RunCheckpoint(keras.callbacks.Callback):
       best = {"score": ev.best_score, "summaries": ev.best_summaries, **ref}
     record = {"epochs_done": epochs_done, "state_file": state_file, "state_sha256": sha,
               "n_f_weights": len(trainer.f.weights), "best": best, "history": self.history,
-              "epoch_seconds": self.epoch_seconds}
+              "epoch_seconds": self.epoch_seconds, "epoch_machines": self.epoch_machines}
     atomic_write_json(record_path(self.output_dir, epochs_done), record)
     self._best_ref = None if best is None else {k: best[k] for k in ("epoch", "file", "sha256")}
     self._write_derived(epochs_done, best_changed=best is not None and

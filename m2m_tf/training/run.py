@@ -516,6 +516,7 @@ def _results(cfg: ExperimentConfig, data, trainer, evaluation, checkpoint, t0) -
       "seconds": time.time() - t0,  # this invocation only
       # Every epoch's wall time across all invocations (a branched run: the source's first).
       "epoch_seconds": checkpoint.epoch_seconds,
+      "epoch_machines": checkpoint.epoch_machines,  # where each epoch ran (None: not recorded)
   }
 
 
