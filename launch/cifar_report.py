@@ -148,7 +148,7 @@ def read_run(root: str, stage) -> Run:
 def _machines(results, record, flags) -> Dict[str, int]:
   """How many of the run's own epochs (after its branch point) ran on each machine."""
   first = int((flags or {}).get("init_epoch") or 0)
-  source = results if results and "epoch_machines" in results else record
+  source = results if results and "epoch_seconds" in results else record
   names = ckpt_lib.epoch_machines(source or {})[first:]
   return dict(collections.Counter(m or "not recorded" for m in names))
 
