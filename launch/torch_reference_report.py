@@ -187,7 +187,31 @@ def _from_tf_section(folder: pathlib.Path, tf_rows: Dict[str, Dict],
           "weights; their data order, random draws and kernels differ.", "",
           markdown_table(["row", "PyTorch test bACC / GM (selected epoch)",
                           "m2m_tf test bACC / GM", "M2m acceptance",
-                          "GPU s per epoch after 160"], lines), ""]
+                          "GPU s per epoch after 160"], lines), "",
+          "Validation bACC epoch by epoch (PyTorch / m2m_tf; - where a side has not reached it):",
+          "", *_trajectories(folder, runs, TF_RUNS, recipe), ""]
+
+
+TF_RUNS = "results/cifar10_jpeg_lt_full"
+TRAJECTORY_EPOCHS = (161, 162, 163, 165, 170, 180, 190, 200)
+
+
+def _trajectories(folder: pathlib.Path, methods: Sequence[str], tf_root,
+                  recipe: tr.Recipe) -> List[str]:
+  """A table of both sides' validation bACC at `TRAJECTORY_EPOCHS` for each branched row."""
+  from launch.markdown import markdown_table  # pylint: disable=g-import-not-at-top
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  epochs = [e for e in TRAJECTORY_EPOCHS if recipe.deferral < e <= recipe.epochs]
+  lines = []
+  for m in methods:
+    ours = {int(r["epoch"]): float(r["val_bacc"]) for r in tr.read_history(folder / f"{m}_s0")}
+    path = pathlib.Path(tf_root) / f"{m}_s0" / "history.csv"
+    tf = {}
+    if path.exists():  # its epoch column counts from 0
+      tf = {int(e) + 1: float(v) for e, v in pd.read_csv(path)[["epoch", "val_bacc"]].values}
+    lines.append([tr.LABELS[m]] + [f"{_f(ours.get(e)).replace('n/a', '-')} / "
+                                   f"{_f(tf.get(e)).replace('n/a', '-')}" for e in epochs])
+  return [markdown_table(["row"] + [f"epoch {e}" for e in epochs], lines)]
 
 
 def _summary(frame, tf_rows: Dict[str, Dict]) -> List[List[str]]:

@@ -179,3 +179,18 @@ def test_import_tf_phase1_state():
     tf_state = checkpoint.load_state(str(TF_PHASE1 / "ckpt" / "state-0160.json"))
     keras_slot = tf_state.optimizer_vars[-2]  # the linear kernel's slot, (in, out)
     np.testing.assert_allclose(buffers[-2].numpy(), -keras_slot.T / 0.1, rtol=1e-6)
+
+
+def test_trajectories_pair_epochs_of_both_sides():
+  with tempfile.TemporaryDirectory() as tmp:
+    tmp = pathlib.Path(tmp)
+    (tmp / "pt" / "erm_s0").mkdir(parents=True)
+    tr.write_history(tmp / "pt" / "erm_s0", [{"epoch": e, "val_bacc": 60 + e / 100}
+                                              for e in range(1, 201)])
+    (tmp / "tf" / "erm_s0").mkdir(parents=True)
+    with open(tmp / "tf" / "erm_s0" / "history.csv", "w") as fh:  # m2m_tf: epochs from 0
+      fh.write("epoch,val_bacc\n" + "".join(f"{e},{50 + e / 100}\n" for e in range(165)))
+    table = tables._trajectories(tmp / "pt", ["erm"], tmp / "tf", tr.Recipe())[0]
+    row = [line for line in table.splitlines() if line.startswith("| ERM")][0]
+    # Epoch 161 is m2m_tf's row 160; m2m_tf has 165 epochs, so epoch 170 is missing there.
+    assert "| 61.61 / 51.60 |" in row and "| 61.70 / - |" in row
