@@ -194,3 +194,19 @@ def test_trajectories_pair_epochs_of_both_sides():
     row = [line for line in table.splitlines() if line.startswith("| ERM")][0]
     # Epoch 161 is m2m_tf's row 160; m2m_tf has 165 epochs, so epoch 170 is missing there.
     assert "| 61.61 / 51.60 |" in row and "| 61.70 / - |" in row
+
+
+def test_collect_keeps_only_unfinished_states_when_asked():
+  with tempfile.TemporaryDirectory() as tmp:
+    src = pathlib.Path(tmp) / "src"
+    for name, finished in (("erm_s0", True), ("m2m_s0", False)):
+      (src / name).mkdir(parents=True)
+      (src / name / "history.csv").write_text("epoch\n1\n")
+      (src / name / "state.pt").write_bytes(b"state")
+      if finished:
+        (src / name / "result.json").write_text("{}")
+    assert tables.collect(src, pathlib.Path(tmp) / "a") == ["erm_s0", "m2m_s0"]
+    assert not list((pathlib.Path(tmp) / "a").glob("*/state.pt"))
+    tables.collect(src, pathlib.Path(tmp) / "b", states=True)
+    kept = sorted(p.parent.name for p in (pathlib.Path(tmp) / "b").glob("*/state.pt"))
+    assert kept == ["m2m_s0"]
