@@ -210,3 +210,53 @@ def test_collect_keeps_only_unfinished_states_when_asked():
     tables.collect(src, pathlib.Path(tmp) / "b", states=True)
     kept = sorted(p.parent.name for p in (pathlib.Path(tmp) / "b").glob("*/state.pt"))
     assert kept == ["m2m_s0"]
+
+
+def test_resnet32_sgd_step_matches_m2m_tf_trainer():
+  """A phase-1 step from the same weights and momentum: m2m_tf's trainer (Keras' SGD in its
+  form, coupled weight decay, BatchNorm in training mode) and the PyTorch reference end at the
+  same weights and BN statistics.
+
+  One step, from a random momentum in both forms (b = -m / lr): over several steps, weights that
+  differ by float32 rounding can give gradients that differ by far more where a BN channel's
+  batch variance is small (measured on random images: 1.4e-5 after two steps with wd 2e-4,
+  2e-7 with wd 2e-2), which is not a difference between the implementations.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  from m2m_tf import models  # pylint: disable=g-import-not-at-top
+  from m2m_tf.models import torch_import  # pylint: disable=g-import-not-at-top
+  from m2m_tf.training.trainer import M2mTrainer  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(5)
+  x, y = rng.random((16, 32, 32, 3), np.float32), rng.integers(0, 10, 16)
+  f_tf = models.load_torch_state_dict(models.resnet32(10), OFFICIAL_NPZ)
+  trainer = M2mTrainer(f_tf, class_counts=COUNTS.int().tolist(), weight_decay=2e-4)
+  trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), jit_compile=False)
+  trainer.optimizer.build(f_tf.trainable_variables)
+  layout = models.resnet32(10)  # carries the slots to PyTorch's layout
+  for m, v, w in zip(trainer.optimizer.momentums, layout.trainable_variables,
+                     f_tf.trainable_variables):
+    slot = (rng.normal(size=w.shape) * 1e-2).astype(np.float32)
+    m.assign(slot)
+    v.assign(-slot / 0.1)
+  buffers = torch_import.torch_state_dict(layout)
+  trainer.train_on_batch(x, y)
+  f_pt = _official_g().train()
+  opt = torch.optim.SGD(f_pt.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
+  for name, p in f_pt.named_parameters():
+    opt.state[p]["momentum_buffer"] = torch.from_numpy(buffers[name])
+  loss = torch.nn.functional.cross_entropy(
+      f_pt(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())), torch.from_numpy(y))
+  loss.backward()
+  opt.step()
+  got = torch_import.torch_state_dict(f_tf)
+  want = {k: v.detach().numpy() for k, v in f_pt.state_dict().items()}
+  for key, value in got.items():
+    if key.endswith("running_var"):
+      # PyTorch's running variance uses the unbiased batch variance (n / (n - 1), n = 16 * 8 * 8
+      # = 1024 values per channel at the last stage), Keras' the biased one.
+      np.testing.assert_allclose(value, want[key], rtol=2e-3, err_msg=key)
+    else:
+      # One float32 step of lr 0.1 (updates up to ~0.1): the gradients agree to ~1e-6
+      # relative, so the weights to a few 1e-7 (measured <= 3e-7). A missing weight decay
+      # would move weights of |w| > 0.05 by lr * wd * |w| > 1e-6.
+      np.testing.assert_allclose(value, want[key], atol=1e-6, err_msg=key)
