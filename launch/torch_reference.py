@@ -18,7 +18,8 @@ Commands:
   python -m launch.torch_reference report --runs results/torch_reference   # here: the tables
 
 `all` runs, per seed, ERM for 160 epochs (`erm_phase1_s<seed>`), then three branches from its
-state after epoch 160 in parallel processes: ERM, DRS and M2m to 200 epochs. Every run keeps
+state after epoch 160 in parallel processes: ERM, DRS and M2m to 200 epochs (`--loss ldam`:
+LDAM's phase 1, then LDAM, LDAM-DRW and LDAM-M2m). Every run keeps
 `history.csv` (one row per epoch, rewritten atomically) and `state.pt` (its latest state), and
 resumes from them; `--deadline_s` stops the runs and leaves them resumable. docs/torch_reference.md
 gives the device commands, what a 15-minute GPU budget covers, and the results so far.
@@ -45,8 +46,13 @@ JPEG_FILE = "cifar10_jpeg_lt_jpeg.npz"
 SPLITS = ("train", "val", "test")
 G_FILE = "official_g.npz"
 G_SOURCE = "official_erm_resnet32_cifar10lt_r100.npz"
-METHODS = ("erm", "drs", "m2m")
-LABELS = {"erm": "ERM", "drs": "ERM-DRS", "m2m": "ERM-M2m"}
+METHODS = ("erm", "drs", "drw", "m2m")
+# The rows: run-name prefix -> (loss, method); the branches of each loss's phase-1 run.
+ROWS = {"erm": ("ce", "erm"), "drs": ("ce", "drs"), "m2m": ("ce", "m2m"),
+        "ldam": ("ldam", "erm"), "ldam_drw": ("ldam", "drw"), "ldam_m2m": ("ldam", "m2m")}
+BRANCHES = {"ce": ("erm", "drs", "m2m"), "ldam": ("erm", "drw", "m2m")}
+LABELS = {"erm": "ERM", "drs": "ERM-DRS", "m2m": "ERM-M2m", "ldam": "LDAM",
+          "ldam_drw": "LDAM-DRW", "ldam_m2m": "LDAM-M2m"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +62,8 @@ class Recipe:
   Attributes:
     epochs, batch_size, lr, warmup, milestones, weight_decay, deferral: the schedule.
     beta, lam, gamma, step_size, steps, start_noise: M2m's rejection, translation and acceptance.
+    loss: "ce", or "ldam" (f then has the cosine head); ldam_max_margin, ldam_scale: LDAM's.
+    cb_beta: DRW's class-balanced weights (1 - beta) / (1 - beta^N_k), normalised to sum K.
   """
 
   epochs: int = 200
@@ -71,6 +79,10 @@ class Recipe:
   step_size: float = 0.1
   steps: int = 10
   start_noise: float = 0.5
+  loss: str = "ce"
+  ldam_max_margin: float = 0.5
+  ldam_scale: float = 30.0
+  cb_beta: float = 0.9999
 
 
 def learning_rate(recipe: Recipe, epoch: int) -> float:
@@ -78,6 +90,25 @@ def learning_rate(recipe: Recipe, epoch: int) -> float:
   if epoch < recipe.warmup:
     return recipe.lr * (epoch + 1) / recipe.warmup
   return recipe.lr * 0.01 ** sum(epoch >= m for m in recipe.milestones)
+
+
+def drw_weights(counts, beta: float):
+  """DRW's class weights (1 - beta) / (1 - beta^N_k), normalised to sum to K."""
+  w = (1.0 - beta) / (1.0 - beta ** counts)
+  return w / w.sum() * len(counts)
+
+
+def batch_loss(logits, y, counts, recipe: Recipe, weights=None):
+  """The mean over the batch of w_{y_i} * loss_i (the official reduction): CE, or LDAM's
+  CE(s * (z - m_y e_y)) with m_k proportional to N_k^(-1/4), the largest `ldam_max_margin`."""
+  torch = _torch()
+  if recipe.loss == "ldam":
+    margins = counts ** -0.25
+    margins = margins * (recipe.ldam_max_margin / margins.max())
+    shift = torch.nn.functional.one_hot(y, len(counts)) * margins[y][:, None]
+    logits = recipe.ldam_scale * (logits - shift)
+  per_example = torch.nn.functional.cross_entropy(logits, y, weight=weights, reduction="none")
+  return per_example.mean()
 
 
 def geometric_mean(recalls: np.ndarray, correction: float = 0.001) -> float:
@@ -218,13 +249,15 @@ class Run:
 
 def train_epoch(f, g, opt, data, run: Run, epoch: int, recipe: Recipe) -> Dict[str, float]:
   """One epoch (0-based): uniform batches, or class-balanced ones in DRS's and M2m's phase 2,
-  translated by M2m there. Every draw comes from a generator seeded by (seed, epoch)."""
+  translated by M2m there; DRW weighs the loss by class there. Every draw comes from a
+  generator seeded by (seed, epoch)."""
   torch = _torch()
   device = data["y_train"].device
   gen = torch.Generator(device=device).manual_seed(run.seed * 1_000_003 + epoch)
   y_all, counts, n = data["y_train"], data["counts"], len(data["y_train"])
   phase2 = run.method != "erm" and epoch >= recipe.deferral
-  if phase2:
+  weights = drw_weights(counts, recipe.cb_beta) if phase2 and run.method == "drw" else None
+  if phase2 and run.method in ("drs", "m2m"):
     idx = torch.multinomial(1.0 / counts[y_all], n, replacement=True, generator=gen)
   else:
     idx = torch.randperm(n, device=device, generator=gen)
@@ -236,7 +269,7 @@ def train_epoch(f, g, opt, data, run: Run, epoch: int, recipe: Recipe) -> Dict[s
       x, batch_stats = m2m_batch(f, g, x, y, counts, recipe, gen)
       stats += batch_stats
     logits = f(x)
-    loss = torch.nn.functional.cross_entropy(logits, y)
+    loss = batch_loss(logits, y, counts, recipe, weights)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -312,10 +345,11 @@ def restore(run: Run, f, opt, recipe: Recipe):
 
 
 def build_models(data_dir, device, seed: int, recipe: Recipe):
-  """(f, g, optimizer): f initialised from `seed`, g the official checkpoint, frozen."""
+  """(f, g, optimizer): f initialised from `seed` (LDAM: with the cosine head), g the official
+  checkpoint, frozen."""
   torch = _torch()
   torch.manual_seed(seed)
-  f = build_resnet32().to(device)
+  f = build_resnet32(normed_head=recipe.loss == "ldam").to(device)
   g = build_resnet32()
   load_official(g, pathlib.Path(data_dir) / G_FILE)
   g = g.to(device).eval().requires_grad_(False)
@@ -354,15 +388,23 @@ def train(run: Run, data_dir, recipe: Recipe, device: str = "cuda",
   return True
 
 
+def row_name(loss: str, method: str) -> str:
+  """The run-name prefix of a row (a key of ROWS): "drs", "ldam_drw", ..."""
+  return next(name for name, row in ROWS.items() if row == (loss, method))
+
+
 def plan(out: pathlib.Path, seeds: Sequence[int], recipe: Recipe,
-         branches: Sequence[str] = METHODS) -> Dict[str, Run]:
-  """Per seed: the phase-1 ERM run, then the `branches` (ERM, DRS, M2m) branched from it."""
+         branches: Optional[Sequence[str]] = None) -> Dict[str, Run]:
+  """Per seed: the loss's phase-1 run (`erm_phase1_s<seed>`, `ldam_phase1_s<seed>`), then the
+  `branches` (methods; default `BRANCHES[loss]`) branched from it."""
+  prefix = "erm" if recipe.loss == "ce" else recipe.loss
   runs = {}
   for s in seeds:
-    phase1 = out / f"erm_phase1_s{s}"
+    phase1 = out / f"{prefix}_phase1_s{s}"
     runs[phase1.name] = Run(phase1, "erm", s, recipe.deferral)
-    for m in branches:
-      runs[f"{m}_s{s}"] = Run(out / f"{m}_s{s}", m, s, recipe.epochs, phase1)
+    for m in branches or BRANCHES[recipe.loss]:
+      name = f"{row_name(recipe.loss, m)}_s{s}"
+      runs[name] = Run(out / name, m, s, recipe.epochs, phase1)
   return runs
 
 
@@ -371,7 +413,8 @@ def _command(run: Run, args) -> List[str]:
   cmd = [sys.executable, "-m", "launch.torch_reference", "train", "--data", str(args.data),
          "--out", str(run.out), "--method", run.method, "--seed", str(run.seed),
          "--until", str(run.until), "--device", args.device, "--epochs", str(args.epochs),
-         "--deferral", str(args.deferral), "--deadline_at", str(args.deadline_at)]
+         "--deferral", str(args.deferral), "--deadline_at", str(args.deadline_at),
+         "--loss", args.loss]
   if args.limit:
     cmd += ["--limit", str(args.limit)]
   return cmd + (["--init_from", str(run.init_from)] if run.init_from else [])
@@ -418,10 +461,10 @@ def run_result(run: Run, finished: bool) -> None:
 
 
 def _recipe(args) -> Recipe:
-  """The recipe, with the test-only schedule overrides of the command line."""
+  """The recipe of the command line's loss, with its test-only schedule overrides."""
   milestones = tuple(m for m in Recipe.milestones if m < args.epochs) or (args.deferral,)
   return Recipe(epochs=args.epochs, deferral=args.deferral, milestones=milestones,
-                warmup=min(Recipe.warmup, args.deferral))
+                warmup=min(Recipe.warmup, args.deferral), loss=args.loss)
 
 
 def digest(images: np.ndarray) -> str:
@@ -469,14 +512,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--deferral", type=int, default=Recipe.deferral)
     t.add_argument("--deadline_at", type=float, default=0.0, help="Unix time; 0: none")
     t.add_argument("--limit", type=int, default=0, help="tests only (load_arrays)")
+    t.add_argument("--loss", choices=("ce", "ldam"), default="ce")
   train_p, all_p = sub.choices["train"], sub.choices["all"]
   train_p.add_argument("--method", choices=METHODS, required=True)
   train_p.add_argument("--seed", type=int, required=True)
   train_p.add_argument("--until", type=int, required=True)
   train_p.add_argument("--init_from", default=None)
   all_p.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
-  all_p.add_argument("--branches", type=lambda s: s.split(","), default=list(METHODS),
-                     help="the rows to branch from each phase-1 run (erm,drs,m2m)")
+  all_p.add_argument("--branches", type=lambda s: s.split(","), default=None,
+                     help="the methods to branch from each phase-1 run (default: ce: erm,drs,"
+                     "m2m; ldam: erm,drw,m2m)")
   all_p.add_argument("--decoded", default=None, help="decoded arrays' folder (<out>_data)")
   all_p.add_argument("--deadline_s", type=float, default=0.0, help="seconds from now; 0: none")
   i = sub.add_parser("import_tf", help="m2m_tf's phase-1 state as a phase-1 run (needs TF)")

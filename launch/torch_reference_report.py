@@ -53,7 +53,7 @@ def phase1_rows(runs_dir: pathlib.Path, tf_history, deferral: int) -> List[List[
   swings by several points, so windows are averaged)."""
   import pandas as pd  # pylint: disable=g-import-not-at-top
   out = []
-  for hist in sorted(runs_dir.glob("erm_phase1_s*/history.csv")):
+  for hist in sorted(runs_dir.glob("*_phase1_s*/history.csv")):
     frame = pd.read_csv(hist)
     out.append(_phase1_row(f"PyTorch, {hist.parent.name}", frame, "train_loss", deferral))
   if pathlib.Path(tf_history).exists():
@@ -131,7 +131,7 @@ def report(runs_dir, results_dir, tf_table="results/cifar10_jpeg_lt.csv",
   import pandas as pd  # pylint: disable=g-import-not-at-top
   runs_dir = pathlib.Path(runs_dir)
   names = sorted(p.parent.name for p in runs_dir.glob("*/history.csv")
-                 if not p.parent.name.startswith("erm_phase1"))
+                 if "_phase1_" not in p.parent.name)
   frame = pd.DataFrame([summarize_run(n, tr.read_history(runs_dir / n), recipe) for n in names])
   base = pathlib.Path(results_dir) / "torch_reference_cifar10_jpeg_lt"
   frame.to_csv(f"{base}.csv", index=False, float_format="%.4f")
@@ -168,7 +168,7 @@ def _from_tf_section(folder: pathlib.Path, tf_rows: Dict[str, Dict],
   m2m_tf's rows: the same weights and momentum after epoch 160, then each framework's
   epochs 161-200 (their data order and kernels differ)."""
   from launch.markdown import markdown_table  # pylint: disable=g-import-not-at-top
-  runs = [m for m in tr.METHODS if (folder / f"{m}_s0" / "history.csv").exists()]
+  runs = [m for m in tr.ROWS if (folder / f"{m}_s0" / "history.csv").exists()]
   if not runs:
     return []
   lines = []
@@ -221,7 +221,7 @@ def _summary(frame, tf_rows: Dict[str, Dict]) -> List[List[str]]:
   return [[tr.LABELS[m],
            _mean_sd(list(frame.test_bacc[frame.method == m])),
            _mean_sd(list(frame.test_gm[frame.method == m])), _tf_text(tf_rows.get(m)),
-           "{:.1f} / {:.1f}".format(*paper[m])] for m in tr.METHODS if m in set(frame.method)]
+           "{:.1f} / {:.1f}".format(*paper[m])] for m in tr.ROWS if m in set(frame.method)]
 
 
 def _f(value, digits: int = 2) -> str:

@@ -260,3 +260,40 @@ def test_resnet32_sgd_step_matches_m2m_tf_trainer():
       # relative, so the weights to a few 1e-7 (measured <= 3e-7). A missing weight decay
       # would move weights of |w| > 0.05 by lr * wd * |w| > 1e-6.
       np.testing.assert_allclose(value, want[key], atol=1e-6, err_msg=key)
+
+
+def test_ldam_loss_and_drw_weights_equal_m2m_tf():
+  from m2m_tf import losses  # pylint: disable=g-import-not-at-top
+  counts = COUNTS.double()
+  np.testing.assert_allclose(tr.drw_weights(counts, 0.9999).numpy(),
+                             losses.class_weights("cb", COUNTS.numpy(), beta=0.9999), rtol=1e-6)
+  rng = np.random.default_rng(7)
+  logits = rng.uniform(-1, 1, (64, 10)).astype(np.float32)  # cosine logits
+  y = rng.integers(0, 10, 64)
+  ours = losses.ldam(y, logits, COUNTS.numpy(), max_margin=0.5, scale=30.0).numpy()
+  weights = torch.from_numpy(rng.uniform(0.5, 2, 10).astype(np.float32))
+  got = tr.batch_loss(torch.from_numpy(logits), torch.from_numpy(y), COUNTS,
+                      tr.Recipe(loss="ldam"), weights)
+  # float32 losses of size ~10 (scale 30 on cosines): ~1e-6 relative.
+  assert float(got) == pytest.approx(float(np.mean(weights.numpy()[y] * ours)), rel=1e-5)
+  plain = tr.batch_loss(torch.from_numpy(logits), torch.from_numpy(y), COUNTS, tr.Recipe())
+  assert float(plain) == pytest.approx(float(np.mean(
+      losses.cross_entropy(y, logits).numpy())), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_ldam_plan_on_cpu():
+  """`all --loss ldam`: LDAM's phase-1 run (cosine head) and its DRW and M2m branches."""
+  with tempfile.TemporaryDirectory() as tmp:
+    tmp = pathlib.Path(tmp)
+    bridge.export(tmp / "exported", g_path=OFFICIAL_NPZ)
+    subprocess.run([sys.executable, "-m", "launch.torch_reference", "all", "--data",
+                    str(tmp / "exported"), "--out", str(tmp / "runs"), "--seeds", "0",
+                    "--loss", "ldam", "--branches", "drw,m2m", "--device", "cpu", "--epochs",
+                    "3", "--deferral", "2", "--limit", "120"], check=True, cwd=REPO)
+    names = sorted(p.parent.name for p in (tmp / "runs").glob("*/result.json"))
+    assert names == ["ldam_drw_s0", "ldam_m2m_s0", "ldam_phase1_s0"]
+    state = torch.load(tmp / "runs" / "ldam_drw_s0" / "state.pt")
+    assert state["f"]["linear.weight"].shape == (64, 10)  # NormedLinear stores (in, out)
+    m2m = _history(tmp / "runs" / "ldam_m2m_s0" / "history.csv")
+    assert float(m2m[-1]["seeded"]) > 0
