@@ -148,7 +148,7 @@ def report(runs_dir, results_dir, tf_table="results/cifar10_jpeg_lt.csv",
           ["method", "PyTorch test bACC", "PyTorch test GM", "m2m_tf (TF, seed 0) bACC / GM",
            "paper bACC / GM"], _summary(frame, _tf_rows(tf_table))), "",
       markdown_table(["run", "epochs", "selected epoch", "val bACC", "test bACC", "test GM",
-                      "latest epoch: val / test bACC", "M2m acceptance",
+                      "latest epoch: val / test bACC", "M2m accepted / slots with a seed",
                       "GPU s per epoch after 160"], per_run), "",
       f"## Phase 1 (ERM, epochs 1-{recipe.deferral}, shared by each seed's rows)", "",
       markdown_table(["run", f"training loss, epoch {recipe.deferral}"] +
@@ -186,7 +186,7 @@ def _from_tf_section(folder: pathlib.Path, tf_rows: Dict[str, Dict],
           "PyTorch then trains each row's epochs 161-200 from it. Both sides start from the same "
           "weights; their data order, random draws and kernels differ.", "",
           markdown_table(["row", "PyTorch test bACC / GM (selected epoch)",
-                          "m2m_tf test bACC / GM", "M2m acceptance",
+                          "m2m_tf test bACC / GM", "M2m accepted / slots with a seed",
                           "GPU s per epoch after 160"], lines), "",
           "Validation bACC epoch by epoch (PyTorch / m2m_tf; - where a side has not reached it):",
           "", *_trajectories(folder, runs, TF_RUNS, recipe), ""]
