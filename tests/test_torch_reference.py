@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tarfile
 import tempfile
 
 import numpy as np
@@ -113,15 +114,23 @@ def _history(path):
 
 @pytest.mark.slow
 def test_export_all_resume_and_report_on_cpu():
-  """export -> all (decode check, phase 1, three branches) -> a resumed run equals the
-  straight one -> report, on a few hundred images."""
+  """export -> all through the device script (decode check, phase 1, three branches, packed
+  outputs) -> a resumed run equals the straight one -> report, on a few hundred images."""
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
     bridge.export(tmp / "exported", g_path=OFFICIAL_NPZ)
     base = [sys.executable, "-m", "launch.torch_reference"]
     small = ["--device", "cpu", "--epochs", "3", "--deferral", "2", "--limit", "120"]
-    subprocess.run(base + ["all", "--data", str(tmp / "exported"), "--out", str(tmp / "runs"),
-                           "--seeds", "0"] + small, check=True, cwd=REPO)
+    env = dict(os.environ, OUT=str(tmp / "back"), DATA=str(tmp / "exported"),
+               WORK=str(tmp / "runs"), PYTHON=sys.executable)
+    subprocess.run(["bash", "launch/torch_reference_device.sh", "--seeds", "0"] + small,
+                   check=True, cwd=REPO, env=env)
+    assert sorted(os.listdir(tmp / "back")) == ["all.log", "runs.tgz", "states_s0.tgz"]
+    with tarfile.open(tmp / "back" / "states_s0.tgz") as tar:
+      assert sorted(tar.getnames()) == sorted(f"runs/{r}_s0/state.pt"
+                                               for r in ("drs", "erm", "erm_phase1", "m2m"))
+    with tarfile.open(tmp / "back" / "runs.tgz") as tar:
+      assert not [n for n in tar.getnames() if n.endswith("state.pt")]
     machine = (tmp / "runs" / "machine.json").read_text()
     assert '"match": false' not in machine  # Pillow decodes exactly what TF decoded
     phase1 = _history(tmp / "runs" / "erm_phase1_s0" / "history.csv")
