@@ -120,7 +120,7 @@ def test_export_all_resume_and_report_on_cpu():
     tmp = pathlib.Path(tmp)
     bridge.export(tmp / "exported", g_path=OFFICIAL_NPZ)
     base = [sys.executable, "-m", "launch.torch_reference"]
-    small = ["--device", "cpu", "--epochs", "3", "--deferral", "2", "--limit", "120"]
+    small = ["--device", "cpu", "--epochs", "3", "--deferral", "2", "--limit", "60"]
     env = dict(os.environ, OUT=str(tmp / "back"), DATA=str(tmp / "exported"),
                WORK=str(tmp / "runs"), PYTHON=sys.executable)
     subprocess.run(["bash", "launch/torch_reference_device.sh", "--seeds", "0"] + small,
@@ -299,7 +299,7 @@ def test_ldam_plan_on_cpu():
     subprocess.run([sys.executable, "-m", "launch.torch_reference", "all", "--data",
                     str(tmp / "exported"), "--out", str(tmp / "runs"), "--seeds", "0",
                     "--loss", "ldam", "--branches", "drw,m2m", "--device", "cpu", "--epochs",
-                    "3", "--deferral", "2", "--limit", "120"], check=True, cwd=REPO)
+                    "3", "--deferral", "2", "--limit", "60"], check=True, cwd=REPO)
     names = sorted(p.parent.name for p in (tmp / "runs").glob("*/result.json"))
     assert names == ["ldam_drw_s0", "ldam_m2m_s0", "ldam_phase1_s0"]
     state = torch.load(tmp / "runs" / "ldam_drw_s0" / "state.pt")
