@@ -477,6 +477,9 @@ def decode(src, dest) -> Dict[str, object]:
   checks them against the TF decode's digests. Returns the check: per split, whether the
   digests match, else how many pixel values differ and by how much at most."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+  if not (pathlib.Path(src) / JPEG_FILE).exists():
+    raise SystemExit(f"{src}: no {JPEG_FILE}; write it with `python -m launch.torch_reference "
+                     "export` where m2m_tf is installed")
   with np.load(pathlib.Path(src) / JPEG_FILE) as npz:
     exported = {k: np.array(npz[k]) for k in npz.files}
   arrays, check = {}, {}
@@ -498,10 +501,6 @@ def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m launch.torch_reference", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = p.add_subparsers(dest="command", required=True)
-  e = sub.add_parser("export", help="write the arrays and the official g (needs TensorFlow)")
-  e.add_argument("--out", default=".torchref")
-  e.add_argument("--data_dir", default=None)
-  e.add_argument("--g_npz", default=None)
   for name in ("train", "all"):
     t = sub.add_parser(name, help=f"{name} (PyTorch)")
     t.add_argument("--data", default=".torchref",
@@ -524,6 +523,16 @@ def _parser() -> argparse.ArgumentParser:
                      "m2m; ldam: erm,drw,m2m)")
   all_p.add_argument("--decoded", default=None, help="decoded arrays' folder (<out>_data)")
   all_p.add_argument("--deadline_s", type=float, default=0.0, help="seconds from now; 0: none")
+  _add_other_side(sub)
+  return p
+
+
+def _add_other_side(sub) -> None:
+  """The subcommands that run beside m2m_tf or make the tables (`_other_side`)."""
+  e = sub.add_parser("export", help="write the arrays and the official g (needs TensorFlow)")
+  e.add_argument("--out", default=".torchref")
+  e.add_argument("--data_dir", default=None)
+  e.add_argument("--g_npz", default=None)
   i = sub.add_parser("import_tf", help="m2m_tf's phase-1 state as a phase-1 run (needs TF)")
   i.add_argument("--tf_run", default="results/cifar10_jpeg_lt_full/erm_phase1_s0")
   i.add_argument("--out", default=".torchref/from_tf/erm_phase1_s0")
@@ -534,7 +543,6 @@ def _parser() -> argparse.ArgumentParser:
   r = sub.add_parser("report", help="the tables (needs pandas)")
   r.add_argument("--runs", default="results/torch_reference")
   r.add_argument("--results_dir", default="results")
-  return p
 
 
 def _machine(args, decode_check) -> None:
@@ -574,6 +582,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   torch.backends.cuda.matmul.allow_tf32 = False
   torch.set_num_threads(1)
   if args.command == "all":
+    unknown = sorted(set(args.branches or ()) - set(BRANCHES[args.loss]))
+    if unknown:  # before anything is decoded or trained
+      raise SystemExit(f"--branches {','.join(unknown)}: the {args.loss} rows are "
+                       f"{','.join(BRANCHES[args.loss])}")
     args.deadline_at = time.time() + args.deadline_s if args.deadline_s else 0.0
     decoded = pathlib.Path(args.decoded or f"{args.out.rstrip('/')}_data")
     _machine(args, decode(args.data, decoded))

@@ -44,9 +44,10 @@ def export(out, data_dir=None, g_path=None) -> pathlib.Path:
 
 
 def import_tf_phase1(tf_run, out, epochs: int = 160) -> pathlib.Path:
-  """Writes m2m_tf's phase-1 state after `epochs` epochs (a Keras-form run folder) as a finished
-  phase-1 run of `launch.torch_reference` in `out` (state.pt, history.csv, result.json), so that `all`
-  branches PyTorch rows from the very weights m2m_tf's rows branched from.
+  """Writes m2m_tf's phase-1 state after `epochs` epochs (a Keras-form run folder) as a
+  finished phase-1 run of `launch.torch_reference` in `out` (state.pt, history.csv,
+  result.json), so that `all` branches PyTorch rows from the very weights m2m_tf's rows
+  branched from.
 
   The weights map by module name (`torch_import.torch_state_dict`); Keras' momentum slot m is
   -lr times PyTorch's buffer at a steady lr (docs/method.md difference 9), so b = -m / lr.

@@ -306,3 +306,11 @@ def test_ldam_plan_on_cpu():
     assert state["f"]["linear.weight"].shape == (64, 10)  # NormedLinear stores (in, out)
     m2m = _history(tmp / "runs" / "ldam_m2m_s0" / "history.csv")
     assert float(m2m[-1]["seeded"]) > 0
+
+
+def test_bad_input_gets_one_line():
+  with pytest.raises(SystemExit, match="--branches drw: the ce rows are erm,drs,m2m"):
+    tr.main(["all", "--out", "/nonexistent/x", "--branches", "drw", "--device", "cpu"])
+  with tempfile.TemporaryDirectory() as tmp:
+    with pytest.raises(SystemExit, match="no cifar10_jpeg_lt_jpeg.npz; write it with"):
+      tr.main(["all", "--data", tmp, "--out", os.path.join(tmp, "runs"), "--device", "cpu"])
