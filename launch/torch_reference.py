@@ -344,14 +344,14 @@ def restore(run: Run, f, opt, recipe: Recipe):
   return state["epochs"], rows
 
 
-def build_models(data_dir, device, seed: int, recipe: Recipe):
+def build_models(g_path, device, seed: int, recipe: Recipe):
   """(f, g, optimizer): f initialised from `seed` (LDAM: with the cosine head), g the official
-  checkpoint, frozen."""
+  checkpoint at `g_path`, frozen."""
   torch = _torch()
   torch.manual_seed(seed)
   f = build_resnet32(normed_head=recipe.loss == "ldam").to(device)
   g = build_resnet32()
-  load_official(g, pathlib.Path(data_dir) / G_FILE)
+  load_official(g, g_path)
   g = g.to(device).eval().requires_grad_(False)
   opt = torch.optim.SGD(f.parameters(), lr=recipe.lr, momentum=0.9,
                         weight_decay=recipe.weight_decay)
@@ -367,7 +367,7 @@ def train(run: Run, data_dir, recipe: Recipe, device: str = "cuda",
   """
   run.out.mkdir(parents=True, exist_ok=True)
   data = load_arrays(data_dir, device, limit)
-  f, g, opt = build_models(data_dir, device, run.seed, recipe)
+  f, g, opt = build_models(pathlib.Path(data_dir) / G_FILE, device, run.seed, recipe)
   done, rows = restore(run, f, opt, recipe)
   for epoch in range(done, run.until):
     if deadline is not None and time.time() > deadline:
