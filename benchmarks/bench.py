@@ -42,6 +42,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from launch.markdown import markdown_table
+from m2m_tf import machine
 
 # Class counts of the benchmark workloads.
 CIFAR10_LT_R100_COUNTS = (5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50)
@@ -115,24 +116,9 @@ class StepConfig:
 CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
-def _cpuinfo() -> Dict[str, str]:
-  """The first processor's /proc/cpuinfo fields ({} where there is none)."""
-  out = {}
-  try:
-    with open("/proc/cpuinfo") as fh:
-      for line in fh:
-        if not line.strip():
-          break
-        key, _, value = line.partition(":")
-        out[key.strip()] = value.strip()
-  except OSError:
-    pass
-  return out
-
-
 def _cpu_model() -> str:
   """The CPU's model name, with its family/model numbers where the name is vague."""
-  info = _cpuinfo()
+  info = machine.cpuinfo()
   name = info.get("model name") or platform.processor() or "unknown"
   if "cpu family" in info and "model" in info:
     name += f" (family {info['cpu family']}, model {info['model']})"
@@ -141,7 +127,7 @@ def _cpu_model() -> str:
 
 def cpu_features() -> List[str]:
   """Which of CPU_FEATURES this CPU has (bfloat16 is emulated without avx512_bf16 / amx_bf16)."""
-  flags = set(_cpuinfo().get("flags", "").split())
+  flags = set(machine.cpuinfo().get("flags", "").split())
   return [f for f in CPU_FEATURES if f in flags]
 
 

@@ -29,7 +29,7 @@ import functools
 import math
 import os
 import sys
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -111,9 +111,8 @@ def _wall_hours(results, record, flags) -> Optional[float]:
   hold its parent's epoch times; those are left out (they are the parent's row).
   Old results without `epoch_seconds` fall back to `seconds` (last invocation).
   """
-  first = int((flags or {}).get("init_epoch") or 0)
-  source = results if results and "epoch_seconds" in results else record
-  seconds = [s for s in (source or {}).get("epoch_seconds", [])[first:] if s]
+  source, first = _epoch_lists(results, record, flags)
+  seconds = [s for s in source.get("epoch_seconds", [])[first:] if s]
   if seconds:
     return sum(seconds) / 3600
   return results.get("seconds", 0.0) / 3600 if results else None
@@ -145,11 +144,18 @@ def read_run(root: str, stage) -> Run:
   return run
 
 
+def _epoch_lists(results, record, flags) -> Tuple[dict, int]:
+  """(where a run's per-epoch lists are, its first own epoch): results.json once finished
+  (older ones lack the lists), else its newest commit record; a branched run's lists also hold
+  its source's epochs, before `init_epoch`."""
+  source = results if results and "epoch_seconds" in results else record
+  return source or {}, int((flags or {}).get("init_epoch") or 0)
+
+
 def _machines(results, record, flags) -> Dict[str, int]:
   """How many of the run's own epochs (after its branch point) ran on each machine."""
-  first = int((flags or {}).get("init_epoch") or 0)
-  source = results if results and "epoch_seconds" in results else record
-  names = ckpt_lib.epoch_machines(source or {})[first:]
+  source, first = _epoch_lists(results, record, flags)
+  names = ckpt_lib.epoch_machines(source)[first:]
   return dict(collections.Counter(m or "not recorded" for m in names))
 
 

@@ -4,7 +4,7 @@ Why: the TF rows of `launch/cifar_full.py` sit a few points under the paper's nu
 are a lossy JPEG substitute, so part of that gap is expected; this module measures how much is
 the data's and how much could be ours. It re-implements the official PyTorch recipe
 (docs/torch_reference.md lists each rule and where it differs from m2m_tf) without importing
-TensorFlow or m2m_tf, so it runs where TensorFlow does not (a lent GPU machine), on the very
+TensorFlow (of m2m_tf only its NumPy metrics), so it runs where TensorFlow does not (a lent GPU machine), on the very
 arrays the TF runs use (exported here by `export`). The model is launch/torch_resnet.py; the
 subcommands that run beside m2m_tf are in launch/torch_reference_bridge.py, the tables in
 launch/torch_reference_report.py.
@@ -41,18 +41,20 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+# NumPy only (no TensorFlow): the metrics' definitions are shared with m2m_tf's tables.
+from m2m_tf import metrics
+
 DATA_FILE = "cifar10_jpeg_lt.npz"
 JPEG_FILE = "cifar10_jpeg_lt_jpeg.npz"
 SPLITS = ("train", "val", "test")
 G_FILE = "official_g.npz"
 G_SOURCE = "official_erm_resnet32_cifar10lt_r100.npz"
 METHODS = ("erm", "drs", "drw", "m2m")
-# The rows: run-name prefix -> (loss, method); the branches of each loss's phase-1 run.
+# The rows: run-name prefix -> (loss, method), as launch.tables.TABLE2_ROWS (a test checks);
+# the branches of each loss's phase-1 run.
 ROWS = {"erm": ("ce", "erm"), "drs": ("ce", "drs"), "m2m": ("ce", "m2m"),
         "ldam": ("ldam", "erm"), "ldam_drw": ("ldam", "drw"), "ldam_m2m": ("ldam", "m2m")}
 BRANCHES = {"ce": ("erm", "drs", "m2m"), "ldam": ("erm", "drw", "m2m")}
-LABELS = {"erm": "ERM", "drs": "ERM-DRS", "m2m": "ERM-M2m", "ldam": "LDAM",
-          "ldam_drw": "LDAM-DRW", "ldam_m2m": "LDAM-M2m"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,12 +111,6 @@ def batch_loss(logits, y, counts, recipe: Recipe, weights=None):
     logits = recipe.ldam_scale * (logits - shift)
   per_example = torch.nn.functional.cross_entropy(logits, y, weight=weights, reduction="none")
   return per_example.mean()
-
-
-def geometric_mean(recalls: np.ndarray, correction: float = 0.001) -> float:
-  """GM of per-class recalls in [0, 1], a zero recall counted as `correction` (as m2m_tf)."""
-  r = np.where(np.asarray(recalls, np.float64) == 0, correction, recalls)
-  return float(np.exp(np.mean(np.log(r))))
 
 
 def _torch():
@@ -290,12 +286,14 @@ def recalls(model, x, y, num_classes: int) -> np.ndarray:
 
 
 def evaluate(model, data) -> Dict[str, float]:
-  """Validation and test bACC and GM (%), and each class's test recall (%)."""
+  """Validation and test bACC and GM (%, m2m_tf's NumPy definitions, so both sides report the
+  same metrics), and each class's test recall (%)."""
   k = len(data["counts"])
   row = {}
   for split in ("val", "test"):
     r = recalls(model, data[f"x_{split}"], data[f"y_{split}"], k)
-    row[f"{split}_bacc"], row[f"{split}_gm"] = 100 * float(r.mean()), 100 * geometric_mean(r)
+    row[f"{split}_bacc"] = 100 * metrics.balanced_accuracy(r)
+    row[f"{split}_gm"] = 100 * metrics.geometric_mean(r)
   row.update({f"recall_{c}": 100 * float(v) for c, v in enumerate(r)})
   return row
 
@@ -373,9 +371,10 @@ def train(run: Run, data_dir, recipe: Recipe, device: str = "cuda",
     if deadline is not None and time.time() > deadline:
       return False
     t0 = time.time()
+    lr = learning_rate(recipe, epoch)
     for group in opt.param_groups:
-      group["lr"] = learning_rate(recipe, epoch)
-    row = {"epoch": epoch + 1, "lr": learning_rate(recipe, epoch)}
+      group["lr"] = lr
+    row = {"epoch": epoch + 1, "lr": lr}
     row.update(train_epoch(f, g, opt, data, run, epoch, recipe))
     row.update(evaluate(f, data))
     row["seconds"] = time.time() - t0
@@ -475,7 +474,7 @@ def digest(images: np.ndarray) -> str:
 def decode(src, dest) -> Dict[str, object]:
   """Decodes the exported JPEGs with Pillow into `dest`/DATA_FILE (NCHW uint8, labels) and
   checks them against the TF decode's digests. Returns the check: per split, whether the
-  digests match, else how many pixel values differ and by how much at most."""
+  sha256 of the decoded images equals TF's."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   if not (pathlib.Path(src) / JPEG_FILE).exists():
     raise SystemExit(f"{src}: no {JPEG_FILE}; write it with `python -m launch.torch_reference "

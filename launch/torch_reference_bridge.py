@@ -54,20 +54,25 @@ def import_tf_phase1(tf_run, out, epochs: int = 160) -> pathlib.Path:
   """
   from m2m_tf import models  # pylint: disable=g-import-not-at-top
   from m2m_tf.models import torch_import  # pylint: disable=g-import-not-at-top
+  from m2m_tf.errors import CheckpointError  # pylint: disable=g-import-not-at-top
   from m2m_tf.training import checkpoint  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
-  state = checkpoint.load_state(os.path.join(tf_run, "ckpt", f"state-{epochs:04d}.json"))
+  record = os.path.join(tf_run, "ckpt", f"state-{epochs:04d}.json")
+  state = checkpoint.load_state(record)
   model = models.resnet32(10)
-  _assign_checked(model.weights, state.f_weights)
-  slots = state.optimizer_vars[-len(model.trainable_variables):]  # after iterations and lr
-  _assign_checked(model.trainable_variables, slots, assign=False)
   lr = tr.learning_rate(tr.Recipe(), epochs - 1)
-  f = tr.build_resnet32()
+  slots = state.optimizer_vars[-len(model.trainable_variables):]  # after iterations and lr
+  try:
+    checkpoint.check_shapes(record, "f", model.weights, state.f_weights)
+    checkpoint.check_shapes(record, "momentum", model.trainable_variables, slots)
+  except CheckpointError as e:
+    raise SystemExit(str(e)) from None
+  _assign(model.weights, state.f_weights)
   weights = {k: torch.from_numpy(np.array(v)) for k, v in
              torch_import.torch_state_dict(model).items()}
-  for v, m in zip(model.trainable_variables, slots):  # the slots, laid out as the weights
-    v.assign(-m / lr)
+  _assign(model.trainable_variables, [-m / lr for m in slots])  # laid out as the weights
   buffers = torch_import.torch_state_dict(model)
+  f = tr.build_resnet32()
   missing, unexpected = f.load_state_dict(weights, strict=False)
   if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
     raise SystemExit(f"weights do not map: missing {missing}, unexpected {unexpected}")
@@ -97,15 +102,10 @@ def _check_val(f, tf_val_bacc: float) -> None:
     raise SystemExit(f"the imported f scores {got:.2f}, m2m_tf recorded {tf_val_bacc:.2f}")
 
 
-def _assign_checked(variables, arrays, assign: bool = True) -> None:
-  """Checks that the arrays fit the variables one by one (and assigns them)."""
-  if len(variables) != len(arrays):
-    raise SystemExit(f"{len(arrays)} arrays for {len(variables)} variables")
+def _assign(variables, arrays) -> None:
+  """Assigns arrays (already checked by `checkpoint.check_shapes`) to variables in order."""
   for v, a in zip(variables, arrays):
-    if tuple(v.shape) != tuple(a.shape):
-      raise SystemExit(f"{v.path}: shape {tuple(v.shape)}, array {tuple(a.shape)}")
-    if assign:
-      v.assign(a)
+    v.assign(a)
 
 
 def _tf_history_row(row: Dict, seconds: float) -> Dict:

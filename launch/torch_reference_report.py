@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from launch import tables
 from launch import torch_reference as tr
 
 
@@ -177,8 +178,8 @@ def _from_tf_section(folder: pathlib.Path, tf_rows: Dict[str, Dict],
     pytorch = (f"{_f(r['test_bacc'])} / {_f(r['test_gm'])} (epoch {r['best_epoch']})"
                if r["best_epoch"] else f"running ({r['epochs']}; epoch {r['latest_epoch']}: "
                f"val {_f(r['latest_val_bacc'])}, test {_f(r['latest_test_bacc'])})")
-    lines.append([tr.LABELS[m], pytorch, _tf_text(tf_rows.get(m)), _f(r["accept_rate"], 3),
-                  _f(r["seconds_per_epoch"], 1)])
+    lines.append([tables.TABLE2_ROWS[m][0], pytorch, _tf_text(tf_rows.get(m)),
+                  _f(r["accept_rate"], 3), _f(r["seconds_per_epoch"], 1)])
   return ["## From m2m_tf's own phase-1 state (seed 0)", "",
           "`python -m launch.torch_reference import_tf` converts m2m_tf's state after epoch 160 "
           "(`results/cifar10_jpeg_lt_full/erm_phase1_s0`; weights by module name, momentum "
@@ -209,16 +210,15 @@ def _trajectories(folder: pathlib.Path, methods: Sequence[str], tf_root,
     tf = {}
     if path.exists():  # its epoch column counts from 0
       tf = {int(e) + 1: float(v) for e, v in pd.read_csv(path)[["epoch", "val_bacc"]].values}
-    lines.append([tr.LABELS[m]] + [f"{_f(ours.get(e)).replace('n/a', '-')} / "
+    lines.append([tables.TABLE2_ROWS[m][0]] + [f"{_f(ours.get(e)).replace('n/a', '-')} / "
                                    f"{_f(tf.get(e)).replace('n/a', '-')}" for e in epochs])
   return [markdown_table(["row"] + [f"epoch {e}" for e in epochs], lines)]
 
 
 def _summary(frame, tf_rows: Dict[str, Dict]) -> List[List[str]]:
   """Per method: the finished seeds' mean and sd, m2m_tf's row and the paper's."""
-  from launch import tables  # pylint: disable=g-import-not-at-top
   paper = tables.PAPER["cifar10_lt"]
-  return [[tr.LABELS[m],
+  return [[tables.TABLE2_ROWS[m][0],
            _mean_sd(list(frame.test_bacc[frame.method == m])),
            _mean_sd(list(frame.test_gm[frame.method == m])), _tf_text(tf_rows.get(m)),
            "{:.1f} / {:.1f}".format(*paper[m])] for m in tr.ROWS if m in set(frame.method)]

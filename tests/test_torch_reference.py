@@ -102,6 +102,14 @@ def test_choose_seeds_follows_the_official_rules():
   assert none[0] == 0 and none[1].numel() == 0
 
 
+def test_rows_are_the_tables_rows():
+  from launch import tables as grid_tables  # pylint: disable=g-import-not-at-top
+  assert tr.ROWS == {k: (v[1]["loss"], v[1]["method"]) for k, v in grid_tables.TABLE2_ROWS.items()
+                     if k in tr.ROWS}
+  assert sorted(m for loss in tr.BRANCHES.values() for m in loss) == sorted(
+      method for _, method in tr.ROWS.values())
+
+
 def test_selected_row_keeps_the_last_tie():
   rows = [{"epoch": e, "val_bacc": v} for e, v in ((1, 50.0), (2, 60.0), (3, 55.0), (4, 60.0))]
   assert tables.selected_row(rows)["epoch"] == 4

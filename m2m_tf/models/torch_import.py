@@ -167,7 +167,3 @@ def torch_state_dict(model) -> dict:
   return {key: _TO_TORCH[convert](np.asarray(variable.numpy()))
           for key, (variable, _, convert) in _expected_tensors(model).items()}
 
-
-def torch_keys_of(model) -> dict:
-  """{Keras variable path: PyTorch key} of `model`'s mapped variables (for optimizer slots)."""
-  return {variable.path: key for key, (variable, _, _) in _expected_tensors(model).items()}

@@ -28,12 +28,10 @@ workers commit into their private folders, and load the chief's commit to resume
 
 import csv
 import dataclasses
-import functools
 import glob
 import hashlib
 import io
 import os
-import platform
 import shutil
 import time
 from typing import List, Optional, Sequence
@@ -45,6 +43,7 @@ import numpy as np
 from m2m_tf.errors import CheckpointError
 from m2m_tf.io_utils import TMP_PREFIX, atomic_save, atomic_write_json, atomic_write_text
 from m2m_tf.io_utils import file_sha256
+from m2m_tf.machine import machine_name
 # The commit records' format lives in `m2m_tf.run_records` (no Keras), for progress reports.
 from m2m_tf.run_records import CKPT_DIR, committed_records, epoch_machines, read_record
 from m2m_tf.run_records import record_path
@@ -116,20 +115,6 @@ def load_state(record_path: str) -> RunState:
                   best=best, best_weights=best_weights, history=rec.get("history", []),
                   epoch_seconds=rec.get("epoch_seconds", []), record_path=record_path,
                   epoch_machines=epoch_machines(rec))
-
-
-@functools.lru_cache(maxsize=1)
-def machine_name() -> str:
-  """This machine's CPU model and core count, e.g. "AMD EPYC 7B13, 2 cores" (a run that moves
-  between machines records which epochs ran where; speeds differ by CPU, docs/platform.md)."""
-  model = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as fh:
-      model = next((line.split(":", 1)[1].strip() for line in fh
-                    if line.startswith("model name")), model)
-  except OSError:
-    pass
-  return f"{model}, {os.cpu_count()} cores"
 
 
 def latest_state(ckpt_dir: str) -> Optional[RunState]:
@@ -214,8 +199,8 @@ class RunCheckpoint(keras.callbacks.Callback):
     opt = trainer.optimizer
     if not opt.built:
       opt.build(trainer.f.trainable_variables)
-    _check_shapes(state.record_path, "f", f_vars, state.f_weights)
-    _check_shapes(state.record_path, "optimizer", opt.variables, state.optimizer_vars)
+    check_shapes(state.record_path, "f", f_vars, state.f_weights)
+    check_shapes(state.record_path, "optimizer", opt.variables, state.optimizer_vars)
     for v, a in zip(f_vars, state.f_weights):
       v.assign(a)
     for v, a in zip(opt.variables, state.optimizer_vars):
@@ -338,7 +323,8 @@ class RunCheckpoint(keras.callbacks.Callback):
           os.remove(path)
 
 
-def _check_shapes(where: str, what: str, variables, arrays) -> None:
+def check_shapes(where: str, what: str, variables, arrays) -> None:
+  """Raises CheckpointError naming `where` unless `arrays` fit `variables` one by one."""
   if len(variables) != len(arrays):
     raise CheckpointError(f"{where}: {what} has {len(arrays)} arrays, the model "
                           f"{len(variables)}; the checkpoint belongs to another model.")
