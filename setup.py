@@ -1,4 +1,4 @@
-"""m2m_tf: M2m (Major-to-minor Translation, CVPR 2020) and imbalanced-learning baselines in TF/Keras.
+"""m2m_tf: M2m (Major-to-minor Translation, CVPR 2020) and imbalanced-learning baselines, TF/Keras.
 
 Install for CPU:  pip install -e ".[cpu]"      (tensorflow-cpu wheel)
 Install for GPU:  pip install -e ".[gpu]"      (tensorflow[and-cuda])
@@ -25,7 +25,7 @@ CORE = [
 setuptools.setup(
     name="m2m_tf",
     version="0.1.0",
-    description="M2m: Major-to-minor Translation for imbalanced classification, in TensorFlow/Keras.",
+    description="M2m: Major-to-minor Translation for imbalanced classification (TensorFlow/Keras).",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["m2m_tf", "m2m_tf.*", "data_prep", "data_prep.*"]),
     install_requires=CORE,

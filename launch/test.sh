@@ -10,5 +10,5 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".[cpu,test]"
 # Lint first (pyflakes' checks and the 100-column line length, ruff.toml): a failure stops the run.
-.venv/bin/ruff check --quiet m2m_tf data_prep launch benchmarks tests
+.venv/bin/ruff check --quiet m2m_tf data_prep launch benchmarks tests setup.py
 exec .venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"

@@ -4,10 +4,10 @@ Why: the TF rows of `launch/cifar_full.py` sit a few points under the paper's nu
 are a lossy JPEG substitute, so part of that gap is expected; this module measures how much is
 the data's and how much could be ours. It re-implements the official PyTorch recipe
 (docs/torch_reference.md lists each rule and where it differs from m2m_tf) without importing
-TensorFlow (of m2m_tf only its NumPy metrics), so it runs where TensorFlow does not (a lent GPU machine), on the very
-arrays the TF runs use (exported here by `export`). The model is launch/torch_resnet.py; the
-subcommands that run beside m2m_tf are in launch/torch_reference_bridge.py, the tables in
-launch/torch_reference_report.py.
+TensorFlow (of m2m_tf only its NumPy metrics), so it runs where TensorFlow does not (a lent GPU
+machine), on the very arrays the TF runs use (exported here by `export`). The model is
+launch/torch_resnet.py; the subcommands that run beside m2m_tf are in
+launch/torch_reference_bridge.py, the tables in launch/torch_reference_report.py.
 
 Commands:
   python -m launch.torch_reference export --out .torchref        # here: JPEGs + official g
