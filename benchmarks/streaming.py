@@ -42,6 +42,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from benchmarks import report as report_lib
+from m2m_tf import machine
 
 PROG = "python -m benchmarks.streaming"
 
@@ -315,14 +316,7 @@ def markdown(report: dict) -> str:
 
 
 def _machine() -> str:
-  model = "unknown CPU"
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
-                  if ln.startswith("Model name")), model)
-  except OSError:
-    pass
-  return f"{model}, {os.cpu_count()} CPUs, load {[round(v, 2) for v in os.getloadavg()]}"
+  return f"{machine.machine_name()}, load {[round(v, 2) for v in os.getloadavg()]}"
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -102,7 +102,9 @@ def _train(dataset, rows, seeds, root, settings) -> int:
 
 def _notes(dataset, seeds, timing_path, gaps, settings=None) -> List[str]:
   """The lines under a table's title: provenance, timing, hyper-parameters, gaps."""
-  notes = [f"Made by `python -m launch.grid --dataset={dataset} --table={FLAGS.table}` "
+  given = "".join(f" --{k}={v}" for k, v in (("root", FLAGS.root), ("budgets", FLAGS.budgets))
+                  if v)  # defaults stay implicit, so committed tables keep their line
+  notes = [f"Made by `python -m launch.grid --dataset={dataset} --table={FLAGS.table}{given}` "
            f"(seeds {','.join(map(str, seeds))}).",
            "Test metrics of the epoch with the best validation bACC; GM with zero recalls "
            "replaced by 0.001 (imbalanced-learn correction)."]

@@ -242,6 +242,10 @@ class LaunchTest(absltest.TestCase):
     last = _run(collect + ["--collect_only"], self.env).splitlines()[-1]
     self.assertEqual(last, f"Complete grid: wrote {res}/reuters.{{csv,md}}.")
     self.assertLen(pd.read_csv(os.path.join(res, "reuters.csv")), 55)
+    # The table names the command that makes it again, non-default folders included.
+    self.assertIn(f"Made by `python -m launch.grid --dataset=reuters --table=table2 --root={root} "
+                  f"--budgets={self.tmp}/none.json` (seeds 0,1,2,3,4).",
+                  _read(os.path.join(res, "reuters.md")))
     committed = {ext: _read(os.path.join(res, f"reuters.{ext}")) for ext in ("csv", "md")}
     # One row, one seed: nothing to train, and results/ stays as it was.
     out = _run(collect + ["--rows=erm", "--seeds=0"], self.env)
