@@ -5,7 +5,8 @@ g's run and in f's). A driver process SIGKILLs itself at the n-th firing of a
 named point (after a history row appears, in the middle of a checkpoint write,
 between a state file and its record, during the export, ...), or a timer thread
 kills it a set time after the run starts (imports excluded, so the kill lands in
-the run on a fast CPU and on a slow one alike). After each kill the same command runs again.
+the run on a fast CPU and on a slow one alike). After each kill the same command
+runs again.
 The final results.json, weights and history must equal an uninterrupted run's.
 """
 
