@@ -20,6 +20,8 @@ CORE = [
     # Confidence intervals of the result tables (launch/tables.py); scikit-learn needs it too.
     "scipy==1.17.1",
     "tensorboard==2.21.0",
+    # Every run's report (m2m_tf/report, m2m_tf/plots.py) and the study figures of launch/.
+    "matplotlib==3.11.2",
 ]
 
 setuptools.setup(
@@ -33,10 +35,7 @@ setuptools.setup(
         "cpu": ["tensorflow-cpu==2.21.0"],
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
         # torch is a test-only oracle for the official-checkpoint import (CPU wheel).
-        "test": ["pytest==9.0.3", "ruff==0.17.5", "imbalanced-learn==0.14.2", "torch==2.13.0",
-                 "matplotlib==3.11.2"],
-        # launch/cifar_report.py's figures (its tests draw them too, hence also in "test").
-        "figures": ["matplotlib==3.11.2"],
+        "test": ["pytest==9.0.3", "ruff==0.17.5", "imbalanced-learn==0.14.2", "torch==2.13.0"],
     },
     entry_points={"console_scripts": ["m2m-train=m2m_tf.main:run_main"]},
 )

@@ -30,7 +30,6 @@ Writes a JSON file and a Markdown table (atomically) and prints the table.
 
 import argparse
 import dataclasses
-import math
 import os
 import platform
 import statistics
@@ -41,6 +40,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from benchmarks import timing
 from launch.markdown import markdown_table
 from m2m_tf import machine
 
@@ -95,7 +95,7 @@ def quick_workload(w: Workload) -> Workload:
 class StepConfig:
   """One timed step: ERM or M2m, XLA on or off, bucket count, compute precision."""
 
-  method: str  # "erm" or "m2m"
+  method: str  # "erm", "m2m" or "torch_erm" (the project's PyTorch ResNet-32, --torch)
   jit: bool
   n_buckets: int = 0  # 0 for ERM
   fold_batchnorm: bool = True  # M2m: BatchNorm folded in the translation passes
@@ -108,6 +108,8 @@ class StepConfig:
     at = "" if self.precision == "float32" else "@" + PRECISION_TAGS[self.precision]
     if self.method == "erm":
       return f"erm/{mode}{at}"
+    if self.method == "torch_erm":
+      return "erm/pytorch"
     suffix = "" if self.fold_batchnorm else "_nofold"
     return f"m2m_b{self.n_buckets}{suffix}/{mode}{at}"
 
@@ -225,20 +227,15 @@ def _build_trainer(w: Workload, cfg: StepConfig, seed: int, wrap_optimizer):
   return trainer
 
 
-class _Timed:
+class _Timed(timing.TimedSteps):
   """A trainer, an in-memory iterator of balanced batches, and its step times."""
 
   def __init__(self, w: Workload, cfg: StepConfig, xs, ys, seed: int):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    self.cfg = cfg
+    super().__init__(cfg)
     self.trainer = build_trainer(w, cfg, seed)
     data = tf.data.Dataset.from_tensor_slices((xs, ys)).repeat().prefetch(2)
     self.iterator = iter(data)
-    self.times: List[float] = []
-    self.n_steps = 0
-    self.repeat = 1
-    self.first_call_s: Optional[float] = None
-    self.logs: dict = {}
 
   def step(self, repeat: int = 1) -> float:
     """`repeat` compiled steps, synchronised on the last loss; returns seconds per step."""
@@ -252,19 +249,11 @@ class _Timed:
     self.logs = logs
     return dt
 
-  def warm_up(self, n_warm: int, min_sample_s: float) -> None:
-    """`n_warm` untimed steps; the first one's time (trace + compile) is `first_call_s`.
 
-    With more than one warm-up step, `repeat` becomes the number of consecutive
-    steps that last about `min_sample_s` (at most 200), timed as one sample.
-    """
-    last = None
-    for i in range(n_warm):
-      last = self.step()
-      if i == 0:
-        self.first_call_s = last
-    if n_warm > 1:
-      self.repeat = max(1, min(200, int(math.ceil(min_sample_s / max(last, 1e-6)))))
+def _torch_timed(w: Workload, cfg: StepConfig, xs, ys, seed: int):
+  """The PyTorch step's `TorchTimed`; PyTorch, a test dependency, is imported only for --torch."""
+  from benchmarks import torch_step  # pylint: disable=g-import-not-at-top
+  return torch_step.TorchTimed(w, cfg, np.asarray(xs), np.asarray(ys), seed)
 
 
 def _step_row(w: Workload, t: _Timed) -> dict:
@@ -312,7 +301,8 @@ def time_steps(w: Workload, configs: Sequence[StepConfig], *, warmup: int, steps
   timed = []
   for cfg in configs:
     slow = cfg.jit and cfg.method == "m2m" and w.arch != "mlp"
-    t = _Timed(w, cfg, xs, ys, seed)
+    t = _torch_timed(w, cfg, xs, ys, seed) if cfg.method == "torch_erm" else _Timed(
+        w, cfg, xs, ys, seed)
     t.n_steps = slow_steps if slow else steps
     t.warm_up(min(warmup, 1) if slow else warmup, min_sample_s)
     log(f"  {w.key} {cfg.name}: first call (trace + compile) {t.first_call_s:.2f} s")
@@ -392,6 +382,7 @@ def summarise(w: Workload, rows: List[dict], pipe: Optional[dict]) -> dict:
     erm = by.get("erm/" + ("xla" if r["jit_compile"] else "default"))
     r["ratio_to_erm_same_mode"] = (r["median_step_s"] / erm["median_step_s"]) if erm else None
   fastest_erm = _fastest([r for r in base if r["method"] == "erm"])
+  torch_row = by.get("erm/pytorch")
   out = {"workload": w.key, "label": w.label, "batch_size": w.batch_size,
          "class_counts": list(w.class_counts), "translation_steps": w.translation_steps}
   if fastest_erm:
@@ -399,6 +390,8 @@ def summarise(w: Workload, rows: List[dict], pipe: Optional[dict]) -> dict:
     out["fastest_erm_step_s"] = fastest_erm["median_step_s"]
     for r in rows:
       r["ratio_to_fastest_erm"] = r["median_step_s"] / fastest_erm["median_step_s"]
+  if torch_row and fastest_erm:
+    out["pytorch_erm_over_erm"] = torch_row["median_step_s"] / fastest_erm["median_step_s"]
   # M2m as it runs by default (BatchNorm folded); the "_nofold" rows are the comparison.
   out.update(_m2m_ratios(base, fastest_erm))
   speedups = precision_speedups(rows)
@@ -538,6 +531,9 @@ def _summary_lines(s: dict) -> List[str]:
       nb = k[len("m2m_b"):].split("_")[0]
       lines.append(f"- M2m (n_buckets={nb}, {s[f'fastest_m2m_b{nb}']}) / ERM, each in its "
                    f"fastest mode: **{_fmt(v)}×**")
+  if "pytorch_erm_over_erm" in s:
+    lines.append("- the project's PyTorch ResNet-32 step (erm/pytorch, `launch/torch_resnet.py`) / "
+                 f"fastest m2m_tf ERM step: **{_fmt(s['pytorch_erm_over_erm'])}×**")
   for name, v in s.get("m2m_nofold", {}).items():
     lines.append(f"- without BatchNorm folding in the translation ({name}) / fastest ERM: "
                  f"{_fmt(v)}×")
@@ -612,6 +608,8 @@ def _add_step_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--pipeline_batches", type=int, default=None,
                  help="batches read to measure the input rate (default 40)")
   p.add_argument("--skip_pipeline", action="store_true", help="do not measure the input rate")
+  p.add_argument("--torch", action="store_true",
+                 help="also time the project's PyTorch ResNet-32 ERM step (ResNet-32 only)")
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -683,6 +681,8 @@ def step_configs(w: Workload, modes: Sequence[bool], args: argparse.Namespace
       if not jit and w.arch != "mlp" and precision == "float32":
         configs += [StepConfig("m2m", jit, nb, fold_batchnorm=False)
                     for nb in args.nofold_buckets]
+  if args.torch and w.arch == "resnet32":
+    configs.append(StepConfig("torch_erm", False))
   return configs
 
 
@@ -719,7 +719,7 @@ def _whole_run(args: argparse.Namespace) -> dict:
 def _settings(args: argparse.Namespace) -> dict:
   """The flags recorded in the report."""
   names = ("warmup", "steps", "slow_steps", "buckets", "xla_conv_buckets", "nofold_buckets",
-           "run_n_buckets", "run_jit", "jit", "seed", "precisions")
+           "run_n_buckets", "run_jit", "jit", "seed", "precisions", "torch")
   return {n: getattr(args, n) for n in names}
 
 

@@ -66,7 +66,7 @@ def suggest_recipe(data) -> Dict[str, object]:
 
   Returns:
     dict with arch, epochs, batch_size, weight_decay, milestones, factors,
-    deferred_epoch, step_size, lr, warmup_epochs, augment, hidden_units.
+    deferred_epoch, step_size, lr, warmup_epochs, augment, hidden_units, start_noise_mode.
   """
   image = data.input_kind == "image"
   n_train = len(data.x_train)
@@ -86,6 +86,8 @@ def suggest_recipe(data) -> Dict[str, object]:
       "milestones": (deferred, int(round(SECOND_MILESTONE_FRACTION * epochs))),
       "factors": factors, "deferred_epoch": deferred, "step_size": step_size, "lr": 0.1,
       "warmup_epochs": WARMUP_EPOCHS, "augment": image, "hidden_units": (256,),
+      # The official random start for images (the official code covers images only).
+      "start_noise_mode": "official" if image else "per_sample",
   }
 
 

@@ -10,6 +10,11 @@ budget where a method has fewer knobs of its own:
   LDAM                 largest margin x scale x lr
   DRS, LDAM-DRW        deferral epoch x lr x weight decay
   ERM-M2m, LDAM-M2m    the paper's M2m grid: beta x lam x gamma
+  LA (loss)            LA tau x lr x weight decay
+  Balanced Softmax     lr x weight decay (its tau is fixed at 1)
+  LA-M2m               the paper's M2m grid: beta x lam x gamma
+  ERM + post-hoc LA    no search of its own: ERM's selected setting; tau is chosen post hoc
+                       on each run's validation bACC (tables.LA_ROWS, launch.grid)
 
 All budgets have BUDGET_SIZE settings (the size of the paper's M2m grid), so no row is
 favoured by a larger search. A setting is a dict of main.py flags on top of the row's
@@ -20,7 +25,7 @@ own; the deferral epochs are fractions of the dataset's epochs, turned into epoc
 import itertools
 import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pandas as pd
 
@@ -50,8 +55,14 @@ SPACES: Dict[str, List[dict]] = {
     **{row: _grid(deferred_fraction=_DEFER_FRACTIONS, lr=_LR, weight_decay=_WD2)
        for row in ("drs", "ldam_drw")},
     **{row: _grid(beta=(0.9, 0.99, 0.999), lam=(0.01, 0.1, 0.5), gamma=(0.9, 0.99))
-       for row in ("m2m", "ldam_m2m")},
+       for row in ("m2m", "ldam_m2m", "la_m2m")},
+    "la": _grid(la_tau=(0.5, 1.0, 2.0), lr=_LR, weight_decay=_WD2),
+    "balanced_softmax": _grid(lr=_LR, weight_decay=_WD6),
 }
+# The rows `launch.tune` searches, in the table's order (a post-hoc row has no search).
+TUNED_ROWS = tuple(row for row in tables.TABLE2_GRID_ROWS if row in SPACES)
+# How the tables name the form a row was tuned in (tables.MOMENTUM_FORMS, shorter).
+_FORM_NAMES = {"keras": "Keras'", "pytorch": "PyTorch's"}
 
 
 def row_budget(row: str, dataset: str) -> List[dict]:
@@ -97,10 +108,57 @@ def space_text(row: str, dataset: str) -> str:
   return " × ".join(f"{k} {{{', '.join(f'{v:g}' for v in vals)}}}" for k, vals in axes.items())
 
 
+def form_text(counts: Dict[str, int]) -> str:
+  """The momentum form of a row's tuning runs ({"keras": 18} -> "Keras'"), or each with its
+  count when they differ; "?" when unknown."""
+  if len(counts) == 1:
+    return _FORM_NAMES.get(next(iter(counts)), "?")
+  return ", ".join(f"{_FORM_NAMES.get(f, f)} {n}" for f, n in sorted(counts.items())) or "?"
+
+
+def tuning_form_note(rows: Dict[str, tuple], forms: Dict[str, dict]) -> str:
+  """A table's line naming the momentum form each row's setting was tuned in, when the rows'
+  forms differ ("" otherwise). `forms`: row -> {form: tuning runs}; a post-hoc row has its base
+  row's."""
+  by_form: Dict[str, List[str]] = {}
+  for key, (label, flags) in rows.items():
+    counts = forms.get(flags.get("posthoc_of") or key)
+    if counts:
+      by_form.setdefault(form_text(counts), []).append(label)
+  if len(by_form) < 2:
+    return ""
+  parts = "; ".join(f"in {form} form: {', '.join(labels)}" for form, labels in by_form.items())
+  return (f"Settings tuned on validation {parts} (a post-hoc row: its base row's); every run of "
+          "this table trained in the form of the SGD momentum line.")
+
+
+def setting_text(setting: dict) -> str:
+  """'lr=0.2, weight_decay=5e-05' (floats as %g), or '(none)'."""
+  return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                   for k, v in setting.items()) or "(none)"
+
+
+def _budget_rows(rows: Dict[str, tuple], selected: Dict[str, dict], dataset: str,
+                 forms: Dict[str, dict]) -> list:
+  """The tuning section's table body: searched space, selection and tuning form per row."""
+  body = []
+  for key, (label, flags) in rows.items():
+    base = flags.get("posthoc_of")
+    if key in SPACES:
+      body.append([label, space_text(key, dataset), setting_text(selected.get(key, {})),
+                   form_text(forms.get(key, {}))])
+    elif base:
+      body.append([label, f"none: {rows[base][0]}'s selection; tau post hoc on each run's "
+                   "validation bACC", f"{rows[base][0]}'s: {setting_text(selected.get(base, {}))}",
+                   form_text(forms.get(base, {}))])
+  return body
+
+
 def budget_markdown(table: str, rows: Dict[str, tuple], selected: Dict[str, dict],
-                    dataset: str) -> str:
-  """The table's section on tuning: each Table-2 row's search space and selected setting, or,
-  for a table built on Table-2 rows, which selected setting each row inherits."""
+                    dataset: str, forms: Optional[Dict[str, dict]] = None) -> str:
+  """The table's section on tuning: each Table-2 row's search space, selected setting and the
+  momentum form its tuning runs trained in (`forms`: row -> {form: runs}, the selection's
+  "momentum_forms"), or, for a table built on Table-2 rows, which setting each row inherits."""
   lines = ["## Tuning budgets", ""]
   if not selected:
     return "\n".join(lines + ["No selection (results/budgets_<dataset>.json) was applied: "
@@ -110,10 +168,11 @@ def budget_markdown(table: str, rows: Dict[str, tuple], selected: Dict[str, dict
               f"it is built on (ablations: ERM-M2m's {json.dumps(selected.get('m2m', {}))}), "
               "then its own flags.", ""]
     return "\n".join(lines)
-  lines += [f"Every row searched {BUDGET_SIZE} settings and kept the best mean validation "
-            "bACC (`python -m launch.tune`); test metrics played no part.", ""]
-  body = [[label, space_text(key, dataset),
-           ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in selected.get(key, {}).items()) or "(none)"]
-          for key, (label, _) in rows.items() if key in tables.TABLE2_ROWS]
-  return "\n".join(lines + [markdown_table(["row", "searched", "selected"], body), ""])
+  lines += [f"Every trained row searched {BUDGET_SIZE} settings and kept the best mean "
+            "validation bACC (`python -m launch.tune`); test metrics played no part. A post-hoc "
+            "row trains nothing: it takes its base row's runs and chooses tau on each run's "
+            "validation bACC. 'tuned in' is SGD's momentum form of the tuning runs (the table's "
+            "runs name theirs above).", ""]
+  body = _budget_rows(rows, selected, dataset, forms or {})
+  return "\n".join(lines + [markdown_table(["row", "searched", "selected", "tuned in"], body),
+                            ""])

@@ -1,31 +1,33 @@
-r"""CIFAR-10-LT (ratio 100, JPEG substitute) at the paper's full schedule, resumable on a CPU.
+r"""CIFAR-10-LT (ratio 100, JPEG substitute) at the paper's full schedule, three seeds,
+resumable on a CPU.
 
   python -m launch.cifar_full            # run (or resume) the plan in order; kill at any time
-  python -m launch.cifar_full --status   # what is done, what is running, the time left
-  python -m launch.cifar_full --only=erm # one stage only
-  python -m launch.cifar_full --only=ldam_phase1 --idle   # a second lane on the CPU time left
+  python -m launch.cifar_full --status   # every stage: done, running, the time left
+  python -m launch.cifar_full --only=erm_phase1_s1 --idle   # a second lane on the CPU time left
 
-The plan (ResNet-32, seed 0, 200 epochs, batch 128, lr 0.1 with 5 warm-up epochs,
-x0.01 at 160 and 180, weight decay 2e-4, deferral 160):
+The recipe (ResNet-32, 200 epochs, batch 128, lr 0.1 with 5 warm-up epochs, x0.01 at 160 and
+180, weight decay 2e-4, deferral 160). For each seed s (its own initialisation and data order;
+the long-tailed subset is the official one for all seeds, as in the paper):
 
-  1. erm_phase1   ERM's first 160 epochs, the CE rows' shared phase 1 (phase-1 sharing)
-  2. erm, drs, m2m   each branched from erm_phase1 after 160 epochs
-  3. ldam_phase1  LDAM's first 160 epochs (its cosine head starts as LDAM-DRW's does)
-  4. ldam, ldam_drw, ldam_m2m   each branched from ldam_phase1 after 160 epochs
+  erm_phase1_s<s>   ERM's first 160 epochs, shared by the seed's CE rows (phase-1 sharing)
+  erm, drs, m2m     each branched from it after 160 epochs
+  ldam_phase1_s0, then ldam, ldam_drw, ldam_m2m   the LDAM rows (seed 0)
+  m2m_per_sample_s0 ERM-M2m with our per-sample random start (an ablation of ours)
 
-The rows' epochs 161-200 use PyTorch's momentum form (--momentum_form=pytorch: the
-official code's, which has no overshoot at the lr drops); the phase-1 runs use Keras'
-form, in which the committed ones were made. The two forms differ only after an lr
-change, and phase 1's only changes are the warm-up's, 155 epochs before the branch
-point (docs/method.md, difference 9; docs/runs.md).
+The rows' epochs 161-200 use PyTorch's momentum form (the official code's); each phase-1 run
+uses the form seed 0's phase 1 of its loss was made in (Keras'), so the seeds stay comparable.
+The two forms differ only after an lr change, and phase 1's only changes are the warm-up's,
+155 epochs before the branch point (docs/method.md, difference 9; docs/runs.md).
 
-M2m uses the official code's CIFAR-10 values (beta 0.999, lam 0.5, gamma 0.9, step
-size 0.1, T = 10) and the official pre-trained ResNet-32 g for both losses; there is
-no hyper-parameter grid here (18 settings x ~3 h of CPU each).
+M2m uses the official code's CIFAR-10 values (beta 0.999, lam 0.5, gamma 0.9, step size 0.1,
+T = 10, the official random start) and the official pre-trained ResNet-32 g for both losses;
+there is no hyper-parameter grid here (18 settings x ~3 h of CPU each). CB weights (LDAM-DRW)
+use the recipe's beta 0.999, the M2m release's.
 
 Every run folder lives under results/cifar10_jpeg_lt_full/, so the committed
 repository holds all a new machine needs to continue: each unfinished run keeps
-only its two newest epoch states (ckpt/) and a phase-1 run its branch point too.
+its two newest epoch states (ckpt/; the newest is committed, `launch.cifar_state`) and a
+phase-1 run its branch point too.
 
 Two lanes: ResNet-32's step keeps a 2-core CPU about 87% busy, and evaluation and
 checkpoints leave gaps. `--idle` runs a launcher's stages under SCHED_IDLE, which the
@@ -40,14 +42,16 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
 
 from launch import tables
 from m2m_tf.cli import run_absl
+from m2m_tf.config import ExperimentConfig
 from m2m_tf.io_utils import read_json
+from m2m_tf.machine import machine_name
 from m2m_tf import run_records as ckpt_lib
 from m2m_tf.training import output_dir
 
@@ -63,84 +67,147 @@ flags.DEFINE_string("g_checkpoint", "../shared/pretrained/official_erm_resnet32_
 
 EPOCHS = 200
 BRANCH_EPOCH = 160
+SEEDS = (0, 1, 2)
 M2M_FLAGS = {"beta": 0.999, "lam": 0.5, "gamma": 0.9, "step_size": 0.1, "steps": 10}
 # Measured M2m/ERM step time of ResNet-32 on the 2-core CPUs this project runs on: 5.4 on an
 # Intel Xeon (results/bench_resnet32_quiet.md), 5.9 on an AMD EPYC (results/bench_resnet32_amd.md).
 # The larger one, so that an estimate errs long; a stage's own pace replaces it once it has run.
 M2M_STEP_FACTOR = 5.9
 
-
-PHASE1_MOMENTUM_FORM = "keras"  # the form the committed phase-1 runs were made in
-ROWS_MOMENTUM_FORM = "pytorch"
+ROWS_MOMENTUM_FORM = "pytorch"  # the official code's; the rows' epochs 161-200
+# Every row of the table: (label, loss, method, M2m's start_noise_mode). "m2m_per_sample" is our
+# ablation: ERM-M2m with our per-sample random start instead of the official one.
+ROW_SPECS: Dict[str, tuple] = {
+    **{k: (tables.TABLE2_ROWS[k][0], tables.TABLE2_ROWS[k][1]["loss"],
+           tables.TABLE2_ROWS[k][1]["method"], "official" if "m2m" in k else None)
+       for k in ("erm", "drs", "m2m", "ldam", "ldam_drw", "ldam_m2m")},
+    "m2m_per_sample": ("ERM-M2m, per-sample start (ours)", "ce", "m2m", "per_sample"),
+    # Logit adjustment (Menon et al.): its loss acts from epoch 0, so it shares no phase 1.
+    "la": ("LA (loss)", "logit_adjusted", "erm", None),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-  """One run of the plan: a row of the paper's Table 2 (launch.tables.TABLE2_ROWS), or the
-  first `until` epochs of one, which the rows branch from (a phase-1 run)."""
+  """One run of the plan: a row of `ROW_SPECS` for one seed, or the first BRANCH_EPOCH epochs
+  of one (a phase-1 run, `phase1_of` set), which that seed's rows branch from."""
 
   name: str
-  branch_from: Optional[str] = None
-  row: Optional[str] = None  # a phase-1 run: the row whose loss and method it trains
+  seed: int = 0
+  branch_from: Optional[str] = None  # the phase-1 stage's name (same seed)
+  phase1_of: Optional[str] = None  # a phase-1 run: the row whose loss and method it trains
+
+  @property
+  def key(self) -> str:
+    """The stage's unique name and run folder's: `<name>_s<seed>`."""
+    return f"{self.name}_s{self.seed}"
+
+  @property
+  def row(self) -> str:
+    """The `ROW_SPECS` key whose loss and method it trains."""
+    return self.phase1_of or self.name
+
+  @property
+  def label(self) -> str:
+    """The row's label in the table."""
+    return ROW_SPECS[self.row][0]
 
   @property
   def until(self) -> int:
     """The epochs the launcher trains it to: a phase-1 run stops at the branch point."""
-    return BRANCH_EPOCH if self.row else EPOCHS
+    return BRANCH_EPOCH if self.phase1_of else EPOCHS
 
   @property
   def loss(self) -> str:
-    """The stage's loss (its Table 2 row)."""
-    return tables.TABLE2_ROWS[self.row or self.name][1]["loss"]
+    """The stage's loss."""
+    return ROW_SPECS[self.row][1]
 
   @property
   def method(self) -> str:
-    """The stage's rebalancing method (its Table 2 row)."""
-    return tables.TABLE2_ROWS[self.row or self.name][1]["method"]
+    """The stage's rebalancing method."""
+    return ROW_SPECS[self.row][2]
+
+  @property
+  def start_noise_mode(self) -> Optional[str]:
+    """M2m's random start law (None: the stage does not translate)."""
+    return None if self.phase1_of else ROW_SPECS[self.row][3]
 
   @property
   def run_dir(self) -> str:
     """The stage's run folder under --root."""
-    return os.path.join(FLAGS.root, f"{self.name}_s0")
+    return os.path.join(FLAGS.root, self.key)
 
 
+def _rows(seed: int, phase1: str, rows: Sequence[str]) -> Tuple[Stage, ...]:
+  """A seed's phase-1 run of `phase1`'s row, then `rows` branched from it."""
+  return ((Stage(f"{phase1}_phase1", seed, phase1_of=phase1),)
+          + tuple(Stage(r, seed, branch_from=f"{phase1}_phase1") for r in rows))
+
+
+# In the order the launcher trains them: seed 0's CE rows (done with the per-sample start), its
+# LDAM rows, ERM-M2m of seed 0 with the official start, seeds 1 and 2 of the CE rows, then the
+# logit-adjusted loss (seed 0, 200 epochs of its own).
 PLAN: Tuple[Stage, ...] = (
-    Stage("erm_phase1", row="erm"),
-    Stage("erm", branch_from="erm_phase1"), Stage("drs", branch_from="erm_phase1"),
-    Stage("m2m", branch_from="erm_phase1"),
-    Stage("ldam_phase1", row="ldam"),
-    Stage("ldam", branch_from="ldam_phase1"), Stage("ldam_drw", branch_from="ldam_phase1"),
-    Stage("ldam_m2m", branch_from="ldam_phase1"),
-)
-STAGES: Dict[str, Stage] = {s.name: s for s in PLAN}
-ROWS: Tuple[Stage, ...] = tuple(s for s in PLAN if s.row is None)  # the table's, in order
-PHASE1: Tuple[Stage, ...] = tuple(s for s in PLAN if s.row)
+    _rows(0, "erm", ("erm", "drs", "m2m_per_sample")) + _rows(0, "ldam", ("ldam", "ldam_drw",
+                                                                         "ldam_m2m"))
+    + (Stage("m2m", 0, branch_from="erm_phase1"),)
+    + _rows(1, "erm", ("erm", "drs", "m2m")) + _rows(2, "erm", ("erm", "drs", "m2m"))
+    + (Stage("la", 0),))
+STAGES: Dict[str, Stage] = {s.key: s for s in PLAN}
+ROWS: Tuple[Stage, ...] = tuple(s for s in PLAN if s.phase1_of is None)
+PHASE1: Tuple[Stage, ...] = tuple(s for s in PLAN if s.phase1_of)
+
+
+def source(stage: Stage) -> Optional[Stage]:
+  """The phase-1 stage a row branches from (None for a phase-1 run)."""
+  return STAGES[f"{stage.branch_from}_s{stage.seed}"] if stage.branch_from else None
+
+
+def phase1_momentum_form(stage: Stage) -> str:
+  """A phase-1 run's momentum form: seed 0's phase 1 of its loss as recorded (the committed runs
+  were made in Keras' form; the seeds stay comparable), else today's default."""
+  record = read_json(os.path.join(FLAGS.root, f"{stage.name}_s0", "flags.json"))
+  # from_json: a record older than the momentum_form leaf was made in Keras' form.
+  return (ExperimentConfig() if record is None else
+          ExperimentConfig.from_json(record)).schedule.momentum_form
 
 
 def command(stage: Stage) -> List[str]:
   """The `m2m_tf.main` command of a stage."""
   cmd = [sys.executable, "-m", "m2m_tf.main", "--dataset=cifar10_jpeg_lt", "--imbalance_ratio=100",
-         f"--loss={stage.loss}", f"--method={stage.method}", "--seed=0", "--verbose=2",
+         f"--loss={stage.loss}", f"--method={stage.method}", f"--seed={stage.seed}", "--verbose=2",
          f"--output_dir={stage.run_dir}"]
   if stage.branch_from:
-    cmd += [f"--init_from={STAGES[stage.branch_from].run_dir}", f"--init_epoch={BRANCH_EPOCH}",
+    cmd += [f"--init_from={source(stage).run_dir}", f"--init_epoch={BRANCH_EPOCH}",
             f"--momentum_form={ROWS_MOMENTUM_FORM}"]
+  elif not stage.phase1_of:  # a row of its own from epoch 0
+    cmd.append(f"--momentum_form={ROWS_MOMENTUM_FORM}")
   else:  # keeps its branch point for good; stops there
-    cmd += [f"--keep_epochs={BRANCH_EPOCH}", f"--momentum_form={PHASE1_MOMENTUM_FORM}",
+    cmd += [f"--keep_epochs={BRANCH_EPOCH}", f"--momentum_form={phase1_momentum_form(stage)}",
             f"--stop_after={stage.until}"]
-  if stage.method == "m2m":
-    cmd += [f"--g_checkpoint={FLAGS.g_checkpoint}"] + [f"--{k}={v}" for k, v in M2M_FLAGS.items()]
+  if stage.start_noise_mode:
+    cmd += [f"--g_checkpoint={FLAGS.g_checkpoint}", f"--start_noise_mode={stage.start_noise_mode}"]
+    cmd += [f"--{k}={v}" for k, v in M2M_FLAGS.items()]
   if FLAGS.data_dir:
     cmd.append(f"--data_dir={FLAGS.data_dir}")
   return cmd
 
 
-def progress(stage: Stage) -> dict:
-  """Epochs done, the stage's recent and best seconds per epoch, and whether it finished."""
+def own_seconds(stage: Stage, record: dict, machine: str) -> List[float]:
+  """The seconds of the stage's own epochs (after its branch point) that ran on `machine`, or of
+  all its own epochs if none did (CPUs differ up to 4x in speed: a pace is its machine's)."""
+  first = BRANCH_EPOCH if stage.branch_from else 0
+  pairs = list(zip(record.get("epoch_seconds", []), ckpt_lib.epoch_machines(record)))[first:]
+  here = [s for s, m in pairs if s and m == machine]
+  return here or [s for s, _ in pairs if s]
+
+
+def progress(stage: Stage, machine: Optional[str] = None) -> dict:
+  """Epochs done, the stage's recent and best seconds per epoch (on `machine` where it has run
+  there, default this one), and whether it finished."""
   results = read_json(os.path.join(stage.run_dir, "results.json"))
   rec = ckpt_lib.newest_record(os.path.join(stage.run_dir, ckpt_lib.CKPT_DIR)) or {}
-  first = BRANCH_EPOCH if stage.branch_from else 0
-  seconds = [s for s in rec.get("epoch_seconds", [])[first:] if s]
+  seconds = own_seconds(stage, rec, machine or machine_name())
   # The pace of the last 10 epochs (median): the machine's load changes between sessions.
   recent, every = sorted(seconds[-10:]), sorted(seconds)
   epochs = rec.get("epochs_done", 0)
@@ -148,13 +215,17 @@ def progress(stage: Stage) -> dict:
           "sec_per_epoch": recent[len(recent) // 2] if recent else None,
           # The pace of a quiet machine: the 10th percentile of all its epochs (one odd fast
           # epoch does not move it; the epochs that shared the CPU do not either).
-          "best_sec_per_epoch": every[len(every) // 10] if every else None}
+          "best_sec_per_epoch": every[len(every) // 10] if every else None,
+          "here": bool(seconds) and machine_name() in ckpt_lib.epoch_machines(rec)}
 
 
 def erm_pace(progs: Dict[str, dict]) -> dict:
-  """The `progress` whose pace stands for an ERM step's: the ERM row's once it has one, else
-  its phase 1's."""
-  return progs["erm"] if progs["erm"]["sec_per_epoch"] else progs["erm_phase1"]
+  """The `progress` whose pace stands for an ERM step's: the first stage without translation
+  that has run on this machine, else seed 0's ERM row once it has a pace, else its phase 1's."""
+  for stage in PLAN:
+    if stage.method != "m2m" and progs[stage.key]["here"]:
+      return progs[stage.key]
+  return progs["erm_s0"] if progs["erm_s0"]["sec_per_epoch"] else progs["erm_phase1_s0"]
 
 
 def estimate_left(stage: Stage, prog: dict, erm_prog: dict,
@@ -184,27 +255,32 @@ def _hours(seconds: Optional[float]) -> str:
   return "?" if seconds is None else f"{seconds / 3600:.1f} h"
 
 
+def _state(stage: Stage, prog: dict) -> str:
+  """A stage's state in words: done (with its numbers), running, unfinished or pending."""
+  if prog["results"]:
+    r = prog["results"]
+    return f"done: test bACC {r['test_bacc']:.2f}, GM {r['test_gm']:.2f}"
+  if prog["done"]:
+    return f"done: {prog['epochs']} epochs, the branch point kept"
+  state = ("running" if output_dir.is_locked(stage.run_dir) else
+           "unfinished" if prog["epochs"] else "pending")
+  return state + f", {prog['epochs']}/{stage.until} epochs"
+
+
 def status_lines() -> List[str]:
   """One line per stage, then the total time left at the recent and at the best pace."""
   lines, total, total_best = [], 0.0, 0.0
-  progs = {stage.name: progress(stage) for stage in PLAN}  # each run's record read once
+  progs = {stage.key: progress(stage) for stage in PLAN}  # each run's record read once
   erm = erm_pace(progs)
+  width = max(len(k) for k in STAGES)
   for stage in PLAN:
-    prog = progs[stage.name]
+    prog = progs[stage.key]
     left = estimate_left(stage, prog, erm)
     best = estimate_left(stage, prog, erm, "best_sec_per_epoch")
-    if prog["results"]:
-      r = prog["results"]
-      state = f"done: test bACC {r['test_bacc']:.2f}, GM {r['test_gm']:.2f}"
-    elif prog["done"]:
-      state = f"done: {prog['epochs']} epochs, the branch point kept"
-    else:
-      state = ("running" if output_dir.is_locked(stage.run_dir) else
-               "unfinished" if prog["epochs"] else "pending")
-      state += f", {prog['epochs']}/{stage.until} epochs"
     pace = (f", {prog['sec_per_epoch']:.0f} s/epoch recently, "
             f"{prog['best_sec_per_epoch']:.0f} at best" if prog["sec_per_epoch"] else "")
-    lines.append(f"{stage.name:11s} {state}{pace}; left ~{_hours(left)} (~{_hours(best)} at best)")
+    lines.append(f"{stage.key:{width}s} {_state(stage, prog)}{pace}; left ~{_hours(left)} "
+                 f"(~{_hours(best)} at best)")
     total, total_best = total + (left or 0.0), total_best + (best or 0.0)
   lines.append(f"total left ~{_hours(total)} at the recent pace, ~{_hours(total_best)} at the "
                "best pace seen (2-core CPU; '?' stages not counted)")
@@ -220,7 +296,7 @@ def lowest_priority() -> None:
 def wait_while_busy(stage: Stage, poll_s: float) -> None:
   """Waits while another process (another launcher's lane) trains `stage`."""
   if output_dir.is_locked(stage.run_dir):
-    print(f"{stage.name}: another process is training it; waiting for it to stop.", flush=True)
+    print(f"{stage.key}: another process is training it; waiting for it to stop.", flush=True)
   while output_dir.is_locked(stage.run_dir):
     time.sleep(poll_s)
 
@@ -230,17 +306,17 @@ def run_stage(stage: Stage) -> None:
   wait_while_busy(stage, FLAGS.busy_poll_s)
   if progress(stage)["done"]:
     return
-  if stage.branch_from and not progress(STAGES[stage.branch_from])["done"]:
-    print(f"{stage.name}: waits for {stage.branch_from} to finish.")
+  if stage.branch_from and not progress(source(stage))["done"]:
+    print(f"{stage.key}: waits for {source(stage).key} to finish.")
     return
   os.makedirs(FLAGS.root, exist_ok=True)
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {stage.name}: {' '.join(command(stage))}",
+  print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {stage.key}: {' '.join(command(stage))}",
         flush=True)
   with open(stage.run_dir + ".log", "a") as log:
     rc = subprocess.run(command(stage), stdout=log, stderr=subprocess.STDOUT, env=env).returncode
   if rc:
-    sys.exit(f"{stage.name} failed with exit code {rc}; see {stage.run_dir}.log")
+    sys.exit(f"{stage.key} failed with exit code {rc}; see {stage.run_dir}.log")
 
 
 def main(argv):
@@ -250,10 +326,10 @@ def main(argv):
   if FLAGS.status:
     print("\n".join(status_lines()))
     return
-  names = FLAGS.only or [s.name for s in PLAN]
+  names = FLAGS.only or [s.key for s in PLAN]
   unknown = sorted(set(names) - set(STAGES))
   if unknown:
-    raise app.UsageError(f"unknown stages {unknown}; valid: {[s.name for s in PLAN]}")
+    raise app.UsageError(f"unknown stages {unknown}; valid: {list(STAGES)}")
   if FLAGS.idle:
     lowest_priority()
   for name in names:

@@ -17,6 +17,7 @@ Reads whatever run folders exist under --root (finished or not) and writes
                                     (official g, the best f available)
     cifar_per_class_recall.png      per-class test recall of the finished rows
     cifar_training_curves.png       loss, val bACC (and M2m acceptance rate) per epoch
+  drawn by `m2m_tf.plots`, the code that draws every run's report (`m2m_tf.report`).
 
 Unfinished rows show their progress and their latest validation bACC: the test
 metrics of an epoch that was not selected on validation are never reported.
@@ -39,6 +40,7 @@ from launch import cifar_verdicts
 from launch import selection_ties
 from launch import tables
 from launch.markdown import markdown_table
+from m2m_tf import plots
 from m2m_tf.io_utils import atomic_write_text, read_json
 from m2m_tf import run_records as ckpt_lib
 
@@ -77,7 +79,7 @@ class Run:
   @property
   def label(self) -> str:
     """The table's name of the stage (e.g. "ERM-M2m")."""
-    return tables.TABLE2_ROWS[self.stage][0] if self.stage in tables.TABLE2_ROWS else self.stage
+    return cifar_full.ROW_SPECS[self.stage][0] if self.stage in cifar_full.ROW_SPECS else self.stage
 
   @property
   def finished(self) -> bool:
@@ -119,8 +121,8 @@ def _wall_hours(results, record, flags) -> Optional[float]:
 
 
 def read_run(root: str, stage) -> Run:
-  """The `Run` of one `cifar_full.Stage` under `root` (`<root>/<stage>_s0`)."""
-  run = Run(stage.name, stage.loss, stage.method, os.path.join(root, f"{stage.name}_s0"))
+  """The `Run` of one `cifar_full.Stage` under `root` (`<root>/<stage>_s<seed>`)."""
+  run = Run(stage.name, stage.loss, stage.method, os.path.join(root, stage.key))
   if not os.path.isdir(run.run_dir):
     return run
   flags = read_json(os.path.join(run.run_dir, "flags.json"))
@@ -174,8 +176,9 @@ def _source_dir(root: str, init_from: str) -> str:
 
 
 def read_runs(root: str) -> List[Run]:
-  """One `Run` per row of `launch.cifar_full.ROWS`, in the plan's order."""
-  return [read_run(root, stage) for stage in cifar_full.ROWS]
+  """One `Run` per seed-0 row of `launch.cifar_full.ROWS`, in the plan's order (the table over
+  seeds is still to come)."""
+  return [read_run(root, stage) for stage in cifar_full.ROWS if stage.seed == 0]
 
 
 def phase1_hours(root: str) -> Dict[str, tuple]:
@@ -183,10 +186,10 @@ def phase1_hours(root: str) -> Dict[str, tuple]:
   rows branched from it share them) or on as many as it has run, for the runs that have any."""
   out = {}
   for stage in cifar_full.PHASE1:
-    rec = ckpt_lib.newest_record(os.path.join(root, f"{stage.name}_s0", ckpt_lib.CKPT_DIR))
+    rec = ckpt_lib.newest_record(os.path.join(root, stage.key, ckpt_lib.CKPT_DIR))
     seconds = [s for s in (rec or {}).get("epoch_seconds", [])[:cifar_full.BRANCH_EPOCH] if s]
     if seconds:
-      out[stage.name] = (sum(seconds) / 3600, len(seconds))
+      out[stage.key] = (sum(seconds) / 3600, len(seconds))
   return out
 
 
@@ -218,6 +221,17 @@ def last_tie(run: Run) -> dict:
           "test_gm_last_tie": float(h["test_gm"][last]) if "test_gm" in h else math.nan}
 
 
+def posthoc(run: Run) -> dict:
+  """A finished run's post-hoc logit adjustment (its posthoc_la.json, written by
+  `python -m m2m_tf.evaluate --checkpoint=RUN --posthoc_tau=select`): tau chosen on validation
+  bACC, and the adjusted test bACC / GM; NaN where there is none."""
+  p = read_json(os.path.join(run.run_dir, "posthoc_la.json")) if run.finished else None
+  if p is None:
+    return {"posthoc_tau": math.nan, "posthoc_test_bacc": math.nan, "posthoc_test_gm": math.nan}
+  return {"posthoc_tau": p["tau"], "posthoc_test_bacc": p["test_bacc"],
+          "posthoc_test_gm": p["test_gm"]}
+
+
 def table_row(run: Run, names: Sequence[str]) -> dict:
   """The CSV row of one stage: progress, test metrics (finished only), recall, paper."""
   r = run.results or {}
@@ -234,7 +248,7 @@ def table_row(run: Run, names: Sequence[str]) -> dict:
          "test_bacc": r.get("test_bacc", math.nan), "test_gm": r.get("test_gm", math.nan),
          # Unfinished: the latest epoch's validation bACC (no test numbers of an unselected epoch).
          "val_bacc": r["val_bacc"] if run.finished else _latest(run.history, "val_bacc"),
-         "best_epoch": r.get("best_epoch", math.nan), **last_tie(run)}
+         "best_epoch": r.get("best_epoch", math.nan), **last_tie(run), **posthoc(run)}
   for name, value in zip(names, recall):
     row[f"recall_{name}"] = math.nan if value is None else value
   paper = PAPER.get(run.stage, (math.nan, math.nan))
@@ -290,7 +304,7 @@ def momentum_text(runs: Sequence[Run]) -> str:
     if run.flags:
       pairs.setdefault(_forms(run), []).append(run.label)
   if not pairs:
-    pairs[(cifar_full.PHASE1_MOMENTUM_FORM, cifar_full.ROWS_MOMENTUM_FORM)] = []
+    pairs[("keras", cifar_full.ROWS_MOMENTUM_FORM)] = []
   parts = []
   for (early, late), labels in pairs.items():
     text = FORMS[late] if early == late else (
@@ -331,15 +345,18 @@ def _main_row(r: pd.Series) -> list:
       "same epoch" if r["best_epoch_last_tie"] == r["best_epoch"] else
       f"{int(r['best_epoch_last_tie'])}: {_fmt(r['test_bacc_last_tie'])} / "
       f"{_fmt(r['test_gm_last_tie'])}")
+  adjusted = "" if math.isnan(r["posthoc_tau"]) else (
+      f"{_fmt(r['posthoc_test_bacc'])} / {_fmt(r['posthoc_test_gm'])} ({r['posthoc_tau']:g})")
   return [r["method"], r["loss"], r["rebalancing"], r["seed"], r["epochs"], r["status"],
-          _fmt(r["test_bacc"]), _fmt(r["test_gm"]), val, best, tie,
+          _fmt(r["test_bacc"]), _fmt(r["test_gm"]), adjusted, val, best, tie,
           f"{_fmt(r['paper_bacc'])} / {_fmt(r['paper_gm'])}", _fmt(r["wall_hours"])]
 
 
 def _main_table(df: pd.DataFrame) -> List[str]:
   """The table of every stage: progress, test metrics, paper, wall hours."""
   header = ["method", "loss", "rebalancing", "seed", "epochs", "status", "test bACC", "test GM",
-            "val bACC", "best epoch", "last tie: epoch: bACC / GM", "paper bACC / GM", "wall h"]
+            "post-hoc LA: test bACC / GM (tau)", "val bACC", "best epoch",
+            "last tie: epoch: bACC / GM", "paper bACC / GM", "wall h"]
   return [markdown_table(header, [_main_row(r) for _, r in df.iterrows()])]
 
 
@@ -378,6 +395,10 @@ def markdown(df: pd.DataFrame, runs: Sequence[Run], root: str,
       "split (`results/official_g_cifar10_jpeg.md`).",
       f"- M2m hyper-parameters: {m2m_text(runs)}. There was no hyper-parameter grid.",
       "- Paper: the M2m paper's Table 2 (lossless CIFAR-10-LT, ratio 100, ResNet-32).",
+      "- Post-hoc LA: each finished row's logits minus tau log(prior) at evaluation (Menon et "
+      "al., ICLR 2021), tau chosen on validation bACC from 0, 0.25, ..., 2 "
+      "(`python -m m2m_tf.evaluate --checkpoint=RUN --posthoc_tau=select`); a tau of 2 is the "
+      "grid's edge.",
       "- Last tie: on a tie in validation bACC our runs keep the first epoch; the official code "
       "keeps the last. The column gives that epoch's test bACC / GM where it differs "
       "(`results/selection_ties.md` counts the same for the text tables).",
@@ -399,7 +420,8 @@ def _phase1_text(root: str) -> str:
   parts = []
   for name, (h, epochs) in hours.items():
     so_far = "" if epochs >= cifar_full.BRANCH_EPOCH else f" so far ({epochs} of them)"
-    parts.append(f"{tables.TABLE2_ROWS[cifar_full.STAGES[name].row][0]}'s took {h:.1f} h{so_far}")
+    stage = cifar_full.STAGES[name]
+    parts.append(f"{stage.label}'s (seed {stage.seed}) took {h:.1f} h{so_far}")
   return f"of the shared first {cifar_full.BRANCH_EPOCH} epochs, " + ", ".join(parts)
 
 
@@ -417,30 +439,10 @@ def write_table(runs: Sequence[Run], results_dir: str, root: str) -> List[str]:
 # --- figures -----------------------------------------------------------------
 
 
-def _pyplot():
-  """matplotlib's pyplot on the Agg backend (no display on a training machine)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  return plt
-
-
-def _save(fig, path: str) -> str:
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fig.savefig(path, dpi=110, bbox_inches="tight")
-  _pyplot().close(fig)
-  return path
-
-
 def _color(run: Run):
   """One colour per row in every figure, by its place in the plan."""
-  names = [stage.name for stage in cifar_full.ROWS]
-  return _pyplot().get_cmap("tab10")(names.index(run.stage) % 10 if run.stage in names else 9)
-
-
-def count_order(class_counts) -> np.ndarray:
-  """Class indices by training count, largest first, ties by index (as metrics.py orders)."""
-  return np.argsort(-np.asarray(class_counts, np.float64), kind="stable")
+  names = list(dict.fromkeys(stage.name for stage in cifar_full.ROWS))
+  return plots.tab10(names.index(run.stage) if run.stage in names else 9)
 
 
 def fig_training_curves(runs: Sequence[Run], path: str) -> Optional[str]:
@@ -452,20 +454,20 @@ def fig_training_curves(runs: Sequence[Run], path: str) -> Optional[str]:
   panels = [("loss", "training loss", runs), ("val_bacc", "val bACC (%)", runs)]
   if m2m:
     panels.append(("m2m_accept_rate", "M2m acceptance rate", m2m))
-  plt = _pyplot()
-  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), layout="constrained")
-  for ax, (col, title, rows) in zip(np.atleast_1d(axes), panels):
+
+  def series(col, rows):
+    """One line per run that has the column (unfinished runs tagged with their progress)."""
+    out = []
     for r in rows:
       if col in r.history:
         tag = "" if r.finished else f" ({r.epochs_done}/{r.epochs_total})"
-        ax.plot(r.history["epoch"] + 1, r.history[col], label=r.label + tag, lw=1.2,
-                color=_color(r))
-    ax.set_title(title)
-    ax.set_xlabel("epoch")
-    ax.grid(alpha=0.3)
-  np.atleast_1d(axes)[0].legend(fontsize=8)
-  fig.suptitle("CIFAR-10-LT (JPEG substitute), ratio 100, ResNet-32")
-  return _save(fig, path)
+        out.append(plots.Series(r.label + tag, r.history["epoch"] + 1, r.history[col],
+                                color=_color(r)))
+    return out
+
+  plots.curves(path, [plots.Panel(title, series(col, rows)) for col, title, rows in panels],
+               title="CIFAR-10-LT (JPEG substitute), ratio 100, ResNet-32", legend_all=False)
+  return path
 
 
 def fig_per_class_recall(runs: Sequence[Run], path: str) -> Optional[str]:
@@ -473,22 +475,12 @@ def fig_per_class_recall(runs: Sequence[Run], path: str) -> Optional[str]:
   runs = [r for r in runs if r.finished and r.results.get("per_class_recall")]
   if not runs:
     return None
-  names = runs[0].results["class_names"]
-  order = count_order(runs[0].results["class_counts"])
-  plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(names)), 4))
-  width = 0.8 / len(runs)
-  for i, r in enumerate(runs):
-    rec = np.array([np.nan if v is None else v for v in r.results["per_class_recall"]])
-    ax.bar(np.arange(len(names)) + (i - (len(runs) - 1) / 2) * width, rec[order], width,
-           label=f"{r.label} (bACC {r.results['test_bacc']:.1f})", color=_color(r))
-  counts = np.asarray(runs[0].results["class_counts"])
-  ax.set_xticks(np.arange(len(names)), [f"{names[k]}\n{counts[k]}" for k in order], fontsize=8)
-  ax.set_ylabel("test recall (%)")
-  ax.set_ylim(0, 100)
-  ax.legend(fontsize=8)
-  ax.set_title("Per-class test recall (classes by training count N_k, largest first)")
-  return _save(fig, path)
+  groups = [(f"{r.label} (bACC {r.results['test_bacc']:.1f})", r.results["per_class_recall"],
+             _color(r)) for r in runs]
+  plots.recall_bars(path, runs[0].results["class_names"], runs[0].results["class_counts"],
+                    groups, title="Per-class test recall (classes by training count N_k, "
+                    "largest first)")
+  return path
 
 
 def fig_cumulative_fp(runs: Sequence[Run], path: str) -> Optional[str]:
@@ -496,22 +488,12 @@ def fig_cumulative_fp(runs: Sequence[Run], path: str) -> Optional[str]:
   runs = [r for r in runs if r.finished and (r.results.get("test") or {}).get("cumulative_fp")]
   if not runs:
     return None
-  names = runs[0].results["class_names"]
-  order = count_order(runs[0].results["class_counts"])
-  plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(7, 4))
-  for r in runs:
-    # ERM and M2m are the paper's pair; the other rows are drawn thinner.
-    lw = 2.2 if r.stage in ("erm", "m2m") else 1.0
-    ax.plot(np.arange(len(names)), r.results["test"]["cumulative_fp"], marker="o", lw=lw,
-            label=r.label, color=_color(r))
-  ax.set_xticks(np.arange(len(names)), [names[k] for k in order], rotation=45, ha="right")
-  ax.set_xlabel("class (by training count, largest first)")
-  ax.set_ylabel("cumulative false positives (test)")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  ax.set_title("Cumulative false positives (Fig. 5)")
-  return _save(fig, path)
+  # ERM and M2m are the paper's pair; the other rows are drawn thinner.
+  series = [(r.label, r.results["test"]["cumulative_fp"], _color(r),
+             2.2 if r.stage in ("erm", "m2m") else 1.0) for r in runs]
+  plots.cumulative_fp(path, runs[0].results["class_names"], runs[0].results["class_counts"],
+                      series, title="Cumulative false positives (Fig. 5)")
+  return path
 
 
 # --- figures that need models and data ---------------------------------------
@@ -555,21 +537,20 @@ def fig_embedding(runs: Sequence[Run], data, path: str, method: str = "pca") -> 
   runs = [r for r in runs if r.stage in EMBEDDING_STAGES and r.finished and r.weights]
   if not runs:
     return None
-  plt = _pyplot()
-  fig, axes = plt.subplots(1, len(runs), figsize=(4.8 * len(runs), 4.6), squeeze=False)
-  cmap = plt.get_cmap("tab10")
+  fig = plots.figure(4.8 * len(runs), 4.6, layout=None)
+  axes = fig.subplots(1, len(runs), squeeze=False)
   for ax, r in zip(axes[0], runs):
     f = build_f(r, data.x_test.shape[1:], data.num_classes)
     z = embed(features(f, data.x_test), method)
     for k, name in enumerate(data.class_names):
       m = data.y_test == k
-      ax.scatter(z[m, 0], z[m, 1], s=2, alpha=0.5, color=cmap(k % 10), label=name)
+      ax.scatter(z[m, 0], z[m, 1], s=2, alpha=0.5, color=plots.tab10(k), label=name)
     ax.set_title(f"{r.label} (test bACC {r.results['test_bacc']:.1f})")
     ax.set_xticks([])
     ax.set_yticks([])
   axes[0][-1].legend(markerscale=5, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
   fig.suptitle(f"f's penultimate features on the test set ({method.upper()}), coloured by class")
-  return _save(fig, path)
+  return plots.save(fig, path)
 
 
 def translation_f(runs: Sequence[Run]) -> Optional[Run]:
@@ -583,65 +564,37 @@ def translation_f(runs: Sequence[Run]) -> Optional[Run]:
 
 
 def translate_examples(g, f, data, n_seeds: int = 4, n_targets: int = 4, seed: int = 0):
-  """Majority-class training seeds translated towards the `n_targets` smallest classes.
+  """Majority-class training seeds translated towards the `n_targets` smallest classes
+  (`m2m_tf.report.translate_examples`, the code of every run's report).
 
   Uses the M2m values of the CIFAR runs (`cifar_full.M2M_FLAGS`, `M2mConfig`'s
-  random start) and clips to [0, 1]. Returns a dict: x0 [S, H, W, C], major
-  (seed class), targets [T], x_star [T, S, H, W, C], p_before / p_after [T, S]
-  (g's softmax probability of the target at the seed and at x*).
+  random start of a per-sample radius) and clips to [0, 1]. Returns a dict: x0
+  [S, H, W, C], major (seed class), targets [T], x_star [T, S, H, W, C], p_before /
+  p_after [T, S] (g's softmax probability of the target at the seed and at x*).
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from m2m_tf.m2m import translate  # pylint: disable=g-import-not-at-top
-  order = count_order(data.class_counts)
-  major, targets = int(order[0]), [int(k) for k in order[::-1][:n_targets]]
-  pool = np.flatnonzero(data.y_train == major)
-  pick = np.random.default_rng(seed).choice(pool, size=min(n_seeds, len(pool)), replace=False)
-  x0 = data.x_train[np.sort(pick)].astype(np.float32) / 255.0
+  # TensorFlow loads only when a figure is due (a table-only report needs none).
+  from m2m_tf import report  # pylint: disable=g-import-not-at-top
   m = cifar_full.M2M_FLAGS
-  # One translation call for all (target, seed) pairs: the T steps cost per call, not per row.
-  x_rep = np.tile(x0, (len(targets), 1, 1, 1))
-  t_rep = np.repeat(targets, len(x0))
-  # Traced once: eagerly the T gradient steps through two ResNet-32s take twice as long.
-  run = tf.function(lambda x, ys, yt: translate(
-      g, f, x, ys, yt, lam=m["lam"], step_size=m["step_size"], steps=m["steps"], clip_min=0.0,
-      clip_max=1.0, start_noise=_start_noise(), seed=tf.constant([seed, 0], tf.int64)))
-  xs = np.clip(run(x_rep, np.full(len(x_rep), major), t_rep).numpy(), 0.0, 1.0)
-  p_before = tf.nn.softmax(g(x_rep, training=False)).numpy()[np.arange(len(t_rep)), t_rep]
-  p_after = tf.nn.softmax(g(xs, training=False)).numpy()[np.arange(len(t_rep)), t_rep]
-  shape = (len(targets), len(x0))
-  return {"x0": x0, "major": major, "targets": targets,
-          "x_star": xs.reshape(shape + x0.shape[1:]), "p_before": p_before.reshape(shape),
-          "p_after": p_after.reshape(shape)}
+  return report.translate_examples(
+      g, f, data.x_train, data.y_train, data.class_counts, lam=m["lam"],
+      step_size=m["step_size"], steps=m["steps"], start_noise=_start_noise(),
+      clip_range=(0.0, 1.0), start_noise_mode="per_sample", n_seeds=n_seeds,
+      n_targets=n_targets, seed=seed)
 
 
 def fig_translations(g, f_run: Run, data, path: str) -> str:
   """The paper's Fig. 6: seeds (top row) and their translations, one row per target class."""
   f = build_f(f_run, data.x_train.shape[1:], data.num_classes)
   ex = translate_examples(g, f, data)
-  names, gamma = data.class_names, cifar_full.M2M_FLAGS["gamma"]
-  n_t, n_s = len(ex["targets"]), len(ex["x0"])
-  plt = _pyplot()
-  fig, axes = plt.subplots(n_t + 1, n_s, figsize=(2.1 * n_s, 2.3 * (n_t + 1)), squeeze=False,
-                           layout="constrained")
-  for j in range(n_s):
-    axes[0][j].imshow(ex["x0"][j])
-    axes[0][j].set_title(f"seed: {names[ex['major']]}", fontsize=8)
-  for i, t in enumerate(ex["targets"]):
-    for j in range(n_s):
-      p0, p1 = ex["p_before"][i, j], ex["p_after"][i, j]
-      ok = " (accepted)" if p1 >= gamma else ""
-      axes[i + 1][j].imshow(ex["x_star"][i, j])
-      axes[i + 1][j].set_title(f"-> {names[t]}{ok}\ng({names[t]}): {p0:.2f} -> {p1:.2f}",
-                               fontsize=7)
-  for ax in axes.ravel():
-    ax.set_xticks([])
-    ax.set_yticks([])
+  gamma = cifar_full.M2M_FLAGS["gamma"]
   state = "" if f_run.finished else f", unfinished: best of {f_run.epochs_done} epochs"
   m = cifar_full.M2M_FLAGS
-  fig.suptitle(f"M2m translations with the official g and f = {f_run.label}'s{state}\n"
-               f"(lambda {m['lam']}, step {m['step_size']}, T {m['steps']}, start noise "
-               f"{_start_noise()}; accepted if g >= {gamma})", fontsize=9)
-  return _save(fig, path)
+  plots.translation_grid(
+      path, ex, data.class_names, gamma,
+      title=f"M2m translations with the official g and f = {f_run.label}'s{state}\n"
+      f"(lambda {m['lam']}, step {m['step_size']}, T {m['steps']}, start noise "
+      f"{_start_noise()}; accepted if g >= {gamma})")
+  return path
 
 
 def make_figures(runs: Sequence[Run], fig_dir: str, *, load_data: Callable[[], object],

@@ -23,7 +23,8 @@ from m2m_tf.metrics import confusion_matrix
 
 PREDICTIONS = "cifar10_jpeg_lt_predictions.npz"
 # (row, compared with): M2m against the rows the paper's claim is about.
-VERDICTS = (("m2m", "erm"), ("m2m", "drs"), ("ldam_m2m", "ldam"), ("ldam_m2m", "ldam_drw"))
+VERDICTS = (("m2m", "erm"), ("m2m", "drs"), ("ldam_m2m", "ldam"), ("ldam_m2m", "ldam_drw"),
+            ("m2m_per_sample", "erm"), ("m2m_per_sample", "drs"), ("m2m", "m2m_per_sample"))
 N_RESAMPLES = 2000
 
 

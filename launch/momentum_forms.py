@@ -1,17 +1,17 @@
 r"""What SGD's momentum form does to a grid table: the same runs in Keras' and PyTorch's form.
 
-  python -m launch.grid --dataset=reuters --extra=momentum_form=pytorch \
-      --root=runs/grid_pytorch/reuters --results_dir=results/momentum_pytorch \
-      --budgets=results/budgets_reuters.json
   python -m launch.momentum_forms --dataset=reuters   # -> results/momentum_forms_reuters.{csv,md}
 
-The committed grid tables ran in Keras' form (lr inside the momentum buffer); the official
-code uses PyTorch's, and the two differ after each lr change (docs/method.md, difference 9).
-Here every run of a table is paired with its twin in PyTorch's form (same row, seed and
-selected settings, so the settings were tuned in Keras' form). Per row: the mean test bACC
-and GM of each form, the mean paired difference (PyTorch - Keras) with its Student-t 95%
-interval over seeds, and how much the training loss changed over the first epoch after the
-lr drop (Keras' form overshoots there).
+The committed Table-2 grids run in PyTorch's form (the official code's and the default; runs
+under runs/grid_pytorch/<dataset>); their twins in Keras' form (lr inside the momentum buffer)
+are in results/momentum_keras/, made from the runs under runs/grid/<dataset>, recorded before
+PyTorch's form became the default (the run store keeps both folders, launch/store.py). The
+two differ after each lr change (docs/method.md, difference 9). Here every run of a table is
+paired with its twin (same row, seed and selected settings, which were tuned in Keras' form);
+rows with no twin (the logit-adjustment family, PyTorch's form only) are listed as left out.
+Per row: the mean test bACC and GM of each form, the mean paired difference (PyTorch - Keras)
+with its Student-t 95% interval over seeds, and how much the training loss changed over the
+first epoch after the lr drop (Keras' form overshoots there).
 """
 
 import argparse
@@ -95,8 +95,8 @@ def markdown(df: pd.DataFrame, dataset: str, missing: Sequence[str]) -> str:
           for r in df.itertuples()]
   lines = [f"# {dataset}: SGD's momentum form, Keras' against PyTorch's", "",
            f"Made by `python -m launch.momentum_forms --dataset={dataset}` from "
-           f"`results/{dataset}.csv` (Keras' form, the committed table) and "
-           f"`results/momentum_pytorch/{dataset}.csv` (the same grid with "
+           f"`results/momentum_keras/{dataset}.csv` (Keras' form) and `results/{dataset}.csv` "
+           "(PyTorch's form, the committed table; the same grid with "
            "`--extra=momentum_form=pytorch`).", "",
            "Each run is paired with its twin of the same row, seed and selected settings (tuned "
            "in Keras' form). Δ = PyTorch - Keras, mean over seeds with its Student-t 95% "
@@ -120,11 +120,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--dataset", default="reuters")
   p.add_argument("--results_dir", default="results")
-  p.add_argument("--pytorch_dir", default=None,
-                 help="The PyTorch-form tables (default <results_dir>/momentum_pytorch).")
+  p.add_argument("--keras_dir", default=None,
+                 help="The Keras-form tables (default <results_dir>/momentum_keras).")
   args = p.parse_args(argv)
-  torch_dir = args.pytorch_dir or os.path.join(args.results_dir, "momentum_pytorch")
-  paths = {"keras": args.results_dir, "pytorch": torch_dir}
+  keras_dir = args.keras_dir or os.path.join(args.results_dir, "momentum_keras")
+  paths = {"keras": keras_dir, "pytorch": args.results_dir}
   try:
     runs = {f: pd.read_csv(os.path.join(d, f"{args.dataset}.csv")) for f, d in paths.items()}
     hist = {f: pd.read_csv(os.path.join(d, f"{args.dataset}_history.csv"))

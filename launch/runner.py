@@ -37,6 +37,39 @@ def g_seeds_of(seed: int, ensemble: bool = False) -> List[int]:
   return [first] + ([first + 100] if ensemble else [])
 
 
+def posthoc_jobs(rows: Dict[str, tuple], seeds: List[int], root: str,
+                 data_dir: Optional[str] = None) -> List[tuple]:
+  """(out_file, cmd) of the post-hoc adjustments a grid lacks: for each row with "posthoc_of"
+  and seed, `m2m_tf.evaluate --posthoc_tau=select` of its base run, once that run is finished
+  and has no POSTHOC_FILE. tau is chosen on the run's validation bACC only (the evaluate
+  command reads the test split after the choice)."""
+  jobs = []
+  for key in rows:
+    base = tables.posthoc_base(rows, key)
+    for s in seeds if base else ():
+      run = os.path.join(root, f"{base}_s{s}")
+      out = os.path.join(root, tables.finished_marker(rows, key, s))
+      if os.path.exists(os.path.join(run, "results.json")) and not os.path.exists(out):
+        jobs.append((out, [sys.executable, "-m", "m2m_tf.evaluate", f"--checkpoint={run}",
+                           "--posthoc_tau=select"] + ([f"--data_dir={data_dir}"] if data_dir
+                                                      else [])))
+  return jobs
+
+
+def run_posthoc(jobs: List[tuple]) -> None:
+  """Runs `posthoc_jobs`' commands one after another (each a few seconds); RuntimeError names
+  the first that fails, with its output's tail."""
+  env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
+             TF_CPP_MIN_LOG_LEVEL="2")
+  for out, cmd in jobs:
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not os.path.exists(out):
+      raise RuntimeError(f"post-hoc adjustment {' '.join(cmd[2:])} failed:\n"
+                         f"{(proc.stdout + proc.stderr)[-2000:]}")
+    print(proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else f"wrote {out}",
+          flush=True)
+
+
 def run_jobs(jobs: List[tuple], processes: int) -> None:
   """Runs `(out_dir, cmd)` main.py jobs in `processes` parallel `launch.run_many` processes.
 
@@ -65,14 +98,14 @@ def run_jobs(jobs: List[tuple], processes: int) -> None:
 def row_flags(key: str, rows: Dict[str, tuple], row_settings: Dict[str, dict]) -> tuple:
   """(main.py flags, g ensemble size) of a table row.
 
-  A row builds on a Table-2 row (its own key, else its "row" entry, else ERM-M2m):
+  A row builds on a Table-2 grid row (its own key, else its "row" entry, else ERM-M2m):
   that row's flags, then the settings selected for it (launch.tune), then the
   row's own flags, which win (an ablation's gamma = 0 beats the selected gamma).
   """
   own = dict(rows[key][1])
   ensemble = own.pop("g_ensemble", 0)
-  base = own.pop("row", key if key in tables.TABLE2_ROWS else "m2m")
-  return {**tables.TABLE2_ROWS[base][1], **row_settings.get(base, {}), **own}, ensemble
+  base = own.pop("row", key if key in tables.TABLE2_GRID_ROWS else "m2m")
+  return {**tables.TABLE2_GRID_ROWS[base][1], **row_settings.get(base, {}), **own}, ensemble
 
 
 def g_runs(flags_: dict, seed: int, ensemble: int, root: str) -> List[tuple]:
@@ -95,15 +128,18 @@ def plan(dataset: str, rows: Dict[str, tuple], seeds: List[int], root: str, extr
   """(stage, out_dir, cmd) for every unfinished run; stage 0 = ERM g runs, 1 = the rest.
 
   Row `key` with seed s runs in `<root>/<key>_s<s>`, its g runs under `g_root`
-  (default `root`). `row_settings` are the settings selected per Table-2 row with
-  equal budgets (launch.tune); see `row_flags` for how a row's flags are made.
+  (default `root`); a post-hoc row ("posthoc_of") plans its base row's runs instead.
+  `row_settings` are the settings selected per Table-2 row with equal budgets
+  (launch.tune); see `row_flags` for how a row's flags are made.
   """
   base = [sys.executable, "-m", "m2m_tf.main", f"--dataset={dataset}", "--verbose=0"]
   base += [f"--data_dir={data_dir}"] if data_dir else []
   tail = [f"--{e}" for e in extra]
   runs = {}  # out_dir -> (stage, flags); a g shared by several rows is planned once
-  for key in rows:
-    flags_, ensemble = row_flags(key, rows, row_settings or {})
+  # A post-hoc row trains nothing: its base row's runs (`posthoc_jobs` adjusts them).
+  keys = dict.fromkeys(tables.posthoc_base(rows, k) or k for k in rows)
+  for key in keys:
+    flags_, ensemble = row_flags(key, {**tables.TABLE2_GRID_ROWS, **rows}, row_settings or {})
     for s in seeds:
       run = dict(flags_, seed=s)
       if flags_.get("method") == "m2m" and not flags_.get("self_translation"):

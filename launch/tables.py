@@ -13,14 +13,17 @@ to `<results_dir>/partial/`.
 import glob
 import json
 import os
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
 from launch.markdown import markdown_table
+from m2m_tf import logit_adjustment as la
 from m2m_tf.io_utils import atomic_write_json, atomic_write_text, read_json
 from m2m_tf.run_records import flatten_record
+from m2m_tf.training.output_dir import POSTHOC_FILE
 
 # The seeds of a committed table (the paper reports the mean of 3 seeds).
 CANONICAL_SEEDS = (0, 1, 2, 3, 4)  # a committed table has every row for each of them
@@ -86,7 +89,21 @@ SUBSTITUTE_ROWS: Dict[str, tuple] = {
     **{f"{row}_random": (f"{TABLE2_ROWS[row][0]}, random substitute",
                          {"row": row, "substitute": "random"}) for row in ("erm", "drs", "m2m")}}
 
-TABLES = {"table2": TABLE2_ROWS, "ablations": ABLATION_ROWS, "vocab": VOCAB_ROWS,
+# Beyond the paper: the logit-adjustment family (Menon et al., ICLR 2021; Ren et al., NeurIPS
+# 2020; docs/method.md#logit-adjustment-and-balanced-softmax) under the same protocol. A row with
+# "posthoc_of" trains nothing: it is that row's runs, each adjusted post hoc with tau chosen on
+# its own validation bACC (`m2m_tf.evaluate --posthoc_tau=select`, POSTHOC_FILE in the run).
+LA_ROWS: Dict[str, tuple] = {
+    "la": ("LA (loss)", {"loss": "logit_adjusted", "method": "erm"}),
+    "balanced_softmax": ("Balanced Softmax", {"loss": "balanced_softmax", "method": "erm"}),
+    "erm_posthoc_la": ("ERM + post-hoc LA", {"posthoc_of": "erm"}),
+    "la_m2m": ("LA-M2m", {"loss": "logit_adjusted", "method": "m2m"}),
+}
+EXTRA_ROW_LABELS = {k: label for k, (label, _) in LA_ROWS.items()}
+# The rows of a Table-2 grid: the paper's, then the logit-adjustment family.
+TABLE2_GRID_ROWS: Dict[str, tuple] = {**TABLE2_ROWS, **LA_ROWS}
+
+TABLES = {"table2": TABLE2_GRID_ROWS, "ablations": ABLATION_ROWS, "vocab": VOCAB_ROWS,
           "substitutes": SUBSTITUTE_ROWS}
 # Tables that only make sense on some datasets.
 TABLE_DATASETS = {"vocab": ("reuters",), "substitutes": ("twitter",)}
@@ -140,11 +157,30 @@ def grid_gaps(run_root: str, table: str, rows: Sequence[str], seeds: Sequence[in
   if seeds_out:
     gaps.append(f"seeds {','.join(map(str, seeds_out))} of {','.join(map(str, CANONICAL_SEEDS))} "
                 "left out")
-  runs = [f"{r}_s{s}" for r in all_rows if r in rows for s in seeds]
-  unfinished = [r for r in runs if not os.path.exists(os.path.join(run_root, r, "results.json"))]
+  rows_of = TABLES[table]
+  runs = [(r, s) for r in all_rows if r in rows for s in seeds]
+  unfinished = []
+  for r, s in runs:
+    marker = finished_marker(rows_of, r, s)
+    if not os.path.exists(os.path.join(run_root, marker)):  # a trained run by its folder's name
+      unfinished.append(marker if posthoc_base(rows_of, r) else f"{r}_s{s}")
   if unfinished:
     gaps.append(f"{len(unfinished)} of {len(runs)} runs unfinished (e.g. {unfinished[0]})")
   return gaps
+
+
+def posthoc_base(rows: Dict[str, tuple], key: str) -> Optional[str]:
+  """The row whose runs the post-hoc row `key` adjusts ("posthoc_of"); None for a trained row."""
+  return rows[key][1].get("posthoc_of") if key in rows else None
+
+
+def finished_marker(rows: Dict[str, tuple], key: str, seed: int) -> str:
+  """The file, relative to a grid's run folder, that makes row `key` with `seed` finished:
+  `<key>_s<seed>/results.json`, or for a post-hoc row its base run's POSTHOC_FILE."""
+  base = posthoc_base(rows, key)
+  if base:
+    return f"{base}_s{seed}/{POSTHOC_FILE}"
+  return f"{key}_s{seed}/results.json"
 
 
 def output_dir(results_dir: str, gaps: Sequence[str]) -> str:
@@ -185,26 +221,80 @@ def load_runs(run_root: str) -> pd.DataFrame:
     with open(path) as fh:
       r = json.load(fh)
     run = os.path.basename(os.path.dirname(path))
-    rows.append({
-        "run": run,
-        "row": run.rsplit("_s", 1)[0],
-        "loss": r["loss"],
-        "rebalancing": r["rebalancing"],
-        "seed": r["seed"],
-        "test_bacc": r["test_bacc"],
-        "test_gm": r["test_gm"],
-        "n_zero_recall": r["n_zero_recall"],
-        "zero_recall_classes": ";".join(zero_recall_names(r)),
-        "val_bacc": r["val_bacc"],
-        "val_gm": r["val_gm"],
-        "major_acc": r["test"].get("major_acc"),
-        "minor_acc": r["test"].get("minor_acc"),
-        "best_epoch": r["best_epoch"],
-        "seconds": r["seconds"],
-        "data_label": r.get("data_label", ""),
-        **_recall_columns(r),
-    })
+    rows.append(_run_record(run, run.rsplit("_s", 1)[0], r))
   return pd.DataFrame(rows)
+
+
+def _run_record(run: str, row: str, r: dict) -> dict:
+  """The table's columns of one run of `row` in folder `run`, from its results.json `r`."""
+  return {
+    "run": run,
+    "row": row,
+    "loss": r["loss"],
+    "rebalancing": r["rebalancing"],
+    "seed": r["seed"],
+    "test_bacc": r["test_bacc"],
+    "test_gm": r["test_gm"],
+    "n_zero_recall": r["n_zero_recall"],
+    "zero_recall_classes": ";".join(zero_recall_names(r)),
+    "val_bacc": r["val_bacc"],
+    "val_gm": r["val_gm"],
+    "major_acc": r["test"].get("major_acc"),
+    "minor_acc": r["test"].get("minor_acc"),
+    "best_epoch": r["best_epoch"],
+    "seconds": r["seconds"],
+    "data_label": r.get("data_label", ""),
+    **_recall_columns(r),
+  }
+
+
+def check_posthoc_choice(post: dict, where: str = POSTHOC_FILE) -> float:
+  """The tau of a post-hoc record, checked to be the VALIDATION choice; else ValueError.
+
+  The record must come from `--posthoc_tau=select` (mode "select"), and its tau must be the
+  smallest value of its grid with the best validation bACC (`la.select_tau`'s rule), re-derived
+  here from the record's validation curve: a tau fixed by hand, or picked on test, is refused.
+  """
+  if post.get("mode") != la.SELECT:
+    raise ValueError(f"{where}: tau {post.get('tau')} was fixed (mode {post.get('mode')!r}), "
+                     "not chosen on validation (--posthoc_tau=select)")
+  grid, val = post["grid"], post["grid_val_bacc"]
+  best = max(val)
+  chosen = min(t for t, v in zip(grid, val) if best - v <= la.TIE_TOLERANCE)
+  if post["tau"] != chosen:
+    raise ValueError(f"{where}: tau {post['tau']} is not the validation choice {chosen} of "
+                     f"its grid")
+  return chosen
+
+
+def _posthoc_record(run: str, row: str, results: dict, post: dict) -> dict:
+  """The table's columns of the post-hoc row `row` on run `run`: the run's results.json, its
+  metrics replaced by those at the validation-chosen tau of its POSTHOC_FILE `post`."""
+  test = post["test"]
+  adjusted = {**results, "test_bacc": post["test_bacc"], "test_gm": post["test_gm"],
+              "n_zero_recall": test["n_zero_recall"], "val_bacc": post["val_bacc"],
+              "val_gm": post["val_gm"], "test": test, "per_class_recall": test["per_class_recall"],
+              "class_names": post.get("class_names") or results.get("class_names"),
+              "seconds": results["seconds"] + post["seconds"]}
+  return {**_run_record(run, row, adjusted), "posthoc_tau": check_posthoc_choice(post, run),
+          "raw_val_bacc": post["val_raw"]["bacc"], "raw_test_bacc": post["test_raw"]["bacc"]}
+
+
+def load_posthoc_runs(run_root: str, rows: Dict[str, tuple]) -> pd.DataFrame:
+  """One row per post-hoc run: for each row of `rows` with "posthoc_of" (its base row), every
+  run `<base>_s<seed>` under `run_root` with a POSTHOC_FILE, at the tau chosen on validation."""
+  out = []
+  for key in rows:
+    base = posthoc_base(rows, key)
+    if not base:
+      continue
+    for path in sorted(glob.glob(os.path.join(run_root, f"{base}_s*", POSTHOC_FILE))):
+      run_dir = os.path.dirname(path)
+      run = os.path.basename(run_dir)
+      if re.fullmatch(rf"{re.escape(base)}_s\d+", run):  # not erm_vocab_size2000_s0
+        out.append(_posthoc_record(run, key, read_json(os.path.join(run_dir, "results.json")),
+                                   read_json(path)))
+  return pd.DataFrame(out)
 
 
 def class_recalls(results: dict) -> List[Tuple[str, float]]:
@@ -258,6 +348,18 @@ VERDICT_FAMILIES = {
 }
 
 
+# The logit-adjustment family, and the M2m rows a Table-2 grid compares with its best row.
+LA_FAMILY = ("la", "balanced_softmax", "erm_posthoc_la")
+LA_VERDICT_ROWS = ("m2m", "ldam_m2m", "la_m2m")
+
+
+def la_verdict_families(rows: Sequence[str]) -> Dict[str, Sequence[str]]:
+  """Each M2m row of `rows` (LA_VERDICT_ROWS) and the logit-adjustment family's rows in `rows`
+  it is compared with; empty when `rows` has none of that family."""
+  family = tuple(r for r in LA_FAMILY if r in rows)
+  return {m: family for m in LA_VERDICT_ROWS if m in rows} if family else {}
+
+
 def verdict_families(rows: Sequence[str]) -> Dict[str, Sequence[str]]:
   """Each M2m row of a table and the rows it is compared with: Table 2's families, and for
   rows named `<Table-2 row><suffix>` (the vocabulary and substitute tables) the same family
@@ -305,22 +407,62 @@ def verdicts(df: pd.DataFrame, metric: str = "test_bacc",
   return out
 
 
+def _verdict_lines(found: Sequence[dict], rows: Dict[str, tuple], against: str,
+                   claim: Dict[str, str]) -> List[str]:
+  """A verdict table (column `against` names the competitor) and one sentence per M2m row."""
+  label = lambda k: rows[k][0] if k in rows else k  # pylint: disable=unnecessary-lambda-assignment
+  body = [[label(v["row"]), label(v["against"]), v["seeds"], f"{v['diff']:+.1f}",
+           f"[{v['low']:+.1f}, {v['high']:+.1f}]", v["verdict"]] for v in found]
+  lines = [markdown_table(["M2m row", against, "paired seeds", "Δ test bACC", "95% CI",
+                           "verdict"], body), ""]
+  return lines + [f"- {label(v['row'])} vs {label(v['against'])}: {claim[v['verdict']]}."
+                  for v in found]
+
+
 def verdict_markdown(found: Sequence[dict], rows: Dict[str, tuple]) -> str:
   """The verdict section: a table and one sentence per M2m row."""
   if not found:
     return ""
-  label = lambda k: rows[k][0] if k in rows else k  # pylint: disable=unnecessary-lambda-assignment
-  body = [[label(v["row"]), label(v["against"]), v["seeds"], f"{v['diff']:+.1f}",
-           f"[{v['low']:+.1f}, {v['high']:+.1f}]", v["verdict"]] for v in found]
-  lines = ["## Verdict", "", markdown_table(
-      ["M2m row", "best other row of its loss", "paired seeds", "Δ test bACC", "95% CI",
-       "verdict"], body), ""]
   claim = {"holds": "the paper's claim that it beats the family's best holds here",
            "fails": "the family's best beats it here, against the paper's claim",
            "unresolved": "the seeds cannot tell them apart (the interval contains 0)"}
-  lines += [f"- {label(v['row'])} vs {label(v['against'])}: {claim[v['verdict']]}."
-            for v in found]
+  lines = ["## Verdict", ""] + _verdict_lines(found, rows, "best other row of its loss", claim)
   return "\n".join(lines + [""])
+
+
+def la_verdict_markdown(found: Sequence[dict], rows: Dict[str, tuple]) -> str:
+  """The verdict against the logit-adjustment family (`la_verdict_families`): a table and one
+  sentence per M2m row, as measured whichever way it goes."""
+  if not found:
+    return ""
+  family = ", ".join(rows[k][0] for k in LA_FAMILY if k in rows)
+  claim = {"holds": "M2m beats the logit-adjustment family's best here",
+           "fails": "the logit-adjustment family's best beats it here",
+           "unresolved": "the seeds cannot tell them apart (the interval contains 0)"}
+  lines = ["### M2m against the logit-adjustment family", "",
+           f"Each M2m row minus the best of {family} (the highest mean test bACC: a test-set "
+           "choice, which can only make M2m's case harder), paired by seed, with the 95% "
+           "Student-t interval of the per-seed differences.", ""]
+  lines += _verdict_lines(found, rows, "best of the LA family", claim)
+  return "\n".join(lines + [""])
+
+
+def posthoc_markdown(df: pd.DataFrame, rows: Dict[str, tuple]) -> str:
+  """Per seed of each post-hoc row: the tau chosen on validation, and the validation and test
+  bACC of the unadjusted run -> adjusted."""
+  if "posthoc_tau" not in df or df["posthoc_tau"].isna().all():
+    return ""
+  lines = ["## Post-hoc logit adjustment", "",
+           f"tau chosen per run from {{{', '.join(f'{t:g}' for t in la.TAU_GRID)}}} on its "
+           "validation bACC only (`python -m m2m_tf.evaluate --checkpoint=RUN "
+           "--posthoc_tau=select`); the test split is read after the choice. No retraining.", ""]
+  for key, sub in df[df["posthoc_tau"].notna()].groupby("row", sort=False):
+    body = [[r.seed, f"{r.posthoc_tau:g}", f"{r.raw_val_bacc:.1f} → {r.val_bacc:.1f}",
+             f"{r.raw_test_bacc:.1f} → {r.test_bacc:.1f}"] for r in sub.itertuples()]
+    lines += [f"{rows[key][0]} (runs of {rows[posthoc_base(rows, key)][0]}):", "",
+              markdown_table(["seed", "tau", "val bACC: raw → adjusted",
+                              "test bACC: raw → adjusted"], body), ""]
+  return "\n".join(lines)
 
 
 def _pm(series: pd.Series) -> str:
@@ -369,7 +511,7 @@ def collect(run_root: str, name: str, rows: Dict[str, tuple], *, paper: Optional
   seeds, when given: the ensemble ablation's extra ERM g runs live in the same
   folder) enter the tables; `sections` are Markdown appended to the table.
   """
-  df = load_runs(run_root)
+  df = pd.concat([load_runs(run_root), load_posthoc_runs(run_root, rows)], ignore_index=True)
   if df.empty:
     raise FileNotFoundError(f"No finished run (results.json) under {run_root}.")
   df = df[df["row"].isin(list(rows))]
@@ -380,14 +522,17 @@ def collect(run_root: str, name: str, rows: Dict[str, tuple], *, paper: Optional
   os.makedirs(results_dir, exist_ok=True)
   atomic_write_text(os.path.join(results_dir, f"{name}.csv"), df.to_csv(index=False))
   labels = sorted(set(df["data_label"]) - {""})
-  all_notes = list(notes) + [momentum_form_note(momentum_forms(run_root, df["run"]))] + [
+  all_notes = list(notes) + [momentum_form_note(momentum_forms(run_root, df["run"].unique()))] + [
       f"Data: {l}." for l in labels]
   md = results_markdown(df, rows, paper, title or name, all_notes)
-  parts = [verdict_markdown(verdicts(df, families=verdict_families(list(rows))), rows)]
+  parts = [verdict_markdown(verdicts(df, families=verdict_families(list(rows))), rows),
+           la_verdict_markdown(verdicts(df, families=la_verdict_families(list(rows))), rows),
+           posthoc_markdown(df, rows)]
   md = "\n".join([md] + [p for p in parts + list(sections) if p])  # a blank line between
   atomic_write_text(os.path.join(results_dir, f"{name}.md"), md)
-  atomic_write_text(os.path.join(results_dir, f"{name}_history.csv"),
-                    histories(run_root, df).to_csv(index=False))
+  trained = df[df["posthoc_tau"].isna()] if "posthoc_tau" in df else df  # a post-hoc row's
+  atomic_write_text(os.path.join(results_dir, f"{name}_history.csv"),  # epochs are its base's
+                    histories(run_root, trained).to_csv(index=False))
   return df
 
 

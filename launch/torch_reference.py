@@ -84,7 +84,7 @@ class Recipe:
   loss: str = "ce"
   ldam_max_margin: float = 0.5
   ldam_scale: float = 30.0
-  cb_beta: float = 0.9999
+  cb_beta: float = 0.999  # the M2m release's run.sh, as m2m_tf's CIFAR recipe
 
 
 def learning_rate(recipe: Recipe, epoch: int) -> float:

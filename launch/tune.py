@@ -13,7 +13,7 @@ runs/tune/<dataset>/<row>/ and resume like any run.
 """
 
 import os
-from typing import List
+from typing import List, Optional
 
 from absl import flags
 import pandas as pd
@@ -27,7 +27,8 @@ from m2m_tf.cli import run_absl
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "reuters", "Dataset.")
-flags.DEFINE_list("rows", list(tables.TABLE2_ROWS), "Table 2 rows to tune.")
+flags.DEFINE_list("rows", list(budgets.TUNED_ROWS), "Table 2 rows to tune (the grid's rows "
+                  "with a search space: the paper's and the logit-adjustment family's).")
 flags.DEFINE_list("seeds", ["0"], "Seeds averaged for the selection.")
 flags.DEFINE_integer("jobs", 2, "Parallel processes.")
 flags.DEFINE_string("root", None, "Run folder (default runs/tune/<dataset>).")
@@ -66,18 +67,24 @@ def settings_and_jobs(ds: str, root: str, g_root: str, rows: List[str], seeds: L
   return settings, jobs
 
 
-def markdown(ds: str, selected: dict, mean: pd.DataFrame, gaps: List[str]) -> str:
-  """Each row's selected setting and its budget's best validation bACC."""
+def markdown(ds: str, selected: dict, mean: pd.DataFrame, gaps: List[str],
+             forms: Optional[dict] = None) -> str:
+  """Each row's selected setting, its budget's best validation bACC and the momentum form its
+  tuning runs trained in (`forms`: row -> {form: runs})."""
   lines = [f"# {ds}: equal tuning budgets ({budgets.BUDGET_SIZE} settings a row) on "
            "validation bACC" + (" (partial)" if gaps else ""), ""]
   if gaps:
     lines += [f"**Partial selection ({'; '.join(gaps)}).**", ""]
-  lines += [f"Made by `python -m launch.tune --dataset={ds}` (seeds {','.join(FLAGS.seeds)}). "
-            "Test metrics are not used.", ""]
-  body = [[tables.TABLE2_ROWS[row][0], len(mean[mean.row == row]),
+  given = "".join(f" --{k}={FLAGS[k].value}" for k in ("root", "grid_root") if FLAGS[k].value)
+  lines += [f"Made by `python -m launch.tune --dataset={ds}{given}` (seeds "
+            f"{','.join(FLAGS.seeds)}). Test metrics are not used. 'tuned in': SGD's momentum "
+            "form of the row's tuning runs.", ""]
+  body = [[tables.TABLE2_GRID_ROWS[row][0], len(mean[mean.row == row]),
            ", ".join(f"{k}={v}" for k, v in setting.items()),
-           f"{mean[mean.row == row].val_bacc.max():.2f}"] for row, setting in selected.items()]
-  lines += [markdown_table(["row", "settings run", "selected", "val bACC"], body), ""]
+           f"{mean[mean.row == row].val_bacc.max():.2f}",
+           budgets.form_text((forms or {}).get(row, {}))] for row, setting in selected.items()]
+  lines += [markdown_table(["row", "settings run", "selected", "val bACC", "tuned in"], body),
+            ""]
   return "\n".join(lines)
 
 
@@ -87,15 +94,18 @@ def main(argv) -> int:
   ds, seeds = FLAGS.dataset, [int(s) for s in FLAGS.seeds]
   root = FLAGS.root or os.path.join("runs", "tune", ds)
   g_root = FLAGS.grid_root or os.path.join("runs", "grid", ds)
-  if FLAGS.root is None and FLAGS.grid_root is None:  # the default folders: keep them in results/
+  kept = store.is_stored_root(root, ds) and store.is_stored_root(g_root, ds)
+  if kept:  # folders the run store keeps (results/run_store)
     print(f"restored {len(store.restore('runs', ds, store.STORE))} runs from {store.STORE}")
   settings, jobs = settings_and_jobs(ds, root, g_root, FLAGS.rows, seeds)
   print(f"{sum(st == 1 for st, _, _ in jobs)} of {len(settings)} runs to do", flush=True)
   for stage in (0, 1):  # the ERM g runs before the M2m runs that read them
     runner.run_jobs([(out, cmd) for st, out, cmd in jobs if st == stage], FLAGS.jobs)
-  if FLAGS.root is None and FLAGS.grid_root is None:
+  if kept:
     store.save("runs", ds, store.STORE)
   selected, mean = budgets.select(settings)
+  forms = {row: tables.momentum_forms("", [out for r, _, _, out in settings if r == row])
+           for row in selected}
   gaps = [f"--{name} {','.join(FLAGS[name].value)} (default {','.join(FLAGS[name].default)})"
           for name in ("rows", "seeds") if FLAGS[name].value != FLAGS[name].default]
   if FLAGS.first_settings:
@@ -103,8 +113,8 @@ def main(argv) -> int:
   tables.write_selection(FLAGS.results_dir, f"budgets_{ds}",
                          {"selected": selected, "seeds": seeds,
                           "budget_size": budgets.BUDGET_SIZE, "criterion": "mean val_bacc",
-                          "grid": mean.to_dict("records")},
-                         markdown(ds, selected, mean, gaps), gaps)
+                          "momentum_forms": forms, "grid": mean.to_dict("records")},
+                         markdown(ds, selected, mean, gaps, forms), gaps)
   return 0
 
 

@@ -34,10 +34,14 @@ from m2m_tf.training.methods import METHODS, get_method
 
 # The names the loss, architecture and acceptance-mode registries accept; tests check that they
 # equal the registries (which import TensorFlow, so they are not imported here).
-LOSS_NAMES = ("ce", "focal", "ldam")
+LOSS_NAMES = ("ce", "focal", "ldam", "logit_adjusted", "balanced_softmax")
 ARCH_NAMES = ("mlp", "resnet32", "preact_resnet18", "resnet50")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 ACCEPT_MODES = ("translate", "clean", "random_label")
+START_NOISE_MODES = ("official", "per_sample")
+# Leaves whose default changed: a record made before a leaf existed was trained with the value
+# here, not with today's default (`ExperimentConfig.from_json`).
+PREDATED_VALUES = {"momentum_form": "keras", "start_noise_mode": "per_sample", "cb_beta": 0.9999}
 
 
 def option(default, help_text: str, *, rule: Optional[Tuple[Callable, str]] = None,
@@ -129,6 +133,10 @@ class DataConfig(_Section):
   dataset_options: Dict[str, object] = option(
       {}, "Further keyword options of the dataset's builder (from Python; e.g. synthetic_lt's "
       "n_max).", flag=False)
+  data_digest: Optional[str] = option(
+      None, "Your own data: the sha256 of the splits it loaded to (data_prep.digest), set by the "
+      "run and recorded in flags.json; a run resumes only on data of the same content, "
+      "wherever the files are (docs/data.md#your-own-data).", flag=False)
 
   @property
   def options(self) -> Dict[str, object]:
@@ -172,13 +180,17 @@ class ScheduleConfig(_Section):
                                          rule=_at_least(0))
   momentum: float = option(0.9, "SGD momentum.", rule=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
   momentum_form: str = option(
-      "keras", "Where lr enters SGD's momentum: keras (v <- m v - lr g, the stock optimizer) or "
-      "pytorch (b <- m b + g, w -= lr b: the official code's; the buffer is rescaled at each lr "
-      "change). They differ only after an lr change (docs/method.md, difference 9).",
-      choices=("keras", "pytorch"))
+      "pytorch", "Where lr enters SGD's momentum: pytorch (b <- m b + g, w -= lr b: the official "
+      "code's; the buffer is rescaled at each lr change) or keras (v <- m v - lr g, the stock "
+      "optimizer, which overshoots after a large lr drop). They differ only after an lr change "
+      "(docs/method.md, difference 9).", choices=("pytorch", "keras"))
   deferred_epoch: Optional[int] = option(None, "First epoch of phase 2 (M2m, DRS, DRW).",
                                          rule=_at_least(0))
   eval_batch_size: int = option(1024, "Batch size of the per-epoch evaluation.", rule=_at_least(1))
+  test_every_epoch: bool = option(False, "Evaluate the test split every epoch (test curves); by "
+                                  "default only at epochs whose validation bACC reaches or ties "
+                                  "the best so far, the only ones whose test numbers can be "
+                                  "reported.")
 
   def __post_init__(self):
     super().__post_init__()
@@ -194,7 +206,9 @@ class TrainingConfig(_Section):
 
   method: str = option("m2m", "Re-balancing method: erm (none), rs, smote, rw, cb_rw, drs, drw "
                        "or m2m.", choices=tuple(sorted(METHODS)))
-  loss: str = option("ce", "Loss: ce, focal (gamma 1) or ldam (cosine head).", choices=LOSS_NAMES)
+  loss: str = option("ce", "Loss: ce, focal (gamma 1), ldam (cosine head), logit_adjusted "
+                     "(CE on z + la_tau log prior) or balanced_softmax (the same at tau 1).",
+                     choices=LOSS_NAMES)
   loss_reduction: str = option("batch", "Weighted-loss reduction: sum(w*l)/B (batch) or "
                                "sum(w*l)/sum(w) (weights).", choices=("batch", "weights"))
   focal_gamma: float = option(1.0, "Focal loss: the focusing exponent gamma (1, as the paper's "
@@ -203,9 +217,14 @@ class TrainingConfig(_Section):
                                   "0.5 officially).", rule=(lambda v: v > 0, "must be > 0"))
   ldam_scale: float = option(30.0, "LDAM: the logit scale s of the cosine head (30 officially).",
                              rule=(lambda v: v > 0, "must be > 0"))
-  cb_beta: float = option(0.9999, "Class-balanced weights (CB-RW, DRW): the effective-number "
-                          "beta (0.9999 officially).", rule=(lambda v: 0 < v < 1,
-                                                              "must be in (0, 1)"))
+  la_tau: float = option(1.0, "Logit-adjusted loss: tau in CE(z + tau log pi, y), pi the "
+                         "training class prior (1, Menon et al.'s; balanced_softmax fixes it).",
+                         rule=(lambda v: math.isfinite(v) and v >= 0, "must be a finite number "
+                               ">= 0"))
+  cb_beta: Optional[float] = option(
+      0.9999, "Class-balanced weights (CB-RW, DRW): the effective-number beta (recipe: 0.999 for "
+      "CIFAR-LT, the M2m release's; else 0.9999, LDAM-DRW's paper).",
+      rule=(lambda v: 0 < v < 1, "must be in (0, 1)"))
   g_checkpoint: Optional[str] = option(
       None, "Frozen g for M2m: a .weights.h5 file, or an official PyTorch-layout ResNet-32 .npz; "
       "several comma-separated files make an ensemble g (M2m-Ensemble ablation). Unset: train g "
@@ -213,6 +232,12 @@ class TrainingConfig(_Section):
   self_translation: bool = option(False, "Ablation M2m-Self: translate with f instead of g.")
   seed_pool_size: int = option(0, "Ablation: seeds from a fixed pool of P per class (0: seeds "
                                "from the batch).", rule=_at_least(0))
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.loss == "balanced_softmax" and self.la_tau != 1.0:
+      raise ConfigError(f"loss balanced_softmax is logit_adjusted at tau 1; la_tau={self.la_tau} "
+                        "asks for --loss=logit_adjusted.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,6 +254,7 @@ class M2mConfig(_Section):
     (beta, lam, gamma and step_size are None only inside an `ExperimentConfig`,
     where None means the recipe's value.)
     start_noise: L2 radius of the random start (official: 0.5).
+    start_noise_mode: the random start's law, "official" or "per_sample" (ours).
     clip_range: valid input domain (min, max), or None for no clipping. A run
       takes it from the dataset; it has no flag.
     no_reject: True gives the M2m-No-Reject ablation (no Bernoulli draw).
@@ -256,6 +282,11 @@ class M2mConfig(_Section):
                                       "else 0.1).", rule=(lambda v: v > 0, "must be > 0"))
   start_noise: float = option(0.5, "M2m: L2 radius of the random start (official 0.5).",
                               rule=_at_least(0))
+  start_noise_mode: Optional[str] = option(
+      "official", "M2m: the random start's law. official: U(-0.5, 0.5) noise, each channel "
+      "scaled to L2 norm start_noise over the translated rows; per_sample (ours): radius "
+      "start_noise * U(0, 1) per sample (recipe: official for images, per_sample for text).",
+      choices=START_NOISE_MODES)
   clip_range: Optional[Tuple[float, float]] = option((0.0, 1.0), "Valid input domain.",
                                                      flag=False, record=False)
   no_reject: bool = option(False, "Ablation M2m-No-Reject: skip the Bernoulli rejection.")
@@ -302,6 +333,11 @@ class RuntimeConfig(_Section):
                                      "committed; the run stays unfinished, to go on by the same "
                                      "command without it (a phase-1 run that only has to reach "
                                      "its branch point: docs/runs.md).", rule=_at_least(1))
+  inter_op_threads: int = option(
+      1, "TensorFlow's inter-op threads: 1 runs a step's independent ops one at a time, which "
+      "makes a seeded conv-net run bit-reproducible on one machine; 0 is TensorFlow's default "
+      "(concurrent ops, last bits schedule-dependent; docs/runs.md#determinism).",
+      rule=_at_least(0))
   export: bool = option(True, "Export the best f as a SavedModel (saved_model/); --noexport "
                         "for runs whose results.json is all that is read (launch.tune).")
 
@@ -355,10 +391,11 @@ class ExperimentConfig:
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
-  training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+  training: TrainingConfig = dataclasses.field(
+      default_factory=lambda: TrainingConfig(cb_beta=None))
   # In a run, None means the recipe's value.
   m2m: M2mConfig = dataclasses.field(default_factory=lambda: M2mConfig(
-      step_size=None, beta=None, lam=None, gamma=None))
+      step_size=None, beta=None, lam=None, gamma=None, start_noise_mode=None))
   runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
 
   def __post_init__(self):
@@ -405,10 +442,11 @@ class ExperimentConfig:
   def from_json(cls, record: dict) -> "ExperimentConfig":
     """Reads `to_json`'s form, or the flat flags.json of runs made before the sections.
 
-    Unknown names (fields that no longer exist) are ignored; missing ones default;
-    the old boolean `mixed_precision` reads as precision mixed_float16.
+    Unknown names (fields that no longer exist) are ignored; missing ones default, or take
+    PREDATED_VALUES (what runs made before the leaf existed used); the old boolean
+    `mixed_precision` reads as precision mixed_float16.
     """
-    leaves = flatten_record(record)
+    leaves = {**PREDATED_VALUES, **flatten_record(record)}
     if leaves.get("mixed_precision") and "precision" not in leaves:
       leaves["precision"] = "mixed_float16"  # the boolean flag that --precision replaced
     known = set(_leaf_sections()) | set(_TOP_FIELDS)
@@ -437,7 +475,8 @@ class ExperimentConfig:
                   lr_factors=tuple(r.factors), weight_decay=r.weight_decay,
                   deferred_epoch=r.deferred_epoch, step_size=r.step_size, arch=r.arch,
                   hidden_units=tuple(r.hidden_units), augment=r.augment, beta=r.beta,
-                  lam=r.lam, gamma=r.gamma)
+                  lam=r.lam, gamma=r.gamma, start_noise_mode=r.start_noise_mode,
+                  cb_beta=r.cb_beta)
       changes = {k: fill[k] for k in missing}
     if self.data.substitute is None and self.data.embeddings is None and (
         recipe is not None or not user_data.is_spec(self.data.dataset)):
@@ -474,7 +513,7 @@ class ExperimentConfig:
 # The fields a recipe fills when they are None (m2m_tf.recipes.Recipe).
 _RECIPE_FIELDS = ("epochs", "batch_size", "lr", "warmup_epochs", "lr_milestones", "lr_factors",
                   "weight_decay", "deferred_epoch", "step_size", "arch", "hidden_units", "augment",
-                  "beta", "lam", "gamma")
+                  "beta", "lam", "gamma", "start_noise_mode", "cb_beta")
 _TOP_FIELDS = {f.name: f for f in dataclasses.fields(ExperimentConfig) if f.name not in SECTIONS}
 
 

@@ -11,6 +11,11 @@ XLA (`jit_compile=True`) and inside `strategy.run`. Low-precision logits
 (float16 / bfloat16, mixed precision) are computed in float32; float64 stays
 float64 (used by the gradient tests).
 
+The logit-adjusted loss (Menon et al., ICLR 2021, eq. 10) is `CE(z + tau log pi, y)`
+with pi the training class prior N_k / sum N; Balanced Softmax (Ren et al., NeurIPS
+2020) is the same loss at tau = 1, kept as a named alias
+(docs/method.md#logit-adjustment-and-balanced-softmax).
+
 The official code (alinlab/M2m `utils.py`, itself copied from
 kaidic/LDAM-DRW `losses.py`) is followed for:
   * focal loss: `(1 - p_y)^gamma * CE` with `p_y = exp(-CE)`, alpha = 1
@@ -32,7 +37,11 @@ from typing import Callable, Dict, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
-LOSSES = ("ce", "focal", "ldam")
+from m2m_tf.logit_adjustment import check_tau, log_prior
+
+LOSSES = ("ce", "focal", "ldam", "logit_adjusted", "balanced_softmax")
+# Named aliases: the loss they are, with the hyper-parameters they fix.
+LOSS_ALIASES = {"balanced_softmax": ("logit_adjusted", {"tau": 1.0})}
 CLASS_WEIGHTS = ("none", "rw", "cb")
 REDUCTIONS = ("batch", "weights")
 
@@ -201,6 +210,36 @@ def ldam(labels, logits, class_counts: ArrayLike, max_margin: float = 0.5,
   return cross_entropy(labels, tf.cast(scale, logits.dtype) * shifted)
 
 
+def logit_adjusted(labels, logits, class_counts: ArrayLike,
+                   tau: float = 1.0) -> tf.Tensor:
+  """Logit-adjusted softmax cross entropy per example (Menon et al. 2021, eq. 10).
+
+  L_i = -log softmax(z_i + tau log pi)[y_i], pi_k = N_k / sum_j N_j: the
+  training prior is added to the logits before the softmax, during training
+  only (evaluation uses the raw logits). tau = 1 is Balanced Softmax (Ren et
+  al. 2020); tau = 0 is `cross_entropy` exactly (z + 0 * log pi == z).
+
+  Args:
+    labels: int [B].
+    logits: float [B, K].
+    class_counts: N_k, length K, all > 0.
+    tau: the adjustment's temperature, finite and >= 0.
+  Returns:
+    float [B] (float32 for float16/bfloat16/float32 logits, float64 for float64).
+  Raises:
+    ValueError: bad tau or counts, or logits with another number of classes.
+  """
+  tau = check_tau(tau)
+  prior = log_prior(class_counts)
+  labels, logits = _prepare(labels, logits)
+  if logits.shape.rank is not None and logits.shape[-1] is not None:
+    if logits.shape[-1] != prior.size:
+      raise ValueError(f"logit_adjusted: logits have {logits.shape[-1]} classes but "
+                       f"class_counts has {prior.size}")
+  shift = tf.constant(tau * prior, dtype=logits.dtype)
+  return cross_entropy(labels, logits + shift)
+
+
 class _Loss:
   """A per-example loss with fixed hyper-parameters: `(labels, logits) -> [B]`."""
 
@@ -221,7 +260,26 @@ _HPARAMS = {
     "ce": (),
     "focal": ("gamma",),
     "ldam": ("max_margin", "scale"),
+    "logit_adjusted": ("tau",),
+    "balanced_softmax": (),
 }
+
+
+def _counted_hparams(name: str, class_counts, hparams: Dict) -> Dict:
+  """The hyper-parameters of a loss that needs N_k ("ldam", "logit_adjusted" and its alias),
+  class_counts included, validated now so that a bad value fails before any training."""
+  if class_counts is None:
+    raise ValueError(f"make_loss: {name!r} needs class_counts")
+  counts = np.asarray(class_counts)
+  if name == "ldam":
+    hp = {"max_margin": float(hparams.get("max_margin", 0.5)),
+          "scale": float(hparams.get("scale", 30.0))}
+    ldam_margins(counts, hp["max_margin"])
+  else:
+    hp = dict(LOSS_ALIASES[name][1]) if name in LOSS_ALIASES else {
+        "tau": float(hparams.get("tau", 1.0))}
+    check_tau(hp["tau"])
+  return {"class_counts": counts, **hp}
 
 
 def make_loss(name: str, class_counts: Optional[ArrayLike] = None,
@@ -229,14 +287,17 @@ def make_loss(name: str, class_counts: Optional[ArrayLike] = None,
   """Returns a per-example loss `(labels, logits) -> [B]` by name.
 
   Args:
-    name: one of LOSSES: "ce", "focal" (hparam `gamma`, default 1.0) or "ldam"
-      (hparams `max_margin` 0.5, `scale` 30.0; needs class_counts).
-    class_counts: N_k; required by "ldam", validated and ignored by the others.
+    name: one of LOSSES: "ce", "focal" (hparam `gamma`, default 1.0), "ldam"
+      (hparams `max_margin` 0.5, `scale` 30.0), "logit_adjusted" (hparam `tau`,
+      default 1.0) or "balanced_softmax" (no hparams: logit_adjusted at tau = 1,
+      keeping its own name). The last three need class_counts.
+    class_counts: N_k; required by "ldam" and the logit-adjusted losses,
+      validated and ignored by the others.
     **hparams: the loss's hyper-parameters; unknown names are an error, so a
       typo cannot silently fall back to a default.
   Raises:
-    ValueError: unknown name (the message lists the valid ones), unknown
-      hyper-parameter, or missing class_counts for "ldam".
+    ValueError: unknown name (the message lists the valid ones), unknown or
+      bad hyper-parameter, or missing class_counts.
   """
   if name not in LOSSES:
     raise ValueError(f"make_loss: unknown loss {name!r}; valid losses: {LOSSES}")
@@ -251,13 +312,8 @@ def make_loss(name: str, class_counts: Optional[ArrayLike] = None,
     return _Loss(name, cross_entropy, {})
   if name == "focal":
     return _Loss(name, focal, {"gamma": float(hparams.get("gamma", 1.0))})
-  if class_counts is None:
-    raise ValueError("make_loss: 'ldam' needs class_counts")
-  hp = {"class_counts": np.asarray(class_counts),
-        "max_margin": float(hparams.get("max_margin", 0.5)),
-        "scale": float(hparams.get("scale", 30.0))}
-  ldam_margins(hp["class_counts"], hp["max_margin"])  # validates early
-  return _Loss(name, ldam, hp)
+  fn = ldam if name == "ldam" else logit_adjusted
+  return _Loss(name, fn, _counted_hparams(name, class_counts, hparams))
 
 
 def weighted_mean(per_example_loss, labels, class_weight=None,

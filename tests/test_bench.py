@@ -9,9 +9,11 @@ import os
 
 import pytest
 from absl.testing import absltest
+import numpy as np
 import tensorflow as tf
 
 from benchmarks import bench
+from benchmarks import torch_step
 
 
 class BenchTest(tf.test.TestCase):
@@ -101,6 +103,28 @@ class BenchTest(tf.test.TestCase):
     self.assertAllClose(rows[3]["ratio_to_erm_same_mode"], 4.0)
     lines = bench._summary_lines(s)
     self.assertIn("- m2m_b8/default@bf16: float32 step time / its step time = **1.25×**", lines)
+
+  def test_torch_step_trains_and_is_summarised_against_erm(self):
+    w = bench.quick_workload(bench.WORKLOADS["resnet32"])
+    cfg = bench.StepConfig("torch_erm", False)
+    self.assertEqual(cfg.name, "erm/pytorch")
+    rng = np.random.default_rng(0)
+    xs = rng.uniform(0, 1, (2, w.batch_size) + w.input_shape).astype(np.float32)
+    ys = rng.integers(0, len(w.class_counts), (2, w.batch_size))
+    t = torch_step.TorchTimed(w, cfg, xs, ys, seed=0)
+    before = [p.detach().clone() for p in t.model.parameters()]
+    t.warm_up(2, 0.0)
+    self.assertGreater(t.step(), 0)
+    moved = [float((p - q).abs().max()) for p, q in zip(t.model.parameters(), before)]
+    self.assertGreater(max(moved), 0)  # SGD steps happened
+    rows = [{"config": "erm/default", "method": "erm", "jit_compile": False, "precision": "float32",
+             "median_step_s": 2.0, "fold_batchnorm": None},
+            {"config": "erm/pytorch", "method": "torch_erm", "jit_compile": False,
+             "precision": "float32", "median_step_s": 1.5, "fold_batchnorm": None}]
+    s = bench.summarise(w, rows, None)
+    self.assertEqual(s["fastest_erm"], "erm/default")  # PyTorch's step is not m2m_tf's ERM
+    self.assertAlmostEqual(s["pytorch_erm_over_erm"], 0.75)
+    self.assertIn("PyTorch ResNet-32 step", "\n".join(bench._summary_lines(s)))
 
   def test_bad_flags(self):
     with self.assertRaises(SystemExit):

@@ -1,5 +1,7 @@
 """launch.cifar_full --status: progress and time left from the committed records alone."""
 
+import hashlib
+import io
 import json
 import os
 import subprocess
@@ -9,17 +11,25 @@ import threading
 
 from absl import flags
 from absl.testing import absltest
+import numpy as np
 
+from launch import cifar_full
+from launch import cifar_state
+
+from m2m_tf.machine import machine_name
 from m2m_tf.training.output_dir import RunLock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _record(run_dir, epochs_done, epoch_seconds):
+def _record(run_dir, epochs_done, epoch_seconds, machines=None):
   ckpt = os.path.join(run_dir, "ckpt")
   os.makedirs(ckpt)
+  record = {"epochs_done": epochs_done, "epoch_seconds": epoch_seconds}
+  if machines is not None:
+    record["epoch_machines"] = machines
   with open(os.path.join(ckpt, f"state-{epochs_done:04d}.json"), "w") as fh:
-    json.dump({"epochs_done": epochs_done, "epoch_seconds": epoch_seconds}, fh)
+    json.dump(record, fh)
 
 
 def _status(root):
@@ -38,15 +48,24 @@ class StatusTest(absltest.TestCase):
     self.assertEqual(sorted(os.listdir(root)), before)  # --status runs and writes nothing
     # Recent pace: the median of the last 10 epochs (400 s); best: the 10th percentile (160 s);
     # a phase-1 run goes to the branch point only (60 epochs left).
-    self.assertEqual(lines[0], "erm_phase1  unfinished, 100/160 epochs, 400 s/epoch recently, "
-                     "160 at best; left ~6.7 h (~2.7 h at best)")
+    self.assertEqual(lines[0], "erm_phase1_s0     unfinished, 100/160 epochs, 400 s/epoch "
+                     "recently, 160 at best; left ~6.7 h (~2.7 h at best)")
     # The rows branch at 160: 40 epochs at ERM's pace; M2m: the same x its step factor 5.9.
-    self.assertEqual(lines[1], "erm         pending, 0/200 epochs; left ~4.4 h (~1.8 h at best)")
-    self.assertEqual(lines[3], "m2m         pending, 0/200 epochs; left ~26.2 h (~10.5 h at best)")
-    self.assertEqual(lines[4], "ldam_phase1 pending, 0/160 epochs; left ~17.8 h (~7.1 h at best)")
-    # (24000 + 3 x 16000 + 2 x 94400 + 64000 + 2 x 16000) s and (9600 + ... + 2 x 37760) s.
-    self.assertEqual(lines[-1], "total left ~94.7 h at the recent pace, ~37.9 h at the best pace "
-                     "seen (2-core CPU; '?' stages not counted)")
+    self.assertEqual(lines[1], "erm_s0            pending, 0/200 epochs; left ~4.4 h (~1.8 h at "
+                     "best)")
+    self.assertEqual(lines[3], "m2m_per_sample_s0 pending, 0/200 epochs; left ~26.2 h (~10.5 h "
+                     "at best)")
+    self.assertEqual(lines[4], "ldam_phase1_s0    pending, 0/160 epochs; left ~17.8 h (~7.1 h at "
+                     "best)")
+    # The whole plan: 18 stages (3 seeds of ERM's phase 1, ERM, DRS, M2m; seed 0's LDAM rows,
+    # the per-sample ablation and LA's own 200 epochs); seeds 1-2 add 2 x (64000 + 2 x 16000 +
+    # 94400) s at the recent pace to seed 0's (24000 + 4 x 16000 + 3 x 94400 + 64000) s, and LA
+    # 80000 s; at the best pace 160 s.
+    self.assertLen(lines, 19)
+    self.assertEqual(lines[-2], "la_s0             pending, 0/200 epochs; left ~22.2 h (~8.9 h at "
+                     "best)")
+    self.assertEqual(lines[-1], "total left ~248.9 h at the recent pace, ~99.6 h at the best "
+                     "pace seen (2-core CPU; '?' stages not counted)")
 
   def test_a_phase1_run_is_done_at_its_branch_point(self):
     root = tempfile.mkdtemp()
@@ -54,11 +73,26 @@ class StatusTest(absltest.TestCase):
     # The ERM row's own epochs (after the source's 160) set the ERM pace once there are some.
     _record(os.path.join(root, "erm_s0"), 165, [160.0] * 160 + [200.0] * 5)
     out = _status(root)
-    self.assertIn("erm_phase1  done: 162 epochs, the branch point kept, 160 s/epoch recently, "
-                  "160 at best; left ~0.0 h (~0.0 h at best)", out)
-    self.assertIn("erm         unfinished, 165/200 epochs, 200 s/epoch recently, 200 at best; "
-                  "left ~1.9 h (~1.9 h at best)", out)
-    self.assertIn("drs         pending, 0/200 epochs; left ~2.2 h (~2.2 h at best)", out)
+    self.assertIn("erm_phase1_s0     done: 162 epochs, the branch point kept, 160 s/epoch "
+                  "recently, 160 at best; left ~0.0 h (~0.0 h at best)", out)
+    self.assertIn("erm_s0            unfinished, 165/200 epochs, 200 s/epoch recently, 200 at "
+                  "best; left ~1.9 h (~1.9 h at best)", out)
+    self.assertIn("drs_s0            pending, 0/200 epochs; left ~2.2 h (~2.2 h at best)", out)
+    # Seed 1's rows wait for their own phase 1, at the same pace.
+    self.assertIn("erm_phase1_s1     pending, 0/160 epochs; left ~8.9 h (~8.9 h at best)", out)
+
+  def test_the_pace_is_this_machines(self):
+    root = tempfile.mkdtemp()
+    here = machine_name()
+    # 100 epochs elsewhere at 400 s, then 10 on this machine at 100 s: the pace is this CPU's,
+    # and a stage that has run here sets the ERM pace of the others.
+    _record(os.path.join(root, "erm_phase1_s0"), 110, [400.0] * 100 + [100.0] * 10,
+            ["Other CPU, 2 cores"] * 100 + [here] * 10)
+    _record(os.path.join(root, "ldam_phase1_s0"), 20, [300.0] * 20, [here] * 20)
+    out = _status(root)
+    self.assertIn("erm_phase1_s0     unfinished, 110/160 epochs, 100 s/epoch recently, 100 at "
+                  "best; left ~1.4 h (~1.4 h at best)", out)
+    self.assertIn("erm_phase1_s1     pending, 0/160 epochs; left ~4.4 h (~4.4 h at best)", out)
 
   def test_a_second_lane_is_not_taken_for_the_quiet_pace(self):
     root = tempfile.mkdtemp()
@@ -66,12 +100,12 @@ class StatusTest(absltest.TestCase):
     # LDAM's 4 epochs all shared the CPU (two at equal priority, two in an idle lane).
     _record(os.path.join(root, "ldam_phase1_s0"), 4, [270.0, 256.0, 1126.0, 1295.0])
     # Recent: its own median (1126 s) x 156 epochs; best: ERM's quiet 160 s, the same step.
-    self.assertIn("ldam_phase1 unfinished, 4/160 epochs, 1126 s/epoch recently, 256 at best; "
-                  "left ~48.8 h (~6.9 h at best)", _status(root))
+    self.assertIn("ldam_phase1_s0    unfinished, 4/160 epochs, 1126 s/epoch recently, 256 at "
+                  "best; left ~48.8 h (~6.9 h at best)", _status(root))
 
   def test_nothing_started_yet_gives_no_estimate(self):
     out = _status(tempfile.mkdtemp())
-    self.assertIn("erm_phase1  pending, 0/160 epochs; left ~? (~? at best)", out)
+    self.assertIn("erm_phase1_s0     pending, 0/160 epochs; left ~? (~? at best)", out)
     self.assertIn("total left ~0.0 h", out)
 
 
@@ -81,7 +115,6 @@ class CommandsTest(absltest.TestCase):
     # Each stage's command, parsed as m2m_tf.main would: a committed run folder resumes under
     # it (no difference that changes a result) and a row passes the branch check against its
     # committed phase-1 run, in PyTorch's momentum form against Keras'.
-    from launch import cifar_full  # pylint: disable=g-import-not-at-top
     from m2m_tf import config_flags  # pylint: disable=g-import-not-at-top
     from m2m_tf.io_utils import read_json  # pylint: disable=g-import-not-at-top
     from m2m_tf.training import run  # pylint: disable=g-import-not-at-top
@@ -93,18 +126,81 @@ class CommandsTest(absltest.TestCase):
       config_flags.define_flags(fv)
       fv(["m2m_tf.main"] + cifar_full.command(stage)[3:])
       cfg = config_flags.config_from_flags(fv).resolved()
-      self.assertEqual(cfg.schedule.momentum_form, "pytorch" if stage.branch_from else "keras")
+      # Every phase 1 in seed 0's form (Keras', as committed), every row in PyTorch's.
+      self.assertEqual(cfg.schedule.momentum_form, "keras" if stage.phase1_of else "pytorch")
+      if stage.method == "m2m":
+        self.assertEqual(cfg.m2m.start_noise_mode,
+                         "per_sample" if stage.name == "m2m_per_sample" else "official")
+      self.assertEqual(cfg.seed, stage.seed)
+      self.assertEqual(cfg.training.cb_beta, 0.999)  # the recipe's (LDAM-DRW's weights)
       own = read_json(os.path.join(REPO, stage.run_dir, "flags.json"))
       if own:
-        self.assertEqual(run.differences(own, cfg.to_json()), [], stage.name)
-        checked.append(stage.name)
-      if stage.branch_from:
-        source = read_json(os.path.join(REPO, cifar_full.STAGES[stage.branch_from].run_dir,
-                                        "flags.json"))
-        if source:
-          run.check_branch(source, cfg)
-          checked.append(f"{stage.name}<-{stage.branch_from}")
-    self.assertContainsSubset(["erm_phase1", "erm<-erm_phase1", "m2m<-erm_phase1"], checked)
+        self.assertEqual(run.differences(own, cfg.to_json()), [], stage.key)
+        checked.append(stage.key)
+      source = cifar_full.source(stage)
+      if source:
+        self.assertEqual(source.seed, stage.seed)
+        flags_json = read_json(os.path.join(REPO, source.run_dir, "flags.json"))
+        if flags_json:
+          run.check_branch(flags_json, cfg)
+          checked.append(f"{stage.key}<-{source.key}")
+    self.assertContainsSubset(["erm_phase1_s0", "erm_s0<-erm_phase1_s0", "m2m_per_sample_s0",
+                               "m2m_s0<-erm_phase1_s0", "ldam_m2m_s0<-ldam_phase1_s0"], checked)
+
+
+def _verified_state(run_dir, epochs_done, best_epoch, damaged=False):
+  """A commit record whose state and best files verify (or, `damaged`, whose state does not)."""
+  ckpt = os.path.join(run_dir, "ckpt")
+  os.makedirs(ckpt, exist_ok=True)
+  shas = {}
+  for name, value in ((f"state-{epochs_done:04d}.npz", epochs_done),
+                      (f"best-e{best_epoch:04d}.npz", best_epoch)):
+    buf = io.BytesIO()
+    np.savez(buf, np.full(3, value, np.float32))
+    with open(os.path.join(ckpt, name), "wb") as fh:
+      fh.write(buf.getvalue())
+    shas[name] = hashlib.sha256(buf.getvalue()).hexdigest()
+  state = f"state-{epochs_done:04d}.npz"
+  record = {"epochs_done": epochs_done, "state_file": state, "n_f_weights": 1,
+            "state_sha256": "0" * 64 if damaged else shas[state],
+            "best": {"epoch": best_epoch, "score": 1.0, "summaries": {},
+                     "file": f"best-e{best_epoch:04d}.npz",
+                     "sha256": shas[f"best-e{best_epoch:04d}.npz"]}}
+  with open(os.path.join(ckpt, f"state-{epochs_done:04d}.json"), "w") as fh:
+    json.dump(record, fh)
+
+
+class CommittedStateTest(absltest.TestCase):
+  """launch.cifar_state: the checkpoint files a commit keeps."""
+
+  def test_only_the_newest_verified_state_and_a_needed_branch_point(self):
+    root = tempfile.mkdtemp()
+    flags.FLAGS(["cifar_state", f"--root={root}"])
+    ph1, ldam, erm = (os.path.join(root, n) for n in ("erm_phase1_s0", "ldam_phase1_s0",
+                                                      "erm_s0"))
+    for epochs in (160, 161, 162):  # done at its branch point; rows still to come
+      _verified_state(ph1, epochs, 50)
+    _verified_state(ldam, 100, 90)
+    _verified_state(ldam, 101, 90, damaged=True)  # the newest does not verify
+    _verified_state(erm, 170, 165)
+    with open(os.path.join(erm, "results.json"), "w") as fh:  # finished: no checkpoint kept
+      json.dump({"test_bacc": 1.0, "test_gm": 1.0}, fh)
+    add, drop = cifar_state.plan_git(cifar_full.PLAN)
+    kept = sorted(os.path.relpath(p, root) for p in add if "/ckpt/" in p)
+    self.assertEqual(kept, ["erm_phase1_s0/ckpt/best-e0050.npz",
+                            "erm_phase1_s0/ckpt/state-0160.json",
+                            "erm_phase1_s0/ckpt/state-0160.npz",
+                            "ldam_phase1_s0/ckpt/best-e0090.npz",
+                            "ldam_phase1_s0/ckpt/state-0100.json",
+                            "ldam_phase1_s0/ckpt/state-0100.npz"])
+    self.assertIn(os.path.join(erm, "results.json"), add)
+    self.assertLen(drop, 4 + 2 + 3)  # 161, 162; ldam's 101; erm_s0's whole ckpt/
+    # Once every row of the seed has finished, the branch point leaves the tree too.
+    for row in ("drs_s0", "m2m_per_sample_s0", "m2m_s0"):
+      os.makedirs(os.path.join(root, row))
+      with open(os.path.join(root, row, "results.json"), "w") as fh:
+        json.dump({"test_bacc": 1.0, "test_gm": 1.0}, fh)
+    self.assertEmpty(cifar_state.kept_checkpoints(cifar_full.STAGES["erm_phase1_s0"]))
 
 
 class LanesTest(absltest.TestCase):
@@ -118,7 +214,7 @@ class LanesTest(absltest.TestCase):
 
   def test_a_stage_another_launcher_runs_is_waited_for_not_started(self):
     root = tempfile.mkdtemp()
-    run_dir = os.path.join(root, "erm_s0")
+    run_dir = os.path.join(root, "erm_s1")
     held, release = threading.Event(), threading.Event()
 
     def other_lane():
@@ -131,7 +227,7 @@ class LanesTest(absltest.TestCase):
     lane = threading.Thread(target=other_lane)
     lane.start()
     held.wait()
-    proc = subprocess.Popen([sys.executable, "-m", "launch.cifar_full", "--only=erm",
+    proc = subprocess.Popen([sys.executable, "-m", "launch.cifar_full", "--only=erm_s1",
                              f"--root={root}", "--busy_poll_s=0.2"],
                             cwd=REPO, stdout=subprocess.PIPE, text=True)
     first = proc.stdout.readline()  # printed while the other lane still holds the folder
@@ -139,8 +235,8 @@ class LanesTest(absltest.TestCase):
     rest, _ = proc.communicate(timeout=300)
     lane.join()
     self.assertEqual(proc.returncode, 0)
-    self.assertEqual(first, "erm: another process is training it; waiting for it to stop.\n")
-    self.assertIn("erm         done: test bACC 70.00, GM 60.00", rest)
+    self.assertEqual(first, "erm_s1: another process is training it; waiting for it to stop.\n")
+    self.assertIn("erm_s1            done: test bACC 70.00, GM 60.00", rest)
     # Nothing was started: no log of a run of its own beside the folder.
     self.assertFalse(os.path.exists(run_dir + ".log"))
 

@@ -115,7 +115,10 @@ class TableTest(absltest.TestCase):
     self.df = cifar_report.table(self.runs).set_index("stage")
 
   def test_one_row_per_stage_with_paper_numbers(self):
-    self.assertEqual(list(self.df.index), ["erm", "drs", "m2m", "ldam", "ldam_drw", "ldam_m2m"])
+    # Seed 0's rows in the plan's order; the per-sample start is our ablation (no paper number).
+    self.assertEqual(list(self.df.index), ["erm", "drs", "m2m_per_sample", "ldam", "ldam_drw",
+                                           "ldam_m2m", "m2m", "la"])
+    self.assertTrue(math.isnan(self.df.loc["m2m_per_sample", "paper_bacc"]))
     paper = {"erm": 68.7, "drs": 75.2, "m2m": 78.3, "ldam_drw": 77.1, "ldam_m2m": 79.1}
     for stage, bacc in paper.items():
       self.assertAlmostEqual(self.df.loc[stage, "paper_bacc"], bacc)
@@ -141,7 +144,7 @@ class TableTest(absltest.TestCase):
   def test_files(self):
     out = tempfile.mkdtemp()
     csv_path, md_path = cifar_report.write_table(self.runs, out, self.root)
-    self.assertEqual(len(pd.read_csv(csv_path)), 6)
+    self.assertEqual(len(pd.read_csv(csv_path)), 8)
     with open(md_path) as fh:
       md = fh.read()
     self.assertIn("**JPEG substitute (CIFAR-10 re-encoded as JPEG; not comparable to the paper to "
@@ -153,15 +156,30 @@ class TableTest(absltest.TestCase):
     self.assertIn("momentum form: ERM: Keras' form (lr inside the buffer); ERM-M2m: Keras' form "
                   "(lr inside the buffer) in the shared first 160 epochs, PyTorch's form (the "
                   "official code's) from epoch 161", md)
-    self.assertIn("of the shared first 160 epochs, ERM's took 4.0 h.", md)  # 160 x 90 s
+    self.assertIn("of the shared first 160 epochs, ERM's (seed 0) took 4.0 h.", md)  # 160 x 90 s
     _write(os.path.join(self.root, "ldam_phase1_s0", "ckpt", "state-0020.json"),
            {"epochs_done": 20, "epoch_seconds": [180.0] * 20})
-    self.assertIn("ERM's took 4.0 h, LDAM's took 1.0 h so far (20 of them).",
+    self.assertIn("ERM's (seed 0) took 4.0 h, LDAM's (seed 0) took 1.0 h so far (20 of them).",
                   cifar_report.markdown(self.df.reset_index(), self.runs, self.root))
     # The fake history's best validation epoch is its last (199: test bACC 41, no test GM).
-    self.assertIn("| ERM | ce | none | 0 | 200/200 | done | 45.0 | 12.5 | 47.5 | 190 | "
+    self.assertIn("| ERM | ce | none | 0 | 200/200 | done | 45.0 | 12.5 |  | 47.5 | 190 | "
                   "199: 41.0 / n/a | 68.7 /", md)
-    self.assertIn("| 163/200 | 163 of 200 epochs | n/a | n/a | 40.0 (latest) |  |  | 78.3 /", md)
+    self.assertIn("| 163/200 | 163 of 200 epochs | n/a | n/a |  | 40.0 (latest) |  |  | 78.3 /",
+                  md)
+
+  def test_posthoc_column_reads_the_runs_posthoc_file(self):
+    self.assertTrue(math.isnan(self.df.loc["erm", "posthoc_tau"]))  # not adjusted yet
+    _write(os.path.join(self.root, "erm_s0", "posthoc_la.json"),
+           {"tau": 1.75, "test_bacc": 51.25, "test_gm": 30.5})
+    _write(os.path.join(self.root, "m2m_s0", "posthoc_la.json"),  # unfinished: not read
+           {"tau": 1.0, "test_bacc": 99.0, "test_gm": 99.0})
+    df = cifar_report.table(cifar_report.read_runs(self.root))
+    erm, m2m = (df.set_index("stage").loc[k] for k in ("erm", "m2m"))
+    self.assertEqual((erm["posthoc_tau"], erm["posthoc_test_bacc"], erm["posthoc_test_gm"]),
+                     (1.75, 51.25, 30.5))
+    self.assertTrue(math.isnan(m2m["posthoc_test_bacc"]))
+    md = cifar_report.markdown(df, self.runs, self.root)
+    self.assertIn("| 45.0 | 12.5 | 51.2 / 30.5 (1.75) | 47.5 |", md)
 
   def test_official_tie_rule_takes_the_last_best_epoch(self):
     hist = _history(200)

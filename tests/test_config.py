@@ -3,12 +3,14 @@
 import dataclasses
 import json
 import re
+import types
 
 from absl import flags
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from data_prep import user_recipe
 from m2m_tf import config as config_lib
 from m2m_tf import config_flags
 from m2m_tf import losses
@@ -46,7 +48,9 @@ class ConfigTest(parameterized.TestCase, tf.test.TestCase):
       ("hidden_units", (0,), "hidden_units must be positive widths"),
       ("lr_milestones", (3,), "lr_milestones and lr_factors must be given together"),
       ("init_from", "/x", "init_from and init_epoch must be given together"),
-      ("accept_mode", "noise", "accept_mode must be one of"))
+      ("accept_mode", "noise", "accept_mode must be one of"),
+      ("la_tau", -0.25, "la_tau must be a finite number >= 0"),
+      ("la_tau", float("nan"), "la_tau must be a finite number >= 0"))
   def test_bad_value_refused_when_built(self, name, value, message):
     with self.assertRaisesRegex(ConfigError, re.escape(message)):
       ExperimentConfig.from_leaves(**{name: value})
@@ -77,6 +81,38 @@ class ConfigTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(tw.resolved().data.substitute, "ngram")
     self.assertEqual(tw.replace(substitute="random").resolved().data.substitute, "random")
     self.assertIsNone(tw.replace(embeddings="/e.txt").resolved().data.substitute)  # a file wins
+
+  def test_start_noise_and_cb_beta_follow_the_recipe(self):
+    for dataset, mode, cb_beta in (("cifar10_jpeg_lt", "official", 0.999),
+                                   ("cifar100_lt", "official", 0.999),
+                                   ("reuters", "per_sample", 0.9999),
+                                   ("twitter", "per_sample", 0.9999),
+                                   ("celeba5", "official", 0.9999)):
+      r = ExperimentConfig.from_leaves(dataset=dataset).resolved()
+      self.assertEqual((r.m2m.start_noise_mode, r.training.cb_beta), (mode, cb_beta), dataset)
+    set_ = ExperimentConfig.from_leaves(dataset="cifar10_lt", start_noise_mode="per_sample",
+                                        cb_beta=0.9999).resolved()
+    self.assertEqual((set_.m2m.start_noise_mode, set_.training.cb_beta), ("per_sample", 0.9999))
+    # The building blocks' own defaults: the official start; PyTorch's momentum form.
+    self.assertEqual(config_lib.M2mConfig().start_noise_mode, "official")
+    self.assertEqual(ExperimentConfig().schedule.momentum_form, "pytorch")
+
+  def test_your_own_data_gets_the_official_start_for_images_only(self):
+    for kind, shape, mode in (("image", (8, 8, 3), "official"), ("features", (5,), "per_sample")):
+      data = types.SimpleNamespace(input_kind=kind, input_shape=shape,
+                                   x_train=np.random.default_rng(0).uniform(size=(40,) + shape))
+      self.assertEqual(user_recipe.suggest_recipe(data)["start_noise_mode"], mode)
+
+  def test_records_older_than_a_leaf_read_as_they_were_made(self):
+    # Runs made before momentum_form, start_noise_mode or cb_beta existed were trained in Keras'
+    # form, with the per-sample start and beta 0.9999, whatever today's defaults say.
+    old = ExperimentConfig.from_json({"dataset": "cifar10_jpeg_lt", "method": "m2m"}).resolved()
+    self.assertEqual((old.schedule.momentum_form, old.m2m.start_noise_mode, old.training.cb_beta),
+                     ("keras", "per_sample", 0.9999))
+    new = ExperimentConfig.from_leaves(dataset="cifar10_jpeg_lt").resolved()
+    again = ExperimentConfig.from_json(json.loads(json.dumps(new.to_json())))
+    self.assertEqual((again.schedule.momentum_form, again.m2m.start_noise_mode,
+                      again.training.cb_beta), ("pytorch", "official", 0.999))
 
   def test_json_round_trip(self):
     cfg = ExperimentConfig.from_leaves(dataset="reuters", vocab_size=2000, keep_epochs=[5, 7],
@@ -113,7 +149,7 @@ class FlagsTest(tf.test.TestCase):
 
   def test_every_leaf_has_a_flag_with_help(self):
     fv = self._flags()
-    leaves = set(ExperimentConfig().flat()) - {"dataset_options"}
+    leaves = set(ExperimentConfig().flat()) - {"dataset_options", "data_digest"}
     self.assertEqual(leaves, {name for name in fv if name in leaves})
     for name in leaves:
       self.assertTrue(fv[name].help, name)
@@ -152,7 +188,10 @@ class LossKnobsTest(tf.test.TestCase):
     for leaves, want in (
         (dict(loss="focal", focal_gamma=2.0), losses.focal(labels, logits, gamma=2.0)),
         (dict(loss="ldam", ldam_max_margin=0.3, ldam_scale=10.0),
-         losses.ldam(labels, logits, counts, max_margin=0.3, scale=10.0))):
+         losses.ldam(labels, logits, counts, max_margin=0.3, scale=10.0)),
+        (dict(loss="logit_adjusted", la_tau=0.5),
+         losses.logit_adjusted(labels, logits, counts, tau=0.5)),
+        (dict(loss="balanced_softmax"), losses.logit_adjusted(labels, logits, counts, tau=1.0))):
       cfg = ExperimentConfig.from_leaves(**leaves)
       self.assertAllClose(run.build_loss(cfg, counts)(labels, logits), want)
     default = run.build_loss(ExperimentConfig.from_leaves(loss="focal"), counts)

@@ -10,8 +10,9 @@ loss history, the M2m statistics and the final weights.
 Two configurations. "general" is M2m as it runs (seeds from the batch, the
 Bernoulli rejection, a random start, the gamma test): each replica rewrites the
 gathered global batch with the step's draws, so the choices must equal the
-single-device ones exactly. "batch" and "weights" (the two loss reductions)
-also make the generation deterministic without disabling any part of it:
+single-device ones exactly. "batch" and "weights" (the two loss reductions;
+"la_weights": "weights" with the logit-adjusted loss) also make the generation
+deterministic without disabling any part of it:
 class 1 generates with probability 1 - 1e-5 and classes 0 and 2 never do; the
 seed set is a fixed pool of one class-0 example, beta = 0 gives w_ij = 1 (so
 the Bernoulli draw always passes) and gamma = 0 accepts every
@@ -75,7 +76,12 @@ _SCRIPT = textwrap.dedent("""
         else:
           config = M2mConfig(beta=0.0, gamma=0.0, lam=0.5, steps=3, step_size=0.1,
                              start_noise=0.0, n_buckets=4)
-          kw = dict(class_counts=counts, seed_pool=pool, loss_reduction=reduction)
+          # "la_weights": the logit-adjusted loss (tau 1: class 1's log prior is -12.2) with the
+          # "weights" reduction, through the same per-example loss path.
+          la = reduction == "la_weights"
+          kw = dict(class_counts=counts, seed_pool=pool,
+                    loss_reduction="weights" if la else reduction,
+                    loss="logit_adjusted" if la else "ce")
         trainer = M2mTrainer(f, g, m2m=config, weight_decay=0.01, class_weight=[1.0, 2.0, 0.5],
                              seed=1, **kw)
         trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), jit_compile=False)
@@ -102,10 +108,11 @@ class MirroredStrategyTest(tf.test.TestCase, parameterized.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     env = dict(os.environ, PYTHONPATH=_REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cls.proc = subprocess.run([sys.executable, "-c", _SCRIPT, "batch", "weights", "general"],
+    cls.proc = subprocess.run([sys.executable, "-c", _SCRIPT, "batch", "weights", "general",
+                               "la_weights"],
                               capture_output=True, text=True, env=env, cwd=_REPO, timeout=300)
 
-  @parameterized.parameters("batch", "weights")
+  @parameterized.parameters("batch", "weights", "la_weights")
   def test_mirrored_matches_single_device(self, reduction):
     proc = self.proc
     self.assertEqual(proc.returncode, 0, proc.stderr[-4000:])
@@ -141,6 +148,9 @@ class MirroredStrategyTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllEqual(np.array(a), np.array(b))
     # Training moved f well beyond the tolerance.
     self.assertNotAllClose(np.array(single["weights"][0]), np.array(single["init_f"][0]), atol=1e-3)
+    if reduction == "la_weights":  # and the logit-adjusted loss is not CE's
+      ce = json.loads(proc.stdout.split("RESULT", 1)[1])["weights"]["default"]["history"]
+      self.assertGreater(abs(hs["loss"][0] - ce["loss"][0]), 1.0)
 
 
   def test_mirrored_m2m_makes_the_single_device_choices(self):

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 
+from unittest import mock
+
 import numpy as np
 from sklearn import metrics as skm
 import tensorflow as tf
@@ -16,8 +18,11 @@ import tensorflow as tf
 from data_prep import registry
 from data_prep import splits
 from m2m_tf import evaluate
+from m2m_tf import logit_adjustment as la
 from m2m_tf import models
+from m2m_tf.io_utils import file_sha256
 from m2m_tf.models import torch_import
+from m2m_tf.training import output_dir as out_lib
 
 K = 4
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -245,6 +250,84 @@ class EvaluateTest(tf.test.TestCase):
     self.assertEqual(rc, 0, err)
     self.assertRegex(out, r"synthetic_lt test \(\d+\): bACC")
 
+  def _finished_run(self):
+    """A finished run folder of the tiny data: flags.json, results.json, weights, SavedModel."""
+    run = self._run_folder({"dataset": "tiny_eval_images", "loss": "ce", "method": "erm",
+                            "seed": 0}, saved_model=True)
+    with open(os.path.join(run, "results.json"), "w") as fh:
+      json.dump({"class_counts": [12, 6, 4, 2], "test_bacc": 12.5}, fh)
+    return run
+
+  def _snapshot(self, run):
+    """{relative path: sha256} of every file of a run folder."""
+    out = {}
+    for root, _, files in os.walk(run):
+      for name in files:
+        path = os.path.join(root, name)
+        out[os.path.relpath(path, run)] = file_sha256(path)
+    return out
+
+  def _np_logits(self, x):
+    return self.model(tf.cast(x, tf.float32) / 255.0, training=False).numpy().astype(np.float64)
+
+  def test_posthoc_select_on_a_run_folder(self):
+    run = self._finished_run()
+    before = self._snapshot(run)
+    rc, err = self._main([f"--checkpoint={run}", "--posthoc_tau=select", "--batch_size=16"])
+    self.assertEqual(rc, 0, err)
+    after = self._snapshot(run)
+    self.assertEqual(set(after) - set(before), {out_lib.POSTHOC_FILE})
+    self.assertEqual({k: after[k] for k in before}, before)  # the run's own files: untouched
+    self.assertEqual(out_lib.foreign_entries(run), [])  # the folder is still a run of ours
+    with open(os.path.join(run, out_lib.POSTHOC_FILE)) as fh:
+      result = json.load(fh)
+    # An independent transcription: argmax(z - tau log(N / sum N)), bACC by scikit-learn.
+    log_pi = np.log(np.array([12, 6, 4, 2]) / 24.0)
+    zv, zt = self._np_logits(self.data.x_val), self._np_logits(self.data.x_test)
+    bacc = lambda y, z, t: 100 * skm.balanced_accuracy_score(y, np.argmax(z - t * log_pi, 1))
+    curve = [bacc(self.data.y_val, zv, t) for t in la.TAU_GRID]
+    self.assertEqual(result["mode"], "select")
+    self.assertEqual(result["grid"], list(la.TAU_GRID))
+    self.assertAllClose(result["grid_val_bacc"], curve, atol=1e-9)
+    self.assertEqual(result["tau"], la.TAU_GRID[int(np.argmax(curve))])  # first best: smallest
+    self.assertAlmostEqual(result["test_bacc"], bacc(self.data.y_test, zt, result["tau"]),
+                           places=9)
+    self.assertAlmostEqual(result["test_raw"]["bacc"], bacc(self.data.y_test, zt, 0.0), places=9)
+    self.assertEqual(result["checkpoint"], os.path.join(run, "saved_model"))
+    self.assertEqual((result["logit_scale"], result["class_counts"]), (1.0, [12, 6, 4, 2]))
+
+  def test_posthoc_fixed_tau_on_a_saved_model(self):
+    run = self._finished_run()
+    rc, err = self._main([f"--checkpoint={os.path.join(run, 'saved_model')}",
+                          "--posthoc_tau=0", "--batch_size=16"])
+    self.assertEqual(rc, 0, err)
+    with open(os.path.join(run, out_lib.POSTHOC_FILE)) as fh:  # beside the run's results
+      result = json.load(fh)
+    self.assertEqual((result["mode"], result["tau"]), ("fixed", 0.0))
+    self._check(dict(result["test"], n=40, data_label=result["data_label"],
+                     class_counts=result["class_counts"]))  # tau 0: the plain evaluation
+    self.assertEqual(result["test"], result["test_raw"])
+    self.assertNotIn("grid", result)
+
+  def test_posthoc_refusals_are_one_line(self):
+    run = self._finished_run()
+    for tau in ("-1", "nan", "inf", "bogus", ""):
+      rc, err = self._main([f"--checkpoint={run}", f"--posthoc_tau={tau}"])
+      self.assertEqual((rc, err), (1, "m2m_tf.evaluate: error: --posthoc_tau must be 'select' or "
+                                   f"a finite number >= 0, got {tau!r}\n"))
+    results = os.path.join(run, "results.json")
+    before = file_sha256(results)
+    rc, err = self._main([f"--checkpoint={run}", "--posthoc_tau=1", f"--output={results}"])
+    self.assertEqual((rc, err.count("\n")), (1, 1))
+    self.assertIn("is a run's own results.json", err)
+    self.assertEqual(file_sha256(results), before)
+    os.remove(results)  # an unfinished run: its best f may still change
+    rc, err = self._main([f"--checkpoint={run}", "--posthoc_tau=select"])
+    self.assertEqual(rc, 1)
+    self.assertEqual(err, f"m2m_tf.evaluate: error: run folder {run!r} has no results.json: "
+                     "post-hoc adjustment needs a finished run\n")
+    self.assertFalse(os.path.exists(os.path.join(run, out_lib.POSTHOC_FILE)))
+
   def test_errors(self):
     with self.assertRaisesRegex(FileNotFoundError, "not found"):
       evaluate.evaluate_checkpoint(os.path.join(self.tmp, "nope.npz"), self.data, arch="resnet32")
@@ -254,6 +337,84 @@ class EvaluateTest(tf.test.TestCase):
       evaluate.evaluate_checkpoint(bad, self.data, arch="resnet32")
     with self.assertRaisesRegex(ValueError, "split must be"):
       evaluate.evaluate_checkpoint(bad, self.data, arch="resnet32", split="dev")
+
+
+def _two_class_logits(d):
+  """Logits (0, d) per row: class 1 wins after adjustment by tau iff d + tau log 10 > 0
+  for counts (100, 10) (log pi_0 - log pi_1 = log 10)."""
+  return np.stack([np.zeros_like(d), d], axis=1).astype(np.float32)
+
+
+class _GuardedSplits:
+  """val and test splits whose test arrays raise when read before tau was chosen."""
+
+  name, label, class_names = "guarded", None, ("a", "b")
+
+  def __init__(self):
+    steps = -np.log(10.0) * (0.25 * np.arange(8) + 0.125)  # one class-1 win per grid step
+    # Validation: class 0 loses one example per step of tau (best tau 0, worst 2).
+    self.x_val = _two_class_logits(np.concatenate([steps, np.full(4, 5.0)]))
+    self.y_val = np.array([0] * 8 + [1] * 4)
+    # Test: class 1 wins one example per step (best tau 2: the worst validation tau).
+    self._x_test = _two_class_logits(np.concatenate([np.full(4, -50.0), steps]))
+    self._y_test = np.array([0] * 4 + [1] * 8)
+    self.class_counts = np.array([100, 10])
+    self.chosen = False
+
+  def _test(self, value):
+    if not self.chosen:
+      raise AssertionError("the test split was read before tau was chosen")
+    return value
+
+  @property
+  def x_test(self):
+    return self._test(self._x_test)
+
+  @property
+  def y_test(self):
+    return self._test(self._y_test)
+
+
+class PosthocSelectionTest(tf.test.TestCase):
+
+  def test_tau_is_chosen_on_validation_before_test_is_read(self):
+    data = _GuardedSplits()
+    select = la.select_tau
+
+    def recorded(*args, **kw):
+      out = select(*args, **kw)
+      data.chosen = True
+      return out
+
+    with mock.patch.object(evaluate.la, "select_tau", side_effect=recorded) as spy:
+      result = evaluate.posthoc_adjust(lambda x: x, data, la.SELECT, batch_size=5)
+    self.assertEqual(spy.call_count, 1)
+    # Validation bACC falls with tau (class 0 loses one of 8 per step): tau 0 is chosen...
+    self.assertAllClose(result["grid_val_bacc"], [50 * (1 + (8 - k) / 8) for k in range(9)])
+    self.assertEqual((result["tau"], result["tied_taus"]), (0.0, [0.0]))
+    self.assertEqual(result["test_bacc"], 50.0)
+    # ... though on test tau 2 would have been best (the test arrays, read after the choice).
+    test_curve = [la.balanced_accuracy(data.x_test, data.y_test, data.class_counts, t)
+                  for t in la.TAU_GRID]
+    self.assertEqual(int(np.argmax(test_curve)), 8)
+    self.assertEqual(la.select_tau(data.x_test, data.y_test, data.class_counts).tau, 2.0)
+
+  def test_reading_test_first_would_be_detected(self):
+    data = _GuardedSplits()  # nothing chooses tau: any read of the test split raises
+    with self.assertRaisesRegex(AssertionError, "read before tau was chosen"):
+      evaluate.posthoc_adjust(lambda x: x, data, 1.0)
+
+  def test_fixed_tau_and_ldam_scale(self):
+    data = _GuardedSplits()
+    data.chosen = True
+    result = evaluate.posthoc_adjust(lambda x: x, data, 2.0)
+    self.assertEqual((result["mode"], result["tau"], result["test_bacc"]), ("fixed", 2.0, 100.0))
+    self.assertEqual(result["test_raw"]["bacc"], 50.0)
+    self.assertEqual(evaluate.logit_scale({"loss": "ldam", "ldam_scale": 10.0}), 10.0)
+    self.assertEqual(evaluate.logit_scale({"loss": "logit_adjusted"}), 1.0)
+    # Scaled logits (LDAM's cosines times s) move less per tau step: s = 8 turns 8 wins into 1.
+    scaled = evaluate.posthoc_adjust(lambda x: x, data, 2.0, scale=8.0)
+    self.assertEqual(scaled["test"]["per_class_recall"], [100.0, 12.5])
 
 
 if __name__ == "__main__":

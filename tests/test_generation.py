@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from m2m_tf.m2m import generation
 from m2m_tf.m2m.generation import M2mConfig, generate
+from m2m_tf.m2m.translate import official_start
 from m2m_tf.m2m.translate import translate
 
 D = 6
@@ -506,13 +507,40 @@ class TranslationStageTest(tf.test.TestCase, parameterized.TestCase):
     x = np.random.default_rng(0).uniform(0.2, 0.8, (64, D)).astype(np.float32)
     seed = tf.constant([4, 4], tf.int64)
     self.assertAllEqual(generation.random_starts(x, M2mConfig(start_noise=0.0), seed), x)
-    free = generation.random_starts(x, M2mConfig(start_noise=0.5, clip_range=None), seed).numpy()
+    per_sample = dict(start_noise=0.5, start_noise_mode="per_sample")
+    free = generation.random_starts(x, M2mConfig(clip_range=None, **per_sample), seed).numpy()
     radius = np.linalg.norm(free.astype(np.float64) - x, axis=1)
     self.assertAllLessEqual(radius, 0.5 + 1e-6)  # float32 rounding of x + delta
     self.assertGreater(radius.max() - radius.min(), 0.3)  # radius 0.5 * U(0, 1)
-    clipped = generation.random_starts(x, M2mConfig(start_noise=0.5, clip_range=(0.3, 0.7)),
-                                       seed)
+    clipped = generation.random_starts(x, M2mConfig(clip_range=(0.3, 0.7), **per_sample), seed)
     self.assertAllEqual(clipped, np.clip(free, 0.3, 0.7))
+
+  def test_official_start_spans_the_slots_with_a_seed_before_the_rejection(self):
+    # T = 0 and gamma = 0: an accepted slot holds its start x_j + delta. The official law scales
+    # each column over the rows the official code translates: the generation slots with a seed,
+    # including those the Bernoulli draw rejects afterwards (w about 0.5 here).
+    counts = np.array([500, 100, 50])
+    g = _model(3)
+    x, y = _batch([60, 60, 60], seed=3)
+    config = M2mConfig(beta=0.998, gamma=0.0, steps=0, start_noise=0.5, clip_range=None,
+                       n_buckets=4)
+    seed = tf.constant([5, 6], tf.int64)
+    xn, _, stats = _run(g, g, x, y, counts, config, [5, 6])
+    streams = generation.random_streams(seed)
+    cand = generation.choose_candidates(x, y, counts, config, streams)
+    rows = (cand.gen & cand.has_seed).numpy()
+    accepted = cand.candidate.numpy()
+    self.assertGreater(rows.sum() - accepted.sum(), 10)
+    self.assertEqual(stats["accepted"], accepted.sum())
+    x_seed = cand.x_seed.numpy()
+    noise = official_start(tf.zeros_like(x_seed), 1e9, streams[generation.STREAM_START]).numpy()
+    for set_, close in ((rows, True), (accepted, False)):
+      inside = noise[set_].astype(np.float64)
+      norm = np.sqrt(np.sum(inside ** 2, axis=0))
+      delta = noise * (0.5 / (norm + 1e-7))
+      # test_translate.OfficialStartTest: within 2e-4 of delta, plus x's rounding.
+      err = np.abs(xn - x_seed - delta)[accepted] - 2e-4 * np.abs(delta)[accepted]
+      self.assertEqual(err.max() <= 1e-7, close, f"max excess error {err.max()}")
 
   def test_inference_models(self):
     g, f = _model(3, seed=1), _model(3, seed=2)
@@ -653,12 +681,15 @@ class AcceptTest(tf.test.TestCase, parameterized.TestCase):
 # generate() before its split into stages (commit c646442), recorded on these inputs: the
 # composition of the stages must give the same batch. REGRESSION_CASES name the configurations.
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "generation_regression.npz")
+# The fixture was recorded with the per-sample random start (then the only one).
 REGRESSION_CASES = {
-    "buckets": (dict(beta=0.99, gamma=0.3, steps=3, step_size=0.2, n_buckets=3), True, False),
-    "run_time_size": (dict(beta=0.99, gamma=0.3, steps=3, step_size=0.2, n_buckets=4), False,
-                      False),
+    "buckets": (dict(beta=0.99, gamma=0.3, steps=3, step_size=0.2, n_buckets=3,
+                     start_noise_mode="per_sample"), True, False),
+    "run_time_size": (dict(beta=0.99, gamma=0.3, steps=3, step_size=0.2, n_buckets=4,
+                           start_noise_mode="per_sample"), False, False),
     "pool_random_label": (dict(beta=0.99, gamma=0.2, steps=2, step_size=0.2, n_buckets=1,
-                               no_reject=True, accept_mode="random_label"), True, True),
+                               no_reject=True, accept_mode="random_label",
+                               start_noise_mode="per_sample"), True, True),
     "clean_unfolded": (dict(beta=0.9, gamma=0.3, steps=2, step_size=0.2, n_buckets=8,
                             accept_mode="clean", fold_batchnorm=False, start_noise=0.0), True,
                        False),

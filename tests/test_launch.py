@@ -17,10 +17,12 @@ import pandas as pd
 
 from launch import budgets
 from launch import markdown
+from launch import readme
 from launch import runner
 from launch import store
 from launch import tables
 from m2m_tf import run_records
+from m2m_tf.training import output_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXTRA = "--extra=epochs=3,deferred_epoch=1,warmup_epochs=1"
@@ -45,6 +47,25 @@ def _fake_run(root, name, seed, rng):
     fh.write(f"epoch,val_bacc\n0,{bacc}\n")
   with open(os.path.join(root, name, "flags.json"), "w") as fh:
     json.dump({"seed": seed}, fh)
+
+
+def _fake_posthoc(run_dir, rng, *, tau=None, val=None, test=None, raw_test=None, mode="select"):
+  """A run's posthoc_la.json with the fields the table reads; by default tau is the validation
+  choice of its curve (the smallest tau with the best validation bACC)."""
+  grid = [0.0, 0.5, 1.0]
+  val = list(val or rng.uniform(60, 70, size=3))
+  best = max(val)
+  tau = min(t for t, v in zip(grid, val) if v == best) if tau is None else tau
+  test = float(rng.uniform(50, 70)) if test is None else test
+  raw_test = float(rng.uniform(50, 70)) if raw_test is None else raw_test
+  summary = {"bacc": test, "gm": test - 5, "n_zero_recall": 1, "per_class_recall": [90.0, 0.0],
+             "major_acc": 90.0, "minor_acc": 0.0}
+  with open(os.path.join(run_dir, "posthoc_la.json"), "w") as fh:
+    json.dump({"mode": mode, "tau": tau, "grid": grid, "grid_val_bacc": val,
+               "val_bacc": val[grid.index(tau)], "val_gm": 1.0, "test_bacc": test,
+               "test_gm": test - 5, "test": summary, "val_raw": {"bacc": val[0]},
+               "test_raw": {"bacc": raw_test}, "class_names": ["big", "small"],
+               "seconds": 2.0}, fh)
 
 
 def _read(path):
@@ -108,6 +129,9 @@ class StoreTest(absltest.TestCase):
     self.assertEqual(_read_bytes(os.path.join(fresh, g)), _read_bytes(os.path.join(runs, g)))
     self.assertEqual(store.restore(fresh, "ds", st), [])  # nothing missing any more
     self.assertEqual(store.restore(fresh, "other", st), [])  # no store for that dataset
+    # Saving from the fresh machine keeps the large g it could not restore (same bytes).
+    self.assertEqual(store.save(fresh, "ds", st), 4)
+    self.assertEqual(_read_bytes(os.path.join(st, "ds.jsonl.gz")), first)
 
 
 class MomentumFormNoteTest(absltest.TestCase):
@@ -190,21 +214,34 @@ class LaunchTest(absltest.TestCase):
     partial = os.path.join(res, tables.PARTIAL_DIR)
     grid_root = os.path.join(self.tmp, "grid")
     hp = self._partial_selection(res, grid_root)
-    grid = ["launch.grid", "--dataset=synthetic_lt", "--rows=erm,drs,m2m", "--seeds=0,1",
+    grid = ["launch.grid", "--dataset=synthetic_lt", "--rows=erm,drs,m2m,erm_posthoc_la",
+            "--seeds=0,1",
             f"--root={grid_root}", f"--results_dir={res}",
             f"--budgets={partial}/budgets_synthetic_lt.json", EXTRA]
     out = _run(grid, self.env)
     self.assertIn("Settings selected with equal budgets from", out)
-    self.assertIn("Partial grid (8 of 11 rows left out; seeds 2,3,4 of 0,1,2,3,4 left out; "
+    self.assertIn("Partial grid (11 of 15 rows left out; seeds 2,3,4 of 0,1,2,3,4 left out; "
                   "settings from a partial selection)", out.splitlines()[-1])
+    self.assertIn("2 post-hoc adjustments to do", out)
     self.assertFalse(os.path.exists(os.path.join(res, "synthetic_lt.csv")))
     df = pd.read_csv(os.path.join(partial, "synthetic_lt.csv"))
     for col in ("loss", "rebalancing", "seed", "test_bacc", "test_gm", "n_zero_recall",
                 "val_bacc", "seconds"):
       self.assertIn(col, df.columns)
-    self.assertEqual(sorted(df["row"].unique()), ["drs", "erm", "m2m"])
-    self.assertLen(df, 6)
+    self.assertEqual(sorted(df["row"].unique()), ["drs", "erm", "erm_posthoc_la", "m2m"])
+    self.assertLen(df, 8)
     self.assertEqual(set(df["rebalancing"]), {"none", "drs", "m2m"})
+    # The post-hoc row: the ERM runs adjusted at the tau their validation chose, no training.
+    self.assertFalse(os.path.exists(os.path.join(grid_root, "erm_posthoc_la_s0")))
+    post = df[df["row"] == "erm_posthoc_la"].set_index("seed")
+    for seed in (0, 1):
+      with open(os.path.join(grid_root, f"erm_s{seed}", "posthoc_la.json")) as fh:
+        record = json.load(fh)
+      self.assertEqual(record["mode"], "select")
+      self.assertEqual(post.loc[seed, "posthoc_tau"], record["tau"])
+      self.assertAlmostEqual(post.loc[seed, "test_bacc"], record["test_bacc"])
+      self.assertAlmostEqual(post.loc[seed, "raw_test_bacc"],
+                             df[(df["row"] == "erm") & (df["seed"] == seed)].test_bacc.item())
     with open(os.path.join(grid_root, "m2m_s0", "flags.json")) as fh:
       flags = run_records.flatten_record(json.load(fh))
     self.assertEqual(flags["beta"], hp["selected"]["m2m"]["beta"])
@@ -218,30 +255,33 @@ class LaunchTest(absltest.TestCase):
     # The audit trail: per-class recall in the table CSV, every epoch in the history CSV.
     self.assertIn("recall_class_0", df.columns)
     hist = pd.read_csv(os.path.join(partial, "synthetic_lt_history.csv"))
-    self.assertEqual(len(hist), 6 * 3)  # 6 runs x 3 epochs
+    self.assertEqual(len(hist), 6 * 3)  # 6 trained runs x 3 epochs (post-hoc: ERM's epochs)
     self.assertEqual(set(hist["row"]), {"erm", "drs", "m2m"})
     # A second invocation finds every run finished and redoes none.
     out = _run(grid, self.env)
     self.assertIn("0 runs to do", out)
+    self.assertIn("0 post-hoc adjustments to do", out)
 
   @pytest.mark.slow
   def test_grid_writes_the_committed_table_only_when_complete(self):
     root, res = os.path.join(self.tmp, "fake_grid"), os.path.join(self.tmp, "fake_results")
     rng = np.random.default_rng(0)
-    for row in tables.TABLE2_ROWS:
+    for row in budgets.TUNED_ROWS:  # every trained row; the post-hoc row adjusts ERM's runs
       for seed in tables.CANONICAL_SEEDS:
         _fake_run(root, f"{row}_s{seed}", seed, rng)
+        if row == "erm":
+          _fake_posthoc(os.path.join(root, f"erm_s{seed}"), rng)
     os.remove(os.path.join(root, "ldam_m2m_s2", "results.json"))
     collect = ["launch.grid", "--dataset=reuters", f"--root={root}", f"--results_dir={res}",
                f"--budgets={self.tmp}/none.json"]
     last = _run(collect + ["--collect_only"], self.env).splitlines()[-1]
-    self.assertEqual(last, f"Partial grid (1 of 55 runs unfinished (e.g. ldam_m2m_s2)): wrote "
+    self.assertEqual(last, f"Partial grid (1 of 75 runs unfinished (e.g. ldam_m2m_s2)): wrote "
                      f"{res}/partial/reuters.{{csv,md}}; {res}/reuters.{{csv,md}} left unchanged.")
     self.assertFalse(os.path.exists(os.path.join(res, "reuters.md")))
     _fake_run(root, "ldam_m2m_s2", 2, rng)
     last = _run(collect + ["--collect_only"], self.env).splitlines()[-1]
     self.assertEqual(last, f"Complete grid: wrote {res}/reuters.{{csv,md}}.")
-    self.assertLen(pd.read_csv(os.path.join(res, "reuters.csv")), 55)
+    self.assertLen(pd.read_csv(os.path.join(res, "reuters.csv")), 75)
     # The table names the command that makes it again, non-default folders included.
     self.assertIn(f"Made by `python -m launch.grid --dataset=reuters --table=table2 --root={root} "
                   f"--budgets={self.tmp}/none.json` (seeds 0,1,2,3,4).",
@@ -250,7 +290,7 @@ class LaunchTest(absltest.TestCase):
     # One row, one seed: nothing to train, and results/ stays as it was.
     out = _run(collect + ["--rows=erm", "--seeds=0"], self.env)
     self.assertIn("0 runs to do", out)
-    self.assertIn("Partial grid (10 of 11 rows left out; seeds 1,2,3,4 of 0,1,2,3,4 left out)",
+    self.assertIn("Partial grid (14 of 15 rows left out; seeds 1,2,3,4 of 0,1,2,3,4 left out)",
                   out.splitlines()[-1])
     for ext, text in committed.items():
       self.assertEqual(_read(os.path.join(res, f"reuters.{ext}")), text)
@@ -262,20 +302,22 @@ class LaunchTest(absltest.TestCase):
     res = os.path.join(self.tmp, "fake_hp_results")
     rng = np.random.default_rng(1)
     _fake_run(g_root, "erm_s1000", 1000, rng)
-    for row in tables.TABLE2_ROWS:
+    for row in budgets.TUNED_ROWS:
       for setting in budgets.row_budget(row, "reuters"):
         _fake_run(os.path.join(root, row), f"{budgets.setting_name(setting)}_s0", 0, rng)
     cmd = ["launch.tune", "--dataset=reuters", f"--root={root}", f"--grid_root={g_root}",
            f"--results_dir={res}"]
     out = _run(cmd, self.env)
-    self.assertIn("0 of 198 runs to do", out)
+    self.assertIn("0 of 252 runs to do", out)
     self.assertEqual(out.splitlines()[-1],
                      f"Complete selection: wrote {res}/budgets_reuters.{{json,md}}.")
     committed = _read(os.path.join(res, "budgets_reuters.json"))
     record = json.loads(committed)
     self.assertTrue(record["complete"])
-    self.assertEqual(set(record["selected"]), set(tables.TABLE2_ROWS))
-    self.assertLen(record["grid"], 198)
+    self.assertEqual(set(record["selected"]), set(budgets.TUNED_ROWS))
+    self.assertLen(record["grid"], 252)
+    # The fake tuning runs record no momentum form: Keras' (the form before the field existed).
+    self.assertEqual(record["momentum_forms"]["la"], {"keras": 18})
     last = _run(cmd + ["--rows=erm,m2m"], self.env).splitlines()[-1]
     self.assertTrue(last.startswith("Partial selection (--rows erm,m2m (default erm,rs,"), last)
     self.assertTrue(last.endswith(f"wrote {res}/partial/budgets_reuters.{{json,md}}; "
@@ -338,10 +380,13 @@ class LaunchTest(absltest.TestCase):
     self.assertFalse(os.path.exists(f"{self.tmp}/never"))
 
   def test_grid_gaps(self):
-    rows = list(tables.TABLE2_ROWS)
+    rows = list(tables.TABLE2_GRID_ROWS)
     self.assertEqual(tables.grid_gaps(self.tmp, "table2", rows[:2], [0, 3]), [
-        "9 of 11 rows left out", "seeds 1,2,4 of 0,1,2,3,4 left out",
+        "13 of 15 rows left out", "seeds 1,2,4 of 0,1,2,3,4 left out",
         "4 of 4 runs unfinished (e.g. erm_s0)"])
+    # A post-hoc row is unfinished until its base run has its adjustment.
+    self.assertEqual(tables.grid_gaps(self.tmp, "table2", ["erm_posthoc_la"], [0])[-1],
+                     "1 of 1 runs unfinished (e.g. erm_s0/posthoc_la.json)")
     self.assertEqual(tables.output_dir("r", []), "r")
     self.assertEqual(tables.output_dir("r", ["x"]), os.path.join("r", "partial"))
 
@@ -382,13 +427,15 @@ class LaunchTest(absltest.TestCase):
 
   def test_every_row_has_the_same_budget_of_valid_settings(self):
     from m2m_tf.config import ExperimentConfig  # pylint: disable=g-import-not-at-top
-    self.assertEqual(set(budgets.SPACES), set(tables.TABLE2_ROWS))
-    for row in tables.TABLE2_ROWS:
+    # Every trained row of the grid has a budget; the post-hoc row has none (it trains nothing).
+    self.assertEqual(set(budgets.SPACES), set(budgets.TUNED_ROWS))
+    self.assertEqual(set(tables.TABLE2_GRID_ROWS) - set(budgets.TUNED_ROWS), {"erm_posthoc_la"})
+    for row in budgets.TUNED_ROWS:
       settings = budgets.row_budget(row, "reuters")
       self.assertLen(settings, budgets.BUDGET_SIZE, row)
       self.assertLen({budgets.setting_name(st) for st in settings}, budgets.BUDGET_SIZE, row)
       for setting in settings:  # every key a configuration field, every value within its rule
-        cfg = ExperimentConfig.from_leaves(dataset="reuters", **tables.TABLE2_ROWS[row][1],
+        cfg = ExperimentConfig.from_leaves(dataset="reuters", **tables.TABLE2_GRID_ROWS[row][1],
                                            **setting).resolved()
         cfg.check_resolved()
     self.assertEqual(sorted({st["deferred_epoch"] for st in budgets.row_budget("drs", "reuters")}),
@@ -454,6 +501,166 @@ class LaunchTest(absltest.TestCase):
     self.assertEqual(tables.verdict_families(list(tables.SUBSTITUTE_ROWS)),
                      {"m2m": ("erm", "drs"), "m2m_random": ("erm_random", "drs_random")})
     self.assertEqual(tables.verdict_families(list(tables.ABLATION_ROWS)), {})
+
+
+class LogitAdjustmentRowsTest(absltest.TestCase):
+  """The logit-adjustment family's rows of Table 2 (issue 24): definitions, budgets, the plan,
+  the post-hoc row's validation-only choice, the store and the verdict against the family."""
+
+  def test_row_definitions(self):
+    self.assertEqual(list(tables.TABLE2_GRID_ROWS),
+                     list(tables.TABLE2_ROWS) + ["la", "balanced_softmax", "erm_posthoc_la",
+                                                 "la_m2m"])
+    flags = {k: v[1] for k, v in tables.LA_ROWS.items()}
+    self.assertEqual(flags, {"la": {"loss": "logit_adjusted", "method": "erm"},
+                             "balanced_softmax": {"loss": "balanced_softmax", "method": "erm"},
+                             "erm_posthoc_la": {"posthoc_of": "erm"},
+                             "la_m2m": {"loss": "logit_adjusted", "method": "m2m"}})
+    self.assertEqual(tables.TABLES["table2"], tables.TABLE2_GRID_ROWS)
+    self.assertLen(tables.TABLE2_ROWS, 11)  # the paper's rows (the torch reference, CIFAR) stay
+    # The README's headline names the new rows by these keys and labels.
+    self.assertContainsSubset(set(readme.HEADLINE_ROWS), set(tables.TABLE2_GRID_ROWS))
+    self.assertEqual(tables.EXTRA_ROW_LABELS["erm_posthoc_la"], "ERM + post-hoc LA")
+    self.assertEqual(tables.finished_marker(tables.LA_ROWS, "erm_posthoc_la", 3),
+                     f"erm_s3/{output_dir.POSTHOC_FILE}")
+
+  def test_budgets_of_the_new_rows(self):
+    erm_like = budgets.row_budget("erm", "reuters")
+    self.assertEqual(budgets.row_budget("balanced_softmax", "reuters"), erm_like)  # tau fixed
+    self.assertEqual(budgets.row_budget("la_m2m", "reuters"), budgets.row_budget("m2m",
+                                                                                 "reuters"))
+    la_space = budgets.row_budget("la", "reuters")
+    self.assertLen(la_space, 18)
+    self.assertEqual(sorted({s["la_tau"] for s in la_space}), [0.5, 1.0, 2.0])
+    self.assertEqual(sorted({s["lr"] for s in la_space}), [0.05, 0.1, 0.2])
+    self.assertEqual(sorted({s["weight_decay"] for s in la_space}), [5e-5, 2e-4])
+    for row in ("la", "balanced_softmax", "la_m2m"):
+      self.assertLen(budgets.row_budget(row, "twitter"), budgets.BUDGET_SIZE, row)
+    self.assertNotIn("erm_posthoc_la", budgets.SPACES)
+    md = budgets.budget_markdown("table2", tables.TABLE2_GRID_ROWS,
+                                 {"erm": {"lr": 0.2}, "la": {"la_tau": 1.0}}, "reuters",
+                                 {"erm": {"keras": 18}, "la": {"pytorch": 18}})
+    self.assertIn("| ERM + post-hoc LA | none: ERM's selection; tau post hoc on each run's "
+                  "validation bACC | ERM's: lr=0.2 | Keras' |", md)
+    self.assertIn("| LA (loss) | la_tau {0.5, 1, 2} × lr {0.05, 0.1, 0.2} × weight_decay "
+                  "{5e-05, 0.0002} | la_tau=1 | PyTorch's |", md)
+    rows = {k: tables.TABLE2_GRID_ROWS[k] for k in ("erm", "la", "erm_posthoc_la")}
+    self.assertEqual(budgets.tuning_form_note(rows, {"erm": {"keras": 18}, "la": {"pytorch": 18}}),
+                     "Settings tuned on validation in Keras' form: ERM, ERM + post-hoc LA; in "
+                     "PyTorch's form: LA (loss) (a post-hoc row: its base row's); every run of "
+                     "this table trained in the form of the SGD momentum line.")
+    self.assertEqual(budgets.tuning_form_note(rows, {"erm": {"pytorch": 18},
+                                                     "la": {"pytorch": 18}}), "")
+
+  def test_plan_trains_the_base_row_for_the_posthoc_row_and_posthoc_jobs(self):
+    root = tempfile.mkdtemp()
+    rows = {k: tables.LA_ROWS[k] for k in ("erm_posthoc_la", "la", "la_m2m")}
+    jobs = runner.plan("reuters", rows, [0, 1], root, [], None,
+                       row_settings={"erm": {"lr": 0.2}, "la": {"la_tau": 2.0},
+                                     "la_m2m": {"beta": 0.99}})
+    cmds = {os.path.basename(out): cmd for _, out, cmd in jobs}
+    self.assertEqual(sorted(cmds), ["erm_s0", "erm_s1", "erm_s1000", "erm_s1001", "la_m2m_s0",
+                                    "la_m2m_s1", "la_s0", "la_s1"])
+    self.assertIn("--lr=0.2", cmds["erm_s0"])  # ERM's selected setting, no setting of its own
+    self.assertIn("--la_tau=2.0", cmds["la_s1"])
+    self.assertIn("--loss=logit_adjusted", cmds["la_m2m_s0"])
+    self.assertIn("--method=m2m", cmds["la_m2m_s0"])
+    self.assertIn("--beta=0.99", cmds["la_m2m_s0"])
+    self.assertIn(f"--g_checkpoint={root}/erm_s1000/best_f.weights.h5", cmds["la_m2m_s0"])
+    self.assertEqual(runner.posthoc_jobs(rows, [0, 1], root), [])  # no finished ERM run yet
+    _fake_run(root, "erm_s1", 1, np.random.default_rng(0))
+    (out, cmd), = runner.posthoc_jobs(rows, [0, 1], root)
+    self.assertEqual(out, os.path.join(root, "erm_s1", "posthoc_la.json"))
+    self.assertEqual(cmd[1:], ["-m", "m2m_tf.evaluate", f"--checkpoint={root}/erm_s1",
+                               "--posthoc_tau=select"])  # tau chosen on validation
+    _fake_posthoc(os.path.join(root, "erm_s1"), np.random.default_rng(0))
+    self.assertEqual(runner.posthoc_jobs(rows, [0, 1], root), [])
+
+  def test_posthoc_row_takes_the_validation_choice_never_the_best_test(self):
+    root, rng = tempfile.mkdtemp(), np.random.default_rng(0)
+    _fake_run(root, "erm_s0", 0, rng)
+    # Validation prefers tau 0.5; the unadjusted run is far better on test (80 vs 55).
+    _fake_posthoc(os.path.join(root, "erm_s0"), rng, val=[60.0, 70.0, 65.0], test=55.0,
+                  raw_test=80.0)
+    df = tables.load_posthoc_runs(root, tables.LA_ROWS)
+    self.assertEqual(df[["row", "run", "seed", "posthoc_tau", "test_bacc", "raw_test_bacc",
+                         "val_bacc"]].values.tolist(),
+                     [["erm_posthoc_la", "erm_s0", 0, 0.5, 55.0, 80.0, 70.0]])
+    self.assertEqual(df.zero_recall_classes.item(), "small")
+    # A tau that is not the validation choice (here the test's best, 0) or a fixed one: refused.
+    _fake_posthoc(os.path.join(root, "erm_s0"), rng, val=[60.0, 70.0, 65.0], tau=0.0)
+    with self.assertRaisesRegex(ValueError, "tau 0.0 is not the validation choice 0.5"):
+      tables.load_posthoc_runs(root, tables.LA_ROWS)
+    _fake_posthoc(os.path.join(root, "erm_s0"), rng, tau=1.0, mode="fixed")
+    with self.assertRaisesRegex(ValueError, "was fixed"):
+      tables.load_posthoc_runs(root, tables.LA_ROWS)
+    # Ties go to the smallest tau, as m2m_tf.logit_adjustment.select_tau.
+    _fake_posthoc(os.path.join(root, "erm_s0"), rng, val=[60.0, 70.0, 70.0])
+    self.assertEqual(tables.load_posthoc_runs(root, tables.LA_ROWS).posthoc_tau.item(), 0.5)
+
+  def test_collect_with_the_posthoc_row(self):
+    root, res, rng = tempfile.mkdtemp(), tempfile.mkdtemp(), np.random.default_rng(3)
+    for seed in (0, 1):
+      for row in ("erm", "m2m"):
+        _fake_run(root, f"{row}_s{seed}", seed, rng)
+      _fake_run(root, f"erm_s{1000 + seed}", 1000 + seed, rng)  # g: never a post-hoc run
+      _fake_posthoc(os.path.join(root, f"erm_s{seed}"), rng)
+    rows = {k: tables.TABLE2_GRID_ROWS[k] for k in ("erm", "m2m", "erm_posthoc_la")}
+    df = tables.collect(root, "t", rows, results_dir=res, seeds=[0, 1])
+    self.assertEqual(df["row"].tolist(), ["erm", "erm", "m2m", "m2m", "erm_posthoc_la",
+                                          "erm_posthoc_la"])
+    hist = pd.read_csv(os.path.join(res, "t_history.csv"))
+    self.assertEqual(sorted(set(hist["row"])), ["erm", "m2m"])  # no copy of ERM's epochs
+    md = _read(os.path.join(res, "t.md"))
+    self.assertIn("| ERM + post-hoc LA | 2 |", md)
+    self.assertIn("## Post-hoc logit adjustment", md)
+    self.assertIn("### M2m against the logit-adjustment family", md)
+    self.assertIn("- ERM-M2m vs ERM + post-hoc LA: ", md)
+
+  def test_verdict_against_the_family_best(self):
+    rows = []
+    for seed, (la_, bs, post, m2m, la_m2m) in enumerate(
+        [(66, 67, 65, 64, 68), (66, 68, 66, 66, 70), (67, 69, 64, 65, 71)]):
+      for row, v in (("la", la_), ("balanced_softmax", bs), ("erm_posthoc_la", post),
+                     ("m2m", m2m), ("la_m2m", la_m2m)):
+        rows.append({"row": row, "seed": seed, "test_bacc": float(v)})
+    fam = tables.la_verdict_families(["m2m", "la_m2m", "la", "balanced_softmax",
+                                      "erm_posthoc_la"])
+    self.assertEqual(fam, {"m2m": tables.LA_FAMILY, "la_m2m": tables.LA_FAMILY})
+    self.assertEqual(tables.la_verdict_families(list(tables.TABLE2_ROWS)), {})
+    self.assertEqual(set(tables.la_verdict_families(list(tables.TABLE2_GRID_ROWS))),
+                     {"m2m", "ldam_m2m", "la_m2m"})
+    found = {v["row"]: v for v in tables.verdicts(pd.DataFrame(rows), families=fam)}
+    self.assertEqual(found["m2m"]["against"], "balanced_softmax")  # the best mean, 68
+    self.assertAlmostEqual(found["m2m"]["diff"], -3.0)  # -3, -2, -4
+    self.assertEqual(found["m2m"]["verdict"], "fails")
+    self.assertAlmostEqual(found["la_m2m"]["diff"], 1.666666666, places=6)  # 1, 2, 2
+    self.assertEqual(found["la_m2m"]["verdict"], "holds")
+    md = tables.la_verdict_markdown([found["m2m"], found["la_m2m"]], tables.TABLE2_GRID_ROWS)
+    self.assertIn("| ERM-M2m | Balanced Softmax | 3 | -3.0 | [-5.5, -0.5] | fails |", md)
+    self.assertIn("- ERM-M2m vs Balanced Softmax: the logit-adjustment family's best beats it "
+                  "here.", md)
+    self.assertIn("- LA-M2m vs Balanced Softmax: M2m beats the logit-adjustment family's best "
+                  "here.", md)
+    self.assertEqual(tables.la_verdict_markdown([], tables.TABLE2_GRID_ROWS), "")
+
+  def test_store_keeps_the_posthoc_file_and_the_pytorch_grid(self):
+    tmp = tempfile.mkdtemp()
+    runs, st, fresh = (os.path.join(tmp, d) for d in ("runs", "store", "fresh"))
+    rng = np.random.default_rng(0)
+    _fake_run(os.path.join(runs, "grid_pytorch", "ds"), "erm_s0", 0, rng)
+    _fake_posthoc(os.path.join(runs, "grid_pytorch", "ds", "erm_s0"), rng)
+    _fake_run(os.path.join(runs, "grid_pytorch", "ds"), "la_s0", 0, rng)
+    self.assertEqual(store.save(runs, "ds", st), 2)
+    store.restore(fresh, "ds", st)
+    rel = os.path.join("grid_pytorch", "ds", "erm_s0", "posthoc_la.json")
+    self.assertEqual(_read(os.path.join(fresh, rel)), _read(os.path.join(runs, rel)))
+    self.assertFalse(os.path.exists(os.path.join(fresh, "grid_pytorch", "ds", "la_s0",
+                                                 "posthoc_la.json")))
+    self.assertTrue(store.is_stored_root("runs/grid_pytorch/reuters", "reuters"))
+    self.assertTrue(store.is_stored_root("runs/grid/reuters/", "reuters"))
+    self.assertFalse(store.is_stored_root("runs/grid_pytorch/twitter", "reuters"))
+    self.assertFalse(store.is_stored_root("/tmp/x/grid", "reuters"))
 
 
 if __name__ == "__main__":

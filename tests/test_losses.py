@@ -48,6 +48,16 @@ def _np_ldam(y, z, counts, max_m=0.5, s=30.0):
   return _np_ce(y, s * z)
 
 
+def _np_logit_adjusted(y, z, counts, tau):
+  """Menon et al. (2021) eq. 10 in float64: -log(e^{z_y + tau log pi_y} / sum_j e^{z_j + tau
+  log pi_j}), pi = N / sum N, written out term by term (no log-softmax helper)."""
+  z = np.asarray(z, np.float64)
+  pi = np.asarray(counts, np.float64) / np.sum(np.asarray(counts, np.float64))
+  a = z + tau * np.log(pi)
+  m = a.max(axis=1, keepdims=True)  # the same value, computed without overflow
+  return -(a[np.arange(len(y)), y] - m[:, 0]) + np.log(np.sum(np.exp(a - m), axis=1))
+
+
 def _data(b=16, k=len(_COUNTS), scale=1.0, seed=0):
   rng = np.random.default_rng(seed)
   z = rng.normal(size=(b, k)) * scale
@@ -214,12 +224,103 @@ class LossValuesTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(got, _np_ce(y, z), rtol=1e-2, atol=1e-2)
 
 
+class LogitAdjustedTest(tf.test.TestCase, parameterized.TestCase):
+  """The logit-adjusted loss (Menon et al. 2021) and Balanced Softmax (Ren et al. 2020)."""
+
+  def test_tau_zero_is_cross_entropy_bit_for_bit(self):
+    y, z = _data(seed=10, scale=5.0)
+    for dtype in (tf.float32, tf.float64, tf.float16):
+      t = tf.constant(z, dtype)
+      la = losses.logit_adjusted(y, t, _COUNTS, tau=0.0).numpy()
+      ce = losses.cross_entropy(y, t).numpy()
+      self.assertEqual(la.dtype, ce.dtype)
+      np.testing.assert_array_equal(la, ce)  # exact: z + 0 * log pi == z
+    made = losses.make_loss("logit_adjusted", _COUNTS, tau=0.0)
+    np.testing.assert_array_equal(made(y, z.astype(np.float32)).numpy(),
+                                  losses.cross_entropy(y, z.astype(np.float32)).numpy())
+    # And tau > 0 does change it (else the test above would prove nothing).
+    self.assertGreater(np.abs(losses.logit_adjusted(y, z, _COUNTS, 1.0).numpy() -
+                              losses.cross_entropy(y, z).numpy()).max(), 1.0)
+
+  @parameterized.product(tau=[0.25, 1.0, 1.5, 2.0], scale=[1.0, 30.0])
+  def test_matches_the_published_formula_in_float64(self, tau, scale):
+    y, z = _data(seed=11, scale=scale)
+    got = losses.logit_adjusted(y, tf.constant(z, tf.float64), _COUNTS, tau)
+    # A handful of float64 operations on logits up to ~61 + tau * 8.5 (|log pi| <= 8.5): ~10
+    # u64 of ~80 = 1e-14. Measured 7e-15 (6e-5 of the tolerance).
+    self.assertAllClose(got, _np_logit_adjusted(y, z, _COUNTS, tau), rtol=1e-11, atol=1e-11)
+    got32 = losses.logit_adjusted(y, tf.constant(z, tf.float32), _COUNTS, tau)
+    # As test_cross_entropy, on logits shifted by tau log pi: rounding z and the shift to
+    # float32 and the 6-term log-sum-exp, ~10 u32 of max |z + shift| <= 80: <= 5e-5.
+    # Measured 7.2e-6 (1.1% of the tolerance).
+    self.assertAllClose(got32, _np_logit_adjusted(y, z, _COUNTS, tau), rtol=1e-5, atol=1e-4)
+
+  def test_hand_value(self):
+    # K = 2, counts (3, 1): pi = (3/4, 1/4). z = (0, 0), label 1, tau = 1:
+    # softmax(log pi)[1] = 1/4, loss = log 4. Label 0: log(4/3).
+    self.assertAllClose(losses.logit_adjusted([1, 0], np.zeros((2, 2)), [3, 1], 1.0),
+                        [np.log(4.0), np.log(4.0 / 3.0)], rtol=1e-12)
+
+  def test_balanced_softmax_is_logit_adjusted_at_tau_one(self):
+    y, z = _data(seed=12, scale=3.0)
+    bs = losses.make_loss("balanced_softmax", _COUNTS)
+    la = losses.make_loss("logit_adjusted", _COUNTS, tau=1.0)
+    for dtype in (np.float32, np.float64):
+      np.testing.assert_array_equal(bs(y, z.astype(dtype)).numpy(), la(y, z.astype(dtype)).numpy())
+    self.assertEqual(bs.name, "balanced_softmax")  # recorded under its own name
+    self.assertEqual(bs.hparams["tau"], 1.0)
+    self.assertEqual(losses.LOSS_ALIASES["balanced_softmax"], ("logit_adjusted", {"tau": 1.0}))
+    # Ren et al.'s form: -log(N_y e^{z_y} / sum_j N_j e^{z_j}).
+    n = _COUNTS.astype(np.float64)
+    ren = -np.log(n[y] * np.exp(z[np.arange(len(y)), y]) / (np.exp(z) @ n))
+    self.assertAllClose(bs(y, z), ren, rtol=1e-10)
+    with self.assertRaisesRegex(ValueError, "unknown.*tau"):
+      losses.make_loss("balanced_softmax", _COUNTS, tau=0.5)  # tau is what the alias fixes
+
+  def test_gradient_is_finite_and_exact_where_the_prior_is_tiny(self):
+    counts = np.array([1e6, 1.0])
+    z = tf.constant([[3.0, -2.0], [0.5, 0.1], [-1.0, 40.0]], tf.float32)
+    y = tf.constant([1, 1, 0])
+    for tau in (1.0, 2.0):
+      with tf.GradientTape() as tape:
+        tape.watch(z)
+        loss = losses.logit_adjusted(y, z, counts, tau)
+        total = tf.reduce_sum(loss)
+      grad = tape.gradient(total, z).numpy()
+      self.assertTrue(np.isfinite(loss.numpy()).all(), (tau, loss))
+      self.assertTrue(np.isfinite(grad).all(), (tau, grad))
+      # d/dz = softmax(z + tau log pi) - onehot(y), in float64.
+      a = z.numpy().astype(np.float64) + tau * np.log(counts / counts.sum())
+      p = np.exp(a - a.max(axis=1, keepdims=True))
+      p /= p.sum(axis=1, keepdims=True)
+      # float32 softmax of logits up to ~68: ~10 u32 of 1 (the gradient's size) = 6e-7.
+      # Measured 4.5e-8; the loss (13 to 33) 5e-8 relative.
+      self.assertAllClose(grad, p - np.eye(2)[y.numpy()], atol=1e-6)
+      self.assertAllClose(loss, _np_logit_adjusted(y.numpy(), z.numpy(), counts, tau),
+                          rtol=1e-5)
+    self.assertGreater(float(loss[0]), 25.0)  # the rare class's examples cost ~2 * 13.8 more
+
+  def test_refuses_bad_tau_and_counts(self):
+    for tau in (-0.5, float("nan"), float("inf")):
+      with self.assertRaisesRegex(ValueError, "tau must be a finite number >= 0"):
+        losses.logit_adjusted([0], np.zeros((1, 2)), [1, 2], tau)
+      with self.assertRaisesRegex(ValueError, "tau must be a finite number >= 0"):
+        losses.make_loss("logit_adjusted", [1, 2], tau=tau)
+    with self.assertRaisesRegex(ValueError, "classes"):
+      losses.logit_adjusted([0], np.zeros((1, 3)), [1, 2])
+    with self.assertRaisesRegex(ValueError, "at least one"):
+      losses.make_loss("logit_adjusted", [3, 0])
+    with self.assertRaisesRegex(ValueError, "class_counts"):
+      losses.make_loss("balanced_softmax")
+
+
 class MakeLossTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_names(self):
-    self.assertEqual(losses.LOSSES, ("ce", "focal", "ldam"))
+    self.assertEqual(losses.LOSSES,
+                     ("ce", "focal", "ldam", "logit_adjusted", "balanced_softmax"))
 
-  @parameterized.parameters("ce", "focal", "ldam")
+  @parameterized.parameters("ce", "focal", "ldam", "logit_adjusted", "balanced_softmax")
   def test_xla_and_eager_agree(self, name):
     fn = losses.make_loss(name, _COUNTS)
     y, z = _data(seed=7)
@@ -232,7 +333,9 @@ class MakeLossTest(tf.test.TestCase, parameterized.TestCase):
     # max(|loss|, |z|). Losses here are 1.2..60: measured <= 1 ulp (3.8e-6 at 60).
     self.assertAllClose(eager, xla, rtol=1e-5, atol=1e-6)
     expected = {"ce": _np_ce(y, z), "focal": _np_focal(y, z, 1.0),
-                "ldam": _np_ldam(y, z, _COUNTS)}[name]
+                "ldam": _np_ldam(y, z, _COUNTS),
+                "logit_adjusted": _np_logit_adjusted(y, z, _COUNTS, 1.0),
+                "balanced_softmax": _np_logit_adjusted(y, z, _COUNTS, 1.0)}[name]
     # float32 against float64 on the same float32 z: <= ~10 u32 of the logits'
     # size (<= 45 for LDAM: 3e-5, against 1e-5 + 1e-4 |loss| >= 4e-4). Measured 4.3e-6.
     self.assertAllClose(eager, expected, rtol=1e-4, atol=1e-5)
@@ -245,9 +348,13 @@ class MakeLossTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(
         losses.make_loss("ldam", _COUNTS, max_margin=0.3, scale=10.0)(y, z),
         _np_ldam(y, z, _COUNTS, 0.3, 10.0), rtol=1e-4)
+    self.assertAllClose(losses.make_loss("logit_adjusted", _COUNTS, tau=0.5)(y, z),
+                        _np_logit_adjusted(y, z, _COUNTS, 0.5), rtol=1e-10)
+    self.assertEqual(losses.make_loss("logit_adjusted", _COUNTS).hparams["tau"], 1.0)
 
   def test_errors(self):
-    with self.assertRaisesRegex(ValueError, r"'hinge'.*\('ce', 'focal', 'ldam'\)"):
+    with self.assertRaisesRegex(ValueError, r"'hinge'.*\('ce', 'focal', 'ldam', "
+                                r"'logit_adjusted', 'balanced_softmax'\)"):
       losses.make_loss("hinge", _COUNTS)
     with self.assertRaisesRegex(ValueError, "unknown.*gama"):
       losses.make_loss("focal", _COUNTS, gama=2.0)

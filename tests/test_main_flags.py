@@ -33,6 +33,8 @@ _BAD_FLAGS = {
     "method": (["--method=bogus"], "--method"),
     "gamma": (["--gamma=2"], "--gamma must be in [0, 1]"),
     "n_buckets": (["--n_buckets=0"], "--n_buckets must be >= 1"),
+    "la_tau": (["--la_tau=-1"], "--la_tau must be a finite number >= 0"),
+    "loss": (["--loss=logit_adjustment"], "--loss"),
     "milestones": (["--lr_milestones=3", "--dataset=synthetic_lt"],
                    "invalid flags: lr_milestones and lr_factors must be given together"),
 }

@@ -60,14 +60,14 @@ class MomentumFormsTest(absltest.TestCase):
 
   def test_cli_writes_the_report_and_names_unpaired_runs(self):
     tmp = tempfile.mkdtemp()
-    torch_dir = os.path.join(tmp, "momentum_pytorch")
-    os.makedirs(torch_dir)
+    keras_dir = os.path.join(tmp, "momentum_keras")
+    os.makedirs(keras_dir)
     keras = _runs([[60, 62, 61], [65, 66, 64]], [[30, 31, 29], [40, 41, 39]])
     torch = keras[~((keras.row == "m2m") & (keras.seed == 2))]
-    keras.to_csv(os.path.join(tmp, "reuters.csv"), index=False)
-    torch.to_csv(os.path.join(torch_dir, "reuters.csv"), index=False)
+    keras.to_csv(os.path.join(keras_dir, "reuters.csv"), index=False)
+    torch.to_csv(os.path.join(tmp, "reuters.csv"), index=False)
     runs = {(r, s): 0.1 for r in ("erm", "m2m") for s in (0, 1, 2)}
-    for d in (tmp, torch_dir):
+    for d in (tmp, keras_dir):
       _history(runs).to_csv(os.path.join(d, "reuters_history.csv"), index=False)
     self.assertEqual(mf.main(["--dataset=reuters", f"--results_dir={tmp}"]), 0)
     with open(os.path.join(tmp, "momentum_forms_reuters.md")) as fh:

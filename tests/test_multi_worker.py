@@ -31,6 +31,16 @@ Kill and restart: once f's run has committed epoch 1, worker 1 is SIGKILLed. Wor
 its peer at its next collective and stops with a one-line error (or is killed after a bound).
 The same command on both workers resumes from the last commit and must end with the
 uninterrupted two-worker run's results, history and weights, bit for bit.
+
+Another number of workers: f's run (against the two-worker run's g) stopped after 2 of 4 epochs
+on 2 workers and resumed on 1. The global batches, their augmentation and M2m's draws do not
+depend on the worker count, so it must end as the uninterrupted two-worker run: results, bACC
+and counts equal, weights and losses within the tolerance above (its last 2 epochs differ from
+the two-worker run's as one device's do).
+
+Worker checks (WorkerChecksTest): before training, the workers compare their configurations,
+the sha256 of g's weights and the digest of their data. Copies of the same g and data under
+other paths train; another g and other data on one worker stop both, in one line naming both.
 """
 
 import csv
@@ -45,12 +55,14 @@ import textwrap
 import time
 from unittest import mock
 
+import keras
 import pytest
 import numpy as np
 import tensorflow as tf
 
 from helpers import h5_arrays, load_results
 from m2m_tf.errors import ConfigError
+from m2m_tf.models import build_classifier
 from m2m_tf.training import multi_worker as mw
 
 pytestmark = pytest.mark.slow
@@ -87,13 +99,15 @@ def _env(tmp: str, **extra) -> dict:
   return env
 
 
-def _start_workers(out: str, ports, tmp: str, logs: str):
-  """Popen of every worker of the cluster at `ports`, each with its TF_CONFIG and log."""
+def _start_workers(out: str, ports, tmp: str, logs: str, flags=FLAGS, per_worker=None):
+  """Popen of every worker of the cluster at `ports`, each with its TF_CONFIG and log
+  (`per_worker[i]`: worker i's own further flags)."""
   procs = []
   for i in range(len(ports)):
+    own = list(per_worker[i]) if per_worker else []
     with open(f"{logs}-{i}.log", "w") as log:
       procs.append(subprocess.Popen(
-          [sys.executable, "-m", "m2m_tf.main", "--strategy=multi_worker", *FLAGS,
+          [sys.executable, "-m", "m2m_tf.main", "--strategy=multi_worker", *flags, *own,
            f"--output_dir={out}"], env=_env(tmp, TF_CONFIG=mw.local_tf_config(ports, i)),
           cwd=_REPO, stdout=log, stderr=subprocess.STDOUT))
   return procs
@@ -251,6 +265,111 @@ class MultiWorkerRunTest(tf.test.TestCase):
       self.assertEqual(_history(os.path.join(self.two, sub)), _history(os.path.join(out, sub)))
     # The restarted worker 1 deleted its folder; the killed one's is all that may be left.
     self.assertLessEqual(len([n for n in os.listdir(tmp) if n.startswith("m2m_tf-")]), 1)
+
+  def test_resumes_on_another_number_of_workers(self):
+    # Stopped after 2 of 4 epochs on 2 workers, resumed on 1: the same run as the 2-worker one
+    # (module docstring), f trained against the 2-worker run's g.
+    self._check_runs()
+    out, tmp = os.path.join(self.root, "resized"), os.path.join(self.root, "tmp_resized")
+    os.makedirs(tmp)
+    flags = FLAGS + ["--g_checkpoint=" + os.path.join(self.two, "g_erm", "best_f.weights.h5")]
+    for workers, extra in ((2, ["--stop_after=2"]), (1, [])):
+      logs = os.path.join(self.root, f"resized_{workers}")
+      procs = _start_workers(out, mw.free_local_ports(workers), tmp, logs, flags + extra)
+      try:
+        codes = [p.wait(timeout=900) for p in procs]
+      finally:
+        _end(procs)
+      self.assertEqual(codes, [0] * workers,
+                       "".join(_tail(f"{logs}-{i}.log") for i in range(workers)))
+    self.assertEqual(load_results(self.two), load_results(out))
+    w1 = h5_arrays(os.path.join(self.two, "best_f.weights.h5"))
+    w2 = h5_arrays(os.path.join(out, "best_f.weights.h5"))
+    tol = STEPS * 2 * 31 * U32 * max(_weight_scale(w1), _weight_scale(w2))
+    for k in w1:
+      self.assertAllClose(w1[k], w2[k], atol=tol, rtol=0, msg=k)
+    for r1, r2 in zip(_history(self.two), _history(out), strict=True):
+      for k in EXACT_KEYS:
+        self.assertEqual(r1[k], r2[k], msg=f"epoch {r1['epoch']} {k}")
+      self.assertAllClose(float(r1["loss"]), float(r2["loss"]), atol=tol, rtol=0)
+    print(f"2 -> 1 workers: max |w - w_2 workers| "
+          f"{max(float(np.abs(w1[k] - w2[k]).max()) for k in w1):.3g}, tolerance {tol:.2g}")
+
+
+def _user_npz(path: str, change: bool = False) -> None:
+  """300 examples of 6 features, 3 classes; `change` alters one value."""
+  rng = np.random.default_rng(0)
+  y = np.arange(300) % 3
+  x = (rng.normal(0, 1, (300, 6)) + y[:, None]).astype(np.float32)
+  if change:
+    x[17, 2] += 0.5
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  np.savez(path, x_train=x, y_train=y)
+
+
+def _g_file(path: str, seed: int) -> None:
+  """An MLP g (6 -> 8 -> 3, standardised input) with seeded weights."""
+  keras.utils.set_random_seed(seed)
+  build_classifier("mlp", (6,), 3, hidden_units=(8,),
+                   normalization=((0.0,) * 6, (1.0,) * 6)).save_weights(path)
+
+
+class WorkerChecksTest(tf.test.TestCase):
+  """Before training, the workers compare their configurations, g's weights and their data by
+  content (paths may differ: the same files mounted elsewhere)."""
+
+  FLAGS = ["--dataset=npz:data.npz", "--method=m2m", "--hidden_units=8", "--epochs=2",
+           "--batch_size=32", "--jit_compile=false", "--verbose=0", "--noexport"]
+
+  def _two_workers(self, root: str, name: str, per_worker) -> list:
+    procs = _start_workers(os.path.join(root, name), mw.free_local_ports(2), root,
+                           os.path.join(root, name), self.FLAGS, per_worker)
+    try:
+      return [p.wait(timeout=600) for p in procs]
+    finally:
+      _end(procs)
+
+  def test_workers_compare_g_and_data_by_content(self):
+    root = tempfile.mkdtemp(prefix="m2m_worker_checks_")
+    self.addCleanup(shutil.rmtree, root, ignore_errors=True)
+    dirs = [os.path.join(root, d) for d in ("a", "b", "c")]
+    for d, change in zip(dirs, (False, False, True)):
+      _user_npz(os.path.join(d, "data.npz"), change)
+    g = [os.path.join(root, f"g{i}.weights.h5") for i in range(3)]
+    _g_file(g[0], 1)
+    _g_file(g[2], 2)
+    shutil.copy(g[0], g[1])
+    # Other paths, the same content: the run trains.
+    same = [[f"--data_dir={dirs[i]}", f"--g_checkpoint={g[i]}"] for i in (0, 1)]
+    codes = self._two_workers(root, "same", same)
+    self.assertEqual(codes, [0, 0], _tail(os.path.join(root, "same-0.log")))
+    self.assertTrue(os.path.exists(os.path.join(root, "same", "results.json")))
+    # Another g file and other data on worker 1: both workers stop, in one line naming both.
+    other = [[f"--data_dir={dirs[i]}", f"--g_checkpoint={g[i]}"] for i in (0, 2)]
+    self.assertEqual(self._two_workers(root, "other", other), [1, 1])
+    for i in range(2):
+      last = _tail(os.path.join(root, f"other-{i}.log")).strip().splitlines()[-1]
+      self.assertEqual(last, "m2m_tf.main: error: the workers were started with different g "
+                       "weights (the sha256 of the g file(s)) and training data (the sha256 of "
+                       "the loaded splits); start every worker with the same flags, g and data.")
+
+  def test_worker_prints(self):
+    root = self.get_temp_dir()
+    a, b, c = (os.path.join(root, n) for n in ("a.h5", "b.h5", "c.h5"))
+    for path, text in ((a, b"g"), (b, b"g"), (c, b"h")):
+      with open(path, "wb") as fh:
+        fh.write(text)
+    config = {"seed": 0, "lr": 0.1}
+    one = mw.worker_prints(config, "d" * 64, a)
+    self.assertEqual(one, mw.worker_prints(config, "d" * 64, b))  # a copy elsewhere
+    self.assertNotEqual(one["g_weights"], mw.worker_prints(config, "d" * 64, c)["g_weights"])
+    other_data = mw.worker_prints(config, "e" * 64, a)
+    self.assertNotEqual(one["training_data"], other_data["training_data"])
+    other_config = mw.worker_prints({"seed": 1, "lr": 0.1}, "d" * 64, a)
+    self.assertNotEqual(one["configuration"], other_config["configuration"])
+    self.assertEqual(set(one), set(mw.PRINT_LABELS))
+    for value in one.values():
+      self.assertTrue(0 <= value < 2 ** 63)
 
 
 class ClusterSetupTest(tf.test.TestCase):

@@ -171,6 +171,24 @@ class PipelineTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllEqual(np.concatenate([px for px, _ in parts]), gx)
       self.assertAllEqual(np.concatenate([py for _, py in parts]), gy)
 
+  @parameterized.parameters((2, 2), (2, 4), (1, 2), (4, 4))
+  def test_shards_are_augmented_as_the_global_batch(self, pipelines, replicas):
+    # The augmentation draws of a row are those of its place in the global batch, whatever the
+    # number of workers (pipelines) and replicas: a run can resume on another number of them.
+    _, y = _data()
+    x = np.random.default_rng(4).integers(0, 256, (len(y), 8, 8, 3), dtype=np.uint8)
+    kw = dict(num_classes=4, batch_size=16, seed=11, epochs=2, balanced_from_epoch=1,
+              augment=True)
+    full = [xb.numpy() for xb, _ in pipeline.train_dataset(x, y, **kw)]
+    local = replicas // pipelines
+    shards = [[xb.numpy() for xb, _ in pipeline.train_dataset(
+        x, y, input_context=tf.distribute.InputContext(pipelines, p, replicas), **kw)]
+              for p in range(pipelines)]
+    for step, gx in enumerate(full):
+      parts = [shards[p][step * local + r] for p in range(pipelines) for r in range(local)]
+      self.assertAllEqual(np.concatenate(parts), gx)
+
+
 
 class AugmentTest(tf.test.TestCase):
 

@@ -9,6 +9,7 @@ import tempfile
 
 import pytest
 from absl.testing import absltest
+import numpy as np
 
 from launch import readme
 
@@ -25,6 +26,12 @@ def _readme_cli(args, cwd):
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   return subprocess.run([sys.executable, "-m", "launch.readme"] + args, cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=300)
+
+
+def _write_csv(path, runs):
+  """A grid table's CSV: (row, seed, test bACC) per run."""
+  with open(path, "w") as fh:
+    fh.write("row,seed,test_bacc\n" + "".join(f"{r},{s},{b}\n" for r, s, b in runs))
 
 
 class ReadmeTest(absltest.TestCase):
@@ -57,6 +64,7 @@ class ReadmeTest(absltest.TestCase):
     os.makedirs(results)
     with open(os.path.join(results, "reuters.md"), "w") as fh:
       fh.write("# reuters: Table 2\n\n| a |\n")
+    _write_csv(os.path.join(results, "reuters.csv"), [("erm", 0, 60.0), ("erm", 1, 62.0)])
     with open(path, "w") as fh:
       fh.write(f"# Title\n\n{readme.BEGIN}\nold\n{readme.END}\n\ntail\n")
     args = [f"--readme={path}", f"--results_dir={results}"]
@@ -69,23 +77,37 @@ class ReadmeTest(absltest.TestCase):
       self.assertIn("\nold\n", fh.read())  # --check wrote nothing
     self.assertEqual(_readme_cli(args, cwd=tmp).returncode, 0)  # regenerate
     with open(path) as fh:
-      self.assertIn("### reuters: Table 2", fh.read())
+      text = fh.read()
+    self.assertIn("- [`reuters.md`](results/reuters.md): reuters: Table 2", text)
+    self.assertIn("| ERM | – | 61.0 ± 1.4 (2) / 59.8 | – |", text)
+    self.assertTrue(text.endswith(f"{readme.END}\n\ntail\n"))
     self.assertEqual(_readme_cli(args + ["--check"], cwd=tmp).returncode, 0)
-    with open(os.path.join(results, "reuters.md"), "a") as fh:
-      fh.write("| b |\n")  # a changed table makes README stale again
+    # A changed run makes README stale again.
+    _write_csv(os.path.join(results, "reuters.csv"), [("erm", 0, 60.0), ("erm", 1, 64.0)])
     self.assertEqual(_readme_cli(args + ["--check"], cwd=tmp).returncode, 1)
 
-  def test_figures_follow_their_table_when_drawn(self):
+  def test_headline_is_each_rows_mean_and_std_over_its_finished_seeds(self):
     results = tempfile.mkdtemp()
-    with open(os.path.join(results, "cifar10_jpeg_lt.md"), "w") as fh:
-      fh.write("# cifar\n")
-    self.assertNotIn("![", readme.section(results))  # no figure drawn yet
-    os.makedirs(os.path.join(results, "figures"))
-    open(os.path.join(results, "figures", "cifar_training_curves.png"), "wb").close()
-    text = readme.section(results)
-    self.assertIn("(from `results/cifar10_jpeg_lt.md`)\n\n"
-                  "![cifar_training_curves](results/figures/cifar_training_curves.png)", text)
-    self.assertNotIn("cifar_fig4_embedding", text)
+    _write_csv(os.path.join(results, "twitter.csv"),
+               [("m2m", 0, 67.0), ("m2m", 1, 68.0), ("m2m", 2, 69.5), ("drs", 0, 70.0)])
+    with open(os.path.join(results, "cifar10_jpeg_lt.csv"), "w") as fh:
+      fh.write("stage,seed,status,test_bacc\nm2m,0,done,73.0\nm2m,1,done,75.0\n"
+               "m2m,2,running,\nldam,0,not started,\n")
+    rows = {r[0]: r for r in (line.split(" | ") for line in readme.headline(results).splitlines())}
+    sd = np.std([67.0, 68.0, 69.5], ddof=1)
+    self.assertEqual(rows["| ERM-M2m"], ["| ERM-M2m", "74.0 ± 1.4 (2) / 78.3", "–",
+                                         f"68.2 ± {sd:.1f} (3) |"])
+    self.assertEqual(rows["| ERM-DRS"], ["| ERM-DRS", "–", "–", "70.0 (1) |"])
+    self.assertNotIn("| LDAM", rows)  # no finished run anywhere
+
+  def test_readme_is_short_and_links_every_results_table_and_doc(self):
+    text = _readme()
+    self.assertLessEqual(len(text.splitlines()), 250)
+    for path in sorted(os.listdir(os.path.join(ROOT, "results"))):
+      if path.endswith(".md"):
+        self.assertIn(f"(results/{path})", text)
+    for path in sorted(os.listdir(os.path.join(ROOT, "docs"))):
+      self.assertIn(f"(docs/{path})", text)
 
   def test_help_exits_0_and_writes_nothing(self):
     tmp = tempfile.mkdtemp()

@@ -341,7 +341,7 @@ class RunExperimentTest(tf.test.TestCase):
     # run bit for bit, through the drop at epoch 3 (where the forms part: the Keras-form
     # source itself ends elsewhere).
     kw = dict(epochs=4, deferred_epoch=2, warmup_epochs=0, lr_milestones=(3,), lr_factors=(0.1,))
-    src = _config("form_src_keras", "erm", keep_epochs=(2,), **kw)
+    src = _config("form_src_keras", "erm", keep_epochs=(2,), momentum_form="keras", **kw)
     run.run_experiment(src)
     straight = _config("form_straight_torch", "erm", momentum_form="pytorch", **kw)
     run.run_experiment(straight)
@@ -361,6 +361,55 @@ class RunExperimentTest(tf.test.TestCase):
       with self.assertRaisesRegex(run.ConfigError, r"differs in \['momentum_form'\] \(moment"):
         run.check_branch(dict(source, **change), bad)
       run.check_branch(dict(source, **change, momentum_form="pytorch"), bad)  # same form: fine
+
+  def test_cb_beta_matters_only_where_cb_weights_act(self):
+    src = read_json(os.path.join(_TMP.name, "smoke_erm", "flags.json"))  # beta 0.9999, ERM
+    for method, refused in (("drw", False), ("erm", False), ("cb_rw", True)):
+      cfg = _config("branch_cb", method, epochs=2, deferred_epoch=1, cb_beta=0.999,
+                    init_from=os.path.join(_TMP.name, "smoke_erm"), init_epoch=1)
+      if refused:  # CB-RW weighs its phase 1 with beta
+        with self.assertRaisesRegex(run.ConfigError, r"differs in \['cb_beta'\]"):
+          run.check_branch(dict(src, method="cb_rw"), cfg)
+      else:  # DRW's CB weights act in phase 2 only
+        run.check_branch(src, cfg)
+      diff = run.differences(dict(src, method=method), cfg.to_json())
+      self.assertEqual("cb_beta" in diff, method != "erm", method)
+
+  def test_test_split_is_evaluated_where_validation_reaches_or_ties_its_best(self):
+    kw = dict(epochs=6, deferred_epoch=3, lr=0.3)
+    sparse = _config("test_sparse", "drs", **kw)
+    every = _config("test_every", "drs", test_every_epoch=True, **kw)
+    for cfg in (sparse, every):
+      run.run_experiment(cfg)
+    a, b = (_history(os.path.join(c.output_dir, "history.csv")) for c in (sparse, every))
+    best, at_best = -1.0, []
+    for row in b:
+      at_best.append(float(row["val_bacc"]) >= best)
+      best = max(best, float(row["val_bacc"]))
+    self.assertIn(False, at_best)  # some epoch falls below the best: its test is skipped
+    for ra, rb, evaluated in zip(a, b, at_best):
+      self.assertEqual(ra["val_bacc"], rb["val_bacc"])
+      self.assertEqual(ra["loss"], rb["loss"])  # the same training
+      self.assertEqual(ra["test_bacc"], rb["test_bacc"] if evaluated else "")
+    self.assertEqual(load_results(sparse.output_dir)["test_bacc"],
+                     load_results(every.output_dir)["test_bacc"])
+
+  def test_default_momentum_form_does_not_raise_the_loss_at_a_large_drop(self):
+    # A converging run whose lr drops x0.01: in the default (PyTorch's) form the training loss
+    # goes on falling; in Keras' form the old-rate buffer overshoots and it rises
+    # (docs/method.md, difference 9).
+    kw = dict(dataset_options={}, epochs=7, lr_milestones=(5,), lr_factors=(0.01,),
+              deferred_epoch=5)
+    losses = {}
+    for form in (None, "keras"):
+      extra = {} if form is None else {"momentum_form": form}
+      cfg = _config(f"drop_{form}", "erm", export=False, **kw, **extra)
+      run.run_experiment(cfg)
+      losses[form] = [float(r["loss"]) for r in _history(os.path.join(cfg.output_dir,
+                                                                      "history.csv"))]
+    self.assertLess(losses[None][5], losses[None][4])
+    self.assertLess(losses[None][6], losses[None][4])
+    self.assertGreater(losses["keras"][5], losses["keras"][4])
 
   def test_branch_refuses_other_phase1(self):
     src = os.path.join(_TMP.name, "smoke_erm")  # 2 epochs, kept no state

@@ -161,6 +161,15 @@ class StreamTest(tf.test.TestCase, parameterized.TestCase):
         self.source, input_context=tf.distribute.InputContext(2, i, 2), **kw)] for i in range(2)]
     for step, rows in enumerate(whole):
       self.assertAllEqual(np.concatenate([shards[0][step], shards[1][step]]), rows)
+    # Augmented too: each shard gets its rows' draws of the global batch (both readers).
+    for reader in ("pread", "tf"):
+      args = dict(kw, augment=True, reader=reader)
+      whole = [x.numpy() for x, _ in streaming.train_dataset(self.source, **args)]
+      shards = [[x.numpy() for x, _ in streaming.train_dataset(
+          self.source, input_context=tf.distribute.InputContext(2, i, 2), **args)]
+                for i in range(2)]
+      for step, x in enumerate(whole):
+        self.assertAllEqual(np.concatenate([shards[0][step], shards[1][step]]), x, msg=reader)
 
   def test_the_directory_round_trips(self):
     tdir = tfrecord_dir.read_dir(self.dir)

@@ -30,8 +30,11 @@ import numpy as np
 from scipy import stats as scipy_stats
 import tensorflow as tf
 
+from m2m_tf.m2m.translate import official_start
 from m2m_tf.m2m.translate import random_start
+from m2m_tf.m2m.translate import START_NOISE_MODES
 from m2m_tf.m2m.translate import translate
+from m2m_tf.config import START_NOISE_MODES as CONFIG_START_NOISE_MODES
 from m2m_tf.models import mlp
 
 D, H, K = 6, 8, 3
@@ -207,11 +210,11 @@ class TranslateTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_function_agrees_with_eager_with_start_noise(self):
     seed = tf.constant([3, 4], tf.int64)
-    eager = self._tf(start_noise=0.5, seed=seed)
+    eager = self._tf(start_noise=0.5, seed=seed, start_noise_mode="per_sample")
 
     def fn(x, ys, yt):
       return translate(self.g, self.f, x, ys, yt, lam=0.5, step_size=0.1, steps=10,
-                       start_noise=0.5, seed=seed)
+                       start_noise=0.5, seed=seed, start_noise_mode="per_sample")
 
     args = (tf.constant(self.x0), tf.constant(self.y_seed), tf.constant(self.y_target))
     # The same kernels eagerly and in a graph: measured bitwise equal.
@@ -248,24 +251,29 @@ class TranslateTest(tf.test.TestCase, parameterized.TestCase):
     g = keras.Sequential([keras.Input((5,)), keras.layers.Dense(K)])
     y = np.zeros(500, np.int32)
     seed = tf.constant([1, 2], tf.int64)
-    out = translate(g, g, x0, y, y, lam=0.5, step_size=0.1, steps=0, start_noise=0.4, seed=seed,
-                    clip_min=None, clip_max=None).numpy()
+    args = dict(lam=0.5, step_size=0.1, steps=0, start_noise=0.4, seed=seed,
+                start_noise_mode="per_sample")
+    out = translate(g, g, x0, y, y, clip_min=None, clip_max=None, **args).numpy()
     self.assertAllLessEqual(np.linalg.norm(out - x0, axis=1), 0.4 * (1 + 1e-5))
     self.assertGreater(np.linalg.norm(out - x0, axis=1).max(), 0.3)
-    self.assertAllEqual(out, translate(g, g, x0, y, y, lam=0.5, step_size=0.1, steps=0,
-                                       start_noise=0.4, seed=seed, clip_min=None,
-                                       clip_max=None).numpy())
+    self.assertAllEqual(out, translate(g, g, x0, y, y, clip_min=None, clip_max=None,
+                                       **args).numpy())
     # With clipping the start is clipped into [0, 1].
     far = np.full((500, 5), 0.99, np.float32)
-    out = translate(g, g, far, y, y, lam=0.5, step_size=0.1, steps=0, start_noise=0.4,
-                    seed=seed).numpy()
+    out = translate(g, g, far, y, y, **args).numpy()
     self.assertAllInRange(out, 0.0, 1.0)
+    # The official law (the default) over these 500 rows: each of the 5 columns has norm 0.4.
+    official = translate(g, g, x0, y, y, clip_min=None, clip_max=None,
+                         **dict(args, start_noise_mode="official")).numpy()
+    self.assertAllClose(np.linalg.norm(official - x0, axis=0), [0.4] * 5, rtol=1e-4)
 
-  def test_reference_with_start_noise(self):
+  @parameterized.parameters("official", "per_sample")
+  def test_reference_with_start_noise(self, mode):
     # The random start is x0 + delta; the steps then follow the reference from there.
     seed = tf.constant([5, 9], tf.int64)
-    start = np.clip(random_start(tf.constant(self.x0), 0.5, seed).numpy(), 0, 1)
-    got = self._tf(start_noise=0.5, seed=seed)
+    law = official_start if mode == "official" else random_start
+    start = np.clip(law(tf.constant(self.x0), 0.5, seed).numpy(), 0, 1)
+    got = self._tf(start_noise=0.5, seed=seed, start_noise_mode=mode)
     want = _np_translate(self.gp, self.fp, start, self.y_seed, self.y_target, 0.5, 0.1, 10)
     self.assertAllClose(got, want, atol=1e-5, rtol=0)  # module docstring: measured 1.7e-7
 
@@ -300,3 +308,59 @@ class TranslationEffectTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+def _np_renorm(noise, rows, radius):
+  """float64 transcription of the official `noise.renorm(p=2, dim=1, maxnorm=radius)` on the
+  rows `rows` of a channels-last array: each channel's slice over those rows is scaled by
+  radius / (norm + 1e-7) where its L2 norm exceeds radius (PyTorch's renorm), else kept."""
+  inside = noise[rows].astype(np.float64)
+  norm = np.sqrt(np.sum(inside ** 2, axis=tuple(range(inside.ndim - 1))))
+  factor = np.where(norm > radius, radius / (norm + 1e-7), 1.0)
+  return noise.astype(np.float64) * factor
+
+
+class OfficialStartTest(tf.test.TestCase, parameterized.TestCase):
+  """The official random start against a float64 NumPy transcription of PyTorch's renorm.
+
+  Tolerance: the float32 norm of a channel sums at most n*H*W = 96*64 = 6144 squares; a
+  recursive float32 sum errs by at most (N-1) u32 = 3.7e-4 of the total (a pairwise one far
+  less), the square root halves it, so each delta is within 2e-4 of its own size; adding it to
+  x0 in [0, 1] rounds by u32 = 6e-8. A wrong row set (the candidates instead of the slots with a
+  seed) or a wrong axis changes the factor by sqrt(n'/n), tens of percent here.
+  """
+
+  def test_the_transcription_is_torch_renorm(self):
+    torch = __import__("torch")
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, (7, 3, 4, 4))  # NCHW, as PyTorch's
+    want = torch.from_numpy(noise).renorm(2, 1, 0.5).numpy()
+    got = _np_renorm(noise.transpose(0, 2, 3, 1), np.ones(7, bool), 0.5).transpose(0, 3, 1, 2)
+    self.assertAllClose(got, want, rtol=1e-12, atol=0)
+
+  @parameterized.parameters(((96, 8, 8, 3), 96), ((96, 8, 8, 3), 37), ((20, 8, 8, 3), 1),
+                            ((40, 6), 13))
+  def test_matches_the_transcription(self, shape, n):
+    rng = np.random.default_rng(n)
+    x0 = rng.uniform(0.0, 1.0, shape).astype(np.float32)
+    rows = np.zeros(shape[0], bool)
+    rows[rng.choice(shape[0], n, replace=False)] = True
+    seed = tf.constant([3, n], tf.int64)
+    # With a radius no norm exceeds, the start from zeros is the raw U(-0.5, 0.5) noise.
+    noise = official_start(tf.zeros(shape), 1e9, seed).numpy()
+    self.assertAllInRange(noise, -0.5, 0.5)
+    got = official_start(tf.constant(x0), 0.5, seed, tf.constant(rows)).numpy()
+    want = _np_renorm(noise, rows, 0.5)
+    self.assertAllClose(got - x0, want, rtol=2e-4, atol=1e-7)
+    # The translated rows' channels now have norm 0.5: each start ~0.5 sqrt(C / n) away.
+    inside = (got - x0)[rows].astype(np.float64)
+    norms = np.sqrt(np.sum(inside ** 2, axis=tuple(range(inside.ndim - 1))))
+    self.assertAllClose(norms, [0.5] * shape[-1], rtol=2e-4)
+    if n < shape[0]:  # the row set matters: all rows would give a smaller start
+      every = _np_renorm(noise, np.ones(shape[0], bool), 0.5)
+      self.assertGreater(np.abs(every - want).max(), 0.2 * np.abs(want).max())
+
+  def test_modes_are_the_configs(self):
+    self.assertEqual(START_NOISE_MODES, CONFIG_START_NOISE_MODES)
+    with self.assertRaisesRegex(ValueError, "start_noise_mode must be one of"):
+      translate(None, None, np.zeros((2, 3), np.float32), [0, 0], [1, 1], lam=0.5,
+                step_size=0.1, steps=0, start_noise=0.5, seed=[1, 2], start_noise_mode="gauss")

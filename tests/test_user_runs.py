@@ -56,7 +56,8 @@ class UserRunTest(tf.test.TestCase):
                                  warmup_epochs=0, lr_milestones=(), lr_factors=(),
                                  weight_decay=0.0, deferred_epoch=1, step_size=1.0,
                                  arch="mlp", hidden_units=(8,), augment=False, beta=0.999,
-                                 lam=0.5, gamma=0.9).resolved().seed, 0)
+                                 lam=0.5, gamma=0.9, start_noise_mode="per_sample",
+                                 cb_beta=0.9999).resolved().seed, 0)
 
   def test_suggested_recipe_keeps_its_fractions_on_a_shorter_schedule(self):
     data = load_dataset(f"npz:{self.npz}", imbalance_ratio=10)

@@ -61,24 +61,33 @@ class BalancedSampler:
     return tf.gather(self._sorted, tf.gather(self._start, cls) + pos)
 
 
-def augment_images(images: tf.Tensor, seed: tf.Tensor, pad: int = 4) -> tf.Tensor:
+def augment_images(images: tf.Tensor, seed: tf.Tensor, pad: int = 4,
+                   rows: Optional[Tuple[tf.Tensor, int]] = None) -> tf.Tensor:
   """Random crop with zero padding `pad` and horizontal flip, vectorised over a batch.
 
   Args:
     images: [B, H, W, C] float32 in [0, 1].
     seed: stateless seed [2].
+    rows: (first, total): `images` are rows [first, first + B) of a batch of `total` rows,
+      and get that batch's draws for those rows (a shard of a global batch is augmented as
+      the whole batch is). None: the batch is all of `images`.
   """
   shape = tf.shape(images)
   b, h, w = shape[0], images.shape[1], images.shape[2]
+  first, total = (0, b) if rows is None else rows
+
+  def draw(stream, **kw):
+    return tf.random.stateless_uniform([total], seed=stream, alg="philox", **kw)[first:first + b]
+
   s = tf.random.experimental.stateless_split(seed, 3)
   padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-  dy = tf.random.stateless_uniform([b], seed=s[0], maxval=2 * pad + 1, dtype=tf.int32, alg="philox")
-  dx = tf.random.stateless_uniform([b], seed=s[1], maxval=2 * pad + 1, dtype=tf.int32, alg="philox")
-  rows = dy[:, None] + tf.range(h)[None, :]  # [B, H]
+  dy = draw(s[0], maxval=2 * pad + 1, dtype=tf.int32)
+  dx = draw(s[1], maxval=2 * pad + 1, dtype=tf.int32)
+  rows_ = dy[:, None] + tf.range(h)[None, :]  # [B, H]
   cols = dx[:, None] + tf.range(w)[None, :]  # [B, W]
-  out = tf.gather(padded, rows, axis=1, batch_dims=1)
+  out = tf.gather(padded, rows_, axis=1, batch_dims=1)
   out = tf.gather(out, cols, axis=2, batch_dims=1)
-  flip = tf.random.stateless_uniform([b], seed=s[2], alg="philox") < 0.5
+  flip = draw(s[2]) < 0.5
   return tf.where(flip[:, None, None, None], tf.reverse(out, axis=[2]), out)
 
 
@@ -152,8 +161,8 @@ def train_dataset(x: np.ndarray, y: np.ndarray, *, num_classes: int, batch_size:
     epoch_size: examples per epoch (default N = len(x)).
     augment: random crop (pad 4) and flip, for images.
     input_context: from `strategy.distribute_datasets_from_function`; each
-      input pipeline takes its own slice of every global batch, so the union of
-      the shards is the single-host stream.
+      input pipeline takes its own slice of every global batch, augmented as in the
+      unsharded stream, so the union of the shards is the single-host stream.
   Returns:
     A `tf.data.Dataset` of (x, y) with x float32 and y int32.
   """
@@ -163,22 +172,41 @@ def train_dataset(x: np.ndarray, y: np.ndarray, *, num_classes: int, batch_size:
                      epoch_size=epoch_size, input_context=input_context)
   x_const = tf.constant(x)
   y_const = tf.constant(y.astype(np.int32))
+  layout = shard_layout(batch_size, input_context)
 
   def load(epoch, step, idx):
-    xb = batch_inputs(tf.gather(x_const, idx), epoch, step, seed=seed, augment=augment)
+    xb = batch_inputs(tf.gather(x_const, idx), epoch, step, seed=seed, augment=augment,
+                      layout=layout)
     return xb, tf.gather(y_const, idx)
 
   ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
   return ds.prefetch(AUTOTUNE)
 
 
-def batch_inputs(xb: tf.Tensor, epoch, step, *, seed: int, augment: bool) -> tf.Tensor:
+def batch_inputs(xb: tf.Tensor, epoch, step, *, seed: int, augment: bool,
+                 layout: Optional[Tuple[int, int, int, int]] = None) -> tf.Tensor:
   """A gathered batch as the model takes it: scaled to float32, augmented with the stateless
-  seed of (seed, epoch, step) when `augment` (shared by the in-memory and streaming paths)."""
+  seed of (seed, epoch, step) when `augment` (shared by the in-memory and streaming paths).
+
+  `layout`: `shard_layout(...)` of a sharded stream, whose `step` counts the pipeline's
+  per-replica batches. Each is then augmented as its rows of the global batch are in the
+  unsharded stream, so the augmentation does not depend on the number of replicas or workers.
+  """
   xb = to_model_input(xb)
-  if augment:
-    xb = augment_images(xb, tf.stack([epoch * 100003 + seed, step]))
-  return xb
+  if not augment:
+    return xb
+  if layout is None:
+    return augment_images(xb, tf.stack([epoch * 100003 + seed, step]))
+  pipelines, shard, local_replicas, per_replica = layout
+  global_step = step // local_replicas
+  first = (shard * local_replicas + step % local_replicas) * per_replica
+  return augment_images(xb, tf.stack([epoch * 100003 + seed, global_step]),
+                        rows=(tf.cast(first, tf.int32), pipelines * local_replicas * per_replica))
+
+
+def shard_layout(batch_size: int, input_context) -> Optional[Tuple[int, int, int, int]]:
+  """`batch_inputs`' layout of a stream made for `input_context` (None: unsharded)."""
+  return None if input_context is None else _shard_layout(batch_size, input_context)
 
 
 def index_batches(y: np.ndarray, *, num_classes: int, batch_size: int, seed: int, epochs: int,

@@ -79,7 +79,7 @@ def _checked(source: tfrecord_dir.TrainSource, serialized, idx, labels_const):
     return tf.identity(images), tf.cast(want, tf.int32)
 
 
-def _pread_batches(source, ds, seed: int, augment: bool):
+def _pread_batches(source, ds, seed: int, augment: bool, layout):
   reader = PreadReader(source.index)
   labels_const = tf.constant(source.index.labels)
 
@@ -87,12 +87,13 @@ def _pread_batches(source, ds, seed: int, augment: bool):
     serialized = tf.numpy_function(reader, [idx], tf.string, stateful=False)
     serialized = tf.ensure_shape(serialized, idx.shape)
     images, labels = _checked(source, serialized, idx, labels_const)
-    return pipeline.batch_inputs(images, epoch, step, seed=seed, augment=augment), labels
+    return pipeline.batch_inputs(images, epoch, step, seed=seed, augment=augment,
+                                 layout=layout), labels
 
   return ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
-def _tf_batches(source, ds, seed: int, augment: bool, cycle_length: int = 16):
+def _tf_batches(source, ds, seed: int, augment: bool, layout, cycle_length: int = 16):
   index = source.index
   files = tf.constant(list(index.files))
   sizes = tf.constant(np.asarray(index.file_bytes, np.int64))
@@ -113,7 +114,8 @@ def _tf_batches(source, ds, seed: int, augment: bool, cycle_length: int = 16):
 
   def load(epoch, step, idx, serialized):
     images, labels = _checked(source, serialized, idx, labels_const)
-    return pipeline.batch_inputs(images, epoch[0], step[0], seed=seed, augment=augment), labels
+    return pipeline.batch_inputs(images, epoch[0], step[0], seed=seed, augment=augment,
+                                 layout=layout), labels
 
   return ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
 
@@ -149,8 +151,9 @@ def train_dataset(source: tfrecord_dir.TrainSource, *, num_classes: int, batch_s
                               batch_size=batch_size, seed=seed, epochs=epochs,
                               start_epoch=start_epoch, balanced_from_epoch=balanced_from_epoch,
                               epoch_size=epoch_size, input_context=input_context)
+  layout = pipeline.shard_layout(batch_size, input_context)
   if resolve_reader(reader) == "pread":
-    ds = _pread_batches(source, ds, seed, augment)
+    ds = _pread_batches(source, ds, seed, augment, layout)
   else:
-    ds = _tf_batches(source, ds, seed, augment)
+    ds = _tf_batches(source, ds, seed, augment, layout)
   return ds.prefetch(AUTOTUNE)

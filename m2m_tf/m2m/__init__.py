@@ -2,7 +2,7 @@
 
 from m2m_tf.m2m.generation import (M2mConfig, bucket_sizes, generate, generation_probability,
                                    seed_weights)
-from m2m_tf.m2m.translate import random_start, translate
+from m2m_tf.m2m.translate import official_start, random_start, translate
 
-__all__ = ["M2mConfig", "bucket_sizes", "generate", "generation_probability", "random_start",
-           "seed_weights", "translate"]
+__all__ = ["M2mConfig", "bucket_sizes", "generate", "generation_probability", "official_start",
+           "random_start", "seed_weights", "translate"]

@@ -40,7 +40,7 @@ import tensorflow as tf
 
 # M2mConfig lives with the run's other settings; it is re-exported here and by m2m_tf.m2m.
 from m2m_tf.config import M2mConfig
-from m2m_tf.m2m.translate import random_start, translate
+from m2m_tf.m2m.translate import start_point, translate
 from m2m_tf.models import folding
 
 
@@ -209,15 +209,16 @@ def choose_candidates(x, y, class_counts: Sequence[int], config: M2mConfig, stre
                     x_seed=tf.gather(seed_x, j), y_seed=tf.gather(seed_y, j))
 
 
-def random_starts(x_seed, config: M2mConfig, seed) -> tf.Tensor:
+def random_starts(x_seed, config: M2mConfig, seed, rows=None) -> tf.Tensor:
   """The translation's starting points: x_j plus the random start, clipped (x_j if no noise).
 
-  Drawn per row for the whole batch, so a row's start does not depend on which
-  rows are translated together (the bucket layout).
+  Drawn for the whole batch, so a row's start does not depend on which rows are
+  translated together (the bucket layout). `rows` ([B] bool): the official law's
+  translated set, the generation slots with a seed (`config.start_noise_mode`).
   """
   if config.start_noise <= 0:
     return x_seed
-  x_start = random_start(x_seed, config.start_noise, seed)
+  x_start = start_point(x_seed, config.start_noise, seed, config.start_noise_mode, rows)
   if config.clip_range is not None:
     x_start = tf.clip_by_value(x_start, *config.clip_range)
   return x_start
@@ -322,7 +323,9 @@ def generate(g, f, x, y, class_counts, config: M2mConfig, seed, pool: Optional[S
   y = tf.cast(y, tf.int32)
   streams = random_streams(seed)
   cand = choose_candidates(x, y, class_counts, config, streams, pool)
-  x_start = random_starts(cand.x_seed, config, streams[STREAM_START])
+  # The official code translates every generation slot with a seed (it rejects afterwards):
+  # those rows share the official start's per-channel norm.
+  x_start = random_starts(cand.x_seed, config, streams[STREAM_START], cand.gen & cand.has_seed)
   g_inf, f_inf = inference_models(g, f, config)
   x_star, p_target = translate_candidates(g_inf, f_inf, x_start, cand.y_seed, y, cand.candidate,
                                           config, static_shapes=static_shapes)

@@ -6,10 +6,9 @@ solved approximately by T normalised gradient steps from the seed x_j:
 
     x <- clip(x - eta * d / ||d||_2),   d = grad_x [CE(g(x), y_i) + lam * f(x)[y_j]].
 
-Differences from the official code (alinlab/M2m, `train.py: generation`), on
-purpose:
-  * the random start is renormalised per sample (the official code normalises
-    over the wrong axis);
+The random start follows the official law (`official_start`) or a per-sample
+radius (`random_start`, ours); docs/method.md#the-random-start. One difference
+from the official code (alinlab/M2m, `train.py: generation`), on purpose:
   * the loss is a per-sample sum, not a batch mean. After the per-sample
     normalisation of d the two give the same step, but padded rows (see
     `m2m_tf.m2m.generation`) cannot leak into real rows.
@@ -24,12 +23,13 @@ def _per_sample_l2(t: tf.Tensor) -> tf.Tensor:
   return tf.sqrt(tf.reduce_sum(tf.square(t), axis=axes, keepdims=True))
 
 
-def random_start(x0: tf.Tensor, radius: float, seed: tf.Tensor) -> tf.Tensor:
-  """A random start x0 + delta with ||delta_b||_2 = radius * u_b, u_b ~ U(0, 1).
+START_NOISE_MODES = ("official", "per_sample")
 
-  The direction is Gaussian, normalised per sample (the official code's
-  `random_perturb` normalises over the batch axis instead; docs/method.md,
-  deliberate differences).
+
+def random_start(x0: tf.Tensor, radius: float, seed: tf.Tensor) -> tf.Tensor:
+  """The per-sample start (ours): x0 + delta with ||delta_b||_2 = radius * u_b, u_b ~ U(0, 1).
+
+  The direction is Gaussian, normalised per sample.
 
   Args:
     x0: [B, ...] float32 seeds.
@@ -46,8 +46,43 @@ def random_start(x0: tf.Tensor, radius: float, seed: tf.Tensor) -> tf.Tensor:
   return x0 + radius * u * direction
 
 
+def official_start(x0: tf.Tensor, radius: float, seed: tf.Tensor, rows=None) -> tf.Tensor:
+  """The official start: x0 + delta, delta ~ U(-0.5, 0.5) per element, then each channel slice
+  (the last axis) over the rows `rows` scaled to L2 norm <= radius.
+
+  PyTorch's `renorm(p=2, dim=1, maxnorm=radius)` on NCHW (or [B, D]) inputs, factor
+  radius / (norm + 1e-7) where the norm exceeds radius.
+
+  Args:
+    x0: [B, ..., C] float32 seeds.
+    radius: maxnorm (`start_noise`).
+    seed: a stateless (philox) seed, shape [2].
+    rows: [B] bool, the rows the official code translates together (None: all). The other
+      rows get the same per-channel factors; their starts are never used.
+  Returns:
+    x0 + delta, not yet clipped.
+  """
+  noise = tf.random.stateless_uniform(tf.shape(x0), seed=seed, alg="philox") - 0.5
+  inside = noise
+  if rows is not None:
+    inside = noise * tf.reshape(tf.cast(rows, noise.dtype), [-1] + [1] * (len(x0.shape) - 1))
+  norm = tf.sqrt(tf.reduce_sum(tf.square(inside), axis=list(range(len(x0.shape) - 1))))
+  factor = tf.where(norm > radius, radius / (norm + 1e-7), tf.ones_like(norm))
+  return x0 + noise * factor
+
+
+def start_point(x0: tf.Tensor, radius: float, seed: tf.Tensor, mode: str, rows=None):
+  """x0 plus the random start of `mode` ("official" or "per_sample"), not yet clipped."""
+  if mode == "official":
+    return official_start(x0, radius, seed, rows)
+  if mode == "per_sample":
+    return random_start(x0, radius, seed)
+  raise ValueError(f"start_noise_mode must be one of {list(START_NOISE_MODES)}, got {mode!r}.")
+
+
 def translate(g, f, x0, seed_labels, target_labels, *, lam, step_size, steps,
-              clip_min=0.0, clip_max=1.0, start_noise=0.0, seed=None):
+              clip_min=0.0, clip_max=1.0, start_noise=0.0, seed=None,
+              start_noise_mode="official"):
   """Translates seeds x0 (of class `seed_labels`) towards `target_labels`.
 
   Public API: the pure translation of docs/method.md#step-4-translation, without acceptance.
@@ -72,6 +107,7 @@ def translate(g, f, x0, seed_labels, target_labels, *, lam, step_size, steps,
     start_noise: the largest L2 norm of the random start (0 disables it).
     seed: a stateless seed (shape [2] int tensor) for the random start; required
       when start_noise > 0.
+    start_noise_mode: "official" (the official law over the rows of x0) or "per_sample".
   Returns:
     x*: [B, ...] float32, the translated inputs.
   """
@@ -86,7 +122,7 @@ def translate(g, f, x0, seed_labels, target_labels, *, lam, step_size, steps,
   if start_noise and start_noise > 0:
     if seed is None:
       raise ValueError("translate(start_noise > 0) needs a stateless `seed`.")
-    x = clip(random_start(x0, start_noise, tf.cast(seed, tf.int64)))
+    x = clip(start_point(x0, start_noise, tf.cast(seed, tf.int64), start_noise_mode))
   eta = tf.cast(step_size, tf.float32)
 
   def body(t, x):

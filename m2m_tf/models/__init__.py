@@ -11,6 +11,7 @@ from m2m_tf.models.resnet import CIFAR10_STD
 from m2m_tf.models.resnet import DownsampleA
 from m2m_tf.models.resnet import IMAGENET_MEAN
 from m2m_tf.models.resnet import IMAGENET_STD
+from m2m_tf.models.resnet import cifar_resnet
 from m2m_tf.models.resnet import preact_resnet18
 from m2m_tf.models.resnet import resnet32
 from m2m_tf.models.resnet import resnet50
@@ -29,6 +30,7 @@ __all__ = [
     "Standardize",
     "build_classifier",
     "build_model",
+    "cifar_resnet",
     "load_torch_state_dict",
     "mlp",
     "preact_resnet18",

@@ -60,6 +60,8 @@ import keras
 from keras import ops
 import tensorflow as tf
 
+from m2m_tf.models import batch_norm
+
 FoldedWeights = Mapping["Conv2D", Tuple[tf.Tensor, tf.Tensor]]
 
 
@@ -76,8 +78,9 @@ _ACTIVE = contextvars.ContextVar("m2m_tf_conv_bn_folds", default=_Scope({}, froz
 
 
 @keras.saving.register_keras_serializable(package="m2m_tf.conv_bn")
-class BatchNormalization(keras.layers.BatchNormalization):
-  """Keras' BatchNormalization; the identity while its conv runs folded.
+class BatchNormalization(batch_norm.BatchNormalization):
+  """Keras' BatchNormalization (synchronized across replicas: `m2m_tf.models.batch_norm`);
+  the identity while its conv runs folded.
 
   Only the `Conv2D` it was linked to by `conv_bn` makes it the identity, and
   only inside `folded(...)` with `training` false or None.

@@ -24,12 +24,14 @@ convolution with the BatchNorm folded in (inference only; docs/method.md).
 The pair stays two layers with Keras' class names, so the layers, their
 order, the weights (`get_weights()`, `.weights.h5` files) and the computation
 outside folded inference are those of plain Keras Conv2D + BatchNormalization
-(see `m2m_tf.models.conv_bn`).
+(see `m2m_tf.models.conv_bn`). Every BatchNorm is `m2m_tf.models.batch_norm`'s: built
+under a strategy with several replicas, it trains with the global batch's statistics.
 """
 
 import keras
 from keras import ops
 
+from m2m_tf.models import batch_norm
 from m2m_tf.models import conv_bn
 from m2m_tf.models import heads
 from m2m_tf.models.standardize import Standardize
@@ -64,7 +66,8 @@ class DownsampleA(keras.layers.Layer):
     return (b, h, w, c)
 
 
-def _batch_norm(name, layer_class=keras.layers.BatchNormalization):
+def _batch_norm(name, layer_class=batch_norm.BatchNormalization):
+  # Synchronized across replicas when built under a strategy with several (batch_norm).
   return layer_class(axis=-1, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name)
 
 
@@ -170,15 +173,31 @@ def resnet32(num_classes, *, input_shape=(32, 32, 3), normed_head=False,
   Returns:
     A functional `keras.Model` from (batch, H, W, C) images to logits.
   """
+  return cifar_resnet(num_classes, depth=32, input_shape=input_shape, normed_head=normed_head,
+                      mean=mean, std=std, name=name)
+
+
+def cifar_resnet(num_classes, *, depth, input_shape=(32, 32, 3), normed_head=False,
+                 mean=CIFAR10_MEAN, std=CIFAR10_STD, name=None):
+  """ResNet-`depth` of the official CifarResNet family (depth = 6 n + 2: n blocks per stage).
+
+  `resnet32` is depth 32; depth 8 (one block per stage, the same widths) is the small
+  model of the distributed tests. Layers, names and initialisation as `resnet32`'s.
+
+  Raises:
+    ValueError: depth is not 6 n + 2 with n >= 1, or an argument `resnet32` refuses.
+  """
+  if depth < 8 or (depth - 2) % 6:
+    raise ValueError(f"cifar_resnet: depth must be 6 n + 2 with n >= 1, got {depth}")
   num_classes, input_shape = _check_image_args(
-      "resnet32", num_classes, input_shape, mean, std)
+      f"resnet{depth}", num_classes, input_shape, mean, std)
   inputs = keras.Input(shape=input_shape, name="images")
   x = Standardize(mean, std, name="normalize")(inputs)
   x = _conv_bn(x, 16, 3, 1, 1, "conv_1_3x3", "bn_1", _official_conv_init())
   x = keras.layers.ReLU(name="relu_1")(x)
   inplanes = 16
   for stage, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2)), 1):
-    for block in range(5):  # (32 - 2) // 6 blocks per stage.
+    for block in range((depth - 2) // 6):
       s = stride if block == 0 else 1
       x = _resnet32_basic_block(
           x, planes, s, downsample=(s != 1 or inplanes != planes),
@@ -190,7 +209,7 @@ def resnet32(num_classes, *, input_shape=(32, 32, 3), normed_head=False,
       kernel_initializer=keras.initializers.VarianceScaling(
           scale=2.0, mode="fan_in", distribution="untruncated_normal"),
       bias_initializer="zeros", name="linear")(x)
-  return keras.Model(inputs, logits, name=name)
+  return keras.Model(inputs, logits, name=name or f"resnet{depth}")
 
 
 # ---------------------------------------------------------------------------

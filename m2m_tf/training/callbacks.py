@@ -172,24 +172,28 @@ def chance_warnings(val_bacc: float, num_classes: int) -> list:
 
 
 class BalancedEvaluation(keras.callbacks.Callback):
-  """Evaluates f on the balanced splits every epoch and keeps the best epoch by validation bACC.
+  """Evaluates f on the balanced splits and keeps the best epoch by validation bACC.
 
-  Adds `<split>_bacc`, `<split>_gm` and `<split>_n_zero_recall` to the logs for
-  every split (e.g. "val", "test"). Model selection: the reported test
-  metrics are those of the epoch with the best validation bACC (first such
-  epoch on ties). The best record (`best_epoch`, `best_score`,
-  `best_summaries`, `best_weights`) lives in memory; `RunCheckpoint` commits
-  it with each epoch and restores it, so a resumed run selects the same epoch.
+  The selection split (`select_on`) is evaluated every epoch; the others every
+  epoch with `every_epoch`, else only where the selection score reaches or ties
+  the best so far (the only epochs whose numbers can be reported, under either
+  tie rule). Adds `<split>_bacc`, `<split>_gm` and `<split>_n_zero_recall` to the
+  logs for every split evaluated. Model selection: the reported metrics are those
+  of the epoch with the best validation bACC (first such epoch on ties). The best
+  record (`best_epoch`, `best_score`, `best_summaries`, `best_weights`) lives in
+  memory; `RunCheckpoint` commits it with each epoch and restores it, so a resumed
+  run selects the same epoch.
 
   Args:
     splits: name -> (x, y) arrays, e.g. {"val": ..., "test": ...}.
     class_counts: N_k of the training set (for the many/medium/few metrics).
     batch_size: evaluation batch size.
     select_on: the split whose bACC selects the best epoch.
+    every_epoch: evaluate every split at every epoch.
   """
 
   def __init__(self, splits: Dict[str, Tuple[np.ndarray, np.ndarray]], class_counts, *,
-               batch_size: int = 512, select_on: str = "val"):
+               batch_size: int = 512, select_on: str = "val", every_epoch: bool = True):
     super().__init__()
     if select_on not in splits:
       raise ValueError(f"select_on={select_on!r} is not one of the splits {sorted(splits)}.")
@@ -197,27 +201,32 @@ class BalancedEvaluation(keras.callbacks.Callback):
                    for k, (x, y) in splits.items()}
     self.class_counts = np.asarray(class_counts)
     self.select_on = select_on
+    self.every_epoch = every_epoch
     self.best_epoch = -1
     self.best_score = -np.inf
     self.best_summaries = None
     self.best_weights = None
 
-  def evaluate(self) -> Dict[str, dict]:
-    """Metrics summaries (see `m2m_tf.metrics.summarize`) of the current f on every split."""
+  def evaluate(self, names: Optional[Sequence[str]] = None) -> Dict[str, dict]:
+    """Metrics summaries (see `m2m_tf.metrics.summarize`) of the current f on the splits
+    `names` (default: all)."""
     out = {}
-    for name, (ds, y) in self.splits.items():
+    for name in (self.splits if names is None else names):
+      ds, y = self.splits[name]
       logits = self.model.f.predict(ds, verbose=0)
       out[name] = metrics_lib.summarize(y, np.argmax(logits, axis=1), self.class_counts)
     return out
 
   def on_epoch_end(self, epoch, logs=None):
-    summaries = self.evaluate()
+    summaries = self.evaluate([self.select_on])
+    score = summaries[self.select_on]["bacc"]
+    if self.every_epoch or score >= self.best_score:
+      summaries.update(self.evaluate([k for k in self.splits if k != self.select_on]))
     if logs is not None:
       for name, s in summaries.items():
         logs[f"{name}_bacc"] = s["bacc"]
         logs[f"{name}_gm"] = s["gm"]
         logs[f"{name}_n_zero_recall"] = s["n_zero_recall"]
-    score = summaries[self.select_on]["bacc"]
     if score > self.best_score:
       self.best_score, self.best_epoch, self.best_summaries = score, epoch, summaries
       self.best_weights = self.model.f.get_weights()

@@ -1,9 +1,10 @@
 """The method registry: a re-balancing name maps to its pieces (sampling, weights, oversampling,
 M2m).
 
-Losses ("ce", "focal", "ldam") are chosen separately (`m2m_tf.losses`), so
-LDAM-DRW is loss="ldam" + rebalancing="drw" and LDAM-M2m is loss="ldam" +
-rebalancing="m2m" (docs/method.md#baselines-and-losses). Adding a method is one entry here.
+Losses ("ce", "focal", "ldam", "logit_adjusted", "balanced_softmax") are chosen separately
+(`m2m_tf.losses`), so LDAM-DRW is loss="ldam" + rebalancing="drw", LDAM-M2m is loss="ldam" +
+rebalancing="m2m" and LA-M2m is loss="logit_adjusted" + rebalancing="m2m"
+(docs/method.md#baselines-and-losses). Adding a method is one entry here.
 """
 
 import dataclasses

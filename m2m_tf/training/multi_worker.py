@@ -24,20 +24,21 @@ the process is a Slurm task and `TF_CONFIG` is unset.
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import re
 import shutil
 import socket
 import tempfile
-import zlib
-from typing import Callable, Dict, Iterator, List, Mapping, Sequence
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from m2m_tf.errors import CheckpointError, ClusterError, ConfigError
+from m2m_tf.io_utils import file_sha256
 from m2m_tf.run_records import record_path
 from m2m_tf.training import collectives
 from m2m_tf.training.checkpoint import load_state
@@ -166,25 +167,47 @@ def chief_value(strat: tf.distribute.Strategy, value: int) -> int:
   return int(rows[rows[:, 0] == 1][0, 1])
 
 
+# What the workers of a run compare before training, each named as an error names it.
+PRINT_LABELS = {"configuration": "configurations",
+                "g_weights": "g weights (the sha256 of the g file(s))",
+                "training_data": "training data (the sha256 of the loaded splits)"}
+
+
+def _digest_print(text: str) -> int:
+  """The first 60 bits of a text's sha256, as an int64 that the workers can gather."""
+  return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
+
+
 def fingerprint(config_json: Mapping) -> int:
-  """A 31-bit checksum of a configuration record (sorted JSON), to compare workers' commands."""
-  text = json.dumps(config_json, sort_keys=True, default=str)
-  return zlib.crc32(text.encode()) & 0x7FFFFFFF
+  """A 60-bit checksum of a configuration record (sorted JSON), to compare workers' commands."""
+  return _digest_print(json.dumps(config_json, sort_keys=True, default=str))
 
 
-def follow_chief(trainer, checkpoint, first: int, shared_dir: str, config_print: int) -> int:
+def worker_prints(config_json: Mapping, data_digest: str, g_files: Optional[str]) -> Dict[str, int]:
+  """PRINT_LABELS' checksums of this worker: its configuration (without folders and paths),
+  its data's content digest and the sha256 of its g file(s), comma-separated (None: no g)."""
+  g = ",".join(file_sha256(p) for p in g_files.split(",")) if g_files else "none"
+  return {"configuration": fingerprint(config_json), "g_weights": _digest_print(g),
+          "training_data": _digest_print(data_digest)}
+
+
+def follow_chief(trainer, checkpoint, first: int, shared_dir: str,
+                 prints: Mapping[str, int]) -> int:
   """Makes every worker start where the chief does; returns that epoch.
 
   The chief restored its newest commit (`first` epochs done); the others load that same
-  commit from the shared `--output_dir`. Workers started with another configuration than
-  the chief's stop, all of them, with a ConfigError.
+  commit from the shared `--output_dir`. Workers whose `prints` (`worker_prints`) differ from
+  the chief's stop, all of them, with a one-line ConfigError naming what differs.
   """
   strat = trainer.distribute_strategy
-  rows = gather_ints(strat, [int(is_chief(strat)), first, config_print])
+  names = list(prints)
+  rows = gather_ints(strat, [int(is_chief(strat)), first] + [prints[n] for n in names])
   chief = rows[rows[:, 0] == 1][0]
-  if np.any(rows[:, 2] != chief[2]):
-    raise ConfigError("the workers were started with different configurations; start every "
-                      "worker with the same flags.")
+  differ = [PRINT_LABELS.get(n, n) for i, n in enumerate(names)
+            if np.any(rows[:, 2 + i] != chief[2 + i])]
+  if differ:
+    raise ConfigError(f"the workers were started with different {' and '.join(differ)}; start "
+                      "every worker with the same flags, g and data.")
   chief_first = int(chief[1])
   if not is_chief(strat) and chief_first:
     record = record_path(shared_dir, chief_first)

@@ -11,7 +11,9 @@ Rules (docs/runs.md):
     a folder that also holds anything else is refused whole;
   * an unfinished run resumes when its configuration matches, compared on
     resolved paths and ignoring settings that cannot change the result; a run
-    that never committed an epoch does not block a corrected command.
+    that never committed an epoch does not block a corrected command. A run on
+    your own data whose content changed since (its `data_digest`) is refused
+    with a line of its own.
 """
 
 import dataclasses
@@ -29,13 +31,20 @@ LOCK_FILE = ".m2m_lock"
 MANIFEST_FILE = ".m2m_manifest.json"
 FLAGS_FILE = "flags.json"
 RESULTS_FILE = "results.json"
+# Post-hoc logit adjustment of a finished run (`m2m_tf.evaluate --posthoc_tau`): ours, so that it
+# does not make the folder foreign, and --overwrite drops it with the results it was made from.
+POSTHOC_FILE = "posthoc_la.json"
 OUR_ENTRIES = (FLAGS_FILE, RESULTS_FILE, "history.csv", "best_f.weights.h5", "best_state.json",
-               "saved_model", "tensorboard", CKPT_DIR, "g_erm", "backup", LOCK_FILE, MANIFEST_FILE)
+               "saved_model", "tensorboard", CKPT_DIR, "g_erm", "backup", LOCK_FILE, MANIFEST_FILE,
+               POSTHOC_FILE, "report.md", "figures")
 # Settings that cannot change a run's result: they never block a resume (--streaming reads the
 # same batches from disk; --noexport only skips the SavedModel).
 NOT_RESULT_FIELDS = frozenset({"overwrite", "verbose", "data_dir", "output_dir", "keep_epochs",
-                               "export", "streaming", "stop_after"})
+                               "export", "streaming", "stop_after", "test_every_epoch",
+                               "inter_op_threads"})
 PATH_FIELDS = frozenset({"g_checkpoint", "init_from"})
+# The content digest of your own data (m2m_tf.config.DataConfig.data_digest).
+DATA_DIGEST = "data_digest"
 
 
 def is_locked(output_dir: str) -> bool:
@@ -224,6 +233,12 @@ def plan_output_dir(output_dir: str, config_json: dict, overwrite: bool,
     return OutputPlan(output_dir, "restart", config_json, ours)  # no epoch committed
   previous = read_json(os.path.join(output_dir, FLAGS_FILE)) or {}
   diff = differences(previous)
+  if DATA_DIGEST in diff:
+    dataset = (config_json.get("data") or {}).get("dataset", config_json.get("dataset"))
+    raise OutputDirError(
+        f"{output_dir} holds an unfinished run ({committed[0][0]} epochs done) made from other "
+        f"data: the content of {dataset} changed since ({DATA_DIGEST} differs); restore the "
+        "file(s) it was made from to resume it, or pass --overwrite to start again.")
   if diff:
     raise OutputDirError(
         f"{output_dir} holds an unfinished run ({committed[0][0]} epochs done) with a different "

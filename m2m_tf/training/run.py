@@ -10,6 +10,7 @@ Used by `m2m_tf.main` (which turns absl flags into an `ExperimentConfig`) and by
   best_f.weights.h5 f at the epoch with the best validation bACC (+ best_state.json)
   saved_model/      that f as a SavedModel (`serve`: logits; text datasets also take raw
                     text with `serve_text`: docs/runs.md#serving-the-exported-model)
+  report.md         the run's report: headline numbers and figures/*.png (`m2m_tf.report`)
   results.json      metrics of the selected epoch, written last
   g_erm/            the ERM run that trained g, when M2m had no g_checkpoint
 
@@ -31,11 +32,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from data_prep import digest as digest_lib
 from data_prep import streamed
 from data_prep import user_data
 from data_prep import user_recipe
 from data_prep.registry import load_dataset
 from m2m_tf import losses as losses_lib
+from m2m_tf import report as report_lib
 from m2m_tf import serving
 from m2m_tf.data import pipeline
 from m2m_tf.data import streaming
@@ -49,6 +52,7 @@ from m2m_tf.recipes import G_SEED_OFFSET, Recipe
 from m2m_tf.run_records import flatten_record, record_path
 from m2m_tf.training import callbacks as cb
 from m2m_tf.training import checkpoint as ckpt_lib
+from m2m_tf.training import determinism
 from m2m_tf.training import output_dir as out_lib
 from m2m_tf.training import multi_worker as mw
 from m2m_tf.training import precision as precision_lib
@@ -97,14 +101,40 @@ def _translates(flat: dict) -> bool:
     return True  # an unknown method: compare everything
 
 
+def _uses_cb_weights(flat: dict) -> bool:
+  try:
+    method = get_method(flat.get("method"))
+  except ValueError:
+    return True  # an unknown method: compare everything
+  return "cb" in (method.class_weight, method.deferred_class_weight)
+
+
+# Leaves that can change a result only where their predicate holds for one of the two runs.
+CONDITIONAL_FIELDS = {
+    "cb_beta": _uses_cb_weights,
+    "la_tau": lambda flat: flat.get("loss") == "logit_adjusted",
+}
+
+
+def _by_content(diff: list, a: dict, b: dict) -> list:
+  """Your own data count by content once both records hold its `data_digest`: the path in
+  `dataset` then does not count (moved or renamed files resume). A record made before digests
+  has none: its path is compared, and no digest."""
+  if a.get("data_digest") and b.get("data_digest"):
+    return [k for k in diff if k != "dataset"]
+  return [k for k in diff if k != "data_digest"]
+
+
 def differences(previous: dict, current: dict) -> list:
   """The leaves in which two configuration records differ in a way that can change the result
-  (M2m's own leaves count only when one of the two runs translates)."""
+  (M2m's own leaves count only when one of the two runs translates, those of
+  CONDITIONAL_FIELDS only where one of the two runs reads them)."""
   a, b = comparable_config(previous), comparable_config(current)
-  diff = out_lib.config_differences(a, b, {})
+  diff = _by_content(out_lib.config_differences(a, b, {}), a, b)
   if not (_translates(a) or _translates(b)):
     diff = [k for k in diff if k not in M2M_ONLY_FIELDS]
-  return diff
+  return [k for k in diff if k not in CONDITIONAL_FIELDS
+          or CONDITIONAL_FIELDS[k](a) or CONDITIONAL_FIELDS[k](b)]
 
 
 def resolve_jit_compile(mode: str) -> bool:
@@ -169,10 +199,12 @@ def _class_weight(kind: Optional[str], counts: np.ndarray,
 
 
 def build_loss(cfg: ExperimentConfig, counts: np.ndarray):
-  """The per-example loss of the run, with its hyper-parameters from the configuration."""
+  """The per-example loss of the run, with its hyper-parameters from the configuration
+  (balanced_softmax has none: it is logit_adjusted with tau fixed at 1)."""
   t = cfg.training
   hparams = {"ce": {}, "focal": {"gamma": t.focal_gamma},
-             "ldam": {"max_margin": t.ldam_max_margin, "scale": t.ldam_scale}}[t.loss]
+             "ldam": {"max_margin": t.ldam_max_margin, "scale": t.ldam_scale},
+             "logit_adjusted": {"tau": t.la_tau}, "balanced_softmax": {}}[t.loss]
   return losses_lib.make_loss(t.loss, counts, **hparams)
 
 
@@ -312,7 +344,7 @@ def build_callbacks(cfg: ExperimentConfig, data, steps: int):
   counts = data.class_counts
   evaluation = cb.BalancedEvaluation(
       {"val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}, counts,
-      batch_size=s.eval_batch_size, select_on="val")
+      batch_size=s.eval_batch_size, select_on="val", every_epoch=s.test_every_epoch)
   checkpoint = ckpt_lib.RunCheckpoint(cfg.output_dir, evaluation,
                                       keep_epochs=cfg.runtime.keep_epochs)
   callbacks = [
@@ -366,6 +398,9 @@ def check_branch(source: dict, cfg: ExperimentConfig) -> None:
   diff = [k for k in differences(source, cfg.to_json()) if k not in PHASE2_FIELDS]
   init_from, init_epoch = cfg.runtime.init_from, cfg.runtime.init_epoch
   src = comparable_config(source)
+  if "cb" not in (get_method(src["method"]).class_weight,
+                   get_method(cfg.training.method).class_weight):
+    diff = [k for k in diff if k != "cb_beta"]  # CB weights act in phase 2 only (DRW), or never
   if "momentum_form" in diff and steady_lr_at(src, init_epoch):
     diff.remove("momentum_form")
   if diff:
@@ -442,11 +477,15 @@ def _train_dataset(cfg: ExperimentConfig, data, x_train, y_train, first: int,
   return pipeline.train_dataset(x_train, y_train, **kwargs)
 
 
-def _config_print(cfg: ExperimentConfig) -> int:
-  """A checksum of what must agree between the workers of a run (not folders, paths, verbosity)."""
-  skip = out_lib.NOT_RESULT_FIELDS | out_lib.PATH_FIELDS
-  return mw.fingerprint({k: v for k, v in comparable_config(cfg.to_json()).items()
-                         if k not in skip})
+def _worker_prints(cfg: ExperimentConfig, data, g_path: Optional[str]) -> dict:
+  """What must agree between the workers of a run (`mw.worker_prints`): the configuration
+  without folders, paths and verbosity (your own data's path neither: its digest counts), the
+  data's content digest and g's files' sha256."""
+  skip = out_lib.NOT_RESULT_FIELDS | out_lib.PATH_FIELDS | {"data_digest"}
+  if cfg.data.data_digest:
+    skip |= {"dataset"}
+  config = {k: v for k, v in comparable_config(cfg.to_json()).items() if k not in skip}
+  return mw.worker_prints(config, cfg.data.data_digest or digest_lib.data_digest(data), g_path)
 
 
 def _train(cfg: ExperimentConfig, data, trainer, x_train, y_train, first: int, last: int,
@@ -475,11 +514,12 @@ def stop_epoch(cfg: ExperimentConfig) -> int:
 
 
 def fit(cfg: ExperimentConfig, data, trainer, x_train, y_train,
-        shared_dir: Optional[str] = None) -> Tuple[object, object]:
+        shared_dir: Optional[str] = None, g_path: Optional[str] = None) -> Tuple[object, object]:
   """Runs (or resumes) training; returns the `BalancedEvaluation` and the `RunCheckpoint`.
 
   `shared_dir`: where the chief of a multi-worker run commits (default `cfg.output_dir`); the
-  other workers start from its newest commit.
+  other workers start from its newest commit. `g_path`: g's file(s), whose sha256 the workers
+  compare.
   """
   s = cfg.schedule
   steps = pipeline.steps_per_epoch(len(x_train), s.batch_size, len(data.x_train))
@@ -487,7 +527,7 @@ def fit(cfg: ExperimentConfig, data, trainer, x_train, y_train,
   first = start_epoch(cfg, trainer, checkpoint)
   if mw.is_multi_worker(trainer.distribute_strategy):
     first = mw.follow_chief(trainer, checkpoint, first, shared_dir or cfg.output_dir,
-                            _config_print(cfg))
+                            _worker_prints(cfg, data, g_path))
   last = stop_epoch(cfg)
   if first < last:
     say(cfg, f"training {_describe(cfg)}, epochs {first + 1}-{last} in {cfg.output_dir}")
@@ -497,11 +537,20 @@ def fit(cfg: ExperimentConfig, data, trainer, x_train, y_train,
   return evaluation, checkpoint
 
 
+def _loss_record(loss_fn) -> dict:
+  """The trained loss's hyper-parameters for results.json (N_k is recorded on its own); an
+  alias names the loss it is (balanced_softmax: logit_adjusted, tau 1)."""
+  hparams = {k: v for k, v in getattr(loss_fn, "hparams", {}).items() if k != "class_counts"}
+  alias = losses_lib.LOSS_ALIASES.get(getattr(loss_fn, "name", None))
+  return dict(hparams, alias_of=alias[0]) if alias else hparams
+
+
 def _results(cfg: ExperimentConfig, data, trainer, evaluation, checkpoint, t0) -> dict:
   best, t = evaluation.best_summaries, cfg.training
   return {
       "dataset": cfg.data.dataset, "data_label": data.label, "method": t.method,
       "rebalancing": "none" if t.method == "erm" else t.method, "loss": t.loss,
+      "loss_hparams": _loss_record(trainer.loss_fn),
       "seed": cfg.seed, "output_dir": cfg.output_dir, "best_epoch": evaluation.best_epoch,
       "test_bacc": best["test"]["bacc"], "test_gm": best["test"]["gm"],
       "val_bacc": best["val"]["bacc"], "val_gm": best["val"]["gm"],
@@ -520,8 +569,24 @@ def _results(cfg: ExperimentConfig, data, trainer, evaluation, checkpoint, t0) -
   }
 
 
+def write_report(cfg: ExperimentConfig, data, trainer, results: dict) -> None:
+  """The run's report (figures/, report.md: `m2m_tf.report`) with f at its best weights.
+
+  Drawn before results.json, so a run killed before its end gets it when it ends. A failure to
+  draw is a warning, not a lost run: `python -m m2m_tf.report` draws it again.
+  """
+  if not mw.is_chief(trainer.distribute_strategy):
+    return  # the other workers' folders are private and deleted
+  try:
+    report_lib.write_report(cfg.output_dir, results, report_lib.grid_models(trainer, data))
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning("%s: no report (%s: %s); run python -m m2m_tf.report %s", cfg.output_dir,
+                    type(e).__name__, e, cfg.output_dir, exc_info=True)
+
+
 def export_and_report(cfg: ExperimentConfig, data, trainer, evaluation, checkpoint, t0) -> dict:
-  """Exports the best f, writes results.json (the run's last file), then drops the checkpoints."""
+  """Exports the best f, writes the report, then results.json (the run's last file), then drops
+  the checkpoints."""
   f = trainer.f
   f.set_weights(evaluation.best_weights)
   export_dir = os.path.join(cfg.output_dir, "saved_model")
@@ -532,6 +597,7 @@ def export_and_report(cfg: ExperimentConfig, data, trainer, evaluation, checkpoi
   results = _results(cfg, data, trainer, evaluation, checkpoint, t0)
   for w in results["warnings"]:
     logging.warning("%s: %s", cfg.output_dir, w)
+  write_report(cfg, data, trainer, results)
   atomic_write_json(os.path.join(cfg.output_dir, RESULTS_FILE), results)
   checkpoint.finalize()
   return results
@@ -584,6 +650,8 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
     checkpoints, divergence); anything else is a bug.
   """
   t0 = time.time()
+  # Before TensorFlow's first op, as the cluster below: how many ops may run at once.
+  determinism.limit_inter_op_threads(config.runtime.inter_op_threads)
   # A multi-worker strategy must exist before TensorFlow's first op (it configures the process's
   # collectives): made first, so a missing cluster is also one line before any work.
   strategy = _cluster(config)
@@ -591,6 +659,7 @@ def run_experiment(config: ExperimentConfig, data=None) -> dict:
     # Your own data: the recipe is suggested from the data, so they are read first.
     data = data if data is not None else load_data(config)
     cfg = config.resolved(suggested_recipe(data, config.schedule.epochs))
+    cfg = cfg.replace(data_digest=digest_lib.data_digest(data))  # its content, in flags.json
   else:
     cfg = config.resolved()
   validate_config(cfg)
@@ -614,7 +683,7 @@ def _run_in(shared: ExperimentConfig, cfg: ExperimentConfig, data, t0: float) ->
     g_path = _obtain_g(shared, data)  # g's run is in the shared folder, as --output_dir/g_erm
     x_train, y_train = _training_set(cfg, data)
     trainer = build_trainer(cfg, data, g_path, x_train, y_train)
-    evaluation, checkpoint = fit(cfg, data, trainer, x_train, y_train, shared.output_dir)
+    evaluation, checkpoint = fit(cfg, data, trainer, x_train, y_train, shared.output_dir, g_path)
     if stop_epoch(cfg) < cfg.schedule.epochs:  # --stop_after: unfinished, no results.json
       done = len(checkpoint.epoch_seconds)
       say(cfg, f"stopped after {done} of {cfg.schedule.epochs} epochs (--stop_after)")

@@ -122,6 +122,12 @@ class M2mTrainer(keras.Model):
       out += [self.m2m_trackers[k] for k in M2M_STATS]
     return out
 
+  def fit(self, *args, shuffle=False, **kwargs):
+    """`keras.Model.fit`, with `shuffle` False by default: the training stream
+    (`m2m_tf.data.train_dataset`) is already shuffled per epoch, and Keras warns when asked
+    to shuffle a `tf.data.Dataset`."""
+    return super().fit(*args, shuffle=shuffle, **kwargs)
+
   def call(self, x, training=False):
     return self.f(x, training=training)
 
@@ -211,7 +217,21 @@ class M2mTrainer(keras.Model):
     # The replica's loss is its share of the global mean: times R, the loss of its batch.
     self.loss_tracker.update_state(loss * tf.distribute.get_strategy().num_replicas_in_sync)
     self.acc_tracker.update_state(y, logits)
-    return {m.name: m.result() for m in self.metrics}
+    return self.step_logs()
+
+  def step_logs(self):
+    """The running metrics as one replica reports them after a step (the progress bar's logs).
+
+    `fit` and `fit_distributed` show the mean of the replicas' step logs. Every replica's M2m
+    counters hold 1/R of the global batch's counts (`m2m_batch`), so they are reported times
+    R: the mean is then the global count, which the epoch logs (the counters summed over the
+    replicas) also give.
+    """
+    logs = {m.name: m.result() for m in self.metrics}
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if self.m2m_config is not None and replicas > 1:
+      logs.update({k: logs[k] * replicas for k in M2M_STATS})
+    return logs
 
   def test_step(self, data):
     x, y = data[0], data[1]
