@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from benchmarks import timing
-from launch.markdown import markdown_table
+from m2m_tf.markdown import markdown_table
 from m2m_tf import machine
 
 # Class counts of the benchmark workloads.

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from benchmarks import report as report_lib
-from launch.markdown import markdown_table
+from m2m_tf.markdown import markdown_table
 
 PROG = "python -m benchmarks.multiworker"
 METHODS = ("erm", "m2m")

@@ -34,7 +34,7 @@ from data_prep import splits
 from data_prep import tfrecord_dir
 from data_prep import user_data
 from data_prep import user_splits
-from m2m_tf.errors import DataError
+from data_prep.errors import DataError
 
 SPOOL_VERSION = "tfrecord-spool-v1"
 

@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from data_prep import user_recipe
-from m2m_tf.errors import DataError
+from data_prep.errors import DataError
 
 META_FILE = "m2m_tfrecord.json"
 FORMAT = "m2m_tf.tfrecord_dir"

@@ -43,7 +43,7 @@ import numpy as np
 
 from data_prep import splits
 from data_prep import user_splits
-from m2m_tf.errors import ConfigError, DataError
+from data_prep.errors import ConfigError, DataError
 
 SOURCE_KINDS = ("csv", "folder", "npz", "tfds", "tfrecord")
 _COMMON = ("val_fraction", "test_fraction", "split_seed", "imbalance_ratio",

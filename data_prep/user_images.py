@@ -23,7 +23,7 @@ import numpy as np
 
 from data_prep import cache as cache_lib
 from data_prep import user_sources
-from m2m_tf.errors import DataError
+from data_prep.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}

@@ -16,7 +16,7 @@ from absl import logging
 import numpy as np
 
 from data_prep import paths
-from m2m_tf.errors import DataError
+from data_prep.errors import DataError
 
 PathLike = Union[str, os.PathLike]
 

@@ -15,7 +15,7 @@ from absl import logging
 import numpy as np
 
 from data_prep import splits
-from m2m_tf.errors import DataError
+from data_prep.errors import DataError
 
 SPLITS = ("train", "val", "test")
 IMBALANCE_PROFILES = ("exp", "step")

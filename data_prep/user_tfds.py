@@ -22,7 +22,7 @@ from data_prep import cache as cache_lib
 from data_prep import tfds_images
 from data_prep import user_images
 from data_prep import user_sources
-from m2m_tf.errors import DataError
+from data_prep.errors import DataError
 
 TFDS_VERSION = "user-tfds-v1"
 

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional
 import pandas as pd
 
 from launch import tables
-from launch.markdown import markdown_table
+from m2m_tf.markdown import markdown_table
 from m2m_tf.recipes import get_recipe
 
 BUDGET_SIZE = 18

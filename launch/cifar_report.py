@@ -39,7 +39,7 @@ from launch import cifar_full
 from launch import cifar_verdicts
 from launch import selection_ties
 from launch import tables
-from launch.markdown import markdown_table
+from m2m_tf.markdown import markdown_table
 from m2m_tf import plots
 from m2m_tf.io_utils import atomic_write_text, read_json
 from m2m_tf import run_records as ckpt_lib

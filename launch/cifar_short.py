@@ -18,7 +18,7 @@ import platform
 import sys
 from typing import Optional, Sequence
 
-from launch.markdown import markdown_table
+from m2m_tf.markdown import markdown_table
 from m2m_tf.io_utils import atomic_write_json, atomic_write_text
 
 DATA_LABEL = "JPEG substitute (CIFAR-10 re-encoded as JPEG; PROVENANCE §3)"

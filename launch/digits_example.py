@@ -26,7 +26,7 @@ from absl import flags
 import numpy as np
 import pandas as pd
 
-from launch.markdown import markdown_table
+from m2m_tf.markdown import markdown_table
 from m2m_tf.io_utils import atomic_write_text, read_json
 from m2m_tf.run_records import flatten_record
 

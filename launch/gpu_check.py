@@ -31,7 +31,7 @@ import numpy as np
 from benchmarks import bench
 from launch import cifar_short
 from launch.cifar_short import fmt
-from launch.markdown import markdown_table
+from m2m_tf.markdown import markdown_table
 from m2m_tf.io_utils import atomic_write_json, atomic_write_text
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

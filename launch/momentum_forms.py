@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from launch import tables
-from launch.markdown import markdown_table
+from m2m_tf.markdown import markdown_table
 from m2m_tf.io_utils import atomic_write_text
 
 FORMS = ("keras", "pytorch")

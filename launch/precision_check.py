@@ -21,7 +21,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from launch import cifar_short
-from launch.markdown import markdown_table
+from m2m_tf.markdown import markdown_table
 from m2m_tf.config import PRECISIONS
 from m2m_tf.io_utils import atomic_write_json, atomic_write_text, read_json
 

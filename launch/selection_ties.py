@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from launch.markdown import markdown_table
+from m2m_tf.markdown import markdown_table
 from m2m_tf.io_utils import atomic_write_text
 
 SUFFIX = "_history.csv"

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from launch.markdown import markdown_table
+from m2m_tf.markdown import markdown_table
 from m2m_tf import logit_adjustment as la
 from m2m_tf.io_utils import atomic_write_json, atomic_write_text, read_json
 from m2m_tf.run_records import flatten_record

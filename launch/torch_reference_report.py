@@ -128,7 +128,7 @@ TF_PHASE1 = "results/cifar10_jpeg_lt_full/erm_phase1_s0/history.csv"
 def report(runs_dir, results_dir, tf_table="results/cifar10_jpeg_lt.csv",
            tf_phase1=TF_PHASE1, recipe: tr.Recipe = tr.Recipe()) -> pathlib.Path:
   """Writes torch_reference_cifar10_jpeg_lt.{csv,md} under `results_dir` from the runs."""
-  from launch.markdown import markdown_table  # pylint: disable=g-import-not-at-top
+  from m2m_tf.markdown import markdown_table  # pylint: disable=g-import-not-at-top
   import pandas as pd  # pylint: disable=g-import-not-at-top
   runs_dir = pathlib.Path(runs_dir)
   names = sorted(p.parent.name for p in runs_dir.glob("*/history.csv")
@@ -168,7 +168,7 @@ def _from_tf_section(folder: pathlib.Path, tf_rows: Dict[str, Dict],
   """The rows branched in PyTorch from m2m_tf's own phase-1 state (`import_tf`), beside
   m2m_tf's rows: the same weights and momentum after epoch 160, then each framework's
   epochs 161-200 (their data order and kernels differ)."""
-  from launch.markdown import markdown_table  # pylint: disable=g-import-not-at-top
+  from m2m_tf.markdown import markdown_table  # pylint: disable=g-import-not-at-top
   runs = [m for m in tr.ROWS if (folder / f"{m}_s0" / "history.csv").exists()]
   if not runs:
     return []
@@ -200,7 +200,7 @@ TRAJECTORY_EPOCHS = (161, 162, 163, 165, 170, 180, 190, 200)
 def _trajectories(folder: pathlib.Path, methods: Sequence[str], tf_root,
                   recipe: tr.Recipe) -> List[str]:
   """A table of both sides' validation bACC at `TRAJECTORY_EPOCHS` for each branched row."""
-  from launch.markdown import markdown_table  # pylint: disable=g-import-not-at-top
+  from m2m_tf.markdown import markdown_table  # pylint: disable=g-import-not-at-top
   import pandas as pd  # pylint: disable=g-import-not-at-top
   epochs = [e for e in TRAJECTORY_EPOCHS if recipe.deferral < e <= recipe.epochs]
   lines = []

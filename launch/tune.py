@@ -22,7 +22,7 @@ from launch import budgets
 from launch import runner
 from launch import store
 from launch import tables
-from launch.markdown import markdown_table
+from m2m_tf.markdown import markdown_table
 from m2m_tf.cli import run_absl
 
 FLAGS = flags.FLAGS

@@ -6,16 +6,11 @@ friends keep working.
 """
 
 
-class M2mError(Exception):
-  """Base class of the errors `m2m_tf.main` reports in one line, without a traceback."""
+# The base class and the two errors data preparation raises live with it (the bottom floor).
+from data_prep.errors import ConfigError, DataError, M2mError
 
-
-class ConfigError(M2mError, ValueError):
-  """A configuration value (flag or `ExperimentConfig` field) is invalid."""
-
-
-class DataError(M2mError, ValueError):
-  """The data could not be used as given (malformed file, unknown label, mismatched shapes)."""
+__all__ = ["CheckpointError", "ClusterError", "ConfigError", "DataError", "DivergenceError",
+           "M2mError", "OutputDirError"]
 
 
 class OutputDirError(M2mError, FileExistsError):

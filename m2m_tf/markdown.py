@@ -1,4 +1,4 @@
-"""The one Markdown table writer of the generated results (launch/ and benchmarks/).
+"""The one Markdown table writer of the generated results (launch/, benchmarks/, run reports).
 
 pandas' `DataFrame.to_markdown` would need the `tabulate` package, which is not a
 dependency; the tables here are plain pipe tables, so a few lines do.
