@@ -130,6 +130,8 @@ def verdict_lines(y, preds: Dict[str, np.ndarray], stale: Sequence[str], num_cla
            f"{N_RESAMPLES} resamples; one training seed, so another seed's spread is not in the "
            "interval):", ""]
   for a, b in VERDICTS:
+    if a not in labels or b not in labels:  # a row this table does not have
+      continue
     name = f"- {labels[a]} - {labels[b]}: "
     missing = [s for s in (a, b) if s not in preds]
     if missing:

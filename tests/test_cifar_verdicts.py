@@ -148,6 +148,11 @@ class StoredPredictionsTest(absltest.TestCase):
     self.assertIn("- LDAM-M2m - LDAM-DRW: n/a (LDAM-M2m not finished, LDAM-DRW predictions "
                   "stale)", text)
     self.assertIn("Stale predictions", text)
+    self.assertNotIn("per-sample", text)  # rows the labels do not name are left out
+    ablation = cv.verdict_lines(self.y, dict(self.preds, m2m_per_sample=self.preds["m2m"]), [],
+                                K, dict(labels, m2m_per_sample="per-sample"))
+    self.assertIn("- ERM-M2m - per-sample: +0.0 points [+0.0, +0.0]: unresolved",
+                  "\n".join(ablation))
     reverse = dict(self.preds, m2m=self.preds["erm"], erm=self.preds["m2m"])
     self.assertRegex("\n".join(cv.verdict_lines(self.y, reverse, [], K, labels)),
                      r"ERM-M2m - ERM: -40\.0 points \[-\d+\.\d, -\d+\.\d\]: fails")
