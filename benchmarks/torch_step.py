@@ -52,6 +52,6 @@ class TorchTimed(timing.TimedSteps):
       loss.backward()
       self.optimizer.step()
     dt = (time.perf_counter() - t0) / repeat
-    if not math.isfinite(float(loss)):
-      raise FloatingPointError(f"{self.cfg.name}: non-finite loss {float(loss)}.")
+    if not math.isfinite(loss.item()):
+      raise FloatingPointError(f"{self.cfg.name}: non-finite loss {loss.item()}.")
     return dt

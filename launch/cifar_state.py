@@ -76,6 +76,13 @@ def plan_git(stages) -> Tuple[List[str], List[str]]:
   return add, drop
 
 
+def _ignored(paths: List[str]) -> Set[str]:
+  """The paths that .gitignore excludes (the run lock, TensorBoard logs)."""
+  proc = subprocess.run(["git", "check-ignore", "--no-index", "--stdin", "-z"],
+                        input="\0".join(paths), capture_output=True, text=True)
+  return {p for p in proc.stdout.split("\0") if p}
+
+
 def _git(args: List[str]) -> None:
   if FLAGS.dry_run:
     print("git " + " ".join(args[:3]) + (f" ... ({len(args) - 3} more)" if len(args) > 3 else ""))
@@ -88,6 +95,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   add, drop = plan_git(cifar_full.PLAN)
+  ignored = _ignored(add)
+  add = [p for p in add if p not in ignored]
   tracked = subprocess.run(["git", "ls-files", "-z", "--", FLAGS.root], capture_output=True,
                            text=True, check=True).stdout.split("\0")
   stale = sorted(p for p in tracked if p and "/ckpt/" in p and p not in set(add))
