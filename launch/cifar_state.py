@@ -46,13 +46,14 @@ def _rows_pending(stage: cifar_full.Stage) -> bool:
 def kept_checkpoints(stage: cifar_full.Stage) -> Set[str]:
   """The `ckpt/` files of `stage` that the repository keeps (module docstring)."""
   ckpt_dir = os.path.join(stage.run_dir, CKPT_DIR)
-  if not os.path.isdir(ckpt_dir) or cifar_full.progress(stage)["results"]:
+  prog = cifar_full.progress(stage) if os.path.isdir(ckpt_dir) else {"results": True}
+  if prog["results"]:
     return set()
   kept = set()
   branch = record_path(stage.run_dir, cifar_full.BRANCH_EPOCH)
   if stage.phase1_of and _rows_pending(stage) and os.path.exists(branch):
     kept |= _record_files(branch)
-  if not cifar_full.progress(stage)["done"]:
+  if not prog["done"]:
     state = ckpt_lib.latest_state(ckpt_dir)  # verified: hashes and shapes
     if state is not None:
       kept |= _record_files(state.record_path)
