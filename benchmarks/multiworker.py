@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from benchmarks import report as report_lib
+from launch import step_timing
 from m2m_tf.markdown import markdown_table
 
 PROG = "python -m benchmarks.multiworker"
@@ -53,12 +54,11 @@ def _time_steps(step, iterator, *, warmup: int, samples: int, repeat: int) -> Li
 
 def _time_method(strategy, w, method: str, x, y, args) -> Dict[str, float]:
   """Builds the workload's trainer in the strategy's scope and times its distributed step."""
-  from benchmarks import bench  # pylint: disable=g-import-not-at-top
-  from m2m_tf.data import pipeline  # pylint: disable=g-import-not-at-top
-  from m2m_tf.training import multi_worker as mw  # pylint: disable=g-import-not-at-top
-  cfg = bench.StepConfig(method, False, 8 if method == "m2m" else 0)
+  from m2m_tf.data import pipeline  # lazy: TensorFlow; keeps --help fast
+  from m2m_tf.training import multi_worker as mw  # lazy: TensorFlow; keeps --help fast
+  cfg = step_timing.StepConfig(method, False, 8 if method == "m2m" else 0)
   with strategy.scope():
-    trainer = bench.build_trainer(w, cfg, args.seed)
+    trainer = step_timing.build_trainer(w, cfg, args.seed)
   dataset = mw.distribute(strategy, lambda ctx: pipeline.train_dataset(
       x, y, num_classes=len(w.class_counts), batch_size=w.batch_size, seed=args.seed,
       epochs=1000, balanced_from_epoch=0, augment=w.augment, input_context=ctx), w.batch_size)
@@ -70,12 +70,11 @@ def _time_method(strategy, w, method: str, x, y, args) -> Dict[str, float]:
 def worker_main(args: argparse.Namespace) -> None:
   """One worker of a benchmark cluster (its TF_CONFIG set by `run_cluster`); the chief prints
   its timings as one `RESULT {json}` line."""
-  from benchmarks import bench  # pylint: disable=g-import-not-at-top
-  from m2m_tf.training import multi_worker as mw  # pylint: disable=g-import-not-at-top
+  from m2m_tf.training import multi_worker as mw  # lazy: TensorFlow; keeps --help fast
   strategy = mw.cluster_strategy()  # first: before TensorFlow's first op
-  w = bench.WORKLOADS[args.which]
-  w = bench.quick_workload(w) if args.quick else w
-  x, y = bench.synthetic_arrays(w, args.seed)
+  w = step_timing.WORKLOADS[args.which]
+  w = step_timing.quick_workload(w) if args.quick else w
+  x, y = step_timing.synthetic_arrays(w, args.seed)
   rows = [_time_method(strategy, w, m, x, y, args) for m in args.methods]
   if mw.is_chief(strategy):
     print("RESULT " + json.dumps({"workers": strategy.num_replicas_in_sync, "rows": rows,
@@ -91,7 +90,7 @@ def _worker_argv(args: argparse.Namespace) -> List[str]:
 
 def run_cluster(n: int, args: argparse.Namespace, log_dir: str) -> dict:
   """Runs a local cluster of `n` benchmark workers; returns the chief's RESULT."""
-  from m2m_tf.training import multi_worker as mw  # pylint: disable=g-import-not-at-top
+  from m2m_tf.training import multi_worker as mw  # lazy: TensorFlow; keeps --help fast
   ports = mw.free_local_ports(n)
   procs, logs = [], []
   try:

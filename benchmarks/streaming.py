@@ -42,6 +42,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from benchmarks import report as report_lib
+from data_prep import registry, splits, streamed, tfrecord_dir
+from launch import step_timing
 from m2m_tf import machine
 
 PROG = "python -m benchmarks.streaming"
@@ -65,7 +67,6 @@ def rss_mb() -> Dict[str, float]:
 def long_tail_counts(num_classes: int, ratio: float, total: int) -> np.ndarray:
   """Exponential long-tail counts int(n_max * ratio^(-k/(K-1))) (CIFAR-LT's rule), with
   the n_max whose total is closest to `total`."""
-  from data_prep import splits  # pylint: disable=g-import-not-at-top
   best = None
   for n_max in range(1, 100000):
     counts = splits.long_tail_counts(n_max, num_classes, ratio)
@@ -80,7 +81,6 @@ def write_synthetic(directory: str, counts: np.ndarray, side: int, seed: int = 0
                     chunk: int = 512) -> dict:
   """Writes a TFRecord directory of random uint8 images with `counts` per class, in a random
   class order; returns what was written (examples, bytes, seconds)."""
-  from data_prep import tfrecord_dir  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   labels = rng.permutation(np.repeat(np.arange(len(counts)), counts))
   bank = rng.integers(0, 256, (chunk, side, side, 3), np.uint8)  # pixels do not matter here
@@ -110,8 +110,7 @@ def stratified_rows(labels: np.ndarray, fraction: float) -> np.ndarray:
 
 def _read_subset(tdir, fraction: float, chunk: int = 1024):
   """(x, y) of `stratified_rows` of a TFRecord directory's training split, in memory."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from data_prep import tfrecord_dir  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: keeps --help fast
   index = tdir.indexes["train"]
   rows = stratified_rows(index.labels, fraction)
   x = np.zeros((len(rows),) + tdir.image_shape, np.uint8)
@@ -138,7 +137,6 @@ def _time_stream(ds, n_batches: int, warmup: int = 3) -> dict:
 
 def _load_for_input(spec: dict):
   """(labels, num_classes, loader) of an input child: what the path holds in memory."""
-  from data_prep import registry, streamed, tfrecord_dir  # pylint: disable=g-import-not-at-top
   if spec["source"] == "dataset":  # a whole dataset as a run loads it
     data = (streamed.load_streamed(spec["dataset"]) if spec["path"] == "stream" else
             registry.load_dataset(spec["dataset"]))
@@ -152,8 +150,8 @@ def _load_for_input(spec: dict):
 
 def input_child(spec: dict) -> dict:
   """Loads one path's data, iterates its balanced augmented stream; rate and RSS."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from m2m_tf.data import pipeline, streaming  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: keeps --help fast
+  from m2m_tf.data import pipeline, streaming  # lazy: TensorFlow; keeps --help fast
   tf.constant(0)  # TensorFlow's runtime started: the baseline
   base = rss_mb()
   t0 = time.perf_counter()
@@ -174,14 +172,15 @@ def input_child(spec: dict) -> dict:
 
 
 def step_child(spec: dict) -> dict:
-  """Images/s of the compiled ERM train step of one architecture (`bench.time_steps`)."""
-  from benchmarks import bench  # pylint: disable=g-import-not-at-top
+  """Images/s of the compiled ERM train step of one architecture (`step_timing.time_steps`)."""
   counts = tuple(int(c) for c in spec["class_counts"])
-  w = bench.Workload(spec["arch"], spec["arch"], spec["arch"], tuple(spec["input_shape"]),
-                     counts, spec["batch_size"], 0.1, 1e-4, True)
-  (row,) = bench.time_steps(w, [bench.StepConfig("erm", False)], warmup=spec["warmup"],
-                            steps=spec["steps"], slow_steps=spec["steps"], seed=0,
-                            min_sample_s=0.0, log=lambda _: None)
+  w = step_timing.Workload(spec["arch"], spec["arch"], spec["arch"],
+                           tuple(spec["input_shape"]), counts, spec["batch_size"], 0.1, 1e-4,
+                           True)
+  (row,) = step_timing.time_steps(w, [step_timing.StepConfig("erm", False)],
+                                  warmup=spec["warmup"], steps=spec["steps"],
+                                  slow_steps=spec["steps"], seed=0, min_sample_s=0.0,
+                                  log=lambda _: None)
   return {"median_step_s": row["median_step_s"], "step_times_s": row["step_times_s"],
           "images_per_s": row["samples_per_s"], "first_call_s": row["first_call_s"],
           **rss_mb()}
@@ -211,7 +210,6 @@ def _log(text: str) -> None:
 
 def cifar(args, work: str) -> dict:
   """CIFAR-10-LT (JPEG substitute): memory vs stream, whole dataset as a run loads it."""
-  from data_prep import registry, tfrecord_dir  # pylint: disable=g-import-not-at-top
   out = os.path.join(work, "cifar10_jpeg_lt")
   tfrecord_dir.write_splits(out, registry.load_dataset("cifar10_jpeg_lt", args.data_dir))
   rows = {}

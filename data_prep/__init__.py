@@ -1,11 +1,6 @@
-"""Raw data files -> verified, cached `DatasetSplits` arrays.
-
-Knows nothing of training. Entry point: `load_dataset(name, data_dir,
-**options)`; raw files are found by `resolve_data_dir` (--data_dir,
-$M2M_DATA_DIR, or ../shared/data). Nothing is read at import time.
-
-The names below are imported lazily (PEP 562), so that
-`python -m data_prep.download` runs without importing the builders first.
+"""Raw data files -> verified, cached `DatasetSplits` arrays; knows nothing of training. Entry
+point: `load_dataset(name, data_dir, **options)`. Names are imported lazily (PEP 562), so
+`python -m data_prep.download` runs without importing the builders.
 """
 
 import importlib
@@ -14,7 +9,10 @@ _EXPORTS = {
     "DataNotFoundError": "data_prep.paths",
     "resolve_data_dir": "data_prep.paths",
     "DATASETS": "data_prep.registry",
+    "DatasetSpec": "data_prep.registry",
+    "Recipe": "data_prep.recipes",
     "available_datasets": "data_prep.registry",
+    "get_recipe": "data_prep.registry",
     "load_dataset": "data_prep.registry",
     "register_dataset": "data_prep.registry",
     "DatasetSplits": "data_prep.splits",

@@ -1,15 +1,6 @@
-"""A deterministic on-disk cache of built dataset arrays (.npz).
-
-The cache key is the sha256 of a canonical JSON record of: the builder name, a
-builder version string (bump it whenever the builder's output changes), the
-sha256 of every raw input file, and the builder's options. Beside the arrays,
-the same .npz holds a manifest: the sha256, dtype and shape of every array.
-A hit is returned only when every array matches its manifest entry, so a file
-that was edited, shuffled or half-copied is never used silently. Files are
-written atomically (a temporary file in the cache folder, then `os.replace`),
-and a cache file that cannot be read or fails a check (truncated, corrupt,
-wrong key, no manifest, missing or changed arrays) is rebuilt and overwritten
-with a warning.
+"""A deterministic on-disk cache of built dataset arrays (.npz), keyed by builder, version, raw
+files' sha256 and options, with a manifest of every array's digest; a file failing any check is
+rebuilt with a warning (docs/data.md#where-the-files-live).
 """
 
 import hashlib
@@ -17,11 +8,12 @@ import json
 import logging
 import os
 import pathlib
-import tempfile
 import zipfile
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
+
+from data_prep import atomic
 
 CACHE_DIR_ENV = "M2M_CACHE_DIR"
 _KEY_ARRAY = "__cache_key__"
@@ -32,10 +24,7 @@ _log = logging.getLogger(__name__)
 
 def resolve_cache_dir(cache_dir: Optional[Union[str, os.PathLike]] = None
                      ) -> pathlib.Path:
-  """The cache folder: the argument, else $M2M_CACHE_DIR, else ~/.cache/m2m_tf.
-
-  The folder is not created here (only when something is written).
-  """
+  """The cache folder: the argument, else $M2M_CACHE_DIR, else ~/.cache/m2m_tf (not created)."""
   if cache_dir:
     return pathlib.Path(cache_dir).expanduser()
   env = os.environ.get(CACHE_DIR_ENV)
@@ -69,32 +58,15 @@ def cache_path(cache_dir: Union[str, os.PathLike], builder: str,
 
 def save_npz_atomic(path: Union[str, os.PathLike],
                     arrays: Mapping[str, np.ndarray]) -> None:
-  """Writes `arrays` to `path` (.npz, no pickles): temp file + os.replace."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp",
-                                  dir=path.parent)
-  try:
-    with os.fdopen(fd, "wb") as f:
+  """Writes `arrays` to `path` (.npz, no pickles) atomically (`data_prep.atomic`)."""
+  def write(tmp):
+    with open(tmp, "wb") as f:
       np.savez(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp_name, 0o644)  # mkstemp creates 0600
-    os.replace(tmp_name, path)
-  finally:
-    if os.path.exists(tmp_name):
-      os.remove(tmp_name)
+  atomic.atomic_save(write, str(path))
 
 
 def array_digest(array: np.ndarray) -> str:
-  """Hex sha256 of an array's dtype, shape and C-order bytes.
-
-  Args:
-    array: any array without object dtype.
-
-  Returns:
-    The digest; equal for equal (dtype, shape, values).
-  """
+  """Hex sha256 of an array's dtype, shape and C-order bytes (no object dtype)."""
   array = np.ascontiguousarray(array)
   h = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode("utf-8"))
   # A flat uint8 view hashes the buffer without copying it (large image arrays).
@@ -111,15 +83,8 @@ def manifest(arrays: Mapping[str, np.ndarray]) -> Dict[str, dict]:
 
 def check_manifest(arrays: Mapping[str, np.ndarray],
                    entries: Mapping[str, dict]) -> Optional[str]:
-  """Why `arrays` do not match their manifest `entries`, or None if they do.
-
-  Args:
-    arrays: the arrays read from a cache file (without the bookkeeping keys).
-    entries: the stored manifest (see `manifest`).
-
-  Returns:
-    A short reason (the first problem found), or None.
-  """
+  """The first reason why `arrays` (read from a cache file) do not match their manifest
+  `entries`, or None if they do."""
   missing = sorted(set(entries) - set(arrays))
   if missing:
     return f"lacks array(s) {missing}"
@@ -186,7 +151,6 @@ def cached_arrays(builder: str, version: str,
     cache_dir: see `resolve_cache_dir`.
     use_cache: False builds without reading or writing the cache.
     required: array names a valid entry must contain (else it is rebuilt).
-
   Returns:
     name -> ndarray.
   """

@@ -1,18 +1,6 @@
-"""CIFAR-10-LT from the JPEG re-encoded CIFAR-10 copy (docs/data.md#cifar-10-jpeg-substitute).
-
-A lossy substitute for CIFAR-10 when no lossless copy can be downloaded:
-results on it are comparable with each other, not with the paper's to the
-decimal, and carry that label.
-
-Split, as in the official M2m code (CIFAR-10-LT):
-- train: class k keeps its first int(5000 * ratio^(-k/9)) images by file
-  number (`index_in_class`); ratio 100 gives 5000, 2997, 1796, 1077, 645,
-  387, 232, 139, 83, 50 (12,406 images).
-- validation: test images 0..99 of each class (1,000 images).
-- test: test images 100..999 of each class (9,000 images).
-Images are decoded with `tf.io.decode_jpeg(..., dct_method=
-"INTEGER_ACCURATE")`, which reproduces PIL's decode exactly; only the kept
-images are decoded. Arrays are uint8 NHWC (the pipeline scales to [0, 1]).
+"""CIFAR-10-LT from the JPEG re-encoded CIFAR-10 copy, a lossy substitute labelled as such: the
+official CIFAR-10-LT split, images decoded exactly as PIL does. See
+docs/data.md#cifar-10-jpeg-substitute.
 """
 
 import os
@@ -58,7 +46,7 @@ def load_jpeg_archive(path: Union[str, os.PathLike]) -> Dict[str, np.ndarray]:
 def decode_jpegs(archive: Dict[str, np.ndarray],
                  indices: np.ndarray) -> np.ndarray:
   """Decodes the selected images to uint8 [n, 32, 32, 3] (parallel tf.data)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when used
   jpeg, offsets = archive["jpeg_bytes"], archive["offsets"]
   blobs = [jpeg[offsets[i]:offsets[i + 1]].tobytes() for i in indices]
   if not blobs:
@@ -76,7 +64,7 @@ def decode_jpegs(archive: Dict[str, np.ndarray],
 
 def split_indices(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray],
                   imbalance_ratio: float):
-  """(train, val, test) indices into the two archives (see the module docstring)."""
+  """(train, val, test) indices into the two archives (docs/data.md#cifar-10-jpeg-substitute)."""
   num_classes = len(train["class_names"])
   counts = splits.long_tail_counts(N_MAX, num_classes, imbalance_ratio)
   train_idx = splits.first_per_class(train["labels"], counts,
@@ -110,7 +98,8 @@ def build_cifar10_jpeg_lt(data_dir: Optional[Union[str, os.PathLike]] = None,
                           use_cache: bool = True,
                           verify_checksums: bool = True
                           ) -> splits.DatasetSplits:
-  """Builds CIFAR-10-LT from the JPEG substitute (see the module docstring).
+  """Builds CIFAR-10-LT from the JPEG substitute (docs/data.md#cifar-10-jpeg-substitute); only
+  the kept images are decoded.
 
   Args:
     data_dir: the data root holding `cifar10_jpeg/`.
@@ -118,7 +107,6 @@ def build_cifar10_jpeg_lt(data_dir: Optional[Union[str, os.PathLike]] = None,
     cache_dir: see `cache.resolve_cache_dir`; the decoded arrays are cached.
     use_cache: read/write the decoded arrays from/to the cache.
     verify_checksums: check the archives' sha256 (docs/data.md#checksums) first.
-
   Returns:
     DatasetSplits named "cifar10_jpeg_lt", uint8 NHWC, input_kind "image",
     clip_range (0, 1), labelled as a lossy substitute.

@@ -1,11 +1,5 @@
-"""Content digests of a dataset: what a run's data are, independently of where the files lie.
-
-A run on your own data records `data_digest(splits)` in its flags.json and resumes only on
-data with the same digest (m2m_tf/training/run.py), and the workers of a multi-worker run
-compare it before training (m2m_tf/training/multi_worker.py). It is computed from the loaded
-splits, after every rule of `data_prep.user_data.finish` (hold-outs, long tail, clip range), so
-renaming or moving the files keeps it, and any change to what the run would train or evaluate
-on changes it.
+"""Content digests of a dataset, independent of where its files lie: what a run on your own data
+records and resumes on (docs/data.md#your-own-data, "Content digest").
 """
 
 import hashlib
@@ -36,11 +30,9 @@ def _clip_record(clip_range):
 
 
 def data_digest(data: splits.DatasetSplits) -> str:
-  """Hex sha256 of a `DatasetSplits`' content (module docstring).
-
-  Covers every split's inputs and labels (dtype, shape and bytes), the class names, the input
-  kind and the clip range; not the dataset's name or label (they hold paths). A streamed
-  training split counts by `_train_source_record`.
+  """Hex sha256 of a `DatasetSplits`' content: every split's inputs and labels (dtype, shape,
+  bytes), class names, input kind and clip range; not the name or label (they hold paths). A
+  streamed training split counts by `_train_source_record`.
   """
   record = {name: cache.array_digest(np.asarray(getattr(data, name))) for name in SPLIT_ARRAYS
             if not (name == "x_train" and data.train_source is not None)}

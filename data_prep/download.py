@@ -1,20 +1,7 @@
-"""Download the raw Reuters / Twitter files from their public source, verified.
+"""Download the raw Reuters / Twitter files at the commits of `RAW_FILES`, sha256-verified and
+written atomically; the builders' checksum checks (docs/data.md#checksums).
 
-Command line (on a machine with internet access):
-
-  python -m data_prep.download --dataset reuters --data_dir DIR
-  python -m data_prep.download --dataset twitter --data_dir DIR
-
-Each file is fetched from raw.githubusercontent.com at the exact commit given
-in `RAW_FILES` (docs/data.md#checksums), written under DIR with the same relative layout
-(`r52/r52-train.txt`, `twitter_pos/hendrycks/tweets-train.txt`, ...), and its
-sha256 is checked before the file is moved into place (a temporary file in the
-same folder, then `os.replace`). A checksum mismatch leaves nothing behind.
-
-The builders call `verify_sha256` on the raw files before building, so a
-truncated or edited file gives a clear error rather than different numbers.
-CIFAR-10 JPEG (`cifar10_jpeg/*.npz`) is a packed archive made for this project
-and has no single public URL; its checksums are listed for verification only.
+  python -m data_prep.download --dataset reuters|twitter --data_dir DIR
 """
 
 import argparse
@@ -23,9 +10,11 @@ import hashlib
 import os
 import pathlib
 import sys
-import tempfile
 import urllib.request
 from typing import Dict, Optional, Sequence, Union
+
+from data_prep import atomic
+from data_prep import paths as paths_lib
 
 _CHUNK = 1 << 20
 
@@ -125,8 +114,7 @@ def verify_sha256(path: Union[str, os.PathLike], expected: str) -> str:
   """Checks that a file's sha256 equals `expected` (hex, case-insensitive).
 
   Returns:
-    The digest (so callers can reuse it, e.g. as a cache key).
-
+    The digest (reusable as a cache key).
   Raises:
     ChecksumError: on mismatch, naming the file, both digests and the fix.
   """
@@ -142,22 +130,16 @@ def verify_sha256(path: Union[str, os.PathLike], expected: str) -> str:
 
 def download_file(url: str, dest: Union[str, os.PathLike], expected: str,
                   *, timeout: float = 60.0) -> pathlib.Path:
-  """Fetches `url` to `dest` atomically, refusing a sha256 mismatch.
-
-  The bytes go to a temporary file in dest's folder while being hashed; only
-  when the digest equals `expected` is the file moved into place with
-  `os.replace`, so `dest` is either absent/unchanged or complete and verified.
-  An existing `dest` with the right checksum is kept without downloading.
+  """Fetches `url` to `dest` atomically (temporary file, then `os.replace`), refusing a sha256
+  mismatch; an existing `dest` with the right checksum is kept.
 
   Args:
     url: any URL urllib can open (https://, file://).
     dest: the final path; parent folders are created.
     expected: the expected hex sha256.
     timeout: socket timeout in seconds.
-
   Returns:
     The destination path.
-
   Raises:
     ChecksumError: the downloaded bytes have another digest (nothing written).
   """
@@ -165,28 +147,18 @@ def download_file(url: str, dest: Union[str, os.PathLike], expected: str,
   expected = expected.lower()
   if dest.is_file() and sha256_file(dest) == expected:
     return dest
-  dest.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp",
-                                  dir=dest.parent)
-  try:
+  def fetch(tmp):
     digest = hashlib.sha256()
-    with os.fdopen(fd, "wb") as out, urllib.request.urlopen(
-        url, timeout=timeout) as response:
+    with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
       for chunk in iter(lambda: response.read(_CHUNK), b""):
         digest.update(chunk)
         out.write(chunk)
-      out.flush()
-      os.fsync(out.fileno())
     actual = digest.hexdigest()
     if actual != expected:
       raise ChecksumError(
           f"Checksum mismatch for {url}: sha256 is {actual}, expected "
           f"{expected}. Refusing to write {str(dest)!r}.")
-    os.chmod(tmp_name, 0o644)  # mkstemp creates 0600
-    os.replace(tmp_name, dest)
-  finally:
-    if os.path.exists(tmp_name):
-      os.remove(tmp_name)
+  atomic.atomic_save(fetch, str(dest))
   return dest
 
 
@@ -238,7 +210,6 @@ def checked_raw_files(root, relative_paths, verify_checksums=True):
   Raises:
     DataNotFoundError: a file is missing (the message says how to provide it).
   """
-  from data_prep import paths as paths_lib  # pylint: disable=g-import-not-at-top
   files, digests = [], {}
   for rel in relative_paths:
     path = paths_lib.require_file(root, rel)

@@ -1,8 +1,5 @@
-"""The user errors of data preparation: problems with the input a user gave, reported by the
-command line in one line (`m2m_tf.errors` re-exports them beside its own).
-
-Each class also derives from the built-in exception a caller would expect, so `except
-ValueError` keeps working.
+"""The user errors of data preparation, reported by the command line in one line (`m2m_tf.errors`
+re-exports them); each also derives from the built-in exception a caller would expect.
 """
 
 

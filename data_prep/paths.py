@@ -25,24 +25,17 @@ class DataNotFoundError(FileNotFoundError):
 
 def resolve_data_dir(data_dir: Optional[Union[str, os.PathLike]] = None
                     ) -> pathlib.Path:
-  """Finds the root folder of the raw data files.
-
-  Order: the `data_dir` argument (a --data_dir flag value), else the
-  environment variable $M2M_DATA_DIR, else `../shared/data` relative to the
-  repository root (the parent of the `data_prep` package) or to the current
-  directory, else `shared/data` inside the repository (where a copy of the
-  checkout made for another machine carries it), whichever exists first. An
-  explicit argument or environment value that does not exist is an error; it
-  is never silently skipped.
+  """Finds the root folder of the raw data files: `data_dir`, else $M2M_DATA_DIR, else
+  `../shared/data` beside the repository or the working directory, else `shared/data` inside
+  the repository (docs/data.md#where-the-files-live).
 
   Args:
     data_dir: an explicit directory, or None / "" to search.
-
   Returns:
-    The resolved absolute path of an existing directory.
-
+    The absolute path of an existing directory.
   Raises:
-    DataNotFoundError: nothing was found; the message says how to provide it.
+    DataNotFoundError: nothing found, or an explicit argument or environment value that does not
+      exist; the message says how to provide it.
   """
   if data_dir:
     path = pathlib.Path(data_dir).expanduser()
@@ -77,7 +70,6 @@ def require_file(root: Union[str, os.PathLike],
   Args:
     root: the data root (usually from `resolve_data_dir`).
     relative_path: the file's path under the root, e.g. "r52/r52-train.txt".
-
   Raises:
     DataNotFoundError: naming the expected full path and how to provide it.
   """

@@ -1,32 +1,6 @@
-"""Reuters R52 as a 1000-d binary bag of words (docs/data.md#reuters-r52).
-
-Pipeline, following prior work (Hendrycks & Gimpel 2017, whose R52 setup M2m
-uses):
-1. Read `r52/r52-train.txt` and `r52/r52-test.txt`: one document per line,
-   `label<TAB>text`. Words are the whitespace-separated tokens of the text;
-   NLTK's English stop words (`stopwords.ENGLISH_STOP_WORDS`) are removed.
-2. Keep the classes with at least `min_test_docs` (5) TEST documents: 36
-   classes, 6,436 training documents (earn 2840 ... fuel 4, N_1/N_K = 710) and
-   2,530 test documents, as in the M2m paper.
-3. Vocabulary: word counts over all kept training documents (before the
-   validation hold-out), in `collections.Counter.most_common` order (count
-   descending; ties in first-occurrence order). A word keeps its rank as index
-   if rank < vocab_size and its count >= the count of the rank vocab_size-2
-   word; every other word, including words never seen in training, maps to
-   index vocab_size-1 (so that index is shared by "UNK" and the rank
-   vocab_size-1 word, exactly as in prior work).
-4. Each document becomes a binary float32 presence vector of length
-   vocab_size.
-5. Validation: a stratified hold-out of `val_fraction` of the training
-   documents with a fixed `split_seed`, independent of any training seed (the
-   paper holds out 10% but does not say how; this is our choice).
-
-The built `DatasetSplits` also carries `text_features` (see `text_features`):
-the vocabulary in index order and the stop words, all that m2m_tf/serving.py
-needs to featurise raw text inside an exported SavedModel.
-
-Class indices are sorted by training count, descending (index 0 = earn), for
-readability only: the library never assumes class 0 is the largest.
+"""Reuters R52 as a binary bag of words (1000 words by default), with prior work's vocabulary
+rule, a stratified validation hold-out and the featurisation that serving needs. See
+docs/data.md#reuters-r52.
 """
 
 import collections
@@ -50,14 +24,12 @@ _Doc = Tuple[str, List[str], int]  # (label, words, line number)
 
 
 def read_labeled_lines(path: Union[str, os.PathLike]) -> List[_Doc]:
-  """Reads `label<TAB>text` lines into (label, words, line_number) tuples.
-
-  Words are `text.split()` (whitespace collapsed); stop words are NOT removed
-  here.
+  """Reads `label<TAB>text` lines into (label, words, line_number); words are `text.split()`,
+  stop words kept.
 
   Raises:
-    ValueError: naming the file and line, for a line without a tab, with an
-      empty label, or with empty text (blank lines are malformed too).
+    ValueError: naming the file and line, for a line without a tab, an empty label or empty
+      text (blank lines included).
   """
   docs = []
   with open(path, "r", encoding="utf-8") as f:
@@ -86,16 +58,16 @@ def remove_stop_words(words: Sequence[str]) -> List[str]:
 
 def build_vocabulary(documents: Sequence[Sequence[str]],
                      vocab_size: int) -> Dict[str, int]:
-  """Word -> index by prior work's rule (step 3 of the module docstring; docs/data.md#reuters-r52).
+  """Word -> index by prior work's rule (docs/data.md#reuters-r52): ranks in
+  `Counter.most_common` order; a word keeps its rank if rank < vocab_size and its count >= that
+  of the rank vocab_size-2 word.
 
   Args:
     documents: token lists (stop words already removed), training only.
     vocab_size: the feature dimension; index vocab_size-1 is UNK.
-
   Returns:
-    The words that keep their own rank as index (all other words are UNK,
-    index vocab_size-1; the rank vocab_size-1 word is included with that
-    index).
+    The words that keep their rank as index (the rank vocab_size-1 word included, with the UNK
+    index); every other word is UNK.
   """
   if vocab_size < 2:
     raise ValueError(f"vocab_size must be >= 2, got {vocab_size}")
@@ -117,10 +89,8 @@ def build_vocabulary(documents: Sequence[Sequence[str]],
 
 
 def vocabulary_list(vocab: Dict[str, int], vocab_size: int) -> List[str]:
-  """The words of `build_vocabulary`'s result that own an index, in index order.
-
-  Word i of the list has index i; every other word (the rank vocab_size-1
-  word included) is UNK, index vocab_size-1.
+  """The words of `build_vocabulary`'s result that own an index (word i has index i; the rank
+  vocab_size-1 word is UNK).
 
   Raises:
     ValueError: the indices below vocab_size-1 are not 0, 1, ..., n-1.
@@ -136,10 +106,9 @@ def text_features(vocabulary: Sequence[str], vocab_size: int) -> dict:
   """The featurisation of raw documents, as `DatasetSplits.text_features`.
 
   Returns:
-    {"kind": "bag_of_words", "vocabulary": word i has feature i, "stop_words":
-    tokens dropped before the lookup, "vocab_size": the feature dimension;
-    every other token lights feature vocab_size-1}. Tokens are the text's
-    `str.split()`, case-sensitive (steps 1, 3 and 4 of the module docstring).
+    {"kind": "bag_of_words", "vocabulary": word i has feature i, "stop_words": tokens dropped
+    before the lookup, "vocab_size": the dimension; any other `str.split()` token (case-sensitive)
+    lights feature vocab_size-1}.
   """
   return {"kind": "bag_of_words", "vocabulary": tuple(str(w) for w in vocabulary),
           "stop_words": tuple(stopwords.ENGLISH_STOP_WORDS),
@@ -166,12 +135,8 @@ def stratified_holdout(y: np.ndarray, num_classes: int, val_fraction: float,
                        split_seed: int) -> Tuple[np.ndarray, np.ndarray]:
   """Per-class validation hold-out; returns sorted (train_idx, val_idx).
 
-  Class k with N_k >= 2 documents gives n_val = max(1, round(val_fraction *
-  N_k)) documents (Python's round: half to even) to validation; a class with
-  one document keeps it in training; val_fraction == 0 holds out nothing. The
-  documents held out are the first n_val of the class in the order of
-  sha256("r52-holdout:{split_seed}:{document index}"), so the split depends
-  only on the data and split_seed (not on NumPy's generator version).
+  A class of N_k >= 2 gives its first n_val = max(1, round(val_fraction * N_k)) documents in
+  sha256("r52-holdout:{split_seed}:{index}") order (one document: none; val_fraction 0: none).
   """
   if not 0.0 <= val_fraction < 1.0:
     raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -209,7 +174,7 @@ def _kept_classes(train_docs, test_docs, train_path, test_path, min_test_docs) -
 
 def _build_arrays(train_path, test_path, val_fraction, split_seed, vocab_size,
                   min_test_docs) -> Dict[str, np.ndarray]:
-  """Does steps 1-5 of the module docstring; returns the arrays."""
+  """Reads, filters, featurises and splits R52 (docs/data.md#reuters-r52); returns the arrays."""
   train_docs = read_labeled_lines(train_path)
   test_docs = read_labeled_lines(test_path)
   kept = _kept_classes(train_docs, test_docs, train_path, test_path, min_test_docs)
@@ -252,9 +217,7 @@ def build_reuters(data_dir: Optional[Union[str, os.PathLike]] = None, *,
                   cache_dir: Optional[Union[str, os.PathLike]] = None,
                   use_cache: bool = True,
                   verify_checksums: bool = True) -> splits.DatasetSplits:
-  """Builds Reuters R52 (36 classes, 6,436 training docs, ratio 710).
-
-  See the module docstring for the exact steps.
+  """Builds Reuters R52 (36 classes, 6,436 training docs, ratio 710; docs/data.md#reuters-r52).
 
   Args:
     data_dir: the data root holding `r52/`; see `paths.resolve_data_dir`.
@@ -264,12 +227,10 @@ def build_reuters(data_dir: Optional[Union[str, os.PathLike]] = None, *,
     min_test_docs: classes with fewer test documents are dropped.
     cache_dir: see `cache.resolve_cache_dir`.
     use_cache: read/write the built arrays from/to the cache.
-    verify_checksums: check the raw files' sha256 against the recorded ones
-      (docs/data.md#checksums) first (False only for tests on small fake files).
-
+    verify_checksums: check the raw files' sha256 first (docs/data.md#checksums; False only for
+      tests on small fake files).
   Returns:
-    DatasetSplits with input_kind "bow", clip_range (0, 1) and text_features
-    (see `text_features`).
+    DatasetSplits with input_kind "bow", clip_range (0, 1) and `text_features`.
   """
   root = paths.resolve_data_dir(data_dir)
   (train_path, test_path), digests = download.checked_raw_files(

@@ -1,10 +1,5 @@
-"""What every dataset builder returns (arrays for three splits plus metadata), and the
-per-class selection rules the long-tailed builders share (docs/data.md).
-
-The rules are pure NumPy: `long_tail_counts` (how many training examples class k
-keeps), `first_per_class` (which ones: the first N_k by a sort key) and
-`split_eval_per_class` (a balanced evaluation set cut per class into validation
-and test).
+"""`DatasetSplits`, what every builder returns, and the per-class selection rules the long-tailed
+builders share: `long_tail_counts`, `first_per_class`, `split_eval_per_class` (docs/data.md).
 """
 
 import dataclasses
@@ -19,23 +14,17 @@ class DatasetSplits:
 
   Attributes:
     name: registry name, e.g. "reuters".
-    x_train, x_val, x_test: features. float32 for vectors (bag of words,
-      embeddings), uint8 NHWC for images (the pipeline scales them to [0, 1]).
+    x_train, x_val, x_test: float32 vectors, or uint8 NHWC images (scaled to [0, 1] later).
     y_train, y_val, y_test: int64 labels in [0, num_classes).
     class_names: one name per class index.
     input_kind: "bow", "embedding" or "image".
-    clip_range: the valid input domain (min, max) that M2m's translation clips
-      to, or None for unclipped inputs (embeddings). Images: (0.0, 1.0) after
-      scaling; binary bag of words: (0.0, 1.0).
-    label: a human label for results made with substitute data (for example
-      "CIFAR-10 JPEG substitute"); empty when the data are the paper's own.
-    text_features: for text datasets, how raw input becomes x (the
-      vocabulary, stop words or embedding table; its "kind" names the rule,
-      see m2m_tf/serving.py); None for other datasets. An exported model
-      uses it to take raw text (docs/runs.md#serving-the-exported-model).
-    train_source: the training split on disk (`data_prep.tfrecord_dir.TrainSource`) when it is
-      streamed (docs/data.md#streaming-input); x_train is then a `StreamedArray`, which has
-      the split's length and shape but no values. None: x_train is in memory.
+    clip_range: the (min, max) M2m's translation clips to, or None (embeddings).
+    label: a human label for results on substitute data ("CIFAR-10 JPEG substitute"); empty
+      for the paper's own data.
+    text_features: for text datasets, how raw input becomes x (its "kind" names the rule;
+      docs/runs.md#serving-the-exported-model); else None.
+    train_source: the streamed training split on disk (`tfrecord_dir.TrainSource`), x_train then
+      a `StreamedArray` (length and shape, no values); None: in memory.
   """
 
   name: str
@@ -84,11 +73,8 @@ def from_arrays(name: str, arrays, *, input_kind: str, clip_range, label: str = 
 
 def long_tail_counts(n_max: int, num_classes: int,
                      imbalance_ratio: float) -> np.ndarray:
-  """N_k = int(n_max * ratio^(-k/(K-1))), at least 1 (k = 0 .. K-1).
-
-  The exponential profile of the official M2m / LDAM CIFAR-LT code (which
-  writes it as `int(img_max * imb_factor**(k / (K - 1.0)))` with imb_factor =
-  1/ratio; we use that same float expression so the counts agree).
+  """N_k = int(n_max * ratio^(-k/(K-1))), at least 1 (k = 0 .. K-1), computed with the official
+  CIFAR-LT code's float expression so the counts agree (docs/data.md#cifar-10-jpeg-substitute).
   """
   if num_classes < 1:
     raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -127,13 +113,8 @@ def class_members(labels: np.ndarray, order_key, k: int) -> np.ndarray:
 
 def first_per_class(labels, counts: Sequence[int], order_key=None
                     ) -> np.ndarray:
-  """Indices of the first counts[k] examples of each class k.
-
-  "First" is by `order_key` (e.g. the original index, the file number or the
-  file name), or the array order when it is None. This is the official
-  CIFAR-LT rule (`IMBALANCECIFAR10.gen_imbalanced_data`: `idx[:the_img_num]`
-  in the original order, without shuffling). Returned class by class, each in
-  order.
+  """Indices of the first counts[k] examples of each class k (by `order_key`, else array
+  order; the official CIFAR-LT rule), class by class.
 
   Raises:
     ValueError: a class has fewer than counts[k] examples.
@@ -154,13 +135,9 @@ def split_eval_per_class(labels, num_classes: int, *,
                          val_fraction: Optional[float] = None,
                          n_val: Optional[int] = None,
                          order_key=None) -> Tuple[np.ndarray, np.ndarray]:
-  """Splits a balanced evaluation set per class: the first examples (by
-  `order_key`) are validation, the rest test.
-
-  Exactly one of `val_fraction` (per class the first int(round(n_k *
-  val_fraction)) examples; docs/data.md: 10% / 90%) and `n_val` (the first
-  n_val of every class, or all of a smaller class; the official M2m code takes
-  CIFAR-10 test images 0..99 of each class) is given.
+  """Splits a balanced evaluation set per class: the first examples (by `order_key`) are
+  validation, the rest test. Exactly one of `val_fraction` (the first int(round(n_k *
+  val_fraction)) of class k) and `n_val` (the first n_val of every class) is given.
 
   Returns:
     (val_indices, test_indices), class by class, each in order.

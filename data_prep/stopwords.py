@@ -1,10 +1,5 @@
-"""NLTK's English stop-word list, embedded so that no corpus download is needed.
-
-`ENGLISH_STOP_WORDS` is the 179-word list that `nltk.corpus.stopwords.words(
-"english")` returned from 2018 (nltk_data) on. Prior work (Hendrycks & Gimpel,
-2017) used the then-current 153-word list; the 26 extra words all contain an
-apostrophe ("you're", "don't", ...), and the R52 text is letters only, so both
-lists remove exactly the same R52 tokens.
+"""NLTK's English stop-word list (179 words), embedded so that no corpus download is needed
+(docs/data.md#reuters-r52).
 """
 
 ENGLISH_STOP_WORDS = (

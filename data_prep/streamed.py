@@ -1,39 +1,26 @@
-"""Image datasets whose training split stays on disk: the data side of the streaming input
-(`--streaming`, docs/data.md#streaming-input).
-
-`load_streamed(name, data_dir, **options)` returns the `DatasetSplits` that
-`registry.load_dataset` would, with the same labels, class names, validation and
-test arrays, label and clip range, except that the training images are not loaded:
-`x_train` is a `tfrecord_dir.StreamedArray` and `train_source` says where the
-split lies in a TFRecord directory (data_prep/tfrecord_dir.py). Training then
-reads example i from its byte range, exactly the examples the in-memory input
-gathers (m2m_tf/data/streaming.py). Only labels are read up front.
-
-Where the directory comes from:
-- `tfrecord:DIR` holding train, val and test, no long tail asked for: DIR itself.
-- `tfrecord:DIR` needing hold-outs or a long tail, and `tfds:NAME`: a copy of the
-  selected examples written once into the cache ($M2M_CACHE_DIR or
-  ~/.cache/m2m_tf, or `cache_dir`)/tfrecord/, keyed by the source files' sizes
-  and modification times and the options. The rules are those of
-  `user_data.finish`, applied to the labels (a label pass that decodes no image),
-  then one pass writes the kept images in order.
-- any other image dataset (a registered name, `folder:`, `npz:`): built in memory
-  as usual, once per process, then its training split is written to the cache
-  keyed by the arrays' digests. The process holds the split while it loads, not
-  while it trains; the sources above never hold it.
+"""Image datasets whose training split stays on disk, the data side of `--streaming`:
+`load_streamed` (a `DatasetSplits` whose x_train is a `StreamedArray`) and `export`, with the
+`python -m data_prep.streamed --dataset NAME --out DIR | --verify DIR` command.
+See docs/data.md#streaming-input.
 """
 
+import argparse
 import dataclasses
+import json
 import pathlib
-from typing import Callable, Dict, Iterator, Optional, Tuple
+import shutil
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
 from data_prep import cache as cache_lib
+from data_prep import registry
 from data_prep import splits
 from data_prep import tfrecord_dir
 from data_prep import user_data
+from data_prep import user_sources
 from data_prep import user_splits
+from data_prep import user_tfds
 from data_prep.errors import DataError
 
 SPOOL_VERSION = "tfrecord-spool-v1"
@@ -65,7 +52,6 @@ class _Source:
 
 
 def _tfds_source(target: str, data_dir, o: user_data.UserDataOptions) -> _Source:
-  from data_prep import user_tfds  # pylint: disable=g-import-not-at-top
   p = user_tfds.open_prepared(target, data_dir, tfds_data_dir=o.tfds_data_dir,
                               train_split=o.train_split, val_split=o.val_split,
                               test_split=o.test_split, input_key=o.input_key,
@@ -90,7 +76,7 @@ def _dir_batches(tdir: tfrecord_dir.TFRecordDir, mask: np.ndarray, chunk: int = 
   """(rows, images) of a TFRecord directory's training rows where mask is true."""
   rows = np.flatnonzero(mask)
   index, shape = tdir.indexes["train"], tdir.image_shape
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when used
   for start in range(0, len(rows), chunk):
     part = rows[start:start + chunk]
     images, _, _ = tfrecord_dir.decode_records(
@@ -178,7 +164,6 @@ def _cached_dir(kind: str, key: str, cache_dir, write: Callable[[pathlib.Path], 
     try:
       return tfrecord_dir.read_dir(path)
     except DataError:
-      import shutil  # pylint: disable=g-import-not-at-top
       shutil.rmtree(path, ignore_errors=True)  # damaged: written again below
   try:
     write(path)
@@ -204,11 +189,10 @@ def _finish(spec: str, tdir: tfrecord_dir.TFRecordDir, label: str, clip: str
 
 
 def _user_source(spec: str, data_dir, options) -> splits.DatasetSplits:
-  """`tfrecord:DIR` and `tfds:NAME`, streamed (module docstring)."""
+  """`tfrecord:DIR` and `tfds:NAME`, streamed (docs/data.md#streaming-input)."""
   kind, target = user_data.parse_spec(spec)
   o = user_data.parse_options(kind, options)
   if kind == "tfrecord":
-    from data_prep import user_sources  # pylint: disable=g-import-not-at-top
     tdir = tfrecord_dir.read_dir(user_sources.resolve_path(target, data_dir, folder=True))
     src = _dir_source(tdir)
     sel = _select(spec, src, o)  # labels only: the index holds them
@@ -232,7 +216,6 @@ def _user_source(spec: str, data_dir, options) -> splits.DatasetSplits:
 
 def _in_memory_source(name: str, data_dir, options) -> splits.DatasetSplits:
   """Any other image dataset: built in memory, its training split written once to the cache."""
-  from data_prep import registry  # pylint: disable=g-import-not-at-top
   options = dict(options)
   cache_dir = options.get("cache_dir")
   data = registry.load_dataset(name, data_dir, **options)
@@ -244,9 +227,8 @@ def _in_memory_source(name: str, data_dir, options) -> splits.DatasetSplits:
              "y_train": cache_lib.array_digest(np.asarray(data.y_train, np.int64))}
   key = cache_lib.cache_key("stream_arrays", SPOOL_VERSION, digests,
                             {"class_names": list(data.class_names)})
-  stem = user_data.short_name(name) if user_data.is_spec(name) else name
-  tdir = _cached_dir(stem, key, cache_dir, lambda path: tfrecord_dir.write_splits(
-      path, data, splits=("train",)))
+  tdir = _cached_dir(registry.file_stem(name), key, cache_dir,
+                     lambda path: tfrecord_dir.write_splits(path, data, splits=("train",)))
   source = tdir.train_source()
   return dataclasses.replace(data, x_train=tfrecord_dir.StreamedArray(x.shape, name),
                              train_source=source)
@@ -273,12 +255,36 @@ def export(name: str, out, data_dir=None, *, encoding: str = "raw", **options) -
     kind, target = user_data.parse_spec(name)
     o = user_data.parse_options(kind, options)
     if kind == "tfrecord":
-      from data_prep import user_sources  # pylint: disable=g-import-not-at-top
       src = _dir_source(tfrecord_dir.read_dir(
           user_sources.resolve_path(target, data_dir, folder=True)))
     else:
       src = _tfds_source(target, data_dir, o)
     return _write_selection(out, name, src, _select(name, src, o), encoding)
-  from data_prep import registry  # pylint: disable=g-import-not-at-top
   return tfrecord_dir.write_splits(out, registry.load_dataset(name, data_dir, **options),
                                    encoding=encoding)
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Writes a dataset as a TFRecord directory (--dataset, --out) or verifies one (--verify)."""
+  parser = argparse.ArgumentParser(description=main.__doc__)
+  parser.add_argument("--dataset", help="a registered image dataset or tfds:NAME / folder:DIR")
+  parser.add_argument("--out", help="the directory to write (must not exist)")
+  parser.add_argument("--data_dir", default=None)
+  parser.add_argument("--encoding", default="raw", choices=tfrecord_dir.ENCODINGS)
+  parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                      help="a builder option (numbers are parsed), e.g. imbalance_ratio=10")
+  parser.add_argument("--verify", metavar="DIR", help="read every record of DIR")
+  args = parser.parse_args(argv)
+  if args.verify:
+    print(f"{args.verify}: {tfrecord_dir.verify(args.verify)} records read, all valid")
+    return 0
+  if not (args.dataset and args.out):
+    parser.error("--dataset and --out (or --verify DIR) are required")
+  options = dict(o.split("=", 1) for o in args.option)
+  options = {k: json.loads(v) if v[:1].isdigit() else v for k, v in options.items()}
+  out = export(args.dataset, args.out, args.data_dir, encoding=args.encoding, **options)
+  print(f"wrote {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

@@ -12,16 +12,11 @@ def build_synthetic_lt(*, num_classes: int = 5, dim: int = 32,
                        n_val_per_class: int = 20, n_test_per_class: int = 50,
                        noise: float = 0.35, seed: int = 0
                        ) -> splits.DatasetSplits:
-  """Gaussian class clusters in [0, 1]^dim with a long-tailed training set.
-
-  Class k has a prototype p_k ~ U(0.25, 0.75)^dim; an example is
-  clip(p_k + noise * N(0, I), 0, 1), float32. The training set has
-  `splits.long_tail_counts(n_max, K, imbalance_ratio)` examples per class, the
-  validation and test sets `n_val_per_class` / `n_test_per_class` per class.
-  With the defaults the classes overlap (a linear model is good but not
-  perfect, and worse on the minority classes). Everything comes from
-  `np.random.default_rng(seed)`, so the data are a deterministic function of
-  the arguments (for a given NumPy version).
+  """Gaussian class clusters in [0, 1]^dim with a long-tailed training set: prototypes
+  p_k ~ U(0.25, 0.75)^dim, examples clip(p_k + noise * N(0, I), 0, 1), float32;
+  `splits.long_tail_counts(n_max, K, imbalance_ratio)` training examples per class,
+  `n_val_per_class` / `n_test_per_class` for evaluation. Deterministic in the arguments (one
+  `np.random.default_rng(seed)`; docs/data.md#synthetic-long-tailed-data).
 
   Returns:
     DatasetSplits named "synthetic_lt", input_kind "bow", clip_range (0, 1).

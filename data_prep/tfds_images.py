@@ -1,55 +1,6 @@
-"""The paper's image datasets from TFDS: CIFAR-LT-10/100, CelebA-5, SUN397, ImageNet-LT.
-
-Every builder returns a `DatasetSplits` with uint8 NHWC images, input_kind
-"image" and clip_range (0, 1) (the pipeline scales to [0, 1]; normalisation
-lives inside the model). The long-tail and split rules are pure NumPy
-functions (`splits.first_per_class`, `splits.split_eval_per_class`,
-`sun397_split`, `celeba5_labels`, `read_split_list`), tested directly; the
-TFDS part only reads examples.
-
-Where the data come from. TFDS keeps prepared datasets under a *TFDS data
-dir*. The builders look, in order, in: the `tfds_data_dir` argument;
-`<data_dir>/tensorflow_datasets`; `<data_dir>` itself (data_dir from
---data_dir, $M2M_DATA_DIR or ../shared/data); $TFDS_DATA_DIR or
-~/tensorflow_datasets (TFDS's default). Nothing is downloaded unless
-`download=True` is passed; without prepared data a `DataNotFoundError` says
-how to prepare it (`python -m data_prep.tfds_images --prepare NAME`).
-
-Construction of each dataset (docs/data.md; differences are documented here):
-
-- cifar10_lt / cifar100_lt (TFDS `cifar10` / `cifar100`): TFDS stores the
-  examples shuffled but keeps the original index in the `id` feature
-  ("train_00042"); we restore the original order by sorting on it. Class k
-  keeps its first int(N_max * ratio^(-k/(K-1))) training images in that order
-  (N_max 5000 / 500), as the official code (`IMBALANCECIFAR10`). The balanced
-  test set is split per class in original order: the first 10% of each class
-  is validation, the other 90% test (official M2m code: test images 0..99 of
-  each CIFAR-10 class are validation).
-- celeba5 (TFDS `celeb_a`, the aligned 178x218 images): 5 hair colours. Class
-  order (Gray_Hair, Black_Hair, Blond_Hair, Brown_Hair, Bald) is inferred:
-  the official train list (docs/data.md, CelebA-5) has label counts 424 / 2423 / 1499 /
-  2078 / 227, which are the whole-CelebA attribute totals (8499, 48472,
-  29983, 41572, 4547) divided by 20 in that order. An image belongs to class
-  k when exactly one of the five attributes is set. Train: the first
-  floor(n_k / 20) such images of class k of TFDS's train partition (n_k = its
-  number there); validation: the first 50 per class of the validation
-  partition; test: the first 100 per class of the test partition (the
-  official list sizes). TFDS's `celeb_a` has no file names, so "first" is
-  TFDS's stored order, not the file-id order of the official lists, and the
-  train counts follow the partition, not the official 6,651 exactly (ratio
-  still ~10.7). Images: centre 178x178 crop -> 64 px ("image64") -> 32 px.
-- sun397 (TFDS `sun397/tfds`, all 108,754 images): the natural long tail.
-  Per class, in file-name order, the first 50 images are held out (first 5
-  validation, next 45 test) and the rest is training. The largest class has
-  2,361 images and the smallest 100, so the training ratio is
-  (2361-50)/(100-50) = 46.2, the paper's. Images: centre square crop -> 32 px.
-- imagenet_lt (TFDS `imagenet2012`, manual download of the ILSVRC2012 tars):
-  the public ImageNet-LT lists (Liu et al. 2019) `ImageNet_LT_train.txt`
-  (115,846 images, 1000 classes, ratio 1280/5 = 256), `ImageNet_LT_val.txt`
-  (20 per class, taken from the ImageNet train set) and
-  `ImageNet_LT_test.txt` (the 50,000 ImageNet validation images), matched
-  on the file's base name; labels are those of the lists. Images: shorter
-  side -> 128 px, centre 128x128 crop.
+"""The paper's image datasets from TFDS: CIFAR-LT-10/100, CelebA-5, SUN397, ImageNet-LT, as
+uint8 `DatasetSplits`, and the pure NumPy rules that select them. Nothing is downloaded unless
+asked. See docs/data.md#image-datasets-from-tensorflow-datasets.
 """
 
 import argparse
@@ -96,15 +47,11 @@ _PREPARE_HINT = {
 def sun397_split(labels, num_classes: int, order_key=None, *,
                  holdout: int = SUN397_HOLDOUT, n_val: int = SUN397_VAL
                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """SUN397's long tail: per class the first `holdout` examples (by
-  `order_key`) are held out (the first `n_val` of them validation, the rest
-  test) and every other example is training. With the full dataset (class
-  sizes 100 .. 2361) and holdout 50 the training ratio is 2311 / 50 = 46.2,
-  the paper's.
+  """SUN397's long tail: per class the first `holdout` examples (by `order_key`) are held out
+  (the first `n_val` of them validation, the rest test), the others train.
 
   Returns:
     (train, val, test) indices, class by class.
-
   Raises:
     ValueError: a class has no more than `holdout` examples.
   """
@@ -148,7 +95,6 @@ def read_split_list(path: PathLike) -> Tuple[List[str], np.ndarray]:
 
   Returns:
     (base file names, int64 labels).
-
   Raises:
     DataNotFoundError: the file is missing.
     ValueError: a malformed line, naming the file and line number.
@@ -183,7 +129,7 @@ def read_split_list(path: PathLike) -> Tuple[List[str], np.ndarray]:
 def center_crop_resize(image, size: int):
   """Centre square crop (side = the shorter side), then an antialiased
   bilinear resize to size x size; uint8 out."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when used
   shape = tf.shape(image)
   h, w = shape[0], shape[1]
   side = tf.minimum(h, w)
@@ -197,7 +143,7 @@ def center_crop_resize(image, size: int):
 def shorter_side_center_crop(image, size: int):
   """Resize the shorter side to `size` (antialiased), then centre crop
   size x size (the usual ImageNet evaluation crop, at 128 px); uint8 out."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when used
   shape = tf.cast(tf.shape(image)[:2], tf.float32)
   scale = size / tf.reduce_min(shape)
   new = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), size)
@@ -249,16 +195,14 @@ def _not_found_message(name: str, tried: Sequence[Optional[str]]) -> str:
 def load_tfds_split(name: str, split: str, data_dir: Optional[PathLike] = None,
                     *, tfds_data_dir: Optional[PathLike] = None,
                     download: bool = False, skip_decoding: bool = False):
-  """Returns (tf.data.Dataset of feature dicts in stored order, builder).
-
-  Tries each of `tfds_dir_candidates`; with download=True the first
-  candidate is prepared (network). `skip_decoding` leaves images as JPEG
-  bytes so that a later filter avoids decoding images that are dropped.
+  """Returns (tf.data.Dataset of feature dicts in stored order, builder) from the first of
+  `tfds_dir_candidates` that has it (download=True prepares the first; network).
+  `skip_decoding` leaves images as JPEG bytes.
 
   Raises:
     DataNotFoundError: not prepared anywhere (the message says how).
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # lazy: TFDS loads only when used
   tried = tfds_dir_candidates(data_dir, tfds_data_dir)
   decoders = {"image": tfds.decode.SkipDecoding()} if skip_decoding else None
   for cand in tried:
@@ -295,7 +239,7 @@ def _collect(ds, keys: Iterable[str], batch: int = 1024
 
 def _decode_map(ds, transform, keep_keys=("label",)):
   """Decodes (when bytes) and transforms the image of every example."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when used
 
   def fn(ex):
     img = ex["image"]
@@ -336,12 +280,8 @@ def build_cifar_lt(source: str, data_dir: Optional[PathLike] = None, *,
                    val_fraction: float = VAL_FRACTION,
                    tfds_data_dir: Optional[PathLike] = None,
                    download: bool = False) -> splits.DatasetSplits:
-  """CIFAR-10-LT or CIFAR-100-LT from TFDS `source` ("cifar10"/"cifar100").
-
-  Class k keeps its first int(n_max * ratio^(-k/(K-1))) training images in
-  the original CIFAR order (restored from TFDS's `id` feature); the test set
-  is split per class into the first `val_fraction` (validation) and the rest
-  (test). See the module docstring.
+  """CIFAR-10-LT or CIFAR-100-LT from TFDS
+  (docs/data.md#image-datasets-from-tensorflow-datasets).
 
   Args:
     source: "cifar10" or "cifar100".
@@ -410,14 +350,15 @@ def build_celeba5(data_dir: Optional[PathLike] = None, *,
                   image_size: int = 32,
                   tfds_data_dir: Optional[PathLike] = None,
                   download: bool = False) -> splits.DatasetSplits:
-  """CelebA-5: five hair colours from TFDS `celeb_a` (module docstring).
+  """CelebA-5: five hair colours from TFDS `celeb_a`
+  (docs/data.md#image-datasets-from-tensorflow-datasets).
 
   Args:
     subsample: train keeps floor(n_k / subsample) images per class.
     val_per_class, test_per_class: balanced validation / test sizes.
     image_size: final side (32 in the paper, via 64 px).
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when used
   keys = ["attributes/" + c for c in CELEBA_CLASSES]
 
   def transform(img):
@@ -458,9 +399,7 @@ def build_sun397(data_dir: Optional[PathLike] = None, *,
                  image_size: int = 32, config: str = "tfds",
                  tfds_data_dir: Optional[PathLike] = None,
                  download: bool = False) -> splits.DatasetSplits:
-  """SUN397 with its natural long tail (module docstring): all images of
-  TFDS `sun397/<config>`, per class (file-name order) `holdout` held out for
-  validation (`n_val`) and test, the rest training; centre crop -> 32 px."""
+  """SUN397 with its natural long tail from TFDS `sun397/<config>` (`sun397_split`; 32 px)."""
   name = f"sun397/{config}"
   ds, builder = load_tfds_split(name, "train+validation+test", data_dir,
                                 tfds_data_dir=tfds_data_dir,
@@ -480,7 +419,7 @@ def _lookup_images(ds, wanted: Dict[str, int], image_size: int
                    ) -> Tuple[np.ndarray, np.ndarray]:
   """Decodes only examples whose base file name is in `wanted` (name ->
   output row); returns (images [len(wanted), s, s, 3], found mask)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when used
   table = tf.lookup.StaticHashTable(
       tf.lookup.KeyValueTensorInitializer(
           tf.constant(list(wanted), tf.string),
@@ -506,7 +445,8 @@ def build_imagenet_lt(data_dir: Optional[PathLike] = None, *,
                       image_size: int = 128,
                       tfds_data_dir: Optional[PathLike] = None,
                       download: bool = False) -> splits.DatasetSplits:
-  """ImageNet-LT from TFDS `imagenet2012` and the public split lists.
+  """ImageNet-LT from TFDS `imagenet2012` and the public split lists
+  (docs/data.md#image-datasets-from-tensorflow-datasets).
 
   Args:
     imagenet_lt_dir: folder with ImageNet_LT_{train,val,test}.txt (default
@@ -545,15 +485,6 @@ def build_imagenet_lt(data_dir: Optional[PathLike] = None, *,
                  x_trval[n_tr:], va_y, x_test, te_y)
 
 
-def register(register_dataset) -> None:
-  """Registers the five builders with `data_prep.registry.register_dataset`."""
-  for name, fn in (("cifar10_lt", build_cifar10_lt),
-                   ("cifar100_lt", build_cifar100_lt),
-                   ("celeba5", build_celeba5), ("sun397", build_sun397),
-                   ("imagenet_lt", build_imagenet_lt)):
-    register_dataset(name, fn, overwrite=True)
-
-
 _TFDS_NAMES = {"cifar10_lt": "cifar10", "cifar100_lt": "cifar100",
                "celeba5": "celeb_a", "sun397": "sun397/tfds",
                "imagenet_lt": "imagenet2012"}
@@ -568,7 +499,7 @@ def main(argv=None) -> int:
                           set(_TFDS_NAMES.values())))
   parser.add_argument("--tfds_data_dir", default=None)
   args = parser.parse_args(argv)
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # lazy: TFDS loads only when used
   name = _TFDS_NAMES.get(args.prepare, args.prepare)
   builder = tfds.builder(name, data_dir=args.tfds_data_dir)
   builder.download_and_prepare()

@@ -1,45 +1,20 @@
-"""TFRecord directories: image datasets on disk that training reads without loading them
-(`tfrecord:DIR` sources, the streaming input of docs/data.md#streaming-input).
-
-Layout of a directory DIR (written by `Writer`, never edited afterwards):
-
-  DIR/m2m_tfrecord.json         the metadata, written last (its presence means "complete")
-  DIR/<split>-00000.tfrecord    tf.train.Example records, split by split (train, val, test),
-  DIR/<split>-00001.tfrecord    rolled over every `shard_bytes`
-  DIR/<split>.index.npz         per example of the split, in row order: shard, offset, length
-                                (the byte range of its serialised Example) and label
-
-Every record holds `image` (the uint8 HxWxC pixels: raw bytes, or a PNG), `label`
-(int64 in [0, K)) and `index` (its row in the split). Rows are written in order,
-so a sequential read gives the split's arrays (`load_split`), and the index gives
-random access to any row without reading the others: the streaming input reads
-exactly the examples the in-memory input would gather, by byte range
-(m2m_tf/data/streaming.py). The metadata holds the image shape, the encoding,
-the class names, per split the files with their byte sizes, the class counts and,
-for the training split, exact per-channel pixel sums (the input standardisation
-of `user_recipe.normalization_from_moments`).
-
-`read_dir` checks a directory cheaply (JSON, files present with the recorded
-sizes, index consistent, first and last training record decodable) and raises a
-one-line `DataError` naming the file otherwise; `verify` reads every record (CRC
-checks) once.
-
-    python -m data_prep.tfrecord_dir --dataset cifar10_jpeg_lt --out DIR   # write one
-    python -m data_prep.tfrecord_dir --verify DIR                          # check every record
+"""TFRecord directories: image datasets on disk, read whole (`tfrecord:DIR`) or by byte range
+(the streaming input): `Writer`, `read_dir` (cheap checks), `verify` (every CRC). The layout is in
+docs/data.md#streaming-input; `python -m data_prep.streamed` writes and verifies them.
 """
 
-import argparse
 import dataclasses
 import json
 import os
 import pathlib
 import shutil
 import tempfile
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from data_prep import user_recipe
+from data_prep import normalization
+from data_prep import user_sources
 from data_prep.errors import DataError
 
 META_FILE = "m2m_tfrecord.json"
@@ -81,7 +56,7 @@ class TrainSource:
     image_shape: (H, W, C) of every image (uint8).
     encoding: "raw" or "png".
     normalization: per-channel (mean, std) on the [0, 1] scale, from the exact
-      pixel sums (`user_recipe.normalization_from_moments`).
+      pixel sums (`normalization.normalization_from_moments`).
   """
 
   directory: str
@@ -115,7 +90,7 @@ class StreamedArray:
 
 
 def _example(image_bytes: bytes, label: int, index: int) -> bytes:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when used
   feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_bytes])),
              "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
              "index": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(index)]))}
@@ -136,7 +111,7 @@ class _SplitWriter:
 
   def add(self, record: bytes, label: int) -> None:
     """Appends one serialised record, opening the next shard when this one is full."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # lazy: TensorFlow loads only when used
     if self._writer is None or self._pos >= self.shard_bytes:
       self.close()
       self.files.append(f"{self.split}-{len(self.files):05d}.tfrecord")
@@ -154,16 +129,15 @@ class _SplitWriter:
 
   def moments(self, image: np.ndarray) -> None:
     """Adds one image to the exact per-channel pixel sums."""
-    pixels, sums, sums_sq = user_recipe.pixel_moments(image[None])
+    pixels, sums, sums_sq = normalization.pixel_moments(image[None])
     self.pixels += pixels
     self.sums += sums
     self.sums_sq += sums_sq
 
 
 class Writer:
-  """Writes a TFRecord directory (module docstring), atomically: into a temporary sibling
-  folder that is renamed to `directory` by `finish`. Use as a context manager; an exception
-  inside it leaves nothing behind.
+  """Writes a TFRecord directory atomically (a temporary sibling folder, renamed to `directory` by
+  `finish`). Use as a context manager; an exception inside it leaves nothing behind.
 
   Args:
     directory: the folder to create (must not exist, or be empty).
@@ -217,7 +191,7 @@ class Writer:
   def _encode(self, image: np.ndarray) -> bytes:
     if self.encoding == "raw":
       return image.tobytes()
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # lazy: TensorFlow loads only when used
     return tf.io.encode_png(image).numpy()
 
   def finish(self, **info) -> pathlib.Path:
@@ -279,7 +253,7 @@ def _load_meta(directory: pathlib.Path) -> dict:
   path = directory / META_FILE
   if not path.is_file():
     raise DataError(f"{directory}: no {META_FILE}: not a complete TFRecord directory (write one "
-                    "with python -m data_prep.tfrecord_dir)")
+                    "with python -m data_prep.streamed)")
   try:
     with open(path, encoding="utf-8") as fh:
       meta = json.load(fh)
@@ -363,12 +337,13 @@ class TFRecordDir:
     """The training split as the streaming input reads it."""
     m = self.meta["splits"]["train"]["pixel_moments"]
     return TrainSource(str(self.directory), self.indexes["train"], self.image_shape,
-                       self.meta["encoding"], user_recipe.normalization_from_moments(
+                       self.meta["encoding"], normalization.normalization_from_moments(
                            m["pixels"], m["sum"], m["sum_sq"]))
 
 
 def read_dir(directory) -> TFRecordDir:
-  """Opens and checks a TFRecord directory (module docstring); no image is loaded.
+  """Opens and cheaply checks a TFRecord directory (metadata, file sizes, index, first and last
+  training record); no image is loaded.
 
   Raises:
     MissingDirError: the directory or a listed file is missing.
@@ -415,7 +390,7 @@ def read_rows(index: SplitIndex, rows: Sequence[int]) -> List[bytes]:
 def _record_fields(record: bytes) -> Tuple[bytes, int, int]:
   """(image bytes, label, row) of one serialised record, parsed in Python (no TF op errors,
   whose messages would carry the record's bytes)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when used
   feature = tf.train.Example.FromString(record).features.feature
   image = feature["image"].bytes_list.value
   label, row = feature["label"].int64_list.value, feature["index"].int64_list.value
@@ -430,7 +405,7 @@ def _check_rows(tdir: TFRecordDir, rows: Sequence[int]) -> None:
   for row, record in zip(rows, read_rows(index, rows)):
     try:
       image, label, got = _record_fields(record)
-    except Exception as e:  # pylint: disable=broad-except  (protobuf's DecodeError and ours)
+    except Exception as e:  # protobuf's DecodeError and ours
       raise DataError(f"{index.files[index.shard[row]]}: the record of row {row} cannot be "
                       f"parsed ({type(e).__name__})") from None
     raw_ok = tdir.meta["encoding"] != "raw" or len(image) == h * w * c
@@ -443,7 +418,7 @@ def decode_records(serialized, image_shape: Sequence[int], encoding: str):
   """(images uint8 [n, H, W, C], labels int64 [n], rows int64 [n]) of serialised records
   (TensorFlow ops; usable inside tf.data). A record of another size fails with a message
   that names the problem."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when used
   features = {"image": tf.io.FixedLenFeature([], tf.string),
               "label": tf.io.FixedLenFeature([], tf.int64),
               "index": tf.io.FixedLenFeature([], tf.int64)}
@@ -464,7 +439,7 @@ def decode_records(serialized, image_shape: Sequence[int], encoding: str):
 def load_split(tdir: TFRecordDir, split: str, batch_size: int = 1024
                ) -> Tuple[np.ndarray, np.ndarray]:
   """(x, y) of one split in memory, read sequentially (its rows are in file order)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when used
   index = tdir.indexes[split]
   shape, encoding = tdir.image_shape, tdir.meta["encoding"]
   if not len(index):
@@ -502,7 +477,6 @@ def verify(directory) -> int:
 
 def read_tfrecord_dir(target: str, data_dir=None):
   """`tfrecord:DIR` in memory: a `user_sources.RawData` of the directory's splits."""
-  from data_prep import user_sources  # pylint: disable=g-import-not-at-top
   path = user_sources.resolve_path(target, data_dir, folder=True)
   tdir = read_dir(path)
   x, y, where = {}, {}, {}
@@ -510,31 +484,3 @@ def read_tfrecord_dir(target: str, data_dir=None):
     x[split], y[split] = load_split(tdir, split)
     where[split] = f"{path} ({split})"
   return user_sources.RawData(x, y, where, "image", tdir.class_names)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  """Writes a dataset as a TFRecord directory (--dataset, --out) or verifies one (--verify)."""
-  parser = argparse.ArgumentParser(description=main.__doc__)
-  parser.add_argument("--dataset", help="a registered image dataset or tfds:NAME / folder:DIR")
-  parser.add_argument("--out", help="the directory to write (must not exist)")
-  parser.add_argument("--data_dir", default=None)
-  parser.add_argument("--encoding", default="raw", choices=ENCODINGS)
-  parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                      help="a builder option (numbers are parsed), e.g. imbalance_ratio=10")
-  parser.add_argument("--verify", metavar="DIR", help="read every record of DIR")
-  args = parser.parse_args(argv)
-  if args.verify:
-    print(f"{args.verify}: {verify(args.verify)} records read, all valid")
-    return 0
-  if not (args.dataset and args.out):
-    parser.error("--dataset and --out (or --verify DIR) are required")
-  from data_prep import streamed  # pylint: disable=g-import-not-at-top
-  options = dict(o.split("=", 1) for o in args.option)
-  options = {k: json.loads(v) if v[:1].isdigit() else v for k, v in options.items()}
-  out = streamed.export(args.dataset, args.out, args.data_dir, encoding=args.encoding, **options)
-  print(f"wrote {out}")
-  return 0
-
-
-if __name__ == "__main__":
-  raise SystemExit(main())

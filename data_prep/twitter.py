@@ -1,39 +1,6 @@
-"""Twitter POS tagging, one example per token (docs/data.md#twitter-pos).
-
-Files (`token<TAB>tag` per line, a blank line after each tweet):
-- source="hendrycks" (default; normalised tokens, as used by prior work):
-  `twitter_pos/hendrycks/tweets-train.txt` (train), `tweets-dev.txt`
-  (validation), `tweets-devtest.txt` (test).
-- source="ark": `twitter_pos/ark_v0.3/oct27.train/.dev/.test` (the original
-  release; same tweets and tags, cased tokens).
-
-Classes are the training tags that occur in the test split: `M` and `Y` have
-no test tokens and are dropped, leaving 23 classes and 14,614 training tokens
-(V 2219 ... X 15, N_1/N_K = 147.9), as in the M2m paper. Tokens of a dropped
-tag are not examples but still serve as context for their neighbours. Class
-indices are sorted by training count, descending (index 0 = V), for
-readability only; nothing assumes class 0 is the largest.
-
-Features (prior work's window features): token i of a tweet becomes the
-concatenation of the embeddings of tokens i-window .. i+window, with the
-tweet padded by `</s>` on both sides; window=1 gives 3 x 50 = 150 dims. A
-token (and `</s>` itself) is looked up as is, then lowercased, then as
-`UUUNKKK`, so a file without a `</s>` row pads with the UUUNKKK vector.
-
-The built `DatasetSplits` also carries `text_features` (see `text_features`):
-the lookup table (word -> row), the embedding matrix and the window, all that
-m2m_tf/serving.py needs to featurise raw tokens inside an exported SavedModel.
-
-Embeddings: prior work's `embeddings-twitter.txt` (`word f1 ... f50`) is not
-available offline; pass its path as `embeddings` when you have it (it takes
-priority). Without it, one of two offline substitutes is used, both computed
-only from the word's string, identical on all machines and runs:
-- substitute="ngram" (default; the committed results/twitter.md): hashed character
-  3-5-grams of w.lower() plus six orthographic features of w (`ngram_embedding`),
-  so words unseen in training still get informative vectors;
-- substitute="random" (the tables made before the n-gram substitute): every word
-  w gets an unrelated pseudo-random vector of w.lower() (`substitute_embedding`).
-Results are labelled with the substitute used (`label`, `SUBSTITUTE_LABELS`).
+"""Twitter POS tagging, one example per token: window features over word embeddings (a file, or
+a deterministic offline substitute), the source copies and the featurisation serving needs.
+See docs/data.md#twitter-pos.
 """
 
 import collections
@@ -119,19 +86,14 @@ def read_tagged_tweets(path: Union[str, os.PathLike]) -> List[_Tweet]:
 
 def load_embeddings(path: Union[str, os.PathLike]
                    ) -> Tuple[Dict[str, int], np.ndarray]:
-  """Parses a `word f1 ... fd` embeddings file.
-
-  The word is separated from the values by a tab or by whitespace (a tab,
-  when present, ends the word); values are whitespace separated. Blank lines
-  are skipped; a repeated word keeps its first vector.
+  """Parses a `word f1 ... fd` embeddings file (a tab, if any, ends the word; blank lines
+  skipped; a repeated word keeps its first vector).
 
   Returns:
     (word -> row, float32 matrix [num_words, d]).
-
   Raises:
-    ValueError: naming file and line, for a line without values, a value
-      that is not a number, a dimension that differs from the first line's,
-      or a file without the `UUUNKKK` vector.
+    ValueError: naming file and line, for a line without values, a non-number, a dimension
+      unlike the first line's, or no `UUUNKKK` vector.
   """
   words, rows, dim = {}, [], None
   with open(path, "r", encoding="utf-8") as f:
@@ -168,14 +130,10 @@ def load_embeddings(path: Union[str, os.PathLike]
 
 
 def substitute_embedding(word: str, dim: int = SUBSTITUTE_DIM) -> np.ndarray:
-  """The offline substitute vector of `word` (float32, shape [dim]).
-
-  Computed only from w = word.lower(): SHAKE-256 of "m2m_tf/twitter-sub-v1:"
-  + w gives 8 bytes per coordinate, read as uniforms in (0, 1) and turned into
-  standard normals by Box-Muller, then divided by sqrt(dim) (so the expected
-  squared norm is 1). Pure hashing and float64 arithmetic: the same on every
-  machine, run and NumPy version. It carries no meaning (it is not trained):
-  a substitute, not the paper's embeddings.
+  """The random substitute vector of `word` (float32 [dim]): SHAKE-256 of
+  "m2m_tf/twitter-sub-v1:" + word.lower(), 8 bytes a coordinate, Box-Muller to standard
+  normals, divided by sqrt(dim); the same on every machine
+  (docs/data.md#embeddings-and-the-offline-substitute).
   """
   return _hashed_normal("m2m_tf/twitter-sub-v1:" + word.lower(), dim)
 
@@ -203,24 +161,15 @@ def _ngram_vector(ngram: str) -> np.ndarray:
 
 
 def char_ngrams(word: str) -> List[str]:
-  """The character 3-5-grams of "<" + word.lower() + ">", in order, repeats kept.
-
-  A word shorter than an n-gram size contributes no n-gram of that size, except that a
-  boundary-marked word shorter than 3 characters cannot occur (a 1-character word gives
-  "<w>").
-  """
+  """The character 3-5-grams of "<" + word.lower() + ">", in order, repeats kept (sizes longer
+  than the marked word give none)."""
   marked = "<" + word.lower() + ">"
   return [marked[i:i + n] for n in NGRAM_SIZES for i in range(len(marked) - n + 1)]
 
 
 def orthographic_features(word: str) -> np.ndarray:
-  """The six 0/1 features of `word` named by ORTHO_FEATURES (float32 [6]).
-
-  capitalised: the first character is upper case; all_caps: at least two letters, all upper
-  case; has_digit: a decimal digit anywhere; mention_or_hashtag: starts with @ or # (or "<@",
-  the Hendrycks copy's `<@MENTION>`); url: `_URL_RE` (http(s)://, www., `<URL-...>`, a bare
-  domain); punctuation_only: no letter and no digit (punctuation, emoticons, symbols).
-  """
+  """The six 0/1 features of `word` named by ORTHO_FEATURES (float32 [6]), defined in
+  docs/data.md#embeddings-and-the-offline-substitute (url: `_URL_RE`)."""
   letters = [c for c in word if c.isalpha()]
   return np.array([
       word[:1].isupper(),
@@ -233,13 +182,9 @@ def orthographic_features(word: str) -> np.ndarray:
 
 
 def ngram_embedding(word: str) -> np.ndarray:
-  """The n-gram substitute vector of `word` (float32 [SUBSTITUTE_DIM]).
-
-  The first NGRAM_DIM values: the L2-normalised sum of the fixed random vectors (SHAKE-256
-  + Box-Muller, as `substitute_embedding`) of the word's character 3-5-grams (`char_ngrams`,
-  of the lowercased word), so words sharing n-grams are close; the last six: the 0/1
-  `orthographic_features` of the word as written (case matters there only).
-  """
+  """The n-gram substitute vector of `word` (float32 [SUBSTITUTE_DIM]): the L2-normalised sum of
+  the `substitute_embedding`-style vectors (NGRAM_DIM) of its `char_ngrams`, then its
+  `orthographic_features` (case matters there only)."""
   total = np.sum([_ngram_vector(g) for g in char_ngrams(word)], axis=0)
   total = total / max(np.linalg.norm(total), 1e-12)
   return np.concatenate([total.astype(np.float32), orthographic_features(word)])
@@ -286,12 +231,8 @@ def _substitute_table(all_tweets: Sequence[_Tweet], substitute: str = "random"
 
 
 def _ngram_table(all_tweets: Sequence[_Tweet]) -> Tuple[Dict[str, int], np.ndarray]:
-  """n-gram substitute vectors for every word of the data as written, + specials.
-
-  Keys keep their case (the orthographic features depend on it). `</s>` gets the vector of
-  its string; UUUNKKK, never used by the data (every word has its own row), is the zero
-  vector: at serving time a word outside the data maps to it (docs/data.md#twitter-pos).
-  """
+  """n-gram substitute vectors for every word of the data as written (case kept), `</s>` (its
+  string's vector) and UUUNKKK (the zero vector; docs/data.md#twitter-pos)."""
   vocab = {PAD_TOKEN: 0, UNK_TOKEN: 1}
   for tweets in all_tweets:
     for tweet in tweets:
@@ -315,10 +256,9 @@ def text_features(keys: Sequence[str], rows: np.ndarray, matrix: np.ndarray,
   """The featurisation of raw tokens, as `DatasetSplits.text_features`.
 
   Returns:
-    {"kind": "token_window", "keys" / "rows": word -> row of "embeddings"
-    (the lookup of `_lookup`: as is, else lowercased, else "unk_row"),
-    "embeddings": float32 [rows, d], "window": tokens on each side,
-    "pad_token": what pads a tweet on both sides, "unk_row": the UUUNKKK row}.
+    {"kind": "token_window", "keys" / "rows": word -> row of "embeddings" (looked up as is,
+    else lowercased, else "unk_row"), "embeddings": float32 [rows, d], "window": tokens on
+    each side, "pad_token": what pads a tweet, "unk_row": the UUUNKKK row}.
   """
   keys = tuple(str(k) for k in keys)
   rows = np.asarray(rows, dtype=np.int64)
@@ -369,27 +309,22 @@ def build_twitter(data_dir: Optional[Union[str, os.PathLike]] = None, *,
                   cache_dir: Optional[Union[str, os.PathLike]] = None,
                   use_cache: bool = True,
                   verify_checksums: bool = True) -> splits.DatasetSplits:
-  """Builds Twitter POS (23 classes, 14,614 training tokens, ratio 147.9).
-
-  See the module docstring for files, classes and features.
+  """Builds Twitter POS (23 classes, 14,614 training tokens, ratio 147.9;
+  docs/data.md#twitter-pos).
 
   Args:
     data_dir: the data root holding `twitter_pos/`.
-    embeddings: path of a `word f1 ... fd` file with a `UUUNKKK` row, or
-      None for the offline substitute (50-d). A file takes priority over `substitute`.
-    substitute: the offline substitute without `embeddings`: "ngram" (default; character
-      n-grams + orthography) or "random" (hashed word identity, the earlier tables).
+    embeddings: path of a `word f1 ... fd` file with a `UUUNKKK` row (priority over
+      `substitute`), or None for the 50-d offline substitute.
+    substitute: "ngram" (default) or "random".
     source: "hendrycks" (default) or "ark" (alias "ark_v0.3").
     window: context tokens on each side (features are (2*window+1)*d).
     cache_dir: see `cache.resolve_cache_dir`.
     use_cache: read/write the built arrays from/to the cache.
-    verify_checksums: check the raw files' sha256 first (False for tests on
-      fake files). The embeddings file is never checksummed (no reference
-      digest exists), but its digest is part of the cache key.
-
+    verify_checksums: check the raw files' sha256 first (False for tests on fake files); the
+      embeddings file has no reference digest, but its digest keys the cache.
   Returns:
-    DatasetSplits with input_kind "embedding", clip_range None and
-    text_features (see `text_features`).
+    DatasetSplits with input_kind "embedding", clip_range None and `text_features`.
   """
   if source not in SOURCES:
     raise ValueError(f"Unknown source {source!r}; valid: {sorted(SOURCES)}")

@@ -1,38 +1,6 @@
-"""Your own long-tailed data: `KIND:PATH` sources -> `DatasetSplits` (docs/data.md#your-own-data).
-
-    load_dataset("npz:my.npz")                      # x_train, y_train[, x_val, ..., class_names]
-    load_dataset("csv:train.csv,test.csv", label_column="y")
-    load_dataset("folder:photos", image_size=64)    # photos/<class>/*.jpg or photos/train/...
-    load_dataset("tfds:mnist", imbalance_ratio=100)  # prepared TFDS data, never downloaded
-    load_dataset("tfrecord:DIR")                     # a TFRecord directory (data_prep/tfrecord_dir)
-
-The readers (`user_sources`, `user_images`, `user_tfds`, `tfrecord_dir`) return what the files
-hold; `finish` then applies the same rules to every source:
-
-1. inputs: features become float32 and must be finite; images become NHWC
-   (uint8 as given, floats in [0, 1] kept as float32; grayscale gets a channel);
-   every split must have the training split's example shape;
-2. labels (integers or strings) map to 0..K-1: the data's class_names order,
-   else the sorted training labels; every class must be in training and every
-   validation / test label must be a training class;
-3. no test split given: `test_fraction` (0.2) of each class is held out from
-   training; then, no validation split given: `val_fraction` (0.1) of what is
-   left (`user_splits.stratified_holdout`: fixed hash order seeded by
-   `split_seed`; a class with fewer than 2 examples stays whole in training);
-4. `imbalance_ratio` set: the training split becomes long-tailed by CIFAR-LT's
-   rule (`imbalance_profile` "exp" or "step"), after the hold-outs, so
-   validation and test keep the source's class balance;
-5. clip_range, the domain M2m's translation must stay in (`clip`): (0, 1) for
-   images; for features, by default, the per-feature range of the final
-   training split, a pair of float32 arrays of shape [d]. M2m moves a seed
-   by gradient steps on g's loss; unclipped, the steps reach inputs no real
-   example has (negative counts, a one-hot column at 3.7) where g may be
-   confidently wrong, and samples that g accepts there teach f nothing about
-   the real minority class. The training range is the tightest per-feature
-   box that holds every real example.
-
-Errors are one line naming the file and the problem: `DataError` (a
-ValueError), or `user_sources.MissingFileError` (also a DataNotFoundError).
+"""Your own long-tailed data: `KIND:PATH` sources (npz:, csv:, folder:, tfds:, tfrecord:) ->
+`DatasetSplits`. The readers return what the files hold; `finish` applies the same rules to every
+source. Errors are one-line `DataError`s. See docs/data.md#your-own-data.
 """
 
 import dataclasses
@@ -42,7 +10,11 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from data_prep import splits
+from data_prep import tfrecord_dir
+from data_prep import user_images
+from data_prep import user_sources
 from data_prep import user_splits
+from data_prep import user_tfds
 from data_prep.errors import ConfigError, DataError
 
 SOURCE_KINDS = ("csv", "folder", "npz", "tfds", "tfrecord")
@@ -65,28 +37,8 @@ class UnknownSourceError(DataError):
 
 @dataclasses.dataclass(frozen=True)
 class UserDataOptions:
-  """The options of a user source (docs/data.md#your-own-data), with their defaults.
-
-  Attributes:
-    val_fraction: share of each class held out for validation when the source
-      has no validation split.
-    test_fraction: share of each class held out for test when it has no test split.
-    split_seed: seed of the hold-outs (fixed by default; not the run seed).
-    imbalance_ratio: N_max / N_min of a long tail made from the training split;
-      None (or 1) leaves it as it is.
-    imbalance_profile: "exp" (CIFAR-LT) or "step" (half the classes reduced).
-    n_max: examples of the largest class of the long tail (default: the
-      smallest class, so that every class has enough).
-    clip: "auto", "global" or "none" (`user_splits.clip_range_for`).
-    label_column: csv: label column name or index (default: the last).
-    header: csv: whether the first line names the columns (default: inferred).
-    image_size: folder / tfds: square side of every image (default:
-      `user_images.choose_image_size`).
-    channels: folder / tfds: 1 or 3 (default: 1 when all images are grayscale).
-    use_cache, cache_dir: folder / tfds: cache the decoded images (data_prep/cache.py).
-    tfds_data_dir, train_split, val_split, test_split, input_key, label_key:
-      tfds: where the prepared data are and what to read (`user_tfds.read_tfds`).
-  """
+  """The options of a user source, with their defaults; docs/data.md#your-own-data ("Options
+  and defaults") says what each does and for which kinds."""
 
   val_fraction: float = 0.1
   test_fraction: float = 0.2
@@ -167,11 +119,8 @@ _NUMBER_OPTIONS = {"val_fraction": float, "test_fraction": float, "imbalance_rat
 
 
 def parse_options(kind: str, options: Dict[str, Any]) -> UserDataOptions:
-  """Checks the option names against the kind's and builds `UserDataOptions`.
-
-  Numbers given as strings (e.g. from a command line) are converted; None
-  means the default.
-  """
+  """Checks the option names against the kind's and builds `UserDataOptions` (numbers given as
+  strings are converted; None means the default)."""
   unknown = sorted(set(options) - set(KIND_OPTIONS[kind]))
   if unknown:
     raise ConfigError(f"{kind}: source does not take option(s) {unknown}; valid options: "
@@ -189,24 +138,18 @@ def parse_options(kind: str, options: Dict[str, Any]) -> UserDataOptions:
 
 
 def _read(kind: str, target: str, data_dir, o: UserDataOptions):
-  """The kind's reader (imported here: TF, TFDS and pandas load only when needed)."""
-  # pylint: disable=g-import-not-at-top
+  """The kind's reader: `user_sources.RawData` of the source's splits."""
   if kind == "npz":
-    from data_prep import user_sources
     return user_sources.read_npz(target, data_dir)
   if kind == "csv":
-    from data_prep import user_sources
     files = [t.strip() for t in target.split(",")]
     return user_sources.read_csv(files, data_dir, label_column=o.label_column, header=o.header)
   image = dict(image_size=o.image_size, channels=o.channels, use_cache=o.use_cache,
                cache_dir=o.cache_dir)
   if kind == "folder":
-    from data_prep import user_images
     return user_images.read_folder(target, data_dir, **image)
   if kind == "tfrecord":
-    from data_prep import tfrecord_dir
     return tfrecord_dir.read_tfrecord_dir(target, data_dir)
-  from data_prep import user_tfds
   return user_tfds.read_tfds(target, data_dir, tfds_data_dir=o.tfds_data_dir,
                              train_split=o.train_split, val_split=o.val_split,
                              test_split=o.test_split, input_key=o.input_key,
@@ -214,7 +157,7 @@ def _read(kind: str, target: str, data_dir, o: UserDataOptions):
 
 
 def build_user_dataset(spec: str, data_dir=None, **options) -> splits.DatasetSplits:
-  """Builds the `DatasetSplits` of a `KIND:PATH` source (module docstring).
+  """Builds the `DatasetSplits` of a `KIND:PATH` source (docs/data.md#your-own-data).
 
   Args:
     spec: "npz:PATH", "csv:TRAIN[,TEST]" or "csv:TRAIN,VAL,TEST",
@@ -234,7 +177,7 @@ def build_user_dataset(spec: str, data_dir=None, **options) -> splits.DatasetSpl
 
 
 def _check_inputs(raw) -> Dict[str, np.ndarray]:
-  """Step 1 of the module docstring: typed, finite inputs of one shape."""
+  """Rule 1 (docs/data.md#your-own-data): typed, finite inputs of one shape."""
   x = {}
   for s in raw.x:
     user_splits.check_pair(np.asarray(raw.x[s]), np.asarray(raw.y[s]), raw.where[s])
@@ -254,7 +197,7 @@ def _hold_out(x, y, names, o: UserDataOptions, where: str):
 
 
 def finish(spec: str, raw, o: UserDataOptions) -> splits.DatasetSplits:
-  """A reader's `RawData` -> `DatasetSplits` by the rules of the module docstring."""
+  """A reader's `RawData` -> `DatasetSplits` by the rules of docs/data.md#your-own-data."""
   x = _check_inputs(raw)
   y, names = user_splits.encode_labels(raw.y, raw.where, raw.class_names)
   _hold_out(x, y, names, o, raw.where["train"])
@@ -268,9 +211,3 @@ def finish(spec: str, raw, o: UserDataOptions) -> splits.DatasetSplits:
       name=spec, x_train=x["train"], y_train=y["train"], x_val=x["val"], y_val=y["val"],
       x_test=x["test"], y_test=y["test"], class_names=names, input_kind=raw.input_kind,
       clip_range=user_splits.clip_range_for(x["train"], raw.input_kind, o.clip), label=label)
-
-
-def suggest_recipe(data) -> Dict[str, object]:
-  """The training recipe suggested for `data` (`data_prep.user_recipe.suggest_recipe`)."""
-  from data_prep import user_recipe  # pylint: disable=g-import-not-at-top
-  return user_recipe.suggest_recipe(data)

@@ -1,15 +1,6 @@
-"""Images of user-supplied data: `folder:DIR` sources and the common image size
-(docs/data.md#your-own-data).
-
-Layout: DIR/train/<class>/<image> with optional DIR/val/ (or DIR/validation/)
-and DIR/test/ laid out the same way; or, with no DIR/train/, the class
-folders directly under DIR (the validation and test splits are then held
-out by `data_prep.user_data`). Images are the .jpg, .jpeg and .png files of a
-class folder and its sub-folders, in sorted path order; other files are
-skipped. They are decoded by TensorFlow (`tf.io.decode_image`, whose JPEG
-decoder is TF's default one) and, when sizes differ or `image_size` is given,
-centre-cropped to a square and resized (antialiased bilinear,
-`tfds_images.center_crop_resize`). The size rule is `choose_image_size`.
+"""Images of user-supplied data: `folder:DIR` sources (DIR/train/<class>/, optional val/ and
+test/, or class folders directly under DIR), decoded by TensorFlow and brought to a common size
+(`choose_image_size`). See docs/data.md#your-own-data.
 """
 
 import collections
@@ -22,13 +13,14 @@ from absl import logging
 import numpy as np
 
 from data_prep import cache as cache_lib
+from data_prep import tfds_images
 from data_prep import user_sources
 from data_prep.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
 # Default sides when sizes differ: the paper's image sizes (CIFAR 32, CelebA-5 via 64,
-# ImageNet-LT 128), which the suggested architectures (user_recipe) are made for.
+# ImageNet-LT 128), which the suggested architectures (data_prep.recipes) are made for.
 STANDARD_SIDES = (32, 64, 128)
 FOLDER_VERSION = "user-folder-v1"
 
@@ -38,11 +30,9 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
 
 def choose_image_size(sizes: Sequence[Tuple[int, int]], image_size: Optional[int] = None
                       ) -> Optional[int]:
-  """The square side every image is resized to, or None to keep the images as they are.
-
-  Rule: an explicit `image_size` wins; images that all have one size are kept
-  (square or not); otherwise the side is the largest of 32, 64 and 128 not
-  above the median shorter side (at least 32: smaller images are enlarged).
+  """The square side every image is resized to, or None to keep them as they are: `image_size`
+  if given, None for images of one size, else the largest of 32, 64 and 128 not above the
+  median shorter side (at least 32).
 
   Args:
     sizes: (height, width) of every image.
@@ -60,8 +50,7 @@ def image_header(path: pathlib.Path, data: bytes) -> Tuple[int, int, int]:
   """(height, width, channels) of a JPEG or PNG file from its header, without decoding.
 
   Raises:
-    DataError: naming the path, when the file is neither a JPEG nor a PNG or
-      its header is broken.
+    DataError: naming the path, for a file that is not a JPEG or PNG or has a broken header.
   """
   if data.startswith(_PNG_SIGNATURE) and len(data) >= 26 and data[12:16] == b"IHDR":
     width, height = struct.unpack(">II", data[16:24])
@@ -69,7 +58,7 @@ def image_header(path: pathlib.Path, data: bytes) -> Tuple[int, int, int]:
     if channels is not None and width and height:
       return height, width, channels
   elif data.startswith(b"\xff\xd8"):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # lazy: TensorFlow loads only when used
     try:
       h, w, c = tf.io.extract_jpeg_shape(data).numpy().tolist()
       return h, w, c
@@ -84,8 +73,7 @@ def decode_image(path: pathlib.Path, channels: int, side: Optional[int]) -> np.n
   Raises:
     DataError: naming the path, when the file cannot be decoded.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from data_prep import tfds_images  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when used
   try:
     image = tf.io.decode_image(path.read_bytes(), channels=channels, dtype=tf.uint8,
                                expand_animations=False)
@@ -169,16 +157,15 @@ def _decode_folder(listing, image_size, channels) -> Dict[str, np.ndarray]:
 def read_folder(path: str, data_dir=None, *, image_size: Optional[int] = None,
                 channels: Optional[int] = None, use_cache: bool = True,
                 cache_dir=None) -> user_sources.RawData:
-  """Reads a `folder:DIR` source (module docstring).
+  """Reads a `folder:DIR` source (docs/data.md#your-own-data).
 
   Args:
     path: DIR.
     data_dir: where a relative DIR is also looked for.
     image_size: resize every image to this square side (see `choose_image_size`).
     channels: 1 or 3; default 1 when every image is grayscale, else 3.
-    use_cache, cache_dir: the decoded arrays are cached (`data_prep.cache`),
-      keyed by every file's relative path, size and modification time.
-
+    use_cache, cache_dir: the decoded arrays' cache (`data_prep.cache`), keyed by every file's
+      relative path, size and modification time.
   Raises:
     MissingFileError: DIR does not exist.
     DataError: an empty folder, an unreadable image (naming it).

@@ -149,7 +149,7 @@ def _read_table(path: pathlib.Path, header, label_column=None):
   is a number (a data row of numeric features always has one) or when one of
   them is the label column's name (pandas writes integer column names).
   """
-  import pandas as pd  # pylint: disable=g-import-not-at-top
+  import pandas as pd  # lazy: pandas loads only for CSV files
   try:
     table = pd.read_csv(path, header=None, dtype=str, skipinitialspace=True)
   except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -185,7 +185,7 @@ def _label_index(columns: List[str], label_column, path) -> int:
 def _csv_split(path: pathlib.Path, label_column, header) -> Tuple[np.ndarray, np.ndarray,
                                                                    List[str]]:
   """(features float64 [n, d], labels, column names) of one CSV file."""
-  import pandas as pd  # pylint: disable=g-import-not-at-top
+  import pandas as pd  # lazy: pandas loads only for CSV files
   table, has_header = _read_table(path, header, label_column)
   columns = list(table.columns)
   if len(columns) < 2:

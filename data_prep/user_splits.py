@@ -1,11 +1,6 @@
-"""Pure NumPy rules for user-supplied data (docs/data.md#your-own-data).
-
-Label encoding, the checks every source goes through, the stratified
-hold-outs that make missing validation / test splits, the long-tail
-subsampling of a balanced training split and the clip range of M2m's
-translation. Nothing here reads files; `data_prep.user_data` calls these on
-the arrays its readers return. Every problem is a `DataError` whose message is
-one line naming the file (the `where` strings) and the problem.
+"""Pure NumPy rules for user-supplied data: label encoding, input checks, stratified hold-outs,
+long-tail subsampling and the translation's clip range. Problems are one-line `DataError`s naming
+the file. See docs/data.md#your-own-data.
 """
 
 import hashlib
@@ -28,9 +23,8 @@ CLIP_MODES = ("auto", "none", "global")
 
 
 def _label_values(y, where: str) -> Tuple[str, np.ndarray]:
-  """("int", int64 array) or ("str", str array) for one split's labels.
-
-  Integer-valued floats (1.0) count as integers; bytes are decoded as UTF-8.
+  """("int", int64 array) or ("str", str array) for one split's labels (1.0 is an integer; bytes
+  are UTF-8).
 
   Raises:
     DataError: labels that are neither integers nor strings (fractional or
@@ -64,24 +58,18 @@ def _label_values(y, where: str) -> Tuple[str, np.ndarray]:
 def encode_labels(labels: Mapping[str, np.ndarray], where: Mapping[str, str],
                   class_names: Optional[Sequence[str]] = None
                   ) -> Tuple[Dict[str, np.ndarray], Tuple[str, ...]]:
-  """Maps every split's labels to int64 0..K-1 and names the classes.
-
-  With `class_names` (from the data), integer labels index it and string
-  labels must be among it; every one of its classes must occur in training.
-  Without it, the classes are the sorted distinct training labels (numeric
-  order for integers) and their names the labels as strings.
+  """Maps every split's labels to int64 0..K-1 and names the classes
+  (docs/data.md#your-own-data, step 2).
 
   Args:
     labels: split ("train", "val", "test") -> raw labels; "train" required.
     where: split -> the file (and array) named in error messages.
-    class_names: optional names, one per class.
-
+    class_names: optional names, one per class (integer labels index it).
   Returns:
     (split -> int64 labels, class names).
-
   Raises:
-    DataError: labels of another type, a class missing from training, or a
-      validation / test class that training does not have.
+    DataError: labels of another type, a class missing from training, or a validation / test
+      class that training does not have.
   """
   values = {s: _label_values(y, where[s]) for s, y in labels.items()}
   kind = values["train"][0]
@@ -147,9 +135,8 @@ def as_features(x, where: str) -> np.ndarray:
 
 
 def as_images(x, where: str) -> np.ndarray:
-  """NHWC images: uint8 as given, floats in [0, 1] as float32; 3-D arrays get a channel.
-
-  Integer arrays of another dtype must lie in [0, 255] and become uint8.
+  """NHWC images: uint8 as given (other integers in [0, 255] become uint8), floats in [0, 1] as
+  float32; 3-D arrays get a channel.
 
   Raises:
     DataError: another rank, non-finite or out-of-range values.
@@ -197,14 +184,8 @@ def _hash_key(what: str, seed: int, index: int) -> bytes:
 
 def stratified_holdout(y: np.ndarray, class_names: Sequence[str], fraction: float,
                        split_seed: int, what: str) -> Tuple[np.ndarray, np.ndarray]:
-  """Per-class hold-out; returns sorted (kept, held) indices into y.
-
-  Class k with n_k >= 2 examples gives n = min(n_k - 1, max(1, round(fraction
-  * n_k))) examples (Python's round) to the held-out split, so it keeps at
-  least one; a class with fewer than 2 stays whole (with a warning). The
-  examples held out are the first n of the class in the order of
-  sha256("user-holdout:{what}:{split_seed}:{index}"), a function of the data
-  and split_seed alone.
+  """Per-class hold-out by the rule of docs/data.md#your-own-data (step 3); returns sorted
+  (kept, held) indices into y. A class of fewer than 2 stays whole, with a warning.
 
   Args:
     y: int64 labels in [0, K).
@@ -278,12 +259,9 @@ def step_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> np.ndar
 def long_tail_indices(y: np.ndarray, class_names: Sequence[str], imbalance_ratio: float,
                       profile: str = "exp", n_max: Optional[int] = None,
                       where: str = "training split") -> np.ndarray:
-  """Indices (sorted) of a long-tailed subset of a (balanced) training split.
-
-  Class k keeps its first N_k examples in array order, CIFAR-LT's rule
-  (`splits.first_per_class`), with N_k from `splits.long_tail_counts` (profile
-  "exp": n_max * ratio^(-k/(K-1))) or `step_counts` (profile "step"). n_max
-  defaults to the smallest class, so every class has enough examples.
+  """Sorted indices of a long-tailed subset of a (balanced) training split: class k keeps its
+  first N_k examples (`splits.long_tail_counts` for profile "exp", `step_counts` for "step";
+  n_max defaults to the smallest class). See docs/data.md#your-own-data, step 4.
 
   Raises:
     DataError: an unknown profile, or a class with fewer than N_k examples.
@@ -315,10 +293,8 @@ def clip_range_for(x_train: np.ndarray, input_kind: str, mode: str = "auto"):
   Args:
     x_train: the final training inputs.
     input_kind: "image" or "features".
-    mode: "auto" (images (0, 1); features the per-feature training range, a
-      pair of float32 arrays of shape [d]), "global" (images (0, 1); features
-      the scalar (min, max) over all training values) or "none" (no clipping).
-
+    mode: "auto" (images (0, 1); features the per-feature training range), "global" (features:
+      one (min, max) over all training values) or "none".
   Returns:
     None, a (min, max) pair of floats, or a pair of float32 arrays.
   """

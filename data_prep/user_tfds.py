@@ -1,14 +1,5 @@
-"""`tfds:NAME[:CONFIG]` sources: a TFDS dataset already prepared on this machine
-(docs/data.md#your-own-data).
-
-Nothing is downloaded: the builder is looked up with `tfds.builder(name,
-data_dir=...)` in the TFDS data dirs of `tfds_images.tfds_dir_candidates`
-(`tfds_data_dir`, `<data_dir>/tensorflow_datasets`, `<data_dir>`, then TFDS's
-default) and used only where `is_prepared()`; a dataset whose code TFDS does
-not ship is read from its prepared files. The input is the first of the
-dataset's supervised keys (else "image"), the label the second (else
-"label"): an `Image` feature gives images, a 1-D tensor features. Examples
-keep TFDS's stored order, which the long-tail rule's "first N_k" follows.
+"""`tfds:NAME[:CONFIG]` sources: a TFDS dataset already prepared on this machine, found in the
+data dirs of `tfds_images.tfds_dir_candidates` and never downloaded (docs/data.md#your-own-data).
 """
 
 import dataclasses
@@ -41,7 +32,7 @@ def find_prepared(name: str, data_dir=None, tfds_data_dir=None):
   Raises:
     MissingFileError: prepared nowhere (one line listing where it looked).
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # lazy: TFDS loads only when used
   tried = tfds_images.tfds_dir_candidates(data_dir, tfds_data_dir)
   for cand in tried:
     try:
@@ -87,7 +78,7 @@ def _split_names(builder, train_split, val_split, test_split) -> Dict[str, str]:
 def convert_image(image, channels: int, side: Optional[int]):
   """A decoded uint8 image with `channels` channels, centre-cropped and resized to `side`
   (None: kept); TensorFlow ops, for tf.data maps."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when used
   have = image.shape[-1]
   if channels == 3 and have == 1:
     image = tf.image.grayscale_to_rgb(image)
@@ -100,7 +91,7 @@ def convert_image(image, channels: int, side: Optional[int]):
 
 def _image_stream(ds, input_key, label_key, channels, side):
   """Examples as {"x": uint8 image (converted, resized), "y": label}."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when used
 
   def fn(ex):
     return {"x": convert_image(ex[input_key], channels, side), "y": ex[label_key]}
@@ -126,7 +117,7 @@ def _read_split(builder, split, input_key, label_key, is_image, image_opts):
 
 def _image_options(builder, input_key, names, image_size, channels):
   """(channels, side) for the image feature: sizes read from the data when they vary."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when used
   feature = builder.info.features[input_key]
   h, w, c = feature.shape
   channels = int(channels or c or 3)
@@ -142,7 +133,7 @@ def _image_options(builder, input_key, names, image_size, channels):
 
 def _build_arrays(builder, names, input_key, label_key, image_size, channels):
   feature = builder.info.features[input_key]
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # lazy: TFDS loads only when used
   is_image = isinstance(feature, tfds.features.Image)
   if not is_image and len(feature.shape) != 1:
     raise DataError(f"tfds:{builder.name}: feature {input_key!r} is neither an image nor a "
@@ -168,7 +159,7 @@ def read_tfds(target: str, data_dir=None, *, tfds_data_dir=None,
               label_key: Optional[str] = None, image_size: Optional[int] = None,
               channels: Optional[int] = None, use_cache: bool = True,
               cache_dir=None) -> user_sources.RawData:
-  """Reads a prepared TFDS dataset (module docstring).
+  """Reads a prepared TFDS dataset, in TFDS's stored order; never downloads.
 
   Args:
     target: "NAME" or "NAME:CONFIG".
@@ -176,7 +167,8 @@ def read_tfds(target: str, data_dir=None, *, tfds_data_dir=None,
     train_split, val_split, test_split: TFDS split names (slices such as
       "train[:90%]" work); defaults "train", and "validation" / "test" when
       the dataset has them (otherwise they are held out).
-    input_key, label_key: feature names (default: the supervised keys).
+    input_key, label_key: feature names (default: the supervised keys, else "image" and
+      "label"); an `Image` feature gives images, a 1-D tensor features.
     image_size, channels: as for `user_images.read_folder`.
     use_cache, cache_dir: images are cached (`data_prep.cache`), keyed by the
       prepared files' sizes and modification times and the options.
@@ -224,7 +216,7 @@ def open_prepared(target: str, data_dir=None, *, tfds_data_dir=None, train_split
                   image_size=None, channels=None) -> PreparedTfds:
   """Finds and describes a prepared TFDS source (the arguments of `read_tfds`); reads no
   example unless the image sizes vary and no image_size is given."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # lazy: TFDS loads only when used
   builder = find_prepared(parse_name(target), data_dir, tfds_data_dir)
   input_key, label_key = _keys(builder, input_key, label_key)
   names = _split_names(builder, train_split, val_split, test_split)
@@ -236,7 +228,7 @@ def open_prepared(target: str, data_dir=None, *, tfds_data_dir=None, train_split
 def split_labels(p: PreparedTfds, split: str) -> np.ndarray:
   """The raw labels of one of our splits ("train", ...) in stored order; images are not
   decoded."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # lazy: TFDS loads only when used
   ds = p.builder.as_dataset(split=p.names[split], shuffle_files=False,
                             decoders={p.input_key: tfds.decode.SkipDecoding()})
   parts = [b for b in ds.map(lambda ex: ex[p.label_key]).batch(4096).as_numpy_iterator()]
@@ -257,8 +249,8 @@ def read_split_arrays(p: PreparedTfds, split: str) -> Tuple[np.ndarray, np.ndarr
 def image_batches(p: PreparedTfds, split: str, mask: np.ndarray, batch_size: int = 256):
   """(stored positions, uint8 images) of the examples of `split` where `mask` is true, in
   stored order, batch by batch; only those images are decoded."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when used
+  import tensorflow_datasets as tfds  # lazy: TFDS loads only when used
   feature = p.builder.info.features[p.input_key]
   ds = p.builder.as_dataset(split=p.names[split], shuffle_files=False,
                             decoders={p.input_key: tfds.decode.SkipDecoding()})

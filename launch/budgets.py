@@ -31,7 +31,7 @@ import pandas as pd
 
 from launch import tables
 from m2m_tf.markdown import markdown_table
-from m2m_tf.recipes import get_recipe
+from data_prep.registry import get_recipe
 
 BUDGET_SIZE = 18
 

@@ -25,9 +25,12 @@ from typing import List
 from absl import flags
 import numpy as np
 import pandas as pd
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
+from data_prep.atomic import atomic_save, atomic_write_text, read_json
+from m2m_tf.cli import run_absl
 from m2m_tf.markdown import markdown_table
-from m2m_tf.io_utils import atomic_write_text, read_json
 from m2m_tf.run_records import flatten_record
 
 METHODS = {"erm": "ERM", "drs": "DRS", "m2m": "M2m"}  # key -> table label
@@ -40,17 +43,13 @@ flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds of every method.")
 
 def write_digits_npz(path: str) -> None:
   """Writes load_digits as an npz with a fixed stratified 70/30 train/test split."""
-  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
-  from sklearn.model_selection import train_test_split  # pylint: disable=g-import-not-at-top
   digits = load_digits()
   x_tr, x_te, y_tr, y_te = train_test_split(
       digits.data.astype(np.float32), digits.target, test_size=0.3, stratify=digits.target,
       random_state=0)
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
-           class_names=np.array([str(k) for k in range(10)]))
-  os.replace(tmp, path)
+  arrays = dict(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
+                class_names=np.array([str(k) for k in range(10)]))
+  atomic_save(lambda tmp: np.savez(tmp, **arrays), path)
 
 
 def command(npz: str, method: str, seed: int, out_dir: str) -> List[str]:
@@ -79,7 +78,7 @@ def data_facts(npz: str) -> dict:
 def markdown(summary: pd.DataFrame, seeds: List[int], recorded: dict, facts: dict) -> str:
   """The committed Markdown: the table and how it was made (`recorded`: a run's flags,
   `facts`: `data_facts` of the npz)."""
-  fmt = lambda m, s: f"{m:.2f}" if np.isnan(s) else f"{m:.2f} ± {s:.2f}"  # pylint: disable=unnecessary-lambda-assignment
+  fmt = lambda m, s: f"{m:.2f}" if np.isnan(s) else f"{m:.2f} ± {s:.2f}"
   body = markdown_table(
       ["method", "seeds", "test bACC", "test GM", "selected epoch per seed"],
       [[METHODS[r.method], r.seeds, fmt(r.test_bacc, r.test_bacc_std),
@@ -127,5 +126,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from m2m_tf.cli import run_absl  # pylint: disable=g-import-not-at-top
   run_absl(main)

@@ -15,7 +15,7 @@ import sys
 from typing import Optional, Sequence
 
 from m2m_tf.config import ExperimentConfig
-from m2m_tf.io_utils import read_json
+from data_prep.atomic import read_json
 from m2m_tf.training import run
 
 OUT = os.path.join("results", "example_reuters_m2m")

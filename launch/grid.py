@@ -48,7 +48,7 @@ from launch import runner
 from launch import store
 from launch import tables
 from m2m_tf.cli import run_absl
-from m2m_tf.io_utils import atomic_write_json, read_json
+from data_prep.atomic import atomic_write_json, read_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "reuters", "Dataset of the grid.")

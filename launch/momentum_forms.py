@@ -24,7 +24,7 @@ import pandas as pd
 
 from launch import tables
 from m2m_tf.markdown import markdown_table
-from m2m_tf.io_utils import atomic_write_text
+from data_prep.atomic import atomic_write_text
 
 FORMS = ("keras", "pytorch")
 METRICS = ("test_bacc", "test_gm")
@@ -111,7 +111,7 @@ def markdown(df: pd.DataFrame, dataset: str, missing: Sequence[str]) -> str:
 
 
 def _missing(keras: pd.DataFrame, pytorch: pd.DataFrame) -> list:
-  key = lambda df: {f"{r}_s{s}" for r, s in zip(df["row"], df["seed"])}  # pylint: disable=unnecessary-lambda-assignment
+  key = lambda df: {f"{r}_s{s}" for r, s in zip(df["row"], df["seed"])}
   return sorted(key(keras) ^ key(pytorch))
 
 

@@ -4,7 +4,7 @@ r"""Does mixed_bfloat16 keep CIFAR-LT accuracy? ERM on a shortened CIFAR schedul
   python -m launch.precision_check --epochs=10 --deferred=8 --seeds=0,1
 
 Trains ERM (ResNet-32, CIFAR-10-LT ratio 100, JPEG substitute) with the CIFAR recipe scaled
-to --epochs (`launch.cifar_short.short_schedule`) once per precision and seed, each by
+to --epochs (`launch.cifar.short.short_schedule`) once per precision and seed, each by
 `python -m m2m_tf.main` under runs/precision_check/<precision>_s<seed> (a killed run resumes;
 a finished one is not rerun). Writes results/precision_cifar10_jpeg.{json,md}: each run's
 test and validation bACC and GM, its median seconds per epoch, and per seed the difference
@@ -20,10 +20,10 @@ import subprocess
 import sys
 from typing import List, Optional, Sequence
 
-from launch import cifar_short
+from launch.cifar import short as cifar_short
 from m2m_tf.markdown import markdown_table
 from m2m_tf.config import PRECISIONS
-from m2m_tf.io_utils import atomic_write_json, atomic_write_text, read_json
+from data_prep.atomic import atomic_write_json, atomic_write_text, read_json
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -61,8 +61,8 @@ def output_to(path: str):
 
 def run_one(out_dir: str, argv: List[str], datasets: Dict[str, object]) -> None:
   """One run, as `python -m m2m_tf.main ARGV` would make it, with its dataset read once."""
-  import keras  # pylint: disable=g-import-not-at-top
-  from m2m_tf.training import run  # pylint: disable=g-import-not-at-top
+  import keras  # lazy: TensorFlow; keeps --help fast
+  from m2m_tf.training import run  # lazy: TensorFlow; keeps --help fast
   keras.utils.clear_session()
   cfg = config_of(argv)
   # Your own data's recipe comes from the data (run_experiment resolves it); the data
@@ -87,7 +87,7 @@ def run_all(jobs: List[tuple]) -> List[str]:
       try:
         run_one(out_dir, argv, datasets)
         ok = True
-      except Exception:  # pylint: disable=broad-except
+      except Exception:
         traceback.print_exc()  # into the run's log; the other runs go on
         ok = False
     if not ok:

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 
 from launch import tables
 from m2m_tf.config import DataConfig
-from m2m_tf.recipes import G_SEED_OFFSET
+from m2m_tf.config import G_SEED_OFFSET
 
 # The flags that shape the data; a g must be trained on the same data as f.
 DATA_FIELDS = frozenset(f.name for f in dataclasses.fields(DataConfig))

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from m2m_tf.markdown import markdown_table
-from m2m_tf.io_utils import atomic_write_text
+from data_prep.atomic import atomic_write_text
 
 SUFFIX = "_history.csv"
 

@@ -25,8 +25,8 @@ from typing import Iterator, List
 from absl import flags
 
 from m2m_tf.cli import run_absl
-from m2m_tf.io_utils import atomic_save, atomic_write_text
-from m2m_tf.recipes import G_SEED_OFFSET
+from data_prep.atomic import atomic_save, atomic_write_text
+from m2m_tf.config import G_SEED_OFFSET
 
 FLAGS = flags.FLAGS
 

@@ -18,10 +18,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from m2m_tf.markdown import markdown_table
+from data_prep.atomic import atomic_write_json, atomic_write_text, read_json
 from m2m_tf import logit_adjustment as la
-from m2m_tf.io_utils import atomic_write_json, atomic_write_text, read_json
+from m2m_tf.markdown import markdown_table
 from m2m_tf.run_records import flatten_record
 from m2m_tf.training.output_dir import POSTHOC_FILE
 
@@ -332,7 +333,6 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float, flo
   mean ± t_{(1+level)/2, n-1} · s / sqrt(n), s the sample standard deviation;
   low = high = nan for fewer than 2 values (no spread to estimate).
   """
-  from scipy import stats  # pylint: disable=g-import-not-at-top
   x = np.asarray(values, np.float64)
   mean = float(x.mean()) if x.size else float("nan")
   if x.size < 2:
@@ -410,7 +410,7 @@ def verdicts(df: pd.DataFrame, metric: str = "test_bacc",
 def _verdict_lines(found: Sequence[dict], rows: Dict[str, tuple], against: str,
                    claim: Dict[str, str]) -> List[str]:
   """A verdict table (column `against` names the competitor) and one sentence per M2m row."""
-  label = lambda k: rows[k][0] if k in rows else k  # pylint: disable=unnecessary-lambda-assignment
+  label = lambda k: rows[k][0] if k in rows else k
   body = [[label(v["row"]), label(v["against"]), v["seeds"], f"{v['diff']:+.1f}",
            f"[{v['low']:+.1f}, {v['high']:+.1f}]", v["verdict"]] for v in found]
   lines = [markdown_table(["M2m row", against, "paired seeds", "Δ test bACC", "95% CI",

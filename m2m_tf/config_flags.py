@@ -1,10 +1,6 @@
-"""Command-line flags generated from the fields of `m2m_tf.config.ExperimentConfig`.
-
-One flag per leaf field, with the field's name, default, help text and rule:
-the rule that `__post_init__` applies is the one the flag's validator applies,
-so a bad value is refused when the flags are parsed, with the same words. The
-flag's type follows the field's annotation: bool, int, float, str (an enum when
-the field lists choices), or a tuple of ints/floats (a comma-separated list).
+"""Command-line flags generated from the fields of `m2m_tf.config.ExperimentConfig`: one per leaf,
+with its name, default, help and rule (the flag's validator), typed by the annotation (bool, int,
+float, str or enum, comma-separated tuple of ints/floats).
 """
 
 import dataclasses
@@ -14,6 +10,12 @@ from typing import Dict
 from absl import flags
 
 from m2m_tf import config as config_lib
+from m2m_tf.config_fields import check_field
+from m2m_tf.errors import ConfigError
+from m2m_tf.training.methods import METHODS
+
+# The choices of the flags whose field leaves them to the layer that owns them.
+CHOICES = {"method": tuple(sorted(METHODS))}
 
 
 def _base_type(annotation):
@@ -43,7 +45,7 @@ def _leaf_fields() -> Dict[str, tuple]:
 
 def _define(name, field, annotation, default, flag_values) -> None:
   kind, is_tuple = _base_type(annotation)
-  meta, help_text = field.metadata, field.metadata["help"]
+  choices, help_text = field.metadata.get("choices") or CHOICES.get(name), field.metadata["help"]
   if is_tuple:
     flags.DEFINE_list(name, None if default is None else [str(v) for v in default], help_text,
                       flag_values=flag_values)
@@ -53,8 +55,8 @@ def _define(name, field, annotation, default, flag_values) -> None:
     flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
   elif kind is float:
     flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
-  elif meta.get("choices"):
-    flags.DEFINE_enum(name, default, list(meta["choices"]), help_text, flag_values=flag_values)
+  elif choices:
+    flags.DEFINE_enum(name, default, list(choices), help_text, flag_values=flag_values)
   else:
     flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
 
@@ -70,8 +72,8 @@ def _parse(value, annotation):
 def _validator(name, field, annotation):
   def check(value):
     try:
-      config_lib.check_field(name, _parse(value, annotation), field.metadata)
-    except (config_lib.ConfigError, ValueError) as e:
+      check_field(name, _parse(value, annotation), field.metadata)
+    except (ConfigError, ValueError) as e:
       raise flags.ValidationError(f"--{e}") from None
     return True
   return check

@@ -1,8 +1,6 @@
-"""User errors: problems with the input a user gave, reported by the command line in one line.
+"""User errors, which the command line reports in one line (a bug keeps its traceback).
 
-Everything else (a genuine bug) keeps its traceback. Each class also derives
-from the built-in exception a caller would expect, so `except ValueError` and
-friends keep working.
+Each class also derives from the built-in exception a caller would expect (ValueError, ...).
 """
 
 

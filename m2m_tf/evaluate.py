@@ -1,38 +1,7 @@
-r"""Evaluate a saved classifier on a dataset split (the metrics of docs/method.md#metrics).
+r"""Evaluates a saved classifier on a dataset split, and post-hoc logit adjustment of a run:
+`python -m m2m_tf.evaluate --checkpoint=runs/reuters_m2m [--posthoc_tau=select]`.
 
-  python -m m2m_tf.evaluate --dataset=cifar10_jpeg_lt \
-      --checkpoint=../shared/pretrained/official_erm_resnet32_cifar10lt_r100.npz \
-      --output=results/official_g_cifar10_jpeg.json
-
-  python -m m2m_tf.evaluate --checkpoint=runs/reuters_m2m   # a run folder
-
-The checkpoint may be a PyTorch-layout `.npz` state_dict (loaded with
-`m2m_tf.models.load_torch_state_dict`, e.g. the official M2m g), a Keras
-`.weights.h5` file (e.g. `best_f.weights.h5` of a run), a SavedModel
-directory written by a run (`saved_model/`, its `serve` endpoint gives logits),
-or a run folder (one with flags.json): its saved_model/, else its
-best_f.weights.h5. A run's flags.json (beside the checkpoint) gives the
-defaults of --dataset, its options, --data_dir and the LDAM cosine head.
-The architecture defaults to the dataset's recipe. Metrics are those of
-`m2m_tf.metrics.summarize` (bACC, GM with the 0.001 correction, per-class
-recall, ...), with class counts = the training counts N_k; the result carries
-the dataset's substitute label (e.g. the CIFAR-10 JPEG substitute).
-
-Writes `--output` (JSON) and the same name with `.md` (a short table). Uses
-argparse: only `m2m_tf.main` reads absl FLAGS.
-
-  python -m m2m_tf.evaluate --checkpoint=runs/reuters_ce_erm_s0 --posthoc_tau=select
-
-Post-hoc logit adjustment (Menon et al. 2021; `m2m_tf.logit_adjustment`) of a
-finished run folder, SavedModel or weights file: predicts argmax(z - tau log pi)
-on val and test, pi the training prior. `--posthoc_tau=select` chooses tau from
-0, 0.25, ..., 2.0 on validation bACC before the test split is read; a number
-fixes it. The result (raw and adjusted metrics, the validation curve) goes to
-posthoc_la.json in the run folder (or `--output`), written atomically; the
-run's own files are only read.
-
-A missing checkpoint, or one that does not fit the dataset (another input
-shape or number of classes), is reported in one line (exit status 1).
+See docs/method.md#evaluating-a-checkpoint and docs/method.md#logit-adjustment-and-balanced-softmax.
 """
 
 import argparse
@@ -43,11 +12,12 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from data_prep import registry
+from data_prep.atomic import atomic_write_json, atomic_write_text, read_json
 from m2m_tf import logit_adjustment as la
 from m2m_tf import metrics
+from m2m_tf import quiet
 from m2m_tf.errors import CheckpointError
-from m2m_tf.io_utils import atomic_write_json, atomic_write_text, read_json
-from m2m_tf.recipes import get_recipe
 from m2m_tf.run_records import NAMED_DATA_OPTIONS, flatten_record
 from m2m_tf.training.output_dir import OUR_ENTRIES, POSTHOC_FILE, RESULTS_FILE
 
@@ -57,18 +27,10 @@ RUN_CHECKPOINTS = ("saved_model", "best_f.weights.h5")
 
 
 def resolve_checkpoint(path: str) -> Tuple[str, dict]:
-  """The file or SavedModel to load for `path`, and its run's flags.json.
+  """(checkpoint to load, the run's flags.json as {leaf name: value} or {}) for `path`.
 
-  Args:
-    path: a checkpoint file, a SavedModel directory, or a run folder (one
-      holding flags.json and saved_model/ or best_f.weights.h5).
-
-  Returns:
-    (checkpoint path, the run's configuration as {leaf name: value}, or {}
-    when there is no flags.json in the run folder or beside the checkpoint).
-
-  Raises:
-    FileNotFoundError: `path` does not exist, or a run folder has no model.
+  `path` is a checkpoint file, a SavedModel directory or a run folder (flags.json with
+  saved_model/ or best_f.weights.h5). Raises FileNotFoundError if it or the model is missing.
   """
   if not os.path.exists(path):
     raise FileNotFoundError(f"checkpoint not found: {path!r}")
@@ -98,7 +60,7 @@ def _saved_model_shapes(loaded) -> Optional[Tuple[tuple, Optional[int]]]:
 
 def _check_saved_model(loaded, checkpoint, data_name, input_shape, num_classes) -> None:
   """Raises CheckpointError when a SavedModel's signature does not fit the dataset."""
-  from m2m_tf.models import weights_io  # pylint: disable=g-import-not-at-top
+  from m2m_tf.models import weights_io  # lazy: TensorFlow loads only when a model is used
   shapes = _saved_model_shapes(loaded)
   if shapes is None:
     return
@@ -111,7 +73,7 @@ def _check_saved_model(loaded, checkpoint, data_name, input_shape, num_classes) 
 
 def _build(arch, input_shape, num_classes, normed_head, hidden_units, normalization):
   """The Keras model for `arch`; a CheckpointError when it cannot take the dataset's inputs."""
-  from m2m_tf import models  # pylint: disable=g-import-not-at-top
+  from m2m_tf import models  # lazy: TensorFlow loads only when a model is used
   try:
     return models.build_classifier(arch, input_shape, num_classes, normed_head=normed_head,
                                    hidden_units=hidden_units, normalization=normalization)
@@ -122,26 +84,14 @@ def _build(arch, input_shape, num_classes, normed_head, hidden_units, normalizat
 def load_classifier(checkpoint: str, *, arch: str, input_shape, num_classes: int,
                     normed_head: bool = False, hidden_units=None, data_name: str = "?",
                     normalization=None):
-  """Returns a callable `logits = fn(x_float01_batch)` for `checkpoint`.
+  """Returns `logits = fn(x_float01_batch)` for a `.npz`, `.weights.h5` or SavedModel.
 
-  Args:
-    checkpoint: `.npz` (PyTorch layout), `.weights.h5`, or a SavedModel dir.
-    arch: architecture name for `.npz` / `.weights.h5` (m2m_tf.models).
-    input_shape: one example's shape.
-    num_classes: K.
-    normed_head: the cosine head of LDAM models.
-    hidden_units: the MLP's hidden layer sizes (None: the builder's default).
-    data_name: the dataset's name, for error messages.
-    normalization: (mean, std) the model standardises its input with (the
-      runs on your own data build it in; None: none).
-
-  Raises:
-    FileNotFoundError: no such file or directory.
-    CheckpointError (a ValueError): an unknown checkpoint kind, or a
-      checkpoint whose input shape, number of classes or layers do not fit.
+  arch, normed_head, hidden_units and normalization ((mean, std) or None) build the model for
+  a weights file; data_name is for messages. Raises FileNotFoundError, or CheckpointError for
+  an unknown kind or a checkpoint whose input shape, classes or layers do not fit.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from m2m_tf.models import weights_io  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # lazy: TensorFlow loads only when a model is used
+  from m2m_tf.models import weights_io
   if not os.path.exists(checkpoint):
     raise FileNotFoundError(f"checkpoint not found: {checkpoint!r}")
   if os.path.isdir(checkpoint):
@@ -163,9 +113,8 @@ def load_classifier(checkpoint: str, *, arch: str, input_shape, num_classes: int
 
 
 def predict_logits(logits_fn, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-  """The logits [N, K] of `logits_fn` over `x`, in order (uint8 images are scaled to [0, 1]);
-  [0, 0] for an empty `x`."""
-  from m2m_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  """The logits [N, K] of `logits_fn` over `x` (uint8 scaled to [0, 1]); [0, 0] if `x` is empty."""
+  from m2m_tf.data import pipeline  # lazy: TensorFlow loads only when a model is used
   out = [np.asarray(logits_fn(xb)) for xb in pipeline.eval_dataset(x, batch_size=batch_size)]
   return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
@@ -177,31 +126,30 @@ def predict(logits_fn, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
 
 
 def _normalization(data, arch: str):
-  """Your own data's input standardisation, which its runs build into the model (weight files
-  do not hold it: it has no weights); None for the paper's datasets and SavedModels."""
-  from data_prep import user_recipe  # pylint: disable=g-import-not-at-top
-  return None if arch == "saved_model" else user_recipe.model_normalization(data.name, data)
+  """Your own data's input standardisation (not in weight files); None for the paper's data."""
+  return None if arch == "saved_model" else registry.model_normalization(data.name, data)
 
 
 def _hidden_units(dataset: str, arch: str, run_flags: dict):
   """The MLP hidden sizes: the run's, else the dataset recipe's (None: not an MLP)."""
-  from m2m_tf.recipes import RECIPES  # pylint: disable=g-import-not-at-top
   if arch != "mlp":
     return None
   if run_flags.get("hidden_units"):
     return tuple(run_flags["hidden_units"])
-  return RECIPES[dataset].hidden_units if dataset in RECIPES else None
+  spec = registry.DATASETS.get(dataset)
+  return spec.recipe.hidden_units if spec is not None and spec.recipe else None
 
 
 def _logits_fn(checkpoint: str, run_flags: dict, data, arch: Optional[str],
                normed_head: Optional[bool]):
-  """(logits function, arch) of a resolved checkpoint: a SavedModel carries its own
-  architecture (arch "saved_model"); a weights file takes `arch`, else the run's, else the
-  recipe's, and the cosine head when the run's loss is LDAM (unless `normed_head` says)."""
+  """(logits function, arch) of a resolved checkpoint; arch: given, the run's, else the recipe's.
+
+  A SavedModel gives arch "saved_model"; normed_head defaults to "the run's loss is LDAM".
+  """
   if normed_head is None:
     normed_head = run_flags.get("loss") == "ldam"
   arch = "saved_model" if os.path.isdir(checkpoint) else (
-      arch or run_flags.get("arch") or get_recipe(data.name).arch)
+      arch or run_flags.get("arch") or registry.get_recipe(data.name).arch)
   fn = load_classifier(checkpoint, arch=arch, input_shape=data.input_shape,
                        num_classes=data.num_classes, normed_head=normed_head,
                        hidden_units=_hidden_units(data.name, arch, run_flags),
@@ -212,20 +160,11 @@ def _logits_fn(checkpoint: str, run_flags: dict, data, arch: Optional[str],
 def evaluate_checkpoint(checkpoint: str, data, *, arch: Optional[str] = None,
                         split: str = "test", batch_size: int = 1024,
                         normed_head: Optional[bool] = None) -> dict:
-  """Evaluates `checkpoint` on `data` (a DatasetSplits) and returns a JSON-able dict.
+  """Evaluates `checkpoint` (see `resolve_checkpoint`) on `split` of `data` (a DatasetSplits).
 
-  Args:
-    checkpoint: see `resolve_checkpoint` (a file, a SavedModel or a run folder).
-    data: the dataset.
-    arch: the architecture (default: the dataset's recipe; unused for a SavedModel).
-    split: one of SPLITS.
-    batch_size: evaluation batch size.
-    normed_head: the LDAM cosine head (default: the run's loss is LDAM).
-
-  Returns:
-    Keys: dataset, data_label, checkpoint, arch, split, n, bacc, gm, acc,
-    n_zero_recall, per_class_recall, class_names, class_counts, summary (the
-    full `metrics.summarize` dict) and seconds.
+  Returns a JSON-able dict: dataset, data_label, checkpoint, arch, split, n, bacc, gm, acc,
+  n_zero_recall, per_class_recall, class_names, class_counts, summary (`metrics.summarize`)
+  and seconds. Raises ValueError for an unknown split.
   """
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -243,23 +182,14 @@ def evaluate_checkpoint(checkpoint: str, data, *, arch: Optional[str] = None,
 
 
 def posthoc_adjust(logits_fn, data, tau, *, scale: float = 1.0, batch_size: int = 1024) -> dict:
-  """Post-hoc logit adjustment (`m2m_tf.logit_adjustment`) of a classifier on val and test.
-
-  The validation split is predicted and tau chosen on its bACC BEFORE the test split is read:
-  the test split never takes part in the choice.
+  """Post-hoc logit adjustment of `logits_fn` on val and test; the test split is read after tau.
 
   Args:
-    logits_fn: a batch of inputs -> logits (`load_classifier`).
-    data: a DatasetSplits; its training class counts are the prior pi.
-    tau: la.SELECT (the grid la.TAU_GRID, best validation bACC, ties to the smallest tau) or
-      a fixed tau >= 0.
-    scale: the logit scale of the run's loss (`logit_scale`).
-    batch_size: evaluation batch size.
+    tau: la.SELECT (chosen on validation bACC over la.TAU_GRID) or a fixed tau >= 0.
+    scale: the logit scale of the run's loss (`logit_scale`); the prior pi is data's counts.
   Returns:
-    tau, mode ("select" or "fixed"), logit_scale, log_prior, the metrics of
-    `metrics.summarize` at tau ("val", "test") and at tau 0 ("val_raw", "test_raw"),
-    val_bacc, val_gm, test_bacc, test_gm at tau; with "select", also grid,
-    grid_val_bacc (aligned with grid) and tied_taus.
+    tau, mode, logit_scale, log_prior, `metrics.summarize` at tau ("val", "test") and at 0
+    ("val_raw", "test_raw"), val/test bacc and gm; with SELECT also grid, grid_val_bacc, tied_taus.
   """
   counts = data.class_counts
   val, y_val = predict_logits(logits_fn, data.x_val, batch_size), data.y_val
@@ -279,8 +209,7 @@ def posthoc_adjust(logits_fn, data, tau, *, scale: float = 1.0, batch_size: int 
 
 
 def logit_scale(run_flags: dict) -> float:
-  """The scale the run's loss put on f's logits before its softmax: LDAM's s (its f gives
-  cosines), else 1. Post-hoc adjustment applies to the logits so scaled."""
+  """The scale the run's loss put on f's logits before its softmax: LDAM's s, else 1."""
   if run_flags.get("loss") == "ldam":
     return float(run_flags.get("ldam_scale") or 30.0)
   return 1.0
@@ -294,11 +223,9 @@ def _run_dir(path: str, checkpoint: str) -> str:
 
 
 def posthoc_output(path: str, checkpoint: str, output: Optional[str] = None) -> str:
-  """Where post-hoc results go: `output`, else POSTHOC_FILE in the run folder (or beside a
-  checkpoint that is in none).
+  """`output`, else POSTHOC_FILE in the run folder (or beside the checkpoint).
 
-  Raises:
-    CheckpointError: the path names a file of a run's own (results.json, flags.json, ...).
+  Raises CheckpointError if that names a run's own file (results.json, flags.json, ...).
   """
   target = output or os.path.join(_run_dir(path, checkpoint), POSTHOC_FILE)
   name = os.path.basename(os.path.normpath(target))
@@ -309,8 +236,7 @@ def posthoc_output(path: str, checkpoint: str, output: Optional[str] = None) -> 
 
 
 def _check_finished(run_dir: str, data) -> None:
-  """A run folder must be finished (results.json: its best f no longer changes) and trained
-  on the data's class counts (they are the prior)."""
+  """Raises CheckpointError unless a run folder is finished and has the data's class counts."""
   if not os.path.isfile(os.path.join(run_dir, "flags.json")):
     return  # a checkpoint outside any run folder
   results = read_json(os.path.join(run_dir, RESULTS_FILE))
@@ -325,15 +251,11 @@ def _check_finished(run_dir: str, data) -> None:
 
 def posthoc_checkpoint(path: str, data, tau, *, arch: Optional[str] = None,
                        batch_size: int = 1024, normed_head: Optional[bool] = None) -> dict:
-  """`posthoc_adjust` of a finished run folder, a SavedModel (its `serve` logits) or a weights
-  file (see `resolve_checkpoint`); the run's files are only read.
+  """`posthoc_adjust` of a finished run folder, SavedModel or weights file (only read).
 
-  Returns:
-    `posthoc_adjust`'s dict with dataset, data_label, checkpoint, run_dir, arch, class_names,
-    class_counts, the run's loss and seconds.
-  Raises:
-    FileNotFoundError: no such checkpoint.
-    CheckpointError: an unfinished run, another dataset's run or checkpoint.
+  Returns its dict plus dataset, data_label, checkpoint, run_dir, arch, run_loss, class_names,
+  class_counts and seconds. Raises FileNotFoundError, or CheckpointError for an unfinished run
+  or another dataset's checkpoint.
   """
   t0 = time.time()
   checkpoint, run_flags = resolve_checkpoint(path)
@@ -392,7 +314,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load_data(args, run_flags: dict):
   """The dataset to evaluate on: the flags', else the run's (with the run's options)."""
-  from data_prep.registry import load_dataset  # pylint: disable=g-import-not-at-top
   dataset = args.dataset or run_flags.get("dataset")
   options = {}
   if dataset == run_flags.get("dataset"):  # the run's data: every option it was built with
@@ -400,7 +321,7 @@ def _load_data(args, run_flags: dict):
     options.update({k: run_flags[k] for k in NAMED_DATA_OPTIONS if run_flags.get(k) is not None})
   if args.imbalance_ratio is not None:
     options["imbalance_ratio"] = args.imbalance_ratio
-  return load_dataset(dataset, args.data_dir or run_flags.get("data_dir"), **options)
+  return registry.load_dataset(dataset, args.data_dir or run_flags.get("data_dir"), **options)
 
 
 def _report(result: dict, output: Optional[str]) -> None:
@@ -472,4 +393,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines after start-up
+  quiet.import_tensorflow()
   sys.exit(main())

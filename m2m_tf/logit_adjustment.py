@@ -1,18 +1,7 @@
-"""Post-hoc logit adjustment (Menon et al., ICLR 2021, eq. 5) as NumPy math: no TensorFlow.
+"""Post-hoc logit adjustment, argmax_k (scale * z_k - tau log pi_k), in NumPy (no TensorFlow).
 
-A classifier trained on a long-tailed prior pi_k = N_k / sum_j N_j predicts
-argmax_k z_k; the post-hoc adjusted prediction is
-
-  argmax_k (z_k - tau log pi_k),
-
-which for tau = 1 and calibrated logits is the Bayes-optimal rule for the
-balanced error. tau is either given, or chosen from the fixed grid TAU_GRID on
-VALIDATION bACC only (`select_tau` takes no test data: the caller reads the test
-split after the choice, `m2m_tf.evaluate --posthoc_tau`). The training-time
-version of the same adjustment is `m2m_tf.losses.logit_adjusted`.
-
-The logits of an LDAM model are cosines that its loss multiplies by s: the
-adjustment applies to `scale * z` (scale = s), the logits its softmax saw.
+tau is given or chosen on validation bACC over TAU_GRID
+(docs/method.md#logit-adjustment-and-balanced-softmax).
 """
 
 import math
@@ -34,11 +23,7 @@ ArrayLike = Union[np.ndarray, Sequence[float], Sequence[int]]
 def log_prior(class_counts: ArrayLike) -> np.ndarray:
   """log pi_k = log N_k - log sum_j N_j, the log training class prior (float64 [K]).
 
-  Finite for any positive counts (one example among 1e12 gives -27.6; the ratio
-  N_k / sum N is never formed, so it cannot underflow).
-
-  Raises:
-    ValueError: counts that are not a non-empty 1-D array of finite values > 0.
+  Raises ValueError unless the counts are a non-empty 1-D array of finite values > 0.
   """
   counts = np.asarray(class_counts, dtype=np.float64)
   if counts.ndim != 1 or counts.size == 0:
@@ -61,11 +46,7 @@ def check_tau(tau: float) -> float:
 
 
 def parse_tau(text: str) -> Union[str, float]:
-  """A `--posthoc_tau` value: SELECT ("select": choose on validation), or a fixed tau.
-
-  Raises:
-    ValueError: one line, for anything else (a word, a negative or non-finite number).
-  """
+  """A `--posthoc_tau` value: SELECT ("select") or a fixed tau; ValueError for anything else."""
   if text == SELECT:
     return SELECT
   try:
@@ -82,15 +63,10 @@ def parse_tau(text: str) -> Union[str, float]:
 
 def adjust_logits(logits: ArrayLike, class_counts: ArrayLike, tau: float,
                   scale: float = 1.0) -> np.ndarray:
-  """scale * z - tau * log pi, in float64 ([N, K]).
+  """scale * z - tau * log pi in float64 [N, K], pi from the training counts N_k.
 
-  Args:
-    logits: [N, K] raw logits of the model.
-    class_counts: N_k, length K, all > 0 (the TRAINING counts).
-    tau: finite, >= 0 (0 leaves the logits as they are).
-    scale: the logit scale of the model's loss (1; LDAM's s for its cosine logits), > 0.
-  Raises:
-    ValueError: bad tau, scale or counts, or logits of another number of classes.
+  tau finite >= 0, scale (the loss's logit scale: LDAM's s, else 1) finite > 0. Raises
+  ValueError for bad tau, scale or counts, or logits of another number of classes.
   """
   tau, prior = check_tau(tau), log_prior(class_counts)
   if not (math.isfinite(scale) and scale > 0):
@@ -117,8 +93,7 @@ def balanced_accuracy(logits: ArrayLike, labels: ArrayLike, class_counts: ArrayL
 
 
 class Selection(NamedTuple):
-  """The outcome of `select_tau`: the chosen tau, the grid, its validation bACCs (percent,
-  aligned with the grid) and the grid values tied with the best."""
+  """`select_tau`'s result: tau, grid, val_bacc (percent, per grid value), tied (taus tied best)."""
   tau: float
   grid: Tuple[float, ...]
   val_bacc: Tuple[float, ...]
@@ -127,13 +102,9 @@ class Selection(NamedTuple):
 
 def select_tau(val_logits: ArrayLike, val_labels: ArrayLike, class_counts: ArrayLike, *,
                grid: Sequence[float] = TAU_GRID, scale: float = 1.0) -> Selection:
-  """The tau of `grid` with the best VALIDATION bACC (ties: the smallest tau).
+  """The tau of `grid` with the best validation bACC (ties: the smallest tau).
 
-  Takes validation data only: no test data can take part in the choice.
-
-  Raises:
-    ValueError: an empty grid or validation split, a bad tau in the grid, or bad logits /
-      counts.
+  Raises ValueError for an empty grid or validation split, a bad tau, or bad logits or counts.
   """
   grid = tuple(check_tau(t) for t in grid)
   if not grid:

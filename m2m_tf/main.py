@@ -4,7 +4,8 @@ r"""Train a classifier on long-tailed data with M2m or a baseline.
   python -m m2m_tf.main --dataset=reuters --method=drw --loss=ldam --seed=1 \
       --output_dir=runs/reuters_ldam_drw_s1
 
-Unset schedule flags take the dataset's recipe (docs/method.md#training-recipes, m2m_tf/recipes.py).
+Unset schedule flags take the dataset's recipe (docs/method.md#training-recipes,
+data_prep/registry.py).
 The flags are generated from the fields of `m2m_tf.config.ExperimentConfig`
 (`m2m_tf.config_flags`). This is the only module that reads FLAGS; it turns
 them into an `ExperimentConfig` for `m2m_tf.training.run.run_experiment`.
@@ -13,14 +14,16 @@ them into an `ExperimentConfig` for `m2m_tf.training.run.run_experiment`.
 import os
 import sys
 
-# TensorFlow's C++ INFO lines (CPU features, oneDNN) are noise to a user; set before TF loads.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+from absl import app
+from absl import flags
+from absl import logging
 
-from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from m2m_tf import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from data_prep.paths import DataNotFoundError
+from data_prep.registry import available_datasets
+from m2m_tf import config_flags
+from m2m_tf import quiet
+from m2m_tf.cli import run_absl
+from m2m_tf.errors import ConfigError, M2mError
 
 FLAGS = flags.FLAGS
 
@@ -30,8 +33,6 @@ config_flags.define_flags(FLAGS)
 
 def config_from_flags():
   """The `ExperimentConfig` of the parsed FLAGS (the only place FLAGS are read)."""
-  from data_prep.registry import available_datasets  # pylint: disable=g-import-not-at-top
-  from m2m_tf.errors import ConfigError  # pylint: disable=g-import-not-at-top
   if ":" not in FLAGS.dataset and FLAGS.dataset not in available_datasets():
     raise app.UsageError(f"--dataset={FLAGS.dataset} has a recipe but no builder yet; "
                          f"available: {sorted(available_datasets())}.")
@@ -44,13 +45,15 @@ def config_from_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from data_prep.paths import DataNotFoundError  # pylint: disable=g-import-not-at-top
-  from m2m_tf.errors import M2mError  # pylint: disable=g-import-not-at-top
-  from m2m_tf.training.run import run_experiment  # pylint: disable=g-import-not-at-top
   config = config_from_flags()
+  # TensorFlow's start-up lines only when --verbosity asks (docs/runs.md#quiet-start-up).
+  if not FLAGS["verbosity"].present:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # its INFO lines after start-up, too
+  quiet.import_tensorflow(verbose=FLAGS["verbosity"].present)
+  from m2m_tf.training.run import run_experiment  # lazy: --help and bad flags need no TensorFlow
   if not FLAGS["verbosity"].present:
     # TF's Python INFO lines (signature renames, saver timings, asset paths) are noise too; our
-    # own progress lines go to stderr (run.say). --verbosity=0 brings the INFO lines back.
+    # own progress lines go to stderr (`fitting.say`). --verbosity=0 brings the INFO lines back.
     logging.set_verbosity(logging.WARNING)
   try:
     results = run_experiment(config)
@@ -77,7 +80,6 @@ def main(argv):
 
 def run_main():
   """Console-script entry point (`m2m-train`); --help prints the flags and exits 0."""
-  from m2m_tf.cli import run_absl  # pylint: disable=g-import-not-at-top
   run_absl(main, flag_modules=[config_flags.__name__])
 
 

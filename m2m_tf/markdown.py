@@ -1,7 +1,6 @@
 """The one Markdown table writer of the generated results (launch/, benchmarks/, run reports).
 
-pandas' `DataFrame.to_markdown` would need the `tabulate` package, which is not a
-dependency; the tables here are plain pipe tables, so a few lines do.
+Plain pipe tables: pandas' `DataFrame.to_markdown` needs `tabulate`, which is not a dependency.
 """
 
 from typing import Iterable, Sequence
@@ -13,18 +12,9 @@ def _cell(value) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
-  """A pipe table: the header row, a `|---|` rule, then one line per row.
+  """A pipe table (no trailing newline): header, `|---|` rule, one line per row of `str` cells.
 
-  Args:
-    header: the column titles.
-    rows: one sequence of cells per row, as many as `header` (cells are
-      formatted with `str`; format numbers before).
-
-  Returns:
-    The table's lines joined by newlines, without a trailing newline.
-
-  Raises:
-    ValueError: a row has another number of cells than the header.
+  Raises ValueError when a row has another number of cells than the header.
   """
   lines = ["| " + " | ".join(_cell(h) for h in header) + " |",
            "|" + "---|" * len(header)]

@@ -1,17 +1,7 @@
 """Evaluation metrics of docs/method.md#metrics (NumPy, host side).
 
-All per-class quantities index classes 0..K-1 as the dataset does. Classes
-absent from y_true (no test example) have an undefined recall: it is NaN and
-is EXCLUDED from every mean (bACC, GM, group accuracies), as
-`sklearn.metrics.balanced_accuracy_score` does. (imbalanced-learn's
-`geometric_mean_score` would instead count a class that appears only in y_pred
-with recall 0, i.e. `correction`; on the paper's test sets every class has test
-examples, so the two agree.)
-
-Functions return fractions in [0, 1]; `summarize` reports percentages.
-The groups (majority/minority, many/medium/few shot) and the order of the
-cumulative false-positive curve are defined by the TRAINING counts N_k, sorted
-(never assuming class 0 is the largest).
+Functions return fractions in [0, 1] (`summarize`: percentages); a class absent from y_true has
+NaN recall and is left out of every mean. Groups and orders come from the training counts N_k.
 """
 
 import math
@@ -41,7 +31,7 @@ def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike,
                      num_classes: int) -> np.ndarray:
   """C[i, j] = number of examples of true class i predicted as j (int64 [K, K]).
 
-  Same layout as `sklearn.metrics.confusion_matrix(..., labels=range(K))`.
+  Raises ValueError on labels outside [0, K) or inputs of different lengths.
   """
   if num_classes < 1:
     raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -62,11 +52,7 @@ def _check_cm(cm) -> np.ndarray:
 
 
 def per_class_recall(cm) -> np.ndarray:
-  """Recall of class k = C[k, k] / sum_j C[k, j]; NaN if class k has no example.
-
-  Returns:
-    float64 [K] in [0, 1], NaN for classes absent from y_true.
-  """
+  """Recall of class k, C[k, k] / sum_j C[k, j], as float64 [K]; NaN if class k has no example."""
   cm = _check_cm(cm).astype(np.float64)
   support = cm.sum(axis=1)
   out = np.full(cm.shape[0], np.nan)
@@ -83,10 +69,7 @@ def _valid(recalls) -> np.ndarray:
 
 
 def balanced_accuracy(recalls) -> float:
-  """bACC: mean per-class recall over classes present in y_true (NaN skipped).
-
-  Equals `sklearn.metrics.balanced_accuracy_score`. NaN if no class is present.
-  """
+  """bACC: mean per-class recall, NaN recalls skipped; NaN if none is left."""
   r = _valid(recalls)
   return float(r.mean()) if r.size else float("nan")
 
@@ -94,10 +77,7 @@ def balanced_accuracy(recalls) -> float:
 def geometric_mean(recalls, correction: float = 0.001) -> float:
   """GM: geometric mean of per-class recalls, zero recalls replaced by `correction`.
 
-  As imbalanced-learn's `geometric_mean_score(average='multiclass',
-  correction=0.001)` (docs/method.md#metrics): without the correction a single class with
-  zero recall makes GM 0. NaN recalls (classes absent from y_true) are
-  skipped. correction=0 gives the plain GM.
+  NaN recalls are skipped; correction=0 gives the plain GM (docs/method.md#metrics).
   """
   if correction < 0:
     raise ValueError(f"correction must be >= 0, got {correction}")
@@ -133,12 +113,10 @@ def _check_same_k(recalls, class_counts):
 
 
 def majority_classes(class_counts) -> np.ndarray:
-  """Boolean mask [K]: the majority classes (docs/method.md#metrics).
+  """Boolean mask [K] of the majority classes (docs/method.md#metrics).
 
-  Classes are sorted by training count, largest first (ties: lower index
-  first); the majority is the shortest prefix whose counts together first
-  EXCEED 50% of all training examples (strictly more than half). The rest are
-  the minority.
+  The shortest prefix, by training count descending (ties: lower index first), holding
+  strictly more than half of all training examples.
   """
   order = _order_by_count(class_counts)
   counts = np.asarray(class_counts, dtype=np.float64)
@@ -158,11 +136,7 @@ def _group_mean(recalls: np.ndarray, mask: np.ndarray) -> float:
 
 
 def major_minor_accuracy(recalls, class_counts) -> Tuple[float, float]:
-  """(Major, Minor) accuracy: mean recall of the majority / minority classes.
-
-  Majority as in `majority_classes` (by training counts). A group with no
-  class, or whose classes all have NaN recall, gives NaN.
-  """
+  """(Major, Minor) accuracy: mean recall of `majority_classes` and of the rest; NaN if empty."""
   _check_same_k(recalls, class_counts)
   major = majority_classes(class_counts)
   return _group_mean(recalls, major), _group_mean(recalls, ~major)
@@ -178,11 +152,7 @@ def shot_groups(class_counts) -> Dict[str, np.ndarray]:
 
 
 def shot_accuracy(recalls, class_counts) -> Tuple[float, float, float]:
-  """(many, medium, few)-shot accuracy: mean recall per group; empty group: NaN.
-
-  Groups by TRAINING examples: many > 100, medium 20-100, few < 20 (the
-  ImageNet-LT convention of Liu et al. 2019).
-  """
+  """(many, medium, few)-shot accuracy: mean recall of each `shot_groups` group; empty: NaN."""
   _check_same_k(recalls, class_counts)
   g = shot_groups(class_counts)
   return (_group_mean(recalls, g["many"]), _group_mean(recalls, g["medium"]),
@@ -190,16 +160,10 @@ def shot_accuracy(recalls, class_counts) -> Tuple[float, float, float]:
 
 
 def cumulative_false_positives(cm, class_counts) -> np.ndarray:
-  """Cumulative false positives over classes from most to least frequent (Fig. 5).
+  """Cumulative false positives, int64 [K] (the paper's Fig. 5; docs/method.md#metrics).
 
-  FP_k = sum_i C[i, k] - C[k, k], the test examples of other classes predicted
-  as k. Classes are ordered by training count, largest first (ties: lower
-  index first), and the curve is the running sum: out[j] = sum of FP over the
-  j + 1 most frequent classes. A classifier biased towards the majority
-  classes has a curve that rises early.
-
-  Returns:
-    int64 [K].
+  out[j] is the sum of FP_k = sum_i C[i, k] - C[k, k] over the j + 1 classes with the most
+  training examples (ties: lower index first).
   """
   cm = _check_cm(cm)
   if cm.shape[0] != len(class_counts):
@@ -218,17 +182,9 @@ def _pct(v: float):
 def summarize(y_true: ArrayLike, y_pred: ArrayLike, class_counts) -> Dict:
   """All metrics of docs/method.md#metrics for one prediction, as a JSON-serialisable dict.
 
-  K = len(class_counts) (the TRAINING counts N_k). Keys:
-    acc: plain accuracy (%).
-    bacc, gm: balanced accuracy and corrected geometric mean (%).
-    n_zero_recall: int.
-    per_class_recall: list of K recalls (%), None for classes with no test
-      example.
-    confusion_matrix: K x K nested list of ints (rows true, columns predicted).
-    major_acc, minor_acc, many_acc, medium_acc, few_acc: group accuracies (%),
-      None for an empty group.
-    cumulative_fp: list of K ints (see `cumulative_false_positives`).
-  Every NaN becomes None so that `json.dumps` gives valid JSON.
+  Keys: acc, bacc, gm, major_acc, minor_acc, many_acc, medium_acc, few_acc (%),
+  n_zero_recall, per_class_recall (K values, %), confusion_matrix (K x K ints, rows true),
+  cumulative_fp (K ints). K = len(class_counts), the training counts; NaN becomes None.
   """
   counts = np.asarray(class_counts)
   k = counts.size

@@ -1,12 +1,7 @@
 """The figures of a run's report (`m2m_tf.report`) and of the CIFAR study (`launch.cifar_report`).
 
-matplotlib's object API on the Agg canvas (no pyplot, no display, no global figure state).
-Every figure is written atomically (`m2m_tf.io_utils.atomic_save`), and every drawing function
-returns what it drew, read back from the figure's artists (lines' x/y, bars' heights, images'
-arrays, panel titles), so that a test can compare the picture's values with their sources.
-
-Classes are ordered by training count N_k, largest first (ties: lower index first), as
-`m2m_tf.metrics` orders the cumulative false positives.
+Agg canvas, no pyplot; PNGs are written atomically. Each drawing function returns the values
+read back from what it drew, for tests; classes go by training count, largest first.
 """
 
 import dataclasses
@@ -18,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 import numpy as np
 
-from m2m_tf.io_utils import atomic_save
+from data_prep.atomic import atomic_save
 
 DPI = 110
 # Confusion matrices with at most this many classes get their counts written in the cells.
@@ -27,8 +22,7 @@ ANNOTATE_MAX_CLASSES = 12
 
 @dataclasses.dataclass
 class Series:
-  """One curve of a panel: y over x, a line, or markers only (`points`: a value per epoch that
-  exists on some epochs only, NaN elsewhere, e.g. test bACC evaluated at new-best epochs)."""
+  """One curve of a panel: y over x as a line, or as markers only (`points`; NaN y skipped)."""
 
   label: str
   x: Sequence[float]
@@ -89,12 +83,10 @@ def _draw_series(ax, s: Series):
 def curves(path: str, panels: Sequence[Panel], *, title: str = "",
            marks: Sequence[Tuple[float, str]] = (), xlabel: str = "epoch",
            legend_all: bool = True) -> Dict[str, dict]:
-  """Panels side by side, one line (or point set) per series; `marks`: vertical lines
-  (x, label) drawn on every panel (e.g. the phase switch, the selected epoch); a legend on every
-  panel, or on the first only (`legend_all=False`: the panels share their series).
+  """Panels side by side, with `marks` ((x, label) vertical lines) on each; writes `path`.
 
-  Returns:
-    {panel title: {series label: the drawn [n, 2] x/y array}, "marks": [x of each mark]}.
+  Legends on every panel, or on the first only with `legend_all=False`. Returns
+  {panel title: {series label: the drawn [n, 2] x/y array}, "marks": [x of each mark]}.
   """
   fig = figure(5 * len(panels), 3.8)
   axes = fig.subplots(1, len(panels), squeeze=False)[0]

@@ -1,7 +1,5 @@
-"""The commit records of a run's `ckpt/` folder (written by `m2m_tf.training.checkpoint`).
-
-Only the standard library: progress reports (`launch.cifar_full --status`,
-`launch.cifar_report --skip_figures`) read records without loading Keras.
+"""The commit records of a run's `ckpt/` folder (written by `m2m_tf.training.checkpoint`), read
+with the standard library only, so progress reports need no Keras.
 """
 
 import glob
@@ -10,7 +8,7 @@ import re
 from typing import Dict, List, Optional
 
 from m2m_tf.errors import CheckpointError
-from m2m_tf.io_utils import read_json
+from data_prep.atomic import read_json
 
 CKPT_DIR = "ckpt"
 _RECORD = re.compile(r"state-(\d{4,})\.json$")
@@ -48,8 +46,9 @@ def newest_record(ckpt_dir: str) -> Optional[dict]:
   return None
 
 
-# The sections of a run's flags.json (m2m_tf.config.ExperimentConfig), and the dataset builder
-# options that have a field of their own; kept here so that reading a record needs no TensorFlow.
+# The sections of a run's flags.json (m2m_tf.config.ExperimentConfig), and the builder options
+# that older, flat records kept in `dataset_options` and that now have a field of their own (a
+# new option never needs listing: `DataConfig` marks its builder options). Standard library only.
 CONFIG_SECTIONS = ("data", "model", "schedule", "training", "m2m", "runtime")
 NAMED_DATA_OPTIONS = ("imbalance_ratio", "imbalance_profile", "label_column", "val_fraction",
                       "test_fraction", "image_size", "clip", "vocab_size", "embeddings",
@@ -57,11 +56,8 @@ NAMED_DATA_OPTIONS = ("imbalance_ratio", "imbalance_profile", "label_column", "v
 
 
 def flatten_record(record: dict) -> Dict[str, object]:
-  """A flags.json (nested, or the flat form of older runs) as {leaf name: value}.
-
-  The older flat form kept every builder option in `dataset_options` and had
-  no sections; the options that now have their own field become leaves here.
-  """
+  """A flags.json (nested, or the older flat form with builder options in `dataset_options`) as
+  {leaf name: value}."""
   out = {}
   for key, value in record.items():
     if key in CONFIG_SECTIONS and isinstance(value, dict):

@@ -1,25 +1,7 @@
-"""f as a SavedModel that takes features and, for text datasets, raw text.
+"""f as a SavedModel with the endpoints `serve` (features), `serve_text` and `featurise_text`
+(raw text, for datasets with `DatasetSplits.text_features`) and `class_names`.
 
-`export_saved_model` writes these endpoints (docs/runs.md#serving-the-exported-model):
-
-  serve           float32 features -> logits [batch, K]. The endpoint `f.export` writes (same
-                  name, same input signature); also `serving_default`.
-  serve_text      raw input -> logits [batch, K]: the dataset's featurisation, then f.
-  featurise_text  raw input -> the float32 features that `serve` takes.
-
-The text endpoints exist when the dataset describes its featurisation (`DatasetSplits.
-text_features`, built by data_prep):
-
-- "bag_of_words" (Reuters R52, data_prep/reuters.py): a batch of documents, tf.string [batch].
-  Words are the whitespace-separated tokens (Python's `str.split()`: any Unicode whitespace, no
-  lowercasing); stop words are dropped; word i of the vocabulary lights feature i, and every
-  other word feature vocab_size-1 (UNK, shared with the rank vocab_size-1 word); binary presence.
-- "token_window" (Twitter POS, data_prep/twitter.py): tf.string [batch, 2*window+1], one row per
-  token to tag: its window of tokens, the tweet padded with `</s>` on both sides. A token is
-  looked up as is, then lowercased, then as UUUNKKK; the row is the concatenated embeddings.
-
-Everything is TensorFlow ops and lookup tables inside the SavedModel: loading and serving need
-only `tensorflow` (`tf.saved_model.load(path).serve_text(...)`), neither keras nor m2m_tf.
+The endpoints need only TensorFlow to load (docs/runs.md#serving-the-exported-model).
 """
 
 import os
@@ -46,10 +28,9 @@ _OOV_TOKEN = "[UNK] "
 
 
 def split_whitespace(texts: tf.Tensor) -> tf.RaggedTensor:
-  """Python's `str.split()` on a batch of strings: ragged tf.string [batch, (words)].
+  """Python's `str.split()`: tf.string [batch] -> ragged tf.string [batch, (words)].
 
-  Runs of any Unicode whitespace separate words; leading and trailing whitespace make no empty
-  word. (`tf.strings.split` without `sep` knows only ASCII whitespace.)
+  Any Unicode whitespace separates; `tf.strings.split` without `sep` knows only ASCII.
   """
   spaced = tf.strings.regex_replace(texts, _WHITESPACE_RUN, " ")
   words = tf.strings.split(spaced, sep=" ")
@@ -59,9 +40,7 @@ def split_whitespace(texts: tf.Tensor) -> tf.RaggedTensor:
 class BagOfWordsFeaturiser(keras.layers.Layer):
   """Raw documents -> data_prep/reuters.py's binary bag of words (float32 [batch, vocab_size]).
 
-  One `StringLookup` in multi_hot mode over the vocabulary followed by the stop words gives
-  [OOV, word 0 .. word n-1, stop words]; the stop-word columns are dropped (a stop word lights
-  nothing, not UNK) and the OOV column becomes our UNK feature vocab_size-1.
+  Raises ValueError for a vocabulary that repeats a word, holds a stop word or exceeds vocab_size-1.
   """
 
   def __init__(self, vocabulary: Sequence[str], stop_words: Sequence[str], vocab_size: int,
@@ -78,6 +57,8 @@ class BagOfWordsFeaturiser(keras.layers.Layer):
     if known & set(stop_words):
       raise ValueError(f"Stop words in the vocabulary: {sorted(known & set(stop_words))[:5]}")
     stops = list(dict.fromkeys(str(w) for w in stop_words))  # unique, in order
+    # Columns [OOV, word 0 .. n-1, stop words]: call() drops the stop words (they light nothing)
+    # and moves OOV to the UNK feature vocab_size-1.
     self.lookup = keras.layers.StringLookup(
         vocabulary=list(self.vocabulary) + stops, mask_token=None, num_oov_indices=1,
         oov_token=_OOV_TOKEN, output_mode="multi_hot")
@@ -104,11 +85,7 @@ class BagOfWordsFeaturiser(keras.layers.Layer):
 class TokenWindowFeaturiser(keras.layers.Layer):
   """Token windows -> data_prep/twitter.py's window features (float32 [batch, (2w+1)*d]).
 
-  A token's embedding row: the row of the token itself, else of its lowercased form, else the
-  UNK row, as data_prep's `_lookup`. `tf.strings.lower` with UTF-8 uses full, context-aware
-  Unicode case mapping like Python's `str.lower` (a dotted capital I becomes two characters, a
-  word-final capital sigma the final sigma) and agrees with it on every token of the data
-  (tests/test_serving.py). The embedding table is a non-trainable variable of the SavedModel.
+  A token takes its own row, else its lowercased form's, else `unk_row` (data_prep's `_lookup`).
   """
 
   def __init__(self, keys: Sequence[str], rows, embeddings, window: int, unk_row: int,
@@ -137,6 +114,7 @@ class TokenWindowFeaturiser(keras.layers.Layer):
   def call(self, tokens):
     """tf.string [batch, 2*window+1] -> float32 [batch, (2*window+1)*d]."""
     row = self._rows(tokens)
+    # UTF-8 lowering is full, context-aware Unicode case mapping, as str.lower (test_serving.py).
     row = tf.where(row >= 0, row, self._rows(tf.strings.lower(tokens, encoding="utf-8")))
     row = tf.where(row >= 0, row, tf.constant(self.unk_row, tf.int64))
     vectors = tf.gather(tf.convert_to_tensor(self.table), row)
@@ -154,11 +132,7 @@ class TokenWindowFeaturiser(keras.layers.Layer):
 
 
 def text_featuriser(text_features: Mapping[str, Any]) -> keras.layers.Layer:
-  """The featuriser layer described by a `DatasetSplits.text_features` dict.
-
-  Raises:
-    ValueError: an unknown "kind".
-  """
+  """The featuriser layer of a `DatasetSplits.text_features` dict; ValueError if kind is unknown."""
   kind = text_features.get("kind")
   if kind == "bag_of_words":
     return BagOfWordsFeaturiser(text_features["vocabulary"], text_features["stop_words"],
@@ -182,20 +156,11 @@ def export_saved_model(f: keras.Model, export_dir: Union[str, os.PathLike],
                        text_features: Optional[Mapping[str, Any]] = None, *,
                        class_names: Optional[Sequence[str]] = None,
                        verbose: bool = False) -> None:
-  """Writes f as a SavedModel: `serve`, plus `serve_text` and `featurise_text` for text data,
-  and `class_names` (no input: the names of the logits' columns) when given.
+  """Writes f (built; single-input for text) as a SavedModel to the new folder `export_dir`.
 
-  Args:
-    f: the trained classifier (features -> logits), built; a single-input functional model
-      when `text_features` is given (as every model of m2m_tf.models).
-    export_dir: the SavedModel folder to write (a new path, as `export_and_report` gives it).
-    text_features: `DatasetSplits.text_features`, or None (features only).
-    class_names: one name per class index, or None. Without text features and
-      class names this is exactly `f.export(export_dir, format="tf_saved_model")`.
-    verbose: print the endpoints.
-
-  Raises:
-    ValueError: f's input shape is not the shape of the text features.
+  Endpoints: `serve`, plus `serve_text` and `featurise_text` if `text_features` is given, and
+  `class_names` if `class_names` is; with neither it is `f.export(export_dir)`. Raises
+  ValueError when f's input shape is not the text features' shape.
   """
   if text_features is None and class_names is None:
     f.export(export_dir, format="tf_saved_model", verbose=verbose)

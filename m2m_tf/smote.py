@@ -1,22 +1,7 @@
-"""SMOTE oversampling (Chawla et al. 2002), the ERM-SMOTE baseline (docs/method.md, baselines).
+"""SMOTE oversampling (Chawla et al. 2002), the ERM-SMOTE baseline.
 
-For every class c with N_c < target_c, `target_c - N_c` synthetic examples are
-made; each one picks a base example x_i of class c uniformly at random, one of
-its k nearest neighbours x_nn of the same class uniformly at random (Euclidean
-distance over all input dimensions, x_i itself excluded) and a gap
-u ~ U[0, 1):
-
-    x_new = x_i + u * (x_nn - x_i)
-
-which is imbalanced-learn's `SMOTE` rule (`BaseSMOTE._generate_samples`);
-by default every class is oversampled up to N_max = max_k N_k (imbalanced-learn's
-`sampling_strategy='auto'`). Differences from imbalanced-learn, on purpose:
-  * a class with 2 <= N_c <= k uses its N_c - 1 other examples as neighbours
-    (imbalanced-learn raises an error);
-  * a class with a single example cannot be interpolated: its synthetic examples
-    are copies of it (plain random oversampling);
-  * the random stream is NumPy's `default_rng(seed)`, so the draws (not their
-    distribution) differ from imbalanced-learn's `random_state`.
+x_new = x_i + u * (x_nn - x_i), imbalanced-learn's rule; see
+docs/method.md#re-sampling-and-re-weighting and docs/method.md#difference-13-smote-small-classes.
 """
 
 from typing import Mapping, Sequence, Tuple, Union
@@ -67,11 +52,9 @@ def _targets(counts: np.ndarray, target_counts: TargetCounts) -> np.ndarray:
 
 
 def neighbours(x_class: np.ndarray, k_neighbors: int) -> np.ndarray:
-  """Indices [n, min(k, n - 1)] of each example's nearest same-class neighbours.
+  """Indices [n, min(k, n - 1)] of each example's Euclidean nearest neighbours, itself excluded.
 
-  Euclidean distance on the flattened examples; an example is never its own
-  neighbour (sklearn's `kneighbors()` without a query excludes the query
-  point). Needs n >= 2.
+  Raises ValueError for n < 2.
   """
   n = x_class.shape[0]
   k = min(k_neighbors, n - 1)
@@ -84,13 +67,7 @@ def neighbours(x_class: np.ndarray, k_neighbors: int) -> np.ndarray:
 
 def draws(rng: np.random.Generator, n_class: int, n_neighbours: int,
           n_new: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """The random choices for `n_new` synthetic examples of one class.
-
-  Returns:
-    rows: int64 [n_new], base examples, uniform over the class's n_class.
-    cols: int64 [n_new], which of the base's n_neighbours neighbours.
-    steps: float64 [n_new], gaps u ~ U[0, 1).
-  """
+  """(rows, cols, steps) [n_new]: uniform base examples, uniform neighbours, gaps u ~ U[0, 1)."""
   rows = rng.integers(0, n_class, size=n_new)
   cols = rng.integers(0, n_neighbours, size=n_new)
   steps = rng.random(n_new)
@@ -99,11 +76,7 @@ def draws(rng: np.random.Generator, n_class: int, n_neighbours: int,
 
 def interpolate(x_class: np.ndarray, nbrs: np.ndarray, rows: np.ndarray,
                 cols: np.ndarray, steps: np.ndarray) -> np.ndarray:
-  """x_new = x[rows] + steps * (x[nbrs[rows, cols]] - x[rows]), in float64.
-
-  The rule of imbalanced-learn's `BaseSMOTE._generate_samples` (with
-  nn_data = X = x_class). Works on examples of any shape.
-  """
+  """x_new = x[rows] + steps * (x[nbrs[rows, cols]] - x[rows]) in float64, any example shape."""
   x = np.asarray(x_class, dtype=np.float64)
   base = x[rows]
   diff = x[nbrs[rows, cols]] - base
@@ -116,18 +89,13 @@ def smote(x, y, *, k_neighbors: int = 5, target_counts: TargetCounts = None,
   """Oversamples every class with SMOTE.
 
   Args:
-    x: [N, ...] features (vectors or images; distances use all dimensions).
-    y: [N] integer labels >= 0.
-    k_neighbors: k, the number of nearest same-class neighbours (5 in the paper).
-      Classes with N_c <= k use N_c - 1; a class with one example is duplicated.
-    target_counts: None (every class up to N_max), a mapping {class: size}
-      (classes not named are left as they are) or an array [K] of sizes. Each
-      size must be >= the class's current count.
+    x: [N, ...] features; y: [N] integer labels >= 0.
+    k_neighbors: nearest same-class neighbours (5 in the paper).
+    target_counts: None (every class up to N_max), {class: size} or sizes [K], each >= N_c.
     seed: seed of `np.random.default_rng`; same seed, same output.
   Returns:
-    (x_res float32 [M, ...], y_res [M] with y's integer dtype): the originals
-    first, in their order, then the synthetic examples grouped by class in
-    increasing class order.
+    (x_res float32 [M, ...], y_res [M]): the originals in order, then the synthetic examples
+    by increasing class.
   Raises:
     ValueError: mismatched lengths, bad labels, k < 1, or bad target_counts.
   """

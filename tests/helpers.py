@@ -33,8 +33,8 @@ OFFICIAL_NPZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".
 def drop_from_cache_entry(cache_dir, keys):
   """Rewrites the one entry of a data_prep cache folder without `keys`, as an older version of
   the builder wrote it: still valid (its manifest matches), only those arrays are missing."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from data_prep import cache as cache_lib  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  from data_prep import cache as cache_lib
   (name,) = os.listdir(cache_dir)
   path = os.path.join(cache_dir, name)
   with np.load(path) as npz:
@@ -57,8 +57,8 @@ def prepare_tiny_tfds(data_dir, class_name, splits, image):
     splits: {split name: (start, examples per class)}; 4 classes, cat/dog/eel/fox.
     image: image(start, i, rng) -> uint8 [8, 8, 3], the i-th example of a split.
   """
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  import tensorflow_datasets as tfds
 
   def info(self):
     return tfds.core.DatasetInfo(

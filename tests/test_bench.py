@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from benchmarks import bench
 from benchmarks import torch_step
+from launch import step_timing
 
 
 class BenchTest(tf.test.TestCase):
@@ -95,7 +96,7 @@ class BenchTest(tf.test.TestCase):
             row("m2m_b8/default", "m2m", "float32", 2.0),
             row("erm/default@bf16", "erm", "mixed_bfloat16", 0.1),  # faster, not the basis
             row("m2m_b8/default@bf16", "m2m", "mixed_bfloat16", 1.6)]
-    s = bench.summarise(bench.quick_workload(bench.WORKLOADS["resnet32"]), rows, None)
+    s = bench.summarise(step_timing.quick_workload(step_timing.WORKLOADS["resnet32"]), rows, None)
     self.assertEqual(s["fastest_erm"], "erm/default")
     self.assertAllClose(s["m2m_b8_over_erm_fastest_modes"], 5.0)
     self.assertAllClose(s["precision_speedups"], {"erm/default@bf16": 4.0,
@@ -105,8 +106,8 @@ class BenchTest(tf.test.TestCase):
     self.assertIn("- m2m_b8/default@bf16: float32 step time / its step time = **1.25×**", lines)
 
   def test_torch_step_trains_and_is_summarised_against_erm(self):
-    w = bench.quick_workload(bench.WORKLOADS["resnet32"])
-    cfg = bench.StepConfig("torch_erm", False)
+    w = step_timing.quick_workload(step_timing.WORKLOADS["resnet32"])
+    cfg = step_timing.StepConfig("torch_erm", False)
     self.assertEqual(cfg.name, "erm/pytorch")
     rng = np.random.default_rng(0)
     xs = rng.uniform(0, 1, (2, w.batch_size) + w.input_shape).astype(np.float32)
@@ -141,8 +142,8 @@ class BenchTest(tf.test.TestCase):
     self.assertEqual(args.buckets, [8, 1])
     self.assertEqual(args.run_dataset, "reuters")
     self.assertEqual(args.output, "results/bench.json")
-    self.assertEqual(sum(bench.REUTERS_COUNTS), 6436)
-    self.assertLen(bench.REUTERS_COUNTS, 36)
+    self.assertEqual(sum(step_timing.REUTERS_COUNTS), 6436)
+    self.assertLen(step_timing.REUTERS_COUNTS, 36)
 
 
 if __name__ == "__main__":

@@ -161,7 +161,7 @@ class CheckpointTest(tf.test.TestCase):
   def test_best_state_matches_best_weights(self):
     self._epoch(0)
     self._epoch(1, improve=False)
-    import json  # pylint: disable=g-import-not-at-top
+    import json
     with open(os.path.join(self.dir, "best_state.json")) as fh:
       state = json.load(fh)
     self.assertEqual(state["best_epoch"], 0)

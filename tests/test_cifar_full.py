@@ -1,4 +1,4 @@
-"""launch.cifar_full --status: progress and time left from the committed records alone."""
+"""launch.cifar.full --status: progress and time left from the committed records alone."""
 
 import hashlib
 import io
@@ -13,10 +13,14 @@ from absl import flags
 from absl.testing import absltest
 import numpy as np
 
-from launch import cifar_full
-from launch import cifar_state
+from launch.cifar import full as cifar_full
+from launch.cifar import state as cifar_state
 
+from data_prep.atomic import read_json
+from m2m_tf import config_flags
 from m2m_tf.machine import machine_name
+from m2m_tf.training.branching import check_branch
+from m2m_tf.training.comparison import differences
 from m2m_tf.training.output_dir import RunLock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +37,7 @@ def _record(run_dir, epochs_done, epoch_seconds, machines=None):
 
 
 def _status(root):
-  return subprocess.run([sys.executable, "-m", "launch.cifar_full", "--status", f"--root={root}"],
+  return subprocess.run([sys.executable, "-m", "launch.cifar.full", "--status", f"--root={root}"],
                         cwd=REPO, capture_output=True, text=True, check=True).stdout
 
 
@@ -115,9 +119,6 @@ class CommandsTest(absltest.TestCase):
     # Each stage's command, parsed as m2m_tf.main would: a committed run folder resumes under
     # it (no difference that changes a result) and a row passes the branch check against its
     # committed phase-1 run, in PyTorch's momentum form against Keras'.
-    from m2m_tf import config_flags  # pylint: disable=g-import-not-at-top
-    from m2m_tf.io_utils import read_json  # pylint: disable=g-import-not-at-top
-    from m2m_tf.training import run  # pylint: disable=g-import-not-at-top
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
     checked = []
@@ -135,14 +136,14 @@ class CommandsTest(absltest.TestCase):
       self.assertEqual(cfg.training.cb_beta, 0.999)  # the recipe's (LDAM-DRW's weights)
       own = read_json(os.path.join(REPO, stage.run_dir, "flags.json"))
       if own:
-        self.assertEqual(run.differences(own, cfg.to_json()), [], stage.key)
+        self.assertEqual(differences(own, cfg.to_json()), [], stage.key)
         checked.append(stage.key)
       source = cifar_full.source(stage)
       if source:
         self.assertEqual(source.seed, stage.seed)
         flags_json = read_json(os.path.join(REPO, source.run_dir, "flags.json"))
         if flags_json:
-          run.check_branch(flags_json, cfg)
+          check_branch(flags_json, cfg)
           checked.append(f"{stage.key}<-{source.key}")
     self.assertContainsSubset(["erm_phase1_s0", "erm_s0<-erm_phase1_s0", "m2m_per_sample_s0",
                                "m2m_s0<-erm_phase1_s0", "ldam_m2m_s0<-ldam_phase1_s0"], checked)
@@ -171,7 +172,7 @@ def _verified_state(run_dir, epochs_done, best_epoch, damaged=False):
 
 
 class CommittedStateTest(absltest.TestCase):
-  """launch.cifar_state: the checkpoint files a commit keeps."""
+  """launch.cifar.state: the checkpoint files a commit keeps."""
 
   def test_only_the_newest_verified_state_and_a_needed_branch_point(self):
     root = tempfile.mkdtemp()
@@ -206,7 +207,7 @@ class CommittedStateTest(absltest.TestCase):
 class LanesTest(absltest.TestCase):
 
   def test_idle_sets_the_lowest_priority(self):
-    script = ("import os; from launch import cifar_full as c; c.lowest_priority(); "
+    script = ("import os; from launch.cifar import full as c; c.lowest_priority(); "
               "print(os.sched_getscheduler(0) == os.SCHED_IDLE, os.nice(0))")
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout.split()
@@ -227,7 +228,7 @@ class LanesTest(absltest.TestCase):
     lane = threading.Thread(target=other_lane)
     lane.start()
     held.wait()
-    proc = subprocess.Popen([sys.executable, "-m", "launch.cifar_full", "--only=erm_s1",
+    proc = subprocess.Popen([sys.executable, "-m", "launch.cifar.full", "--only=erm_s1",
                              f"--root={root}", "--busy_poll_s=0.2"],
                             cwd=REPO, stdout=subprocess.PIPE, text=True)
     first = proc.stdout.readline()  # printed while the other lane still holds the folder

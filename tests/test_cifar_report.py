@@ -1,4 +1,4 @@
-"""launch/cifar_report.py on small fake run folders: table rows, Markdown, figures, CLI.
+"""launch/cifar/report.py on small fake run folders: table rows, Markdown, figures, CLI.
 
 The run folders are written by hand (results.json, history.csv, flags.json,
 ckpt/state-NNNN.json) with small numbers; the model figures use a random
@@ -18,7 +18,8 @@ import pandas as pd
 from PIL import Image
 
 from data_prep.splits import DatasetSplits
-from launch import cifar_report
+from launch.cifar import report as cifar_report
+from m2m_tf import models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = cifar_report.CIFAR10_CLASSES
@@ -57,7 +58,6 @@ def _finished_erm(root, with_weights):
   _write(os.path.join(d, "flags.json"), FLAGS)
   _write(os.path.join(d, "history.csv"), _history(200).to_csv(index=False))
   if with_weights:
-    from m2m_tf import models  # pylint: disable=g-import-not-at-top
     models.build_model("resnet32", (32, 32, 3), 10, name="f").save_weights(
         os.path.join(d, "best_f.weights.h5"))
 
@@ -93,7 +93,6 @@ def _fake_data(n_test_per_class=12, seed=0):
 
 
 def _random_g():
-  from m2m_tf import models  # pylint: disable=g-import-not-at-top
   return models.build_model("resnet32", (32, 32, 3), 10, name="g")
 
 
@@ -104,6 +103,11 @@ def _assert_png(test, path):
     test.assertGreater(im.size[0] * im.size[1], 0)
 
 
+def _seed0(df: pd.DataFrame) -> pd.DataFrame:
+  """Seed 0's lines of the per-run table, indexed by row."""
+  return df[df["seed"] == 0].set_index("stage")
+
+
 class TableTest(absltest.TestCase):
 
   def setUp(self):
@@ -112,9 +116,14 @@ class TableTest(absltest.TestCase):
     _finished_erm(self.root, with_weights=False)
     _unfinished_m2m(self.root)
     self.runs = cifar_report.read_runs(self.root)
-    self.df = cifar_report.table(self.runs).set_index("stage")
+    self.table = cifar_report.table(self.runs)
+    self.df = _seed0(self.table)
 
-  def test_one_row_per_stage_with_paper_numbers(self):
+  def test_one_row_per_stage_and_seed_with_paper_numbers(self):
+    # Each row's seeds together, rows in the plan's order.
+    self.assertEqual(list(zip(self.table["stage"], self.table["seed"]))[:4],
+                     [("erm", 0), ("erm", 1), ("erm", 2), ("drs", 0)])
+    self.assertEqual(len(self.table), 14)  # 8 rows of seed 0, ERM/DRS/M2m of seeds 1 and 2
     # Seed 0's rows in the plan's order; the per-sample start is our ablation (no paper number).
     self.assertEqual(list(self.df.index), ["erm", "drs", "m2m_per_sample", "ldam", "ldam_drw",
                                            "ldam_m2m", "m2m", "la"])
@@ -143,13 +152,17 @@ class TableTest(absltest.TestCase):
 
   def test_files(self):
     out = tempfile.mkdtemp()
-    csv_path, md_path = cifar_report.write_table(self.runs, out, self.root)
-    self.assertEqual(len(pd.read_csv(csv_path)), 8)
+    csv_path, seeds_path, md_path = cifar_report.write_table(self.runs, out, self.root)
+    self.assertEqual(len(pd.read_csv(csv_path)), 14)
+    over = pd.read_csv(seeds_path).set_index("stage")
+    self.assertEqual(len(over), 8)
+    self.assertEqual((over.loc["erm", "seeds_done"], over.loc["erm", "seeds_planned"]), (1, 3))
+    self.assertEqual(over.loc["erm", "test_bacc_mean"], 45.0)
     with open(md_path) as fh:
       md = fh.read()
     self.assertIn("**JPEG substitute (CIFAR-10 re-encoded as JPEG; not comparable to the paper to "
                   "the decimal).**", md)
-    self.assertIn("Made by `python -m launch.cifar_report`", md)
+    self.assertIn("Made by `python -m launch.cifar.report`", md)
     self.assertIn("beta 0.999, lambda 0.5, gamma 0.9, step size 0.1, T = 10", md)
     self.assertIn("no hyper-parameter grid", md)
     self.assertIn("SGD with momentum 0.9, lr 0.1 with 5 warm-up epochs", md)
@@ -160,7 +173,7 @@ class TableTest(absltest.TestCase):
     _write(os.path.join(self.root, "ldam_phase1_s0", "ckpt", "state-0020.json"),
            {"epochs_done": 20, "epoch_seconds": [180.0] * 20})
     self.assertIn("ERM's (seed 0) took 4.0 h, LDAM's (seed 0) took 1.0 h so far (20 of them).",
-                  cifar_report.markdown(self.df.reset_index(), self.runs, self.root))
+                  cifar_report.markdown(self.table, self.runs, self.root))
     # The fake history's best validation epoch is its last (199: test bACC 41, no test GM).
     self.assertIn("| ERM | ce | none | 0 | 200/200 | done | 45.0 | 12.5 |  | 47.5 | 190 | "
                   "199: 41.0 / n/a | 68.7 /", md)
@@ -174,7 +187,7 @@ class TableTest(absltest.TestCase):
     _write(os.path.join(self.root, "m2m_s0", "posthoc_la.json"),  # unfinished: not read
            {"tau": 1.0, "test_bacc": 99.0, "test_gm": 99.0})
     df = cifar_report.table(cifar_report.read_runs(self.root))
-    erm, m2m = (df.set_index("stage").loc[k] for k in ("erm", "m2m"))
+    erm, m2m = (_seed0(df).loc[k] for k in ("erm", "m2m"))
     self.assertEqual((erm["posthoc_tau"], erm["posthoc_test_bacc"], erm["posthoc_test_gm"]),
                      (1.75, 51.25, 30.5))
     self.assertTrue(math.isnan(m2m["posthoc_test_bacc"]))
@@ -187,7 +200,7 @@ class TableTest(absltest.TestCase):
     hist.loc[[150, 180], "val_bacc"] = 50.0  # a tie: ours keeps 150, the official code 180
     hist["test_gm"] = hist["test_bacc"] - 10.0
     _write(os.path.join(self.root, "erm_s0", "history.csv"), hist.to_csv(index=False))
-    erm = cifar_report.table(cifar_report.read_runs(self.root)).set_index("stage").loc["erm"]
+    erm = _seed0(cifar_report.table(cifar_report.read_runs(self.root))).loc["erm"]
     self.assertEqual(erm["best_epoch_last_tie"], 180)
     self.assertAlmostEqual(erm["test_bacc_last_tie"], hist["test_bacc"][180])
     self.assertAlmostEqual(erm["test_gm_last_tie"], hist["test_bacc"][180] - 10.0)
@@ -212,7 +225,7 @@ class TableTest(absltest.TestCase):
 
   def test_cli(self):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    cmd = [sys.executable, "-m", "launch.cifar_report"]
+    cmd = [sys.executable, "-m", "launch.cifar.report"]
     proc = subprocess.run(cmd + ["--help"], cwd=ROOT, env=env, capture_output=True, text=True)
     self.assertEqual(proc.returncode, 0, proc.stderr)
     self.assertIn("--skip_figures", proc.stdout)
@@ -220,7 +233,8 @@ class TableTest(absltest.TestCase):
     proc = subprocess.run(cmd + [f"--root={self.root}", f"--results_dir={out}", "--skip_figures"],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     self.assertEqual(proc.returncode, 0, proc.stderr)
-    self.assertEqual(sorted(os.listdir(out)), ["cifar10_jpeg_lt.csv", "cifar10_jpeg_lt.md"])
+    self.assertEqual(sorted(os.listdir(out)), ["cifar10_jpeg_lt.csv", "cifar10_jpeg_lt.md",
+                                           "cifar10_jpeg_lt_seeds.csv"])
 
 
 class FigureTest(absltest.TestCase):
@@ -238,7 +252,6 @@ class FigureTest(absltest.TestCase):
       _assert_png(self, written[key])
 
   def test_translations_clip_and_probabilities(self):
-    from m2m_tf import models  # pylint: disable=g-import-not-at-top
     data = _fake_data()
     f = models.build_model("resnet32", (32, 32, 3), 10, name="f")
     ex = cifar_report.translate_examples(_random_g(), f, data, n_seeds=2, n_targets=2)
@@ -281,13 +294,16 @@ class FigureTest(absltest.TestCase):
     data = _fake_data(4)
     path = cifar_report.make_predictions(runs, out, lambda: data)
     with np.load(path) as z:
-      self.assertEqual(sorted(z.files), ["erm", "erm_sha256", "y_test"])  # finished rows only
-      self.assertEqual(len(z["erm"]), len(data.y_test))
-    _, md_path = cifar_report.write_table(runs, out, root)
+      # Finished runs only, by run key.
+      self.assertEqual(sorted(z.files), ["erm_s0", "erm_s0_sha256", "y_test"])
+      self.assertEqual(len(z["erm_s0"]), len(data.y_test))
+    _, _, md_path = cifar_report.write_table(runs, out, root)
     with open(md_path) as fh:
       md = fh.read()
-    self.assertIn("Paired differences on the test images", md)
+    self.assertIn("Seed 0, paired differences on the test images", md)
     self.assertIn("- ERM-M2m - ERM: n/a (ERM-M2m not finished)", md)
+    self.assertIn("Paired over seeds", md)
+    self.assertIn("- ERM-M2m - ERM: n/a (0 shared finished seeds)", md)
     # No finished row with weights: no model is built and no data read.
     self.assertIsNone(cifar_report.make_predictions(cifar_report.read_runs(tempfile.mkdtemp()),
                                                     out, load_data=None))

@@ -1,4 +1,4 @@
-"""launch/cifar_verdicts.py: bACC against scikit-learn, the paired bootstrap against its
+"""launch/cifar/verdicts.py: bACC against scikit-learn, the paired bootstrap against its
 normal approximation, stored predictions and their staleness, the verdict lines."""
 
 import json
@@ -9,8 +9,8 @@ from absl.testing import absltest
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
-from launch import cifar_verdicts as cv
-from launch.cifar_report import Run
+from launch.cifar import verdicts as cv
+from launch.cifar.report import Run
 
 K = 10
 
@@ -96,15 +96,16 @@ class StoredPredictionsTest(absltest.TestCase):
 
   def test_round_trip_and_stale_weights(self):
     made = cv.write_predictions(self.runs, self.y, lambda r: self.preds[r.stage], self.path)
-    self.assertEqual(sorted(made), ["drs", "erm", "m2m"])  # the unfinished row is not predicted
+    # By run key; the unfinished row is not predicted.
+    self.assertEqual(sorted(made), ["drs_s0", "erm_s0", "m2m_s0"])
     y, preds, stale = cv.read_predictions(self.runs, self.path)
     np.testing.assert_array_equal(y, self.y)
-    np.testing.assert_array_equal(preds["m2m"], self.preds["m2m"])
+    np.testing.assert_array_equal(preds["m2m_s0"], self.preds["m2m"])
     self.assertEqual(stale, [])
     with open(self.runs[2].weights, "wb") as fh:  # m2m's weights change after the predictions
       fh.write(b"retrained")
     _, preds, stale = cv.read_predictions(self.runs, self.path)
-    self.assertEqual((sorted(preds), stale), (["drs", "erm"], ["m2m"]))
+    self.assertEqual((sorted(preds), stale), (["drs_s0", "erm_s0"], ["m2m_s0"]))
 
   def test_current_predictions_are_kept_not_made_again(self):
     cv.write_predictions(self.runs, self.y, lambda r: self.preds[r.stage], self.path)
@@ -118,10 +119,10 @@ class StoredPredictionsTest(absltest.TestCase):
 
     made = cv.write_predictions(self.runs, self.y, predict_run, self.path)
     self.assertEqual(again, ["m2m"])
-    np.testing.assert_array_equal(made["drs"], self.preds["drs"])
+    np.testing.assert_array_equal(made["drs_s0"], self.preds["drs"])
     _, preds, stale = cv.read_predictions(self.runs, self.path)
-    self.assertEqual((sorted(preds), stale), (["drs", "erm", "m2m"], []))
-    np.testing.assert_array_equal(preds["m2m"], self.preds["erm"])
+    self.assertEqual((sorted(preds), stale), (["drs_s0", "erm_s0", "m2m_s0"], []))
+    np.testing.assert_array_equal(preds["m2m_s0"], self.preds["erm"])
 
   def test_confusion_check_counts_disagreeing_images(self):
     run = self.runs[0]

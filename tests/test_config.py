@@ -10,14 +10,16 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from data_prep import user_recipe
+from data_prep import recipes
 from m2m_tf import config as config_lib
 from m2m_tf import config_flags
 from m2m_tf import losses
 from m2m_tf import run_records
 from m2m_tf.errors import ConfigError
 from m2m_tf.models import registry
-from m2m_tf.recipes import get_recipe
+from data_prep.registry import get_recipe
+from m2m_tf.training import builders
+from m2m_tf.training.methods import METHODS
 
 ExperimentConfig = config_lib.ExperimentConfig
 
@@ -42,7 +44,7 @@ class ConfigTest(parameterized.TestCase, tf.test.TestCase):
 
   @parameterized.parameters(
       ("gamma", 1.5, "gamma must be in [0, 1]"), ("beta", 1.0, "beta must be in [0, 1)"),
-      ("method", "bogus", "method must be one of"), ("loss", "hinge", "loss must be one of"),
+      ("loss", "hinge", "loss must be one of"),
       ("epochs", 0, "epochs must be >= 1"), ("seed", -1, "seed must be >= 0"),
       ("arch", "vgg", "arch must be one of"), ("dataset", "mnist", "dataset must be one of"),
       ("hidden_units", (0,), "hidden_units must be positive widths"),
@@ -101,7 +103,7 @@ class ConfigTest(parameterized.TestCase, tf.test.TestCase):
     for kind, shape, mode in (("image", (8, 8, 3), "official"), ("features", (5,), "per_sample")):
       data = types.SimpleNamespace(input_kind=kind, input_shape=shape,
                                    x_train=np.random.default_rng(0).uniform(size=(40,) + shape))
-      self.assertEqual(user_recipe.suggest_recipe(data)["start_noise_mode"], mode)
+      self.assertEqual(recipes.suggest_recipe(data).start_noise_mode, mode)
 
   def test_records_older_than_a_leaf_read_as_they_were_made(self):
     # Runs made before momentum_form, start_noise_mode or cb_beta existed were trained in Keras'
@@ -131,12 +133,20 @@ class ConfigTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(cfg.schedule.lr_milestones, (10,))
     self.assertEqual(cfg.data.options, {"vocab_size": 5000, "n_max": 9})
 
+  def test_methods_are_the_callers(self):
+    cfg = ExperimentConfig.from_leaves(dataset="synthetic_lt", method="bogus").resolved()
+    with self.assertRaisesRegex(ConfigError, re.escape("method must be one of ['erm', 'm2m']")):
+      cfg.check_resolved({"erm": METHODS["erm"], "m2m": METHODS["m2m"]})
+    with self.assertRaisesRegex(ConfigError, "method must be one of"):
+      cfg.check_resolved(METHODS)
+    self.assertEqual(config_flags.CHOICES["method"], tuple(sorted(METHODS)))
+
   def test_check_resolved_ties_fields(self):
     cfg = ExperimentConfig.from_leaves(dataset="synthetic_lt", method="drs", deferred_epoch=6)
     with self.assertRaisesRegex(ConfigError,
                                 r"deferred_epoch=6, which must lie in \[0, epochs=6\)"):
-      cfg.resolved().check_resolved()
-    cfg.replace(method="rs").resolved().check_resolved()  # RS has no deferral
+      cfg.resolved().check_resolved(METHODS)
+    cfg.replace(method="rs").resolved().check_resolved(METHODS)  # RS has no deferral
 
 
 class FlagsTest(tf.test.TestCase):
@@ -181,7 +191,6 @@ class LossKnobsTest(tf.test.TestCase):
   """The loss and weighting knobs of the configuration reach the loss the run trains with."""
 
   def test_loss_hyper_parameters_reach_the_loss(self):
-    from m2m_tf.training import run  # pylint: disable=g-import-not-at-top
     counts = np.array([50, 20, 5])
     rng = np.random.default_rng(0)
     labels, logits = rng.integers(0, 3, 8), rng.normal(size=(8, 3)).astype(np.float32)
@@ -193,14 +202,13 @@ class LossKnobsTest(tf.test.TestCase):
          losses.logit_adjusted(labels, logits, counts, tau=0.5)),
         (dict(loss="balanced_softmax"), losses.logit_adjusted(labels, logits, counts, tau=1.0))):
       cfg = ExperimentConfig.from_leaves(**leaves)
-      self.assertAllClose(run.build_loss(cfg, counts)(labels, logits), want)
-    default = run.build_loss(ExperimentConfig.from_leaves(loss="focal"), counts)
+      self.assertAllClose(builders.build_loss(cfg, counts)(labels, logits), want)
+    default = builders.build_loss(ExperimentConfig.from_leaves(loss="focal"), counts)
     self.assertNotAllClose(default(labels, logits), losses.focal(labels, logits, gamma=2.0))
 
   def test_cb_beta_reaches_the_class_weights(self):
-    from m2m_tf.training import run  # pylint: disable=g-import-not-at-top
     counts = np.array([50, 20, 5])
     cfg = ExperimentConfig.from_leaves(cb_beta=0.99)
-    got = run._class_weight("cb", counts, cfg)  # pylint: disable=protected-access
+    got = builders.class_weight("cb", counts, cfg)
     w = (1 - 0.99) / (1 - 0.99 ** counts.astype(np.float64))
     self.assertAllClose(got, w / w.sum() * 3)

@@ -18,10 +18,11 @@ from data_prep import digest
 from data_prep.registry import load_dataset
 from m2m_tf.config import ExperimentConfig
 from m2m_tf.errors import OutputDirError
-from m2m_tf.io_utils import atomic_write_json, read_json
+from data_prep.atomic import atomic_write_json, read_json
 from m2m_tf.run_records import record_path
 from m2m_tf.training import output_dir as out_lib
 from m2m_tf.training import run
+from m2m_tf.training.comparison import differences
 
 
 def _write_npz(path, change=False):
@@ -64,10 +65,10 @@ class DigestTest(tf.test.TestCase):
     moved = _config("/elsewhere/b.npz", "x").replace(data_digest="1" * 64).to_json()
     changed = _config("/data/a.npz", "x").replace(data_digest="2" * 64).to_json()
     older = _config("/data/a.npz", "x").to_json()  # made before digests: none recorded
-    self.assertEqual(run.differences(one, moved), [])
-    self.assertEqual(run.differences(one, changed), ["data_digest"])
-    self.assertEqual(run.differences(older, one), [])
-    self.assertEqual(run.differences(older, moved), ["dataset"])
+    self.assertEqual(differences(one, moved), [])
+    self.assertEqual(differences(one, changed), ["data_digest"])
+    self.assertEqual(differences(older, one), [])
+    self.assertEqual(differences(older, moved), ["dataset"])
 
   def test_changed_content_is_refused_in_one_line(self):
     out = os.path.join(self.tmp, "run")
@@ -77,7 +78,7 @@ class DigestTest(tf.test.TestCase):
     open(os.path.join(out, "ckpt", "state-0001.json"), "w").close()  # one committed epoch
     current = _config("/data/a.npz", out).replace(data_digest="2" * 64).to_json()
     with self.assertRaises(OutputDirError) as e:
-      out_lib.plan_output_dir(out, current, False, lambda p: run.differences(p, current))
+      out_lib.plan_output_dir(out, current, False, lambda p: differences(p, current))
     message = str(e.exception)
     self.assertNotIn("\n", message)
     self.assertIn("npz:/data/a.npz changed since (data_digest differs); restore the file(s)",

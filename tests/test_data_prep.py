@@ -18,6 +18,7 @@ import data_prep
 from data_prep import cache
 from data_prep import download
 from data_prep import paths
+from data_prep import recipes
 from data_prep import registry
 from data_prep import splits
 from data_prep import stopwords
@@ -397,6 +398,27 @@ class RegistryTest(absltest.TestCase):
     d = data_prep.load_dataset("synthetic_lt", data_dir="/nonexistent",
                                num_classes=3, n_max=30, imbalance_ratio=10.0)
     self.assertEqual(d.class_counts.tolist(), [30, 9, 3])
+
+  def test_a_dataset_is_one_spec(self):
+    for name, spec in registry.DATASETS.items():
+      self.assertIsInstance(spec.recipe, recipes.Recipe, name)
+      self.assertIs(registry.get_recipe(name), spec.recipe)
+    self.assertIn("vocab_size", registry.DATASETS["reuters"].options)
+    self.assertNotIn("data_dir", registry.DATASETS["reuters"].options)
+    with self.assertRaisesRegex(ValueError, "No recipe for dataset 'npz:x.npz'"):
+      registry.get_recipe("npz:x.npz")
+    self.assertEqual(registry.file_stem("npz:data/my.npz"), "npz_my")
+    self.assertEqual(registry.file_stem("reuters"), "reuters")
+    self.assertTrue(registry.is_dataset("reuters") and registry.is_dataset("csv:a.csv"))
+    self.assertFalse(registry.is_dataset("cifar1000"))
+
+  def test_register_a_spec(self):
+    self.addCleanup(registry.DATASETS.pop, "toy", None)
+    recipe = recipes.Recipe("mlp", 4, 8, 0.0, (3,), (0.1,), 2)
+    registry.register_dataset("toy", registry.DatasetSpec(synthetic.build_synthetic_lt, recipe))
+    self.assertIs(registry.get_recipe("toy"), recipe)
+    self.assertIsNone(registry.model_normalization("toy", None))
+    self.assertEqual(data_prep.load_dataset("toy", num_classes=2).num_classes, 2)
 
   def test_one_line_registration(self):
     self.addCleanup(registry.DATASETS.pop, "toy", None)

@@ -20,7 +20,7 @@ from data_prep import splits
 from m2m_tf import evaluate
 from m2m_tf import logit_adjustment as la
 from m2m_tf import models
-from m2m_tf.io_utils import file_sha256
+from data_prep.atomic import file_sha256
 from m2m_tf.models import torch_import
 from m2m_tf.training import output_dir as out_lib
 

@@ -33,7 +33,7 @@ CONFIG = dict(dataset="synthetic_lt", method="m2m", seed=0, verbose=0, jit_compi
 DRIVER = textwrap.dedent("""
     import json, os, signal, sys, threading, time
     from m2m_tf.config import ExperimentConfig
-    from m2m_tf.training import checkpoint, run
+    from m2m_tf.training import checkpoint, results, run
     point, nth = sys.argv[2], float(sys.argv[3])  # for "timer", seconds into the run
     count = [0]
 
@@ -70,7 +70,7 @@ DRIVER = textwrap.dedent("""
       write_history(path, rows)
       fire("after_history")
 
-    replace_dir, results_json = run.atomic_replace_dir, run.atomic_write_json
+    replace_dir, results_json = results.atomic_replace_dir, results.atomic_write_json
 
     def export(build_fn, path):
       def build(p):
@@ -78,13 +78,13 @@ DRIVER = textwrap.dedent("""
         fire("during_export")
       replace_dir(build, path)
 
-    def results(path, obj):
+    def write_results(path, obj):
       results_json(path, obj)
       fire("after_results")
 
     checkpoint.atomic_save, checkpoint.atomic_write_json = atomic_save, atomic_write_json
     checkpoint.write_history = history
-    run.atomic_replace_dir, run.atomic_write_json = export, results
+    results.atomic_replace_dir, results.atomic_write_json = export, write_results
     cfg = ExperimentConfig.from_leaves(**json.loads(sys.argv[1]))
     timer = threading.Timer(nth, os.kill, (os.getpid(), signal.SIGKILL))
     if point == "timer":

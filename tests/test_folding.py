@@ -222,7 +222,7 @@ class FoldingTest(tf.test.TestCase, parameterized.TestCase):
     (Folding a float64 model with epsilon = 1e-5 rounded to float32 first
     errs by 6e-13: caught.)
     """
-    build = lambda: _small_cnn()  # pylint: disable=unnecessary-lambda-assignment
+    build = lambda: _small_cnn()
     model32 = build()
     _randomise_batchnorm(model32)
     model = model32 if dtype == "float32" else _float64_copy(build, model32)
@@ -404,7 +404,7 @@ class FoldingTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIs(folding.inference_fn(stock), stock)
     mlp = models.mlp(10, 3, hidden_units=(4,))
     self.assertIs(folding.inference_fn(mlp), mlp)
-    fn = lambda x, training=False: x  # pylint: disable=unnecessary-lambda-assignment
+    fn = lambda x, training=False: x
     self.assertIs(folding.inference_fn(fn), fn)
 
   def test_pair_checks(self):

@@ -29,8 +29,8 @@ import tensorflow as tf
 
 from m2m_tf.m2m import generation
 from m2m_tf.m2m.generation import M2mConfig, generate
-from m2m_tf.m2m.translate import official_start
-from m2m_tf.m2m.translate import translate
+from m2m_tf.m2m.translation import official_start
+from m2m_tf.m2m.translation import translate
 
 D = 6
 

@@ -1,4 +1,4 @@
-"""Tests of launch/gpu_check and launch/cifar_short: the schedule scaling and its command, the
+"""Tests of launch/cifar/gpu_check and launch/cifar/short: the schedule scaling and its command, the
 tiny end-to-end mode on the CPU, and the CPU short-run report."""
 
 import json
@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep import splits
-from launch import cifar_short
-from launch import gpu_check
+from launch.cifar import short as cifar_short
+from launch.cifar import gpu_check
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,8 +34,8 @@ class GpuCheckTest(tf.test.TestCase):
       cifar_short.short_schedule(5, 5)
 
   def test_schedule_command(self):
-    # launch/cifar_cpu_short.sh reads "WARMUP MILESTONES FACTORS" from this command.
-    proc = subprocess.run([sys.executable, "-m", "launch.cifar_short", "schedule", "--epochs",
+    # launch/cifar/cpu_short.sh reads "WARMUP MILESTONES FACTORS" from this command.
+    proc = subprocess.run([sys.executable, "-m", "launch.cifar.short", "schedule", "--epochs",
                            "30", "--deferred", "20"], cwd=REPO, capture_output=True, text=True,
                           timeout=120)
     self.assertEqual(proc.returncode, 0, proc.stderr)
@@ -71,7 +71,7 @@ class GpuCheckTest(tf.test.TestCase):
   def test_tiny_end_to_end(self):
     out = tempfile.mkdtemp(dir=self.get_temp_dir())
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-m", "launch.gpu_check", "--tiny", "--out", out,
+    proc = subprocess.run([sys.executable, "-m", "launch.cifar.gpu_check", "--tiny", "--out", out,
                            "--verbose=0"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
@@ -110,9 +110,9 @@ class GpuCheckTest(tf.test.TestCase):
     with open(out[:-5] + ".md") as fh:
       md = fh.read()
     self.assertIn("| M2M | 70.50 | 67.50 | 71.50 | 9 | 100 |", md)
-    # The same report from the command launch/cifar_cpu_short.sh runs.
+    # The same report from the command launch/cifar/cpu_short.sh runs.
     out2 = os.path.join(tmp, "r2.json")
-    proc = subprocess.run([sys.executable, "-m", "launch.cifar_short", "report", "--erm_dir",
+    proc = subprocess.run([sys.executable, "-m", "launch.cifar.short", "report", "--erm_dir",
                            os.path.join(tmp, "erm"), "--m2m_dir", os.path.join(tmp, "m2m"),
                            "--output", out2, "--epochs", "10", "--deferred", "8", "--where",
                            "test machine"], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -13,7 +13,6 @@ from data_prep import paths
 from data_prep import registry
 from data_prep import splits
 from data_prep import tfds_images
-from m2m_tf import recipes
 
 
 def _mock(examples_by_split):
@@ -161,7 +160,7 @@ class BuildersTest(parameterized.TestCase, tf.test.TestCase):
     for name in ("cifar10_lt", "cifar100_lt", "celeba5", "sun397",
                  "imagenet_lt"):
       self.assertIn(name, registry.available_datasets())
-      self.assertIn(name, recipes.RECIPES)
+      self.assertIsNotNone(registry.DATASETS[name].recipe)
 
   def test_not_prepared_is_clear(self):
     with self.assertRaisesRegex(paths.DataNotFoundError,

@@ -1,116 +1,97 @@
-"""The project's import graph flows down its floors: data_prep, then m2m_tf, then launch and
-benchmarks, and has no cycle. Every import counts, function-local ones included.
-
-`KNOWN` lists the arrows and cycles still to be removed (an open issue): the test fails on any
-other, and on a known one that has gone (so that the list only shrinks).
-"""
+"""The project's import graph flows down its floors (data_prep, m2m_tf, launch, benchmarks) and
+has no cycle; inside m2m_tf the pure parts do not reach up into training. Every import counts,
+function-local ones included, and a function-local import says why it is lazy."""
 
 import ast
-import collections
 import os
+import tempfile
 
 from absl.testing import absltest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLOORS = {"data_prep": 0, "m2m_tf": 1, "launch": 2, "benchmarks": 2}
-KNOWN = {
-    "cycles": {("data_prep.registry", "data_prep.streamed", "data_prep.tfrecord_dir",
-                "data_prep.user_data", "data_prep.user_recipe"),
-               ("launch.torch_reference", "launch.torch_reference_bridge",
-                "launch.torch_reference_report")},
-    "arrows": {("benchmarks.torch_step", "launch.torch_resnet"),
-               ("launch.gpu_check", "benchmarks.bench")},
-}
+from launch import house
+
+# Inside m2m_tf: (importer prefix, imported prefix) pairs that must not occur. The M2m math and
+# the models know nothing of configs or training; the config knows nothing of the trainer.
+FORBIDDEN = (
+    ("m2m_tf.m2m", "m2m_tf.config"), ("m2m_tf.m2m", "m2m_tf.training"),
+    ("m2m_tf.models", "m2m_tf.config"), ("m2m_tf.models", "m2m_tf.training"),
+    ("m2m_tf.config", "m2m_tf.training"), ("m2m_tf.config_fields", "m2m_tf.training"),
+)
 
 
-def modules():
-  """Module name -> file, for every .py file of the four packages."""
-  out = {}
-  for package in FLOORS:
-    for folder, _, files in os.walk(os.path.join(ROOT, package)):
-      for name in files:
-        if name.endswith(".py"):
-          rel = os.path.relpath(os.path.join(folder, name), ROOT)[:-3].replace(os.sep, ".")
-          out[rel[:-len(".__init__")] if rel.endswith(".__init__") else rel] = os.path.join(
-              folder, name)
-  return out
+def forbidden(graph):
+  """The arrows of `graph` that FORBIDDEN names."""
+  return {(a, b) for a, targets in graph.items() for b in targets
+          for src, dst in FORBIDDEN if (a == src or a.startswith(src + "."))
+          and (b == dst or b.startswith(dst + "."))}
 
 
-def _resolve(name, known):
-  while name and name not in known:
-    name = name.rpartition(".")[0]
-  return name or None
+def _explained(lines, lineno: int) -> bool:
+  """Whether the import on `lineno` (1-based), or the block of imports it closes, carries a
+  comment, or a comment line stands just above that block."""
+  i = lineno - 1
+  while True:
+    if "#" in lines[i]:
+      return True
+    above = lines[i - 1].strip() if i else ""
+    if not above.startswith(("import ", "from ")):
+      return above.startswith("#")
+    i -= 1
 
 
-def edges(mods):
-  """Module -> the project's modules it imports (anywhere in its file)."""
-  out = collections.defaultdict(set)
+def unexplained_local_imports(mods):
+  """(module, line) of each function-local import that does not say why it is lazy."""
+  out = set()
   for mod, path in mods.items():
     with open(path) as fh:
-      tree = ast.parse(fh.read())
-    for node in ast.walk(tree):
-      names = []
-      if isinstance(node, ast.Import):
-        names = [a.name for a in node.names]
-      elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-        # A name that is a module counts as that module, else as the module it comes from.
-        names = [f"{node.module}.{a.name}" for a in node.names]
-      for target in {_resolve(n, mods) for n in names} - {None, mod}:
-        out[mod].add(target)
-  return out
-
-
-def cycles(graph):
-  """The strongly connected components of more than one module (Tarjan), as sorted tuples."""
-  index, low, stack, on, found = {}, {}, [], set(), set()
-
-  def visit(v):
-    index[v] = low[v] = len(index)
-    stack.append(v)
-    on.add(v)
-    for w in graph.get(v, ()):
-      if w not in index:
-        visit(w)
-        low[v] = min(low[v], low[w])
-      elif w in on:
-        low[v] = min(low[v], index[w])
-    if low[v] == index[v]:
-      comp = []
-      while not comp or comp[-1] != v:
-        comp.append(stack.pop())
-        on.discard(comp[-1])
-      if len(comp) > 1:
-        found.add(tuple(sorted(comp)))
-
-  for v in list(graph):
-    if v not in index:
-      visit(v)
-  return found
-
-
-def upward(graph):
-  """Arrows to a higher floor, or between the two top floors (launch and benchmarks)."""
-  out = set()
-  for a, targets in graph.items():
-    for b in targets:
-      fa, fb = a.split(".")[0], b.split(".")[0]
-      if FLOORS[fb] > FLOORS[fa] or (fa != fb and FLOORS[fa] == FLOORS[fb]):
-        out.add((a, b))
+      text = fh.read()
+    lines = text.splitlines()
+    for fn in ast.walk(ast.parse(text)):
+      if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        continue
+      for node in ast.walk(fn):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and not _explained(lines, node.lineno):
+          out.add((mod, node.lineno))
   return out
 
 
 class ImportGraphTest(absltest.TestCase):
 
-  def test_no_new_cycle_or_upward_arrow(self):
-    graph = edges(modules())
-    self.assertEqual(cycles(graph), KNOWN["cycles"])
-    self.assertEqual(upward(graph), KNOWN["arrows"])
+  def test_no_cycle_no_upward_arrow_no_forbidden_arrow(self):
+    graph = house.edges(house.modules())
+    self.assertEqual(house.cycles(graph), set())
+    self.assertEqual(house.upward(graph), set())
+    self.assertEqual(forbidden(graph), set())
+
+  def test_every_function_local_import_says_why(self):
+    self.assertEqual(unexplained_local_imports(house.modules()), set())
 
   def test_the_checks_find_what_they_look_for(self):
     graph = {"data_prep.a": {"m2m_tf.b"}, "m2m_tf.b": {"m2m_tf.c"}, "m2m_tf.c": {"m2m_tf.b"},
-             "launch.x": {"benchmarks.y"}}
-    self.assertEqual(cycles(graph), {("m2m_tf.b", "m2m_tf.c")})
-    self.assertEqual(upward(graph), {("data_prep.a", "m2m_tf.b"), ("launch.x", "benchmarks.y")})
+             "launch.x": {"benchmarks.y"}, "benchmarks.y": {"launch.x"},
+             "m2m_tf.m2m.gen": {"m2m_tf.config"}, "m2m_tf.configx": {"m2m_tf.training.run"}}
+    self.assertEqual(house.cycles(graph), {("m2m_tf.b", "m2m_tf.c"),
+                                           ("benchmarks.y", "launch.x")})
+    self.assertEqual(house.upward(graph), {("data_prep.a", "m2m_tf.b"),
+                                           ("launch.x", "benchmarks.y")})
+    self.assertEqual(forbidden(graph), {("m2m_tf.m2m.gen", "m2m_tf.config")})
+    lines = ["def f():", "  import a", "  x = 1", "  # why", "  import b", "  import c",
+             "  import d  # why", "  import e"]
+    self.assertEqual([n for n in range(2, 9) if lines[n - 1].strip().startswith("import")
+                      and not _explained(lines, n)], [2])
+
+  def test_relative_and_function_local_imports_are_edges(self):
+    files = {"m2m_tf/__init__.py": "", "m2m_tf/b.py": "from m2m_tf import a\n",
+             "m2m_tf/a.py": "def f():\n  from . import b  # lazy: test\n",
+             **{f"{p}/__init__.py": "" for p in ("data_prep", "launch", "benchmarks")}}
+    with tempfile.TemporaryDirectory() as root:
+      for rel, text in files.items():
+        os.makedirs(os.path.join(root, os.path.dirname(rel)), exist_ok=True)
+        with open(os.path.join(root, rel), "w") as fh:
+          fh.write(text)
+      graph = house.edges(house.modules(root))
+      self.assertEqual(house.cycles(graph), {("m2m_tf.a", "m2m_tf.b")})
+      self.assertEqual(house.local_imports(os.path.join(root, "m2m_tf/a.py")), 1)
 
 
 if __name__ == "__main__":

@@ -14,15 +14,19 @@ import pytest
 from absl.testing import absltest
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from launch import budgets
-from m2m_tf import markdown
 from launch import readme
 from launch import runner
 from launch import store
 from launch import tables
+from m2m_tf import markdown
 from m2m_tf import run_records
+from m2m_tf.config import ExperimentConfig
+from data_prep.registry import get_recipe
 from m2m_tf.training import output_dir
+from m2m_tf.training.methods import METHODS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXTRA = "--extra=epochs=3,deferred_epoch=1,warmup_epochs=1"
@@ -359,8 +363,8 @@ class LaunchTest(absltest.TestCase):
     out_dir = os.path.join(self.tmp, "must_not_exist")
     for args in (["launch.grid", f"--root={out_dir}", f"--results_dir={out_dir}"],
                  ["launch.readme", f"--readme={out_dir}/README.md"],
-                 ["launch.gpu_check", f"--out={out_dir}"],
-                 ["launch.cifar_short"],
+                 ["launch.cifar.gpu_check", f"--out={out_dir}"],
+                 ["launch.cifar.short"],
                  ["launch.tune", f"--root={out_dir}", f"--results_dir={out_dir}"],
                  ["launch.store", f"--store={out_dir}"],
                  ["launch.digits_example", f"--root={out_dir}", f"--results_dir={out_dir}"],
@@ -399,7 +403,6 @@ class LaunchTest(absltest.TestCase):
 
 
   def test_t_interval_against_scipy_and_by_hand(self):
-    from scipy import stats  # pylint: disable=g-import-not-at-top
     x = [61.0, 63.5, 60.2, 64.1, 62.0]
     mean, low, high = tables.t_interval(x)
     want = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
@@ -426,7 +429,6 @@ class LaunchTest(absltest.TestCase):
 
 
   def test_every_row_has_the_same_budget_of_valid_settings(self):
-    from m2m_tf.config import ExperimentConfig  # pylint: disable=g-import-not-at-top
     # Every trained row of the grid has a budget; the post-hoc row has none (it trains nothing).
     self.assertEqual(set(budgets.SPACES), set(budgets.TUNED_ROWS))
     self.assertEqual(set(tables.TABLE2_GRID_ROWS) - set(budgets.TUNED_ROWS), {"erm_posthoc_la"})
@@ -437,13 +439,12 @@ class LaunchTest(absltest.TestCase):
       for setting in settings:  # every key a configuration field, every value within its rule
         cfg = ExperimentConfig.from_leaves(dataset="reuters", **tables.TABLE2_GRID_ROWS[row][1],
                                            **setting).resolved()
-        cfg.check_resolved()
+        cfg.check_resolved(METHODS)
     self.assertEqual(sorted({st["deferred_epoch"] for st in budgets.row_budget("drs", "reuters")}),
                      [8, 10, 12])  # 15 epochs: deferral at 1/2, 2/3 and 4/5 of training
 
   def test_m2m_defaults_are_the_committed_selection(self):
     # The Quick start (the recipe's defaults) runs the table's ERM-M2m row.
-    from m2m_tf.recipes import get_recipe  # pylint: disable=g-import-not-at-top
     for ds in ("reuters", "twitter"):
       path = os.path.join(ROOT, "results", f"budgets_{ds}.json")
       selected = json.loads(_read(path))["selected"]["m2m"]
@@ -519,7 +520,7 @@ class LogitAdjustmentRowsTest(absltest.TestCase):
     self.assertEqual(tables.TABLES["table2"], tables.TABLE2_GRID_ROWS)
     self.assertLen(tables.TABLE2_ROWS, 11)  # the paper's rows (the torch reference, CIFAR) stay
     # The README's headline names the new rows by these keys and labels (the per-sample start
-    # is a CIFAR row of launch.cifar_full's).
+    # is a CIFAR row of launch.cifar.full's).
     self.assertContainsSubset(set(readme.HEADLINE_ROWS) - {"m2m_per_sample"},
                               set(tables.TABLE2_GRID_ROWS))
     self.assertEqual(tables.EXTRA_ROW_LABELS["erm_posthoc_la"], "ERM + post-hoc LA")

@@ -134,7 +134,7 @@ class LossFlagsTest(absltest.TestCase):
     for method in sorted(METHODS):
       for loss in ("logit_adjusted", "balanced_softmax"):
         cfg = ExperimentConfig.from_leaves(dataset="reuters", method=method, loss=loss)
-        cfg.resolved().check_resolved()
+        cfg.resolved().check_resolved(METHODS)
         self.assertTrue(cfg.resolved().output_dir.endswith(f"reuters_{loss}_{method}_s0"))
 
 

@@ -62,7 +62,7 @@ class MainFlagsTest(tf.test.TestCase):
             flags.FLAGS(["m2m_tf.main"] + args)
             options[name] = m2m_tf.main.config_from_flags().data.options
             out[name] = None
-          except Exception as e:  # pylint: disable=broad-except
+          except Exception as e:
             out[name] = type(e).__name__ + ": " + str(e)
         print("RESULT" + json.dumps(out) + "OPTIONS" + json.dumps(options))
     """)
@@ -199,6 +199,9 @@ class MainFlagsTest(tf.test.TestCase):
     rc, stdout, stderr = self.out["ok"]
     self.assertEqual(rc, 0, stderr[-3000:])
     self.assertIn("synthetic_lt ce-erm seed 0: test bACC", stdout)
+    # Quiet start-up: none of TensorFlow's C++ start-up lines (m2m_tf.quiet).
+    self.assertNotIn("InitializeLog", stderr)
+    self.assertNotIn("oneDNN custom operations", stderr)
     with open(os.path.join(self.run_dir, "results.json")) as fh:
       results = json.load(fh)
     self.assertEqual(results["method"], "erm")

@@ -253,14 +253,14 @@ class NormedDenseTest(tf.test.TestCase):
 
   def test_columns_start_at_unit_norm_like_torch_renorm(self):
     # LDAM-DRW: W.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5) (PyTorch oracle).
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch
     layer = models.NormedDense(10)
     layer.build((None, 64))
     w = layer.kernel.numpy().astype(np.float64)
     np.testing.assert_allclose(np.linalg.norm(w, axis=0), 1.0, atol=1e-6)
     draw = np.random.default_rng(0).uniform(-1, 1, size=(64, 10)).astype(np.float32)
     ref = torch.from_numpy(draw.copy()).renorm_(2, 1, 1e-5).mul_(1e5).numpy()
-    from m2m_tf.models.heads import unit_columns  # pylint: disable=g-import-not-at-top
+    from m2m_tf.models.heads import unit_columns
     np.testing.assert_allclose(np.asarray(unit_columns(draw)), ref, rtol=1e-5)
     # Not merely normalised: still a U(-1, 1) direction (entries of both signs, not all equal).
     self.assertGreater(np.std(w), 0.05)

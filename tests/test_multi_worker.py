@@ -411,7 +411,7 @@ class ClusterSetupTest(tf.test.TestCase):
         mw.cluster_resolver(os.environ)
 
   def test_benchmark_summary(self):
-    from benchmarks import multiworker as bench_mw  # pylint: disable=g-import-not-at-top
+    from benchmarks import multiworker as bench_mw
 
     def cluster(workers, step_s):
       return {"workers": workers, "workload": "w",

@@ -12,7 +12,7 @@ import tensorflow as tf
 from m2m_tf.errors import OutputDirError
 from m2m_tf.training import output_dir as out_lib
 from m2m_tf.config import ExperimentConfig
-from m2m_tf.training.run import differences
+from m2m_tf.training.comparison import differences
 
 
 def _cfg(**kw):

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from m2m_tf import plots
 from m2m_tf import report
+from data_prep.atomic import read_json
 from m2m_tf.config import ExperimentConfig
 from m2m_tf.data import pipeline
 from m2m_tf.report import cli
@@ -114,7 +115,7 @@ class _ReportChecks:
     has_test = ~np.isnan(h["test_bacc"])  # points where the epoch was tested
     self.assertAllEqual(bacc["test bACC"], np.stack([x, h["test_bacc"]], 1)[has_test])
     self.assertIn(h["test_bacc"][res["best_epoch"]], bacc["test bACC"][:, 1])
-    flags = run.read_json(os.path.join(out, "flags.json"))
+    flags = read_json(os.path.join(out, "flags.json"))
     phase = [flags["schedule"]["deferred_epoch"] + 0.5] if m2m else []
     self.assertEqual(curves["marks"], phase + [res["best_epoch"] + 1])
     order = np.argsort(-np.array(res["class_counts"]), kind="stable")

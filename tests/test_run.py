@@ -24,11 +24,15 @@ import tensorflow as tf
 from data_prep.registry import load_dataset
 from helpers import h5_arrays, load_results
 from m2m_tf.config import ExperimentConfig
-from m2m_tf.io_utils import read_json
-from m2m_tf.recipes import G_SEED_OFFSET
+from m2m_tf.errors import CheckpointError, ConfigError, OutputDirError
+from m2m_tf.models import build_classifier
+from data_prep.atomic import read_json
+from m2m_tf.config import G_SEED_OFFSET
 from m2m_tf.training import callbacks as cb
 from m2m_tf.training import checkpoint as ckpt_lib
 from m2m_tf.training import run
+from m2m_tf.training.branching import check_branch
+from m2m_tf.training.comparison import differences
 
 # End-to-end: real training runs or subprocesses (skipped by the fast run: -m 'not slow').
 pytestmark = pytest.mark.slow
@@ -140,8 +144,8 @@ class RunExperimentTest(tf.test.TestCase):
     # Recompute test bACC from the saved best f with scikit-learn.
     data = load_dataset("synthetic_lt", **_OPTS)
     out = os.path.join(_TMP.name, "ref_m2m")
-    f = run.build_classifier("mlp", data.input_shape, data.num_classes, normed_head=False,
-                             hidden_units=(64,), name="f")
+    f = build_classifier("mlp", data.input_shape, data.num_classes, normed_head=False,
+                         hidden_units=(64,), name="f")
     f.load_weights(os.path.join(out, "best_f.weights.h5"))
     pred = np.argmax(f.predict(data.x_test, verbose=0), axis=1)
     self.assertAllClose(100 * balanced_accuracy_score(data.y_test, pred),
@@ -149,11 +153,11 @@ class RunExperimentTest(tf.test.TestCase):
 
   def test_second_run_refused_unless_overwrite(self):
     cfg = _config("smoke_erm", "erm")
-    with self.assertRaisesRegex(run.OutputDirError, "already holds results"):
+    with self.assertRaisesRegex(OutputDirError, "already holds results"):
       run.run_experiment(cfg)
     cfg_overwrite = _config("overwrite_erm", "erm", epochs=1)
     run.run_experiment(cfg_overwrite)
-    with self.assertRaises(run.OutputDirError):
+    with self.assertRaises(OutputDirError):
       run.run_experiment(cfg_overwrite)
     marker = os.path.join(cfg_overwrite.output_dir, "results.json")
     os.utime(marker, (0, 0))
@@ -166,13 +170,13 @@ class RunExperimentTest(tf.test.TestCase):
     os.makedirs(out)
     with open(os.path.join(out, "notes.txt"), "w") as fh:
       fh.write("mine")
-    with self.assertRaisesRegex(run.OutputDirError, "no run of ours wrote"):
+    with self.assertRaisesRegex(OutputDirError, "no run of ours wrote"):
       run.run_experiment(_config("foreign", "erm"))
     self.assertTrue(os.path.exists(os.path.join(out, "notes.txt")))
 
   def test_missing_g_checkpoint(self):
     missing = os.path.join(_TMP.name, "nowhere", "g.weights.h5")
-    with self.assertRaisesRegex(run.CheckpointError, "nowhere/g.weights.h5"):
+    with self.assertRaisesRegex(CheckpointError, "nowhere/g.weights.h5"):
       run.run_experiment(_config("missing_g", "m2m", g_checkpoint=missing))
 
   def test_deterministic(self):
@@ -358,9 +362,9 @@ class RunExperimentTest(tf.test.TestCase):
     for change in (dict(lr_milestones=(1,)), dict(warmup_epochs=2)):
       bad = _config("form_branch_bad", "erm", momentum_form="pytorch", init_from=src.output_dir,
                     init_epoch=2, **dict(kw, **change))
-      with self.assertRaisesRegex(run.ConfigError, r"differs in \['momentum_form'\] \(moment"):
-        run.check_branch(dict(source, **change), bad)
-      run.check_branch(dict(source, **change, momentum_form="pytorch"), bad)  # same form: fine
+      with self.assertRaisesRegex(ConfigError, r"differs in \['momentum_form'\] \(moment"):
+        check_branch(dict(source, **change), bad)
+      check_branch(dict(source, **change, momentum_form="pytorch"), bad)  # same form: fine
 
   def test_cb_beta_matters_only_where_cb_weights_act(self):
     src = read_json(os.path.join(_TMP.name, "smoke_erm", "flags.json"))  # beta 0.9999, ERM
@@ -368,11 +372,11 @@ class RunExperimentTest(tf.test.TestCase):
       cfg = _config("branch_cb", method, epochs=2, deferred_epoch=1, cb_beta=0.999,
                     init_from=os.path.join(_TMP.name, "smoke_erm"), init_epoch=1)
       if refused:  # CB-RW weighs its phase 1 with beta
-        with self.assertRaisesRegex(run.ConfigError, r"differs in \['cb_beta'\]"):
-          run.check_branch(dict(src, method="cb_rw"), cfg)
+        with self.assertRaisesRegex(ConfigError, r"differs in \['cb_beta'\]"):
+          check_branch(dict(src, method="cb_rw"), cfg)
       else:  # DRW's CB weights act in phase 2 only
-        run.check_branch(src, cfg)
-      diff = run.differences(dict(src, method=method), cfg.to_json())
+        check_branch(src, cfg)
+      diff = differences(dict(src, method=method), cfg.to_json())
       self.assertEqual("cb_beta" in diff, method != "erm", method)
 
   def test_test_split_is_evaluated_where_validation_reaches_or_ties_its_best(self):
@@ -417,9 +421,9 @@ class RunExperimentTest(tf.test.TestCase):
                         (dict(init_epoch=1, lr=0.05), r"differs in \['lr'\]"),
                         (dict(init_epoch=1, loss="focal"), r"differs in \['loss'\]")):
       cfg = _config("branch_bad", "drs", epochs=2, deferred_epoch=1, init_from=src, **kw)
-      with self.assertRaisesRegex((run.ConfigError, run.CheckpointError), pattern):
+      with self.assertRaisesRegex((ConfigError, CheckpointError), pattern):
         run.run_experiment(cfg)
-    with self.assertRaisesRegex(run.ConfigError, "trains phase 1 differently"):
+    with self.assertRaisesRegex(ConfigError, "trains phase 1 differently"):
       run.run_experiment(_config("branch_bad", "rs", epochs=2, init_from=src, init_epoch=1))
 
   def test_saved_model_reloads_without_m2m_tf(self):
@@ -442,8 +446,8 @@ class RunExperimentTest(tf.test.TestCase):
                           cwd=_TMP.name, timeout=120)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     served = np.load(pred_path)
-    f = run.build_classifier("mlp", data.input_shape, data.num_classes, normed_head=False,
-                             hidden_units=(64,), name="f")
+    f = build_classifier("mlp", data.input_shape, data.num_classes, normed_head=False,
+                         hidden_units=(64,), name="f")
     f.load_weights(os.path.join(out, "best_f.weights.h5"))
     self.assertAllClose(served, f.predict(data.x_test, verbose=0), atol=1e-5)
     pred = np.argmax(served, axis=1)

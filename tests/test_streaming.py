@@ -17,6 +17,8 @@ import pytest
 from scipy import stats
 import tensorflow as tf
 
+from benchmarks import streaming as bench
+from data_prep import normalization
 from data_prep import registry
 from data_prep import splits
 from data_prep import streamed
@@ -25,6 +27,8 @@ from m2m_tf.config import ExperimentConfig
 from m2m_tf.data import pipeline
 from m2m_tf.data import streaming
 from m2m_tf.errors import ConfigError, DataError
+from m2m_tf.training import run
+from m2m_tf.training.methods import METHODS
 import helpers
 
 _COUNTS = (48, 24, 12, 6, 3, 3)  # N = 96, the largest class is class 0
@@ -179,8 +183,7 @@ class StreamTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllEqual(x, getattr(self.data, f"x_{split}"))
       self.assertAllEqual(y, getattr(self.data, f"y_{split}"))
     self.assertEqual(tfrecord_dir.verify(self.dir), 96 + 12 + 18)
-    from data_prep import user_recipe  # pylint: disable=g-import-not-at-top
-    self.assertEqual(self.source.normalization, user_recipe.input_normalization(self.data))
+    self.assertEqual(self.source.normalization, normalization.input_normalization(self.data))
 
   def test_png_directory_reads_the_same_pixels(self):
     png = tfrecord_dir.write_splits(os.path.join(self.tmp, "png"), self.data, encoding="png")
@@ -248,9 +251,9 @@ class SourceTest(tf.test.TestCase):
     np.savez(path, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
              y_test=data.y_test)
     out = os.path.join(self.tmp, "exported")
-    self.assertEqual(tfrecord_dir.main(["--dataset", f"npz:{path}", "--out", out,
+    self.assertEqual(streamed.main(["--dataset", f"npz:{path}", "--out", out,
                                         "--option", "val_fraction=0.25"]), 0)
-    self.assertEqual(tfrecord_dir.main(["--verify", out]), 0)
+    self.assertEqual(streamed.main(["--verify", out]), 0)
     memory = registry.load_dataset(f"npz:{path}", val_fraction=0.25)
     self.assertAllEqual(tfrecord_dir.load_split(tfrecord_dir.read_dir(out), "val")[0],
                         memory.x_val)
@@ -335,7 +338,6 @@ class ErrorTest(tf.test.TestCase):
     _one_line(self, DataError, "train cannot be read", tfrecord_dir.verify, self.path)
 
   def test_run_reports_one_line(self):
-    from m2m_tf.training import run  # pylint: disable=g-import-not-at-top
     (self.path / tfrecord_dir.META_FILE).write_text("[]")
     cfg = ExperimentConfig.from_leaves(dataset=f"tfrecord:{self.path}", streaming=True)
     _one_line(self, DataError, f"tfrecord:{self.path}: .*not a m2m_tf.tfrecord_dir",
@@ -344,9 +346,10 @@ class ErrorTest(tf.test.TestCase):
   def test_config_refuses_what_needs_the_split_in_memory(self):
     base = dict(dataset="cifar10_jpeg_lt", streaming=True, output_dir="x")
     with self.assertRaisesRegex(ConfigError, "SMOTE and seed_pool_size need it in memory"):
-      ExperimentConfig.from_leaves(method="smote", **base).resolved().check_resolved()
+      ExperimentConfig.from_leaves(method="smote", **base).resolved().check_resolved(METHODS)
     with self.assertRaisesRegex(ConfigError, "SMOTE and seed_pool_size need it in memory"):
-      ExperimentConfig.from_leaves(seed_pool_size=5, **base).resolved().check_resolved()
+      ExperimentConfig.from_leaves(seed_pool_size=5, **base).resolved().check_resolved(
+          METHODS)
 
 
 @pytest.mark.slow
@@ -354,7 +357,6 @@ class RunTest(tf.test.TestCase):
   """A run through the streaming input gives the in-memory run's results, digit for digit."""
 
   def test_streaming_run_equals_in_memory_run(self):
-    from m2m_tf.training import run  # pylint: disable=g-import-not-at-top
     tmp = _tmpdir(self)
     data = _splits(counts=(40, 20, 10, 6))
     data = splits.DatasetSplits(  # learnable: class k's images are brighter by k
@@ -379,7 +381,6 @@ class BenchHelpersTest(tf.test.TestCase):
   """The pure parts of benchmarks/streaming.py."""
 
   def test_long_tail_counts_and_subsets(self):
-    from benchmarks import streaming as bench  # pylint: disable=g-import-not-at-top
     counts = bench.long_tail_counts(1000, 256.0, 115846)
     self.assertLen(counts, 1000)
     self.assertLess(abs(counts.sum() - 115846), 1000)
@@ -391,7 +392,6 @@ class BenchHelpersTest(tf.test.TestCase):
 
   @pytest.mark.slow
   def test_quick_benchmark_runs_and_cleans_up(self):
-    from benchmarks import streaming as bench  # pylint: disable=g-import-not-at-top
     work = _tmpdir(self)
     report = bench.main(["--quick", "--skip", "cifar", "steps", "--workdir", work])
     syn = report["synthetic"]

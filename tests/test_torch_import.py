@@ -16,21 +16,21 @@ torch = pytest.importorskip(
     reason="PyTorch is not installed (pip install torch==2.13.0); the "
     "PyTorch-vs-Keras ResNet-32 comparison needs it")
 
-from absl.testing import parameterized  # pylint: disable=g-import-not-at-top
+from absl.testing import parameterized  # after the skip: PyTorch is optional
 import numpy as np
 import tensorflow as tf
 
-from launch import torch_resnet
+from launch.torch_reference import resnet as torch_resnet
 from m2m_tf import models
 from helpers import OFFICIAL_NPZ
 
 
 
-# The PyTorch copy of the official architecture is launch/torch_resnet.py's (normaliser
+# The PyTorch copy of the official architecture is launch/torch_reference/resnet.py's (normaliser
 # inside, as the official code's `model(normalizer(x))`).
 
 
-def TorchResNet32(num_classes=10, normalized=False):  # pylint: disable=invalid-name
+def TorchResNet32(num_classes=10, normalized=False):
   return torch_resnet.resnet32(num_classes, normed_head=normalized)
 
 

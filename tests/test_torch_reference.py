@@ -1,4 +1,4 @@
-"""Tests of launch/torch_reference*.py: the PyTorch reference against m2m_tf and float64 NumPy."""
+"""Tests of launch/torch_reference/: the PyTorch reference against m2m_tf and float64 NumPy."""
 
 import csv
 import os
@@ -8,15 +8,25 @@ import sys
 import tarfile
 import tempfile
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 import torch
 
 from helpers import OFFICIAL_NPZ
-from launch import torch_reference as tr
-from launch import torch_reference_bridge as bridge
-from launch import torch_reference_report as tables
+from launch import tables as grid_tables
+from launch.torch_reference import bridge
+from launch.torch_reference import cli
+from launch.torch_reference import report as tables
+from launch.torch_reference import training as tr
+from m2m_tf import losses
+from m2m_tf import models
+from m2m_tf.m2m.translation import translate as tf_translate
+from m2m_tf.models import torch_import
+from m2m_tf.training import checkpoint
 from m2m_tf.training import schedules
+from m2m_tf.training.trainer import M2mTrainer
 from test_models import numpy_resnet32
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -67,9 +77,6 @@ def test_official_init_scales():
 def test_translate_matches_m2m_tf_translate():
   """Without the random start both implement the same T normalised steps (the TF loss is a
   per-sample sum, the official a batch mean: after per-sample normalisation, the same step)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from m2m_tf import models  # pylint: disable=g-import-not-at-top
-  from m2m_tf.m2m.translate import translate as tf_translate  # pylint: disable=g-import-not-at-top
   g = _official_g()
   g_tf = models.load_torch_state_dict(models.resnet32(10), OFFICIAL_NPZ)
   x0 = np.random.default_rng(3).random((4, 32, 32, 3), np.float32)
@@ -104,7 +111,6 @@ def test_choose_seeds_follows_the_official_rules():
 
 
 def test_rows_are_the_tables_rows():
-  from launch import tables as grid_tables  # pylint: disable=g-import-not-at-top
   assert tr.ROWS == {k: (v[1]["loss"], v[1]["method"]) for k, v in grid_tables.TABLE2_ROWS.items()
                      if k in tr.ROWS}
   assert sorted(m for loss in tr.BRANCHES.values() for m in loss) == sorted(
@@ -132,7 +138,7 @@ def test_export_all_resume_and_report_on_cpu():
     small = ["--device", "cpu", "--epochs", "3", "--deferral", "2", "--limit", "60"]
     env = dict(os.environ, OUT=str(tmp / "back"), DATA=str(tmp / "exported"),
                WORK=str(tmp / "runs"), PYTHON=sys.executable)
-    subprocess.run(["bash", "launch/torch_reference_device.sh", "--seeds", "0"] + small,
+    subprocess.run(["bash", "launch/torch_reference/device.sh", "--seeds", "0"] + small,
                    check=True, cwd=REPO, env=env)
     assert sorted(os.listdir(tmp / "back")) == ["all.log", "runs.tgz", "states_s0.tgz"]
     with tarfile.open(tmp / "back" / "states_s0.tgz") as tar:
@@ -163,8 +169,6 @@ def test_export_all_resume_and_report_on_cpu():
 
 
 def test_torch_state_dict_inverts_load_torch_state_dict():
-  from m2m_tf import models  # pylint: disable=g-import-not-at-top
-  from m2m_tf.models import torch_import  # pylint: disable=g-import-not-at-top
   model = models.load_torch_state_dict(models.resnet32(10), OFFICIAL_NPZ)
   back = torch_import.torch_state_dict(model)
   with np.load(OFFICIAL_NPZ) as d:
@@ -183,7 +187,6 @@ def test_import_tf_phase1_state():
   """m2m_tf's state after 160 epochs becomes a phase-1 run: f scores m2m_tf's recorded
   validation bACC (checked inside), and every momentum buffer has its parameter's shape and is
   -m / lr of the Keras slot (spot-checked on the linear layer, whose layout is transposed)."""
-  from m2m_tf.training import checkpoint  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory() as tmp:
     out = bridge.import_tf_phase1(TF_PHASE1, pathlib.Path(tmp) / "erm_phase1_s0")
     state = torch.load(out / "state.pt")
@@ -240,10 +243,6 @@ def test_resnet32_sgd_step_matches_m2m_tf_trainer():
   batch variance is small (measured on random images: 1.4e-5 after two steps with wd 2e-4,
   2e-7 with wd 2e-2), which is not a difference between the implementations.
   """
-  import keras  # pylint: disable=g-import-not-at-top
-  from m2m_tf import models  # pylint: disable=g-import-not-at-top
-  from m2m_tf.models import torch_import  # pylint: disable=g-import-not-at-top
-  from m2m_tf.training.trainer import M2mTrainer  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(5)
   x, y = rng.random((16, 32, 32, 3), np.float32), rng.integers(0, 10, 16)
   f_tf = models.load_torch_state_dict(models.resnet32(10), OFFICIAL_NPZ)
@@ -281,7 +280,6 @@ def test_resnet32_sgd_step_matches_m2m_tf_trainer():
 
 
 def test_ldam_loss_and_drw_weights_equal_m2m_tf():
-  from m2m_tf import losses  # pylint: disable=g-import-not-at-top
   counts = COUNTS.double()
   np.testing.assert_allclose(tr.drw_weights(counts, 0.9999).numpy(),
                              losses.class_weights("cb", COUNTS.numpy(), beta=0.9999), rtol=1e-6)
@@ -319,7 +317,7 @@ def test_ldam_phase2_epoch_on_cpu(method):
 
 def test_bad_input_gets_one_line():
   with pytest.raises(SystemExit, match="--branches drw: the ce rows are erm,drs,m2m"):
-    tr.main(["all", "--out", "/nonexistent/x", "--branches", "drw", "--device", "cpu"])
+    cli.main(["all", "--out", "/nonexistent/x", "--branches", "drw", "--device", "cpu"])
   with tempfile.TemporaryDirectory() as tmp:
     with pytest.raises(SystemExit, match="no cifar10_jpeg_lt_jpeg.npz; write it with"):
-      tr.main(["all", "--data", tmp, "--out", os.path.join(tmp, "runs"), "--device", "cpu"])
+      cli.main(["all", "--data", tmp, "--out", os.path.join(tmp, "runs"), "--device", "cpu"])

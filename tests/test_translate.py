@@ -1,4 +1,5 @@
-"""Tests of m2m_tf.m2m.translate against a float64 NumPy reimplementation.
+"""Tests of m2m_tf.m2m.translate (m2m_tf/m2m/translation.py) against a float64 NumPy
+reimplementation.
 
 The reference recomputes the M2m translation (paper eq. 3)
 
@@ -30,11 +31,12 @@ import numpy as np
 from scipy import stats as scipy_stats
 import tensorflow as tf
 
-from m2m_tf.m2m.translate import official_start
-from m2m_tf.m2m.translate import random_start
-from m2m_tf.m2m.translate import START_NOISE_MODES
-from m2m_tf.m2m.translate import translate
-from m2m_tf.config import START_NOISE_MODES as CONFIG_START_NOISE_MODES
+from m2m_tf import m2m
+from m2m_tf.m2m.translation import official_start
+from m2m_tf.m2m.translation import random_start
+from m2m_tf.m2m.translation import START_NOISE_MODES
+from m2m_tf.m2m.translation import translate
+from m2m_tf.m2m.params import START_NOISE_MODES as CONFIG_START_NOISE_MODES
 from m2m_tf.models import mlp
 
 D, H, K = 6, 8, 3
@@ -106,6 +108,11 @@ def _np_translate(gp, fp, x0, y_seed, y_target, lam, eta, steps, clip=(0.0, 1.0)
 
 
 class TranslateTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_public_name_is_the_function(self):
+    # The documented API is the function m2m_tf.m2m.translate, not a module of that name.
+    self.assertIs(m2m.translate, translate)
+    self.assertTrue(callable(m2m.translate))
 
   def setUp(self):
     super().setUp()

@@ -18,18 +18,19 @@ from sklearn.datasets import load_digits
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from data_prep import cifar_jpeg
+from data_prep import normalization
 from data_prep import paths
+from data_prep import recipes
 from data_prep import registry
 from data_prep import user_data
 from data_prep import user_images
-from data_prep import user_recipe
 from data_prep import user_sources
 from data_prep import user_splits
 from m2m_tf.errors import ConfigError, DataError
 import helpers
 from m2m_tf.m2m import generation
-from m2m_tf.m2m.translate import translate
-from m2m_tf.recipes import Recipe
+from m2m_tf.m2m.translation import translate
 
 
 def _tmpdir(test):
@@ -132,14 +133,13 @@ class DigitsTest(parameterized.TestCase):
 
   def test_suggest_recipe_features(self):
     data = registry.load_dataset(f"npz:{self.npz}")
-    recipe = user_data.suggest_recipe(data)
-    Recipe(**recipe)  # exactly Recipe's fields
-    self.assertEqual(recipe["arch"], "mlp")
-    self.assertEqual(recipe["deferred_epoch"], round(0.8 * recipe["epochs"]))
-    self.assertEqual(recipe["milestones"][0], recipe["deferred_epoch"])
+    recipe = recipes.suggest_recipe(data)
+    self.assertEqual(recipe.arch, "mlp")
+    self.assertEqual(recipe.deferred_epoch, round(0.8 * recipe.epochs))
+    self.assertEqual(recipe.milestones[0], recipe.deferred_epoch)
     spread = np.sqrt(np.var(data.x_train.astype(np.float64), axis=0).sum())
-    self.assertAlmostEqual(recipe["step_size"], 0.1 * spread, delta=0.1 * spread * 0.05)
-    mean, std = user_recipe.input_normalization(data)
+    self.assertAlmostEqual(recipe.step_size, 0.1 * spread, delta=0.1 * spread * 0.05)
+    mean, std = normalization.input_normalization(data)
     np.testing.assert_allclose(mean, data.x_train.astype(np.float64).mean(axis=0), rtol=1e-12)
     want_std = data.x_train.astype(np.float64).std(axis=0)
     self.assertEqual(want_std[0], 0.0)  # digits' first pixel is always 0: its std becomes 1
@@ -218,10 +218,10 @@ class ImageArraysTest(parameterized.TestCase):
     self.assertEqual(data.input_shape, (side, side, 1))
     self.assertEqual(data.input_kind, "image")
     self.assertEqual(data.clip_range, (0.0, 1.0))
-    recipe = user_data.suggest_recipe(data)
-    self.assertEqual(recipe["arch"], arch)
-    self.assertTrue(recipe["augment"])
-    mean, std = user_recipe.input_normalization(data)
+    recipe = recipes.suggest_recipe(data)
+    self.assertEqual(recipe.arch, arch)
+    self.assertTrue(recipe.augment)
+    mean, std = normalization.input_normalization(data)
     self.assertAlmostEqual(mean[0], data.x_train.mean() / 255.0, places=6)
     self.assertAlmostEqual(std[0], (data.x_train / 255.0).std(), places=6)
 
@@ -237,7 +237,6 @@ class ImageArraysTest(parameterized.TestCase):
 def _cifar_images(n_classes, per_class):
   """(class name, JPEG bytes) from the CIFAR-10 JPEG copy, or made here if it is absent."""
   try:
-    from data_prep import cifar_jpeg  # pylint: disable=g-import-not-at-top
     archive = cifar_jpeg.load_jpeg_archive(
         paths.resolve_data_dir() / "cifar10_jpeg" / "test.npz")
   except (paths.DataNotFoundError, FileNotFoundError):

@@ -16,9 +16,12 @@ import numpy as np
 from sklearn.datasets import load_digits
 import tensorflow as tf
 
+from data_prep.atomic import read_json
 from data_prep.registry import load_dataset
+from m2m_tf import evaluate
 from m2m_tf.config import ExperimentConfig
 from m2m_tf.errors import ConfigError
+from m2m_tf.training import builders
 from m2m_tf.training import run
 
 # End-to-end: real training runs or subprocesses (skipped by the fast run: -m 'not slow').
@@ -78,23 +81,22 @@ class UserRunTest(tf.test.TestCase):
     self.assertEqual(min(counts), int(max(counts) / 10))  # CIFAR-LT's rule, ratio 10
     self.assertGreater(res["test_bacc"], 50.0)  # chance is 10%: the model learned
     self.assertLen(res["clip_range"][0], 64)  # per-feature training range
-    recorded = ExperimentConfig.from_json(run.read_json(os.path.join(out, "flags.json")))
+    recorded = ExperimentConfig.from_json(read_json(os.path.join(out, "flags.json")))
     self.assertEqual((recorded.model.arch, recorded.schedule.deferred_epoch), ("mlp", 2))
     # The model standardises the user's features with their training mean and std.
     data = load_dataset(f"npz:{self.npz}", imbalance_ratio=10)
-    f = run._classifier(recorded, data, run._normalization(recorded, data),  # pylint: disable=protected-access
-                        normed_head=False, name="f")
+    f = builders.classifier(recorded, data, builders.normalization(recorded, data),
+                            normed_head=False, name="f")
     layer = f.get_layer("standardize")
     self.assertAllClose(layer.mean, data.x_train.astype(np.float64).mean(axis=0), atol=1e-9)
     # Evaluating its weights file applies the same standardisation (the file holds none).
-    from m2m_tf import evaluate  # pylint: disable=g-import-not-at-top
     h5 = os.path.join(out, "best_f.weights.h5")
     self.assertAlmostEqual(evaluate.evaluate_checkpoint(h5, data)["bacc"], res["test_bacc"],
                            places=6)
     fn = evaluate.load_classifier(
         h5, arch="mlp", input_shape=data.input_shape, num_classes=data.num_classes,
         hidden_units=recorded.model.hidden_units,
-        normalization=evaluate._normalization(data, "mlp"))  # pylint: disable=protected-access
+        normalization=evaluate._normalization(data, "mlp"))
     saved = tf.saved_model.load(os.path.join(out, "saved_model"))
     self.assertAllClose(fn(data.x_test), saved.serve(data.x_test), atol=1e-5)
     # Killed before its last file: the same command gives the same result.
@@ -117,7 +119,7 @@ class UserRunTest(tf.test.TestCase):
                                        output_dir=out, verbose=0, jit_compile="false")
     res = run.run_experiment(cfg)
     self.assertEqual(res["class_names"], ["class0", "class1", "class2"])
-    recorded = ExperimentConfig.from_json(run.read_json(os.path.join(out, "flags.json")))
+    recorded = ExperimentConfig.from_json(read_json(os.path.join(out, "flags.json")))
     self.assertEqual((recorded.model.arch, recorded.model.augment), ("resnet32", True))
     loaded = tf.saved_model.load(os.path.join(out, "saved_model"))
     self.assertEqual([n.decode() for n in loaded.class_names().numpy()], res["class_names"])

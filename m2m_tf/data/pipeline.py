@@ -1,18 +1,6 @@
-"""tf.data pipelines: per-epoch shuffled or class-balanced batches, deterministic in (seed, epoch).
-
-Every epoch draws `epoch_size` indices (default N, the training-set size) as a
-pure function of (seed, epoch) with stateless philox ops, then gathers whole
-batches at once (one index draw per batch, vectorised gather and augmentation:
-the fastest layout measured, docs/platform.md#input-pipeline). Because an epoch's data depend on
-its number only, a run resumed at epoch e (m2m_tf.training.checkpoint)
-sees exactly the batches an uninterrupted run would: build the stream with
-`start_epoch=e`.
-
-Sampling modes per epoch:
-  * uniform: a random permutation of the training set;
-  * balanced: each draw picks a class uniformly, then an example of that class
-    uniformly, i.e. example n is drawn with probability proportional to
-    1 / N_{y_n} (M2m phase 2 and RS/DRS, docs/method.md#phases).
+"""tf.data pipelines: per-epoch shuffled or class-balanced batches, a pure function of
+(seed, epoch), so a resumed run sees the same batches (docs/platform.md#input-pipeline,
+docs/method.md#phases).
 """
 
 from typing import Optional, Sequence, Tuple
@@ -143,11 +131,8 @@ def train_dataset(x: np.ndarray, y: np.ndarray, *, num_classes: int, batch_size:
                   epochs: int, start_epoch: int = 0, balanced_from_epoch: Optional[int] = None,
                   epoch_size: Optional[int] = None, augment: bool = False,
                   input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
-  """The training stream for epochs [start_epoch, epochs): (x, y) batches.
-
-  Use `steps_per_epoch(...)` with `model.fit(..., steps_per_epoch=...)`. The
-  stream yields exactly that many batches per epoch, so Keras keeps one
-  iterator across epochs.
+  """The training stream for epochs [start_epoch, epochs): `steps_per_epoch(...)` (x, y)
+  batches per epoch, for `model.fit(..., steps_per_epoch=...)`.
 
   Args:
     x, y: the training arrays (y int in [0, num_classes)).
@@ -160,9 +145,8 @@ def train_dataset(x: np.ndarray, y: np.ndarray, *, num_classes: int, batch_size:
       deferred epoch: DRS / M2m phase 2, None: never).
     epoch_size: examples per epoch (default N = len(x)).
     augment: random crop (pad 4) and flip, for images.
-    input_context: from `strategy.distribute_datasets_from_function`; each
-      input pipeline takes its own slice of every global batch, augmented as in the
-      unsharded stream, so the union of the shards is the single-host stream.
+    input_context: from `strategy.distribute_datasets_from_function`; each pipeline takes
+      its slice of every global batch, so the shards' union is the single-host stream.
   Returns:
     A `tf.data.Dataset` of (x, y) with x float32 and y int32.
   """
@@ -188,9 +172,8 @@ def batch_inputs(xb: tf.Tensor, epoch, step, *, seed: int, augment: bool,
   """A gathered batch as the model takes it: scaled to float32, augmented with the stateless
   seed of (seed, epoch, step) when `augment` (shared by the in-memory and streaming paths).
 
-  `layout`: `shard_layout(...)` of a sharded stream, whose `step` counts the pipeline's
-  per-replica batches. Each is then augmented as its rows of the global batch are in the
-  unsharded stream, so the augmentation does not depend on the number of replicas or workers.
+  `layout`: `shard_layout(...)` of a sharded stream (`step` counts per-replica batches), whose
+  rows are augmented as in the unsharded stream.
   """
   xb = to_model_input(xb)
   if not augment:
@@ -215,10 +198,8 @@ def index_batches(y: np.ndarray, *, num_classes: int, batch_size: int, seed: int
                   input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
   """The example indices of `train_dataset`'s batches: (epoch, step, idx) with idx int32 [b].
 
-  The arguments are those of `train_dataset` (N = len(y)); b is the global batch
-  size, or the per-replica one under an `input_context`. Anything that can fetch
-  example i of the training split (an array, a file index) turns this into the
-  training stream, batch for batch the same.
+  The arguments are those of `train_dataset` (N = len(y)); b is the global batch size, or the
+  per-replica one under an `input_context`.
   """
   y = np.asarray(y, np.int64)
   n = len(y)

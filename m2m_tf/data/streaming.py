@@ -1,27 +1,6 @@
-"""Streaming training input: batches read from a TFRecord directory, never the whole split
-(`--streaming`, docs/data.md#streaming-input).
-
-The in-memory input (m2m_tf.data.pipeline) draws each epoch's example indices
-as a pure function of (seed, epoch), phase 1 a permutation, the class-balanced
-phase (RS, DRS, M2m phase 2) a class drawn uniformly then an example of it
-uniformly, and gathers them from a `tf.constant` copy of the split. This module
-draws the very same indices (`pipeline.index_batches`) and fetches each example
-from its byte range in the directory's TFRecord shards (the index of
-data_prep/tfrecord_dir.py), then scales and augments it with the same seeds
-(`pipeline.batch_inputs`). So for the same records the stream is the in-memory
-stream, batch for batch and bit for bit: phase 1 holds every example exactly
-once per epoch, the balanced phase draws classes uniformly, a resumed epoch
-sees the batches it saw before, and memory holds the index (about 30 bytes per
-example) and a few batches in flight instead of the split.
-
-Two readers, same bytes:
-  "pread": one `tf.numpy_function` per batch reads its records with os.pread
-    (POSIX), in parallel maps; fast (no per-record dataset), but runs Python.
-  "tf": a `FixedLengthRecordDataset` per record over its byte range,
-    interleaved in order (deterministic=True); pure graph, slower.
-Neither checks the TFRecord CRCs (random access skips the framing); every
-record's row and label are checked against the index instead, and
-`data_prep.tfrecord_dir.verify` checks every CRC once.
+"""Streaming training input (`--streaming`): the in-memory stream's batches, bit for bit, read by
+byte range from a TFRecord directory's shards instead of holding the split; records are
+checked against the index, not their CRCs. See docs/data.md#streaming-input.
 """
 
 import os
@@ -135,14 +114,15 @@ def train_dataset(source: tfrecord_dir.TrainSource, *, num_classes: int, batch_s
                   augment: bool = False,
                   input_context: Optional[tf.distribute.InputContext] = None,
                   reader: str = "auto") -> tf.data.Dataset:
-  """The training stream of `pipeline.train_dataset`, read from disk (module docstring).
+  """The training stream of `pipeline.train_dataset`, read from disk.
 
   Args:
     source: the training split on disk (`DatasetSplits.train_source`).
     num_classes, batch_size, seed, epochs, start_epoch, balanced_from_epoch,
       epoch_size, augment, input_context: as for `pipeline.train_dataset`
       (N is the split's size).
-    reader: "auto", "pread" or "tf" (module docstring); the batches are the same.
+    reader: "auto", "pread" (os.pread in a `tf.numpy_function`) or "tf" (pure graph,
+      slower); the batches are the same.
   Returns:
     A `tf.data.Dataset` of (x float32, y int32) batches, `pipeline.steps_per_epoch`
     of them per epoch.

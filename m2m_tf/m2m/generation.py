@@ -1,34 +1,9 @@
 """Phase-2 batch rewriting of M2m: slots, seeds, rejection, translation, acceptance.
 
-docs/method.md#phase-2-generation, for a class-balanced batch (x, y):
-
-  1. slot i generates with probability 1 - N_{y_i} / N_max;
-  2. a seed j is drawn from the seed set (the batch, or a fixed pool) with
-     weight w_ij = 1 - beta^{max(N_{y_j} - N_{y_i}, 0)}; no seed if all are 0;
-  3. the Bernoulli(w_ij) rejection is drawn BEFORE translating (it does not
-     depend on x*), so only slots that can still be accepted are translated;
-  4. x* = translate(x_j); accept iff softmax(g(x*))[y_i] >= gamma and the
-     Bernoulli draw succeeded; an accepted slot becomes (x*, y_i), the others
-     keep their original (real) sample.
-
-Static shapes for XLA: candidate slots are moved to the front with a stable
-argsort and translated in one of a few fixed-size buckets chosen by
-`tf.switch_case` (sizes ceil(B*k/n_buckets)); padded rows are translated too and
-masked out. With no candidate, nothing is translated. Without XLA
-(`static_shapes=False`, what `M2mTrainer` passes when it is not jit-compiled)
-exactly the candidate rows are translated (a run-time size, no padding), and
-the translation loop is traced once. The random start is drawn for the whole
-batch and gathered, so every row's x* is the same whatever the bucket layout:
-both paths give the same batch.
-
-Stages, each a function: `choose_candidates` (steps 1-3), `random_starts` and
-`translate_candidates` (step 4, in buckets), `accept` (step 5, with the
-ablation modes); `generate` composes them. Every random draw comes from its
-own stream of `random_streams(seed)`, so a stage draws the same numbers
-whatever the other stages do.
-
-The official code (alinlab/M2m `train.py`) translates every generation slot and
-rejects afterwards, and assumes class 0 is the largest; we use the counts.
+`choose_candidates` (steps 1-3), `random_starts` and `translate_candidates` (step 4) and
+`accept` (step 5), composed by `generate`; each random choice has its own stream of
+`random_streams(seed)`. See docs/method.md#phase-2-generation and
+docs/method.md#how-the-phase-2-step-is-computed.
 """
 
 import functools
@@ -38,11 +13,9 @@ from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-# M2mConfig lives with the run's other settings; it is re-exported here and by m2m_tf.m2m.
-from m2m_tf.config import M2mConfig
-from m2m_tf.m2m.translate import start_point, translate
+from m2m_tf.m2m.params import M2mConfig
+from m2m_tf.m2m.translation import start_point, translate
 from m2m_tf.models import folding
-
 
 
 def generation_probability(class_counts: Sequence[int]) -> np.ndarray:
@@ -62,10 +35,8 @@ def seed_weights(target_counts: tf.Tensor, seed_counts: tf.Tensor, beta: float) 
 
 
 def gumbel_categorical(logits: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-  """One draw per row of categorical(softmax(logits)) by the Gumbel-max trick, int32 [rows].
-
-  Used instead of tf.random.stateless_categorical, which has no XLA CPU kernel.
-  """
+  """One Gumbel-max draw per row of categorical(softmax(logits)), int32 [rows]
+  (docs/platform.md#xla-jit_compile)."""
   u = tf.random.stateless_uniform(tf.shape(logits), seed=seed, minval=1e-20, maxval=1.0,
                                   alg="philox")
   return tf.argmax(logits - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int32)
@@ -83,8 +54,6 @@ def _draw_weighted(w: tf.Tensor, seed: tf.Tensor):
 def choose_batch_seeds(y, counts, seed_y, beta: float, seed):
   """Step 2 over the batch: seed j with probability proportional to w_ij.
 
-  In a class-balanced batch every class has about the same number of members,
-  so the seed's class is drawn with probability proportional to w as well.
   Returns (j, w_ij of the chosen seed, whether row i has any seed).
   """
   w = seed_weights(tf.gather(counts, y), tf.gather(counts, seed_y), beta)  # [B, S]
@@ -122,12 +91,9 @@ def make_seed_pool(x, y, num_classes: int) -> SeedPool:
 
 def choose_pool_seeds(y, counts, pool: SeedPool, beta: float, seed):
   """Step 2 with a fixed seed pool: class k0 with probability proportional to w_{i,k0},
-  then a uniform member of k0's pool.
+  then a uniform member of k0's pool (docs/method.md#ablations).
 
-  Drawing a pool member directly by w would choose class k0 with probability
-  proportional to |pool_k0| * w, over-weighting the large classes whose pools
-  are full (P of them, against N_k for the small ones); the class mix must stay
-  that of step 2. Returns (j into the pool, w_{i,k0}, whether row i has a seed).
+  Returns (j into the pool, w_{i,k0}, whether row i has a seed).
   """
   w = seed_weights(tf.gather(counts, y), counts, beta)  # [B, K]
   w = w * tf.cast(pool.count > 0, tf.float32)[None, :]
@@ -210,11 +176,9 @@ def choose_candidates(x, y, class_counts: Sequence[int], config: M2mConfig, stre
 
 
 def random_starts(x_seed, config: M2mConfig, seed, rows=None) -> tf.Tensor:
-  """The translation's starting points: x_j plus the random start, clipped (x_j if no noise).
-
-  Drawn for the whole batch, so a row's start does not depend on which rows are
-  translated together (the bucket layout). `rows` ([B] bool): the official law's
-  translated set, the generation slots with a seed (`config.start_noise_mode`).
+  """The translation's starting points for the whole batch: x_j plus the random start, clipped
+  (x_j if no noise). `rows` ([B] bool): the rows the official law normalises over
+  (docs/method.md#the-random-start).
   """
   if config.start_noise <= 0:
     return x_seed
@@ -246,11 +210,10 @@ def translate_rows(g, f, x_start, y_seed, y, idx, config: M2mConfig):
 
 def translate_candidates(g, f, x_start, y_seed, y, candidate, config: M2mConfig, *,
                          static_shapes: bool = True):
-  """Step 4 for the candidate rows (module docstring): (x* [B, ...], p_target [B]).
+  """Step 4 for the candidate rows: (x* [B, ...], g's probability of y_i at x* [B]).
 
-  Candidate rows hold x* and g's probability of y_i there; the other rows hold
-  zeros, or are translated as well on the single-bucket path (n_buckets = 1, or
-  an unknown static batch size with static_shapes).
+  Non-candidate rows hold zeros, or are translated as well on the single-bucket path
+  (n_buckets = 1, or an unknown static batch size with static_shapes).
   """
   translate_fn = functools.partial(translate_rows, g, f, x_start, y_seed, y, config=config)
   batch, static_b = tf.shape(x_start)[0], x_start.shape[0]
@@ -311,13 +274,11 @@ def generate(g, f, x, y, class_counts, config: M2mConfig, seed, pool: Optional[S
     seed: stateless seed, int tensor of shape [2].
     pool: optional fixed `SeedPool` (the seed-pool ablation); by default the
       seeds are the batch itself.
-    static_shapes: True (needed under XLA): one `tf.switch_case` branch per
-      bucket size. False (default kernels): exactly the candidates are
-      translated (run-time size) and the translation is traced once; same result.
+    static_shapes: True (needed under XLA) translates in fixed-size buckets; False exactly
+      the candidates. Same result.
   Returns:
-    (x_new, y_new, stats) with stats the scalar float32 counts "gen_slots",
-    "candidates" (generation slots with a seed that passed the Bernoulli draw,
-    i.e. the slots translated) and "accepted".
+    (x_new, y_new, stats), stats the scalar float32 counts "gen_slots", "candidates" (the
+    slots translated) and "accepted".
   """
   x = tf.convert_to_tensor(x, tf.float32)
   y = tf.cast(y, tf.int32)

@@ -5,10 +5,9 @@ import tensorflow as tf
 
 
 class ProbabilityEnsemble(keras.Model):
-  """Averages the members' softmax probabilities; returns log(mean p) as logits.
+  """Logits log(mean_m softmax(member_m(x))): their softmax is the members' mean probability.
 
-  softmax(log(mean_m p_m)) = mean_m p_m, so CE(g(x), y) and g's acceptance test
-  see the averaged probabilities, as an ensemble of g's.
+  Raises ValueError without members. See docs/method.md#ablations (M2m-Ensemble).
   """
 
   def __init__(self, members, **kwargs):

@@ -1,32 +1,7 @@
 """Inference forward passes with BatchNorm folded into the convolution before it.
 
-M2m's translation (paper eq. 3) runs T forward and input-gradient passes
-through g and through f on every phase-2 batch, all in inference mode:
-BatchNorm uses its running statistics, so it is a fixed affine map per channel,
-
-    BN(conv(x; k) + b) = conv(x; k * s) + (b - mu) * s + beta,
-    s = gamma / sqrt(var + eps),
-
-and folding it into the convolution removes the BatchNorm's elementwise ops
-from every forward and backward pass (`python -m benchmarks.bench` measures the
-whole M2m step).
-
-The fold is a property of the model's own layers: the ResNets of
-`m2m_tf.models.resnet` build every convolution whose output only a BatchNorm
-reads as a `m2m_tf.models.conv_bn` pair, and `inference_fn` runs the model
-with those pairs folded (`conv_bn.folded`). Only public Keras API is used; a
-model without such pairs (the MLP, stock Keras layers, any callable) is
-returned unchanged.
-
-The official M2m code calls the PyTorch modules as they are; this is a pure
-speed-up with the same function up to float32 rounding: each folded weight and
-bias is rounded once more (~2^-24 relative) and the convolution sums other
-float32 numbers, so logits agree to ~1e-6 relative; input gradients agree
-likewise except where that rounding pushes a ReLU input lying within rounding
-distance of zero across it (whether one does depends on the CPU's summation
-order); in float64 the two agree to ~1e-15 (tests/test_folding.py).
-Training (`training=True`) is never folded: there BatchNorm uses batch
-statistics.
+A speed-up of M2m's translation with the same function up to float32 rounding; see
+docs/method.md#how-the-phase-2-step-is-computed and docs/method.md#the-batchnorm-layers.
 """
 
 from typing import Callable
@@ -48,21 +23,10 @@ def _layers(model):
 
 
 def inference_fn(model) -> Callable:
-  """`model(x, training=False)` with BatchNorm folded into the preceding convolution.
+  """`model(x, training=False)` with its `conv_bn` pairs folded, from the weights read now.
 
-  Reads the model's current weights when called (call it inside the traced
-  step, once per step, so that a model that is being trained is folded with
-  its current weights and running statistics; the folded weights are then
-  computed once, outside M2m's translation loop, and reused by every call of
-  the returned function).
-
-  Args:
-    model: a Keras model (nested models included) whose `conv_bn` pairs are
-      folded, or any callable `model(x, training=False)` (returned unchanged
-      when there is nothing to fold).
-  Returns:
-    `call(x, training=False) -> model(x, training=False)`, computed with the
-    folded pairs; other layers run as they are with training=False.
+  Returns `model` itself when it has nothing to fold; the returned call raises ValueError for
+  training=True. Call it once per (traced) step, outside the translation loop.
   """
   weights = conv_bn.folded_weights(_layers(model))
   if not weights:

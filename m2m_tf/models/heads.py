@@ -18,12 +18,9 @@ def l2_normalize(x, axis):
 
 
 def torch_kernel_initializer():
-  """PyTorch's default nn.Linear / nn.Conv2d weight initialiser.
+  """PyTorch's default nn.Linear / nn.Conv2d weight initialiser, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
-  PyTorch uses kaiming_uniform_(a=sqrt(5)), i.e. U(-b, b) with
-  b = sqrt(6 / ((1 + 5) * fan_in)) = 1 / sqrt(fan_in), which is Keras'
-  VarianceScaling(scale=1/3, mode="fan_in", distribution="uniform")
-  (limit sqrt(3 * scale / fan_in)).
+  See docs/method.md#training-recipes.
   """
   return keras.initializers.VarianceScaling(
       scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
@@ -38,21 +35,13 @@ def torch_bias_initializer(fan_in):
 
 
 def unit_columns(w):
-  """Rescales every column of a (in_features, units) kernel to unit L2 norm.
-
-  The same as PyTorch's `W.renorm_(2, 1, 1e-5).mul_(1e5)` on a kernel whose
-  columns are all longer than 1e-5 (true for U(-1, 1) draws of any useful size).
-  """
+  """Rescales every column of a (in_features, units) kernel to unit L2 norm."""
   return w / ops.sqrt(ops.sum(ops.square(w), axis=0, keepdims=True))
 
 
 @keras.saving.register_keras_serializable(package="m2m_tf")
 class UnitColumnUniform(keras.initializers.Initializer):
-  """U(-1, 1), then every class column rescaled to unit norm: LDAM-DRW's `NormedLinear` start.
-
-  Args:
-    seed: optional seed, as for Keras' own initialisers.
-  """
+  """U(-1, 1) (optional `seed`), then every class column rescaled to unit norm."""
 
   def __init__(self, seed=None):
     self.seed = seed
@@ -67,18 +56,10 @@ class UnitColumnUniform(keras.initializers.Initializer):
 
 @keras.saving.register_keras_serializable(package="m2m_tf")
 class NormedDense(keras.layers.Layer):
-  """Cosine-similarity classifier: the official LDAM-DRW / M2m `NormedLinear`.
+  """Cosine head: logits normalize(x, axis=1) @ normalize(W, axis=0) in [-1, 1], no bias.
 
-  logits = normalize(x, axis=1) @ normalize(W, axis=0), W of shape
-  (in_features, units), so every logit lies in [-1, 1]. No bias. The LDAM
-  scale s (30 in the paper's code) is applied by the loss, not here.
-
-  Initialisation is the official code's
-  `W.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)`: U(-1, 1), then every
-  class column rescaled to unit norm (`UnitColumnUniform`). The scale matters
-  although the forward pass normalises the columns: the gradient through the
-  normalisation shrinks as 1/||w_k||, so columns of norm ~sqrt(d/3) (9.2 for
-  d = 256) would turn about 80x more slowly per SGD step (docs/method.md#ldam-and-the-cosine-head).
+  W is (in_features, units), initialised by `UnitColumnUniform` by default
+  (docs/method.md#ldam-and-the-cosine-head).
   """
 
   def __init__(self, units, kernel_initializer=None, **kwargs):
@@ -123,11 +104,7 @@ def classifier_head(num_classes, *, normed_head, kernel_initializer,
                     bias_initializer, name):
   """The last layer: `NormedDense` if `normed_head` else a Dense with bias.
 
-  It computes in float32 under a mixed-precision policy: there, logits
-  rounded to bfloat16 (8 significant bits) would tie often enough to bias the
-  argmax towards low class indices, and the loss and the exported model want
-  float32 logits anyway (docs/runs.md#precision). Other policies (float32,
-  float64) apply as they are.
+  float32 under a mixed-precision policy (docs/runs.md#precision), else the global policy.
   """
   if num_classes <= 0:
     raise ValueError(f"num_classes must be positive, got {num_classes}")

@@ -8,26 +8,14 @@ from m2m_tf.models.standardize import Standardize
 
 def mlp(input_dim, num_classes, *, hidden_units=(256,), normed_head=False,
         name="mlp", mean=None, std=None):
-  """Dense-ReLU MLP returning logits, e.g. Reuters 1000-256-K (paper Sec. 4.1).
-
-  Every Dense layer uses PyTorch's nn.Linear default initialisation: weights
-  U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (Keras VarianceScaling(1/3, "fan_in",
-  "uniform")) and biases with the same bound. No weight regulariser: the
-  trainer applies the paper's coupled L2 weight decay.
+  """Dense-ReLU MLP, (batch, input_dim) -> (batch, num_classes) logits, PyTorch's initialisation.
 
   Args:
-    input_dim: number of input features d.
-    num_classes: number of classes K.
     hidden_units: widths of the hidden layers, each followed by ReLU.
-    normed_head: use the cosine `NormedDense` head (for LDAM) instead of a
-      Dense layer with bias.
-    name: model name.
-    mean, std: per-feature standardisation applied first (None: none; the
-      paper's datasets use none).
-
-  Returns:
-    A functional `keras.Model` mapping (batch, input_dim) floats to
-    (batch, num_classes) logits.
+    normed_head: the cosine `NormedDense` head (LDAM) instead of a Dense with bias.
+    mean, std: per-feature standardisation applied first (None: none).
+  Raises:
+    ValueError: a non-positive size.
   """
   input_dim = int(input_dim)
   num_classes = int(num_classes)

@@ -9,19 +9,12 @@ ARCHITECTURES = ("mlp", "resnet32", "preact_resnet18", "resnet50")
 
 
 def build_model(arch, input_shape, num_classes, *, normed_head=False, **kw):
-  """Returns a fresh, uncompiled `keras.Model` that maps inputs to logits.
+  """A fresh, uncompiled `keras.Model` mapping inputs to logits.
 
   Args:
-    arch: one of ARCHITECTURES: "mlp" (vector inputs; `input_shape` must be
-      (d,)), "resnet32", "preact_resnet18" or "resnet50" (NHWC images in
-      [0, 1]; `input_shape` is (height, width, channels)).
-    input_shape: shape of one example, without the batch dimension
-      (`DatasetSplits.input_shape`).
-    num_classes: K.
+    arch: one of ARCHITECTURES; "mlp" takes input_shape (d,), the ResNets (H, W, C) in [0, 1].
     normed_head: cosine `NormedDense` last layer (for LDAM).
-    **kw: further keyword arguments of the builder (e.g. `hidden_units` for
-      the MLP, `mean`/`std` or `name` for the ResNets).
-
+    **kw: the builder's other keyword arguments (hidden_units, mean, std, name).
   Raises:
     ValueError: unknown `arch`, or an `input_shape` of the wrong rank.
   """
@@ -47,15 +40,10 @@ def build_model(arch, input_shape, num_classes, *, normed_head=False, **kw):
 
 def build_classifier(arch, input_shape, num_classes, *, normed_head=False, hidden_units=None,
                      name=None, normalization=None):
-  """f or g of a run: `build_model` with the recipe's MLP widths (ignored by the ResNets).
+  """f or g of a run: `build_model` with optional MLP widths, name and input normalization.
 
-  Args:
-    arch, input_shape, num_classes, normed_head: as for `build_model`.
-    hidden_units: the MLP's hidden layer sizes (None: the builder's default).
-    name: the model's name (None: the builder's default).
-    normalization: (mean, std) per input feature (MLP) or channel (ResNets) that
-      the model standardises its input with (None: the builder's default, none
-      for the MLP and CIFAR-10's for the ResNets).
+  normalization: (mean, std) per feature or channel; None keeps the builder's (none for the MLP,
+  CIFAR-10's for the ResNets). hidden_units is ignored by the ResNets.
   """
   kw = {} if name is None else {"name": name}
   if normalization is not None:

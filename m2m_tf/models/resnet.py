@@ -1,31 +1,6 @@
-"""ResNets: the official M2m ResNet-32, pre-activation ResNet-18, ResNet-50.
-
-All models take NHWC images in [0, 1], standardise them inside the model as
-their first op ((x - mean) / std, like torchvision's `Normalize`) and return
-logits. Keras layers are named after the PyTorch modules of the reference
-implementation (e.g. "stage_2.0.conv_a", "linear"), which is what
-`m2m_tf.models.load_torch_state_dict` relies on.
-
-Conventions shared with PyTorch:
-- 3x3 convolutions pad 1 on every side. For stride 1 that is Keras 'same';
-  for stride 2 it is an explicit ZeroPadding2D(1) followed by a 'valid'
-  convolution, because Keras 'same' would pad (0, 1) instead of (1, 1) and
-  shift the sampling grid.
-- No conv bias; BatchNorm with epsilon 1e-5 and Keras momentum 0.9 (PyTorch
-  momentum 0.1). One known difference: Keras updates the moving variance with
-  the biased batch variance, PyTorch with the unbiased one (factor n/(n-1),
-  n = batch * height * width, i.e. < 0.1% for these models).
-- No weight regularisers: the trainer applies coupled L2 weight decay.
-
-Every convolution whose output only a BatchNorm reads is built with
-`conv_bn.conv_bn` (31 pairs in ResNet-32, 8 in PreAct-ResNet-18, 53 in
-ResNet-50): `m2m_tf.models.folding.inference_fn` then runs the pair as one
-convolution with the BatchNorm folded in (inference only; docs/method.md).
-The pair stays two layers with Keras' class names, so the layers, their
-order, the weights (`get_weights()`, `.weights.h5` files) and the computation
-outside folded inference are those of plain Keras Conv2D + BatchNormalization
-(see `m2m_tf.models.conv_bn`). Every BatchNorm is `m2m_tf.models.batch_norm`'s: built
-under a strategy with several replicas, it trains with the global batch's statistics.
+"""ResNets: the official M2m ResNet-32 (and its CifarResNet family), pre-activation ResNet-18,
+ResNet-50. They take NHWC images in [0, 1], standardise them as their first layer and return
+logits; layers are named after the PyTorch reference's modules (docs/method.md#the-networks).
 """
 
 import keras
@@ -47,12 +22,7 @@ _BN_MOMENTUM = 0.9  # Keras convention; equals PyTorch momentum 0.1.
 
 @keras.saving.register_keras_serializable(package="m2m_tf")
 class DownsampleA(keras.layers.Layer):
-  """Option-A shortcut of the official code: subsample, then zero channels.
-
-  PyTorch: `x = AvgPool2d(kernel_size=1, stride=2)(x); cat((x, 0 * x), 1)`.
-  An average pool with a 1x1 kernel is plain subsampling x[:, ::2, ::2, :],
-  and the zeros double the channel count (16 -> 32 -> 64). No weights.
-  """
+  """Option-A shortcut of the official code: x[:, ::2, ::2, :] with as many zero channels added."""
 
   def call(self, inputs):
     x = inputs[:, ::2, ::2, :]
@@ -75,10 +45,7 @@ def _conv_layer(x, filters, kernel_size, stride, padding, name, initializer,
                 layer_class=keras.layers.Conv2D):
   """(x, a Conv2D without bias) with PyTorch-style symmetric zero padding `padding`.
 
-  With stride 1 and padding (kernel_size - 1) / 2, Keras 'same' is that
-  symmetric padding and avoids materialising the padded tensor (about 10%
-  of a ResNet-32 training step on CPU); otherwise ZeroPadding2D + 'valid'
-  (x is then the padded input the conv is to be called on).
+  'same' where it equals that padding, else x comes back zero-padded for a 'valid' conv.
   """
   conv_padding = "valid"
   if padding and stride == 1 and kernel_size % 2 == 1 and 2 * padding == kernel_size - 1:
@@ -132,11 +99,7 @@ def _official_conv_init():
 
 
 def _resnet32_basic_block(x, planes, stride, downsample, name):
-  """Official ResNetBasicblock.
-
-  out = relu(bn_b(conv_b(relu(bn_a(conv_a(x))))) + shortcut(x)), shortcut =
-  DownsampleA when the shape changes, else identity.
-  """
+  """Official ResNetBasicblock: relu(bn_b(conv_b(relu(bn_a(conv_a(x))))) + shortcut(x))."""
   init = _official_conv_init()
   out = _conv_bn(x, planes, 3, stride, 1, name + ".conv_a", name + ".bn_a", init)
   out = keras.layers.ReLU(name=name + ".relu_a")(out)
@@ -148,28 +111,12 @@ def _resnet32_basic_block(x, planes, stride, downsample, name):
 
 def resnet32(num_classes, *, input_shape=(32, 32, 3), normed_head=False,
              mean=CIFAR10_MEAN, std=CIFAR10_STD, name="resnet32"):
-  """The official M2m ResNet-32 (`models/resnet32.py` of alinlab/M2m).
-
-  conv_1_3x3 (3->16) - bn_1 - relu, then three stages of five basic blocks
-  (16, 32, 64 channels; stages 2 and 3 start with stride 2 and an option-A
-  DownsampleA shortcut), global average pooling and the classifier `linear`
-  (nn.Linear(64, K) with bias, or `NormedDense` for `resnet32_norm`, the LDAM
-  model). 464,154 trainable parameters for K = 10 (0.46 M).
-
-  Initialisation as the official code: conv N(0, 2 / (kh * kw * out)), BN
-  gamma 1 / beta 0, linear kaiming_normal (N(0, 2 / fan_in)) with zero bias.
-  The official forward also returns intermediate features; ours returns only
-  the logits.
+  """The official M2m ResNet-32 (alinlab/M2m `models/resnet32.py`): 0.46 M parameters for K = 10.
 
   Args:
-    num_classes: K.
     input_shape: (height, width, channels) of the [0, 1] input images.
-    normed_head: cosine classifier (official `resnet32_norm`) instead of
-      nn.Linear.
-    mean, std: per-channel standardisation applied inside the model
-      (CIFAR-10 statistics of the official code by default).
-    name: model name.
-
+    normed_head: cosine classifier (official `resnet32_norm`) instead of nn.Linear.
+    mean, std: per-channel standardisation inside the model (default: CIFAR-10's).
   Returns:
     A functional `keras.Model` from (batch, H, W, C) images to logits.
   """
@@ -179,13 +126,10 @@ def resnet32(num_classes, *, input_shape=(32, 32, 3), normed_head=False,
 
 def cifar_resnet(num_classes, *, depth, input_shape=(32, 32, 3), normed_head=False,
                  mean=CIFAR10_MEAN, std=CIFAR10_STD, name=None):
-  """ResNet-`depth` of the official CifarResNet family (depth = 6 n + 2: n blocks per stage).
+  """ResNet-`depth` of the official CifarResNet family (depth = 6 n + 2; `resnet32` is 32).
 
-  `resnet32` is depth 32; depth 8 (one block per stage, the same widths) is the small
-  model of the distributed tests. Layers, names and initialisation as `resnet32`'s.
-
-  Raises:
-    ValueError: depth is not 6 n + 2 with n >= 1, or an argument `resnet32` refuses.
+  Layers, names and initialisation as `resnet32`'s. Raises ValueError for another depth or
+  an argument `resnet32` refuses.
   """
   if depth < 8 or (depth - 2) % 6:
     raise ValueError(f"cifar_resnet: depth must be 6 n + 2 with n >= 1, got {depth}")
@@ -218,10 +162,9 @@ def cifar_resnet(num_classes, *, depth, input_shape=(32, 32, 3), normed_head=Fal
 
 
 def _preact_block(x, in_planes, planes, stride, name):
-  """PreActBlock: out = conv2(relu(bn2(conv1(relu(bn1(x)))))) + shortcut.
+  """PreActBlock: conv2(relu(bn2(conv1(relu(bn1(x)))))) + shortcut.
 
-  The shortcut is identity, or a 1x1 strided conv (no BN) applied to the
-  pre-activated input relu(bn1(x)) when the shape changes.
+  The shortcut is identity, or a 1x1 strided conv of relu(bn1(x)) when the shape changes.
   """
   init = heads.torch_kernel_initializer()
   out = _batch_norm(name + ".bn1")(x)
@@ -239,26 +182,12 @@ def _preact_block(x, in_planes, planes, stride, name):
 def preact_resnet18(num_classes, *, input_shape=(32, 32, 3),
                     normed_head=False, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                     final_bn_relu=False, name="preact_resnet18"):
-  """Pre-activation ResNet-18 for 32 px inputs (SUN397 in the paper).
-
-  As the common CIFAR code (kuangliu/pytorch-cifar `PreActResNet18`): 3x3
-  stem conv1 (3->64, stride 1, no BN after it), four stages of two PreActBlocks
-  (64, 128, 256, 512 channels, strides 1, 2, 2, 2), global average pooling
-  (`avg_pool2d(out, 4)` there, which is global for 32 px) and `linear`. That
-  code has no BN-ReLU after the last block; `final_bn_relu=True` adds one
-  ("bn", as in He et al. 2016's full pre-activation design). PyTorch default
-  initialisation everywhere (weights U(+-1/sqrt(fan_in)), BN 1/0).
-  11,171,146 trainable parameters for K = 10 (11,172,170 with final_bn_relu).
+  """Pre-activation ResNet-18 for 32 px inputs (kuangliu/pytorch-cifar `PreActResNet18`).
 
   Args:
-    num_classes: K.
-    input_shape: (height, width, channels) of the [0, 1] input images.
     normed_head: cosine `NormedDense` classifier instead of Dense.
-    mean, std: per-channel standardisation inside the model; ImageNet
-      statistics by default (the paper does not give SUN397's).
+    mean, std: per-channel standardisation inside the model (default: ImageNet's).
     final_bn_relu: add BN + ReLU before pooling.
-    name: model name.
-
   Returns:
     A functional `keras.Model` from (batch, H, W, C) images to logits.
   """
@@ -316,25 +245,11 @@ def _bottleneck(x, in_planes, planes, stride, name):
 
 def resnet50(num_classes, *, input_shape=(128, 128, 3), normed_head=False,
              mean=IMAGENET_MEAN, std=IMAGENET_STD, name="resnet50"):
-  """torchvision-style ResNet-50 (ImageNet-LT at 128 px in the paper).
-
-  conv1 7x7/2 (pad 3) - bn1 - relu - maxpool 3x3/2 (pad 1), stages of
-  3, 4, 6, 3 bottlenecks (64, 128, 256, 512 -> x4 channels; stride on the 3x3
-  conv, "ResNet v1.5"; 1x1 conv + BN projection shortcuts), global average
-  pooling and `fc`. Initialisation as torchvision: conv kaiming_normal
-  fan_out, BN 1/0 (zero_init_residual=False), fc PyTorch default.
-  25,557,032 parameters for K = 1000 (the torchvision count, BN gamma/beta
-  included and running statistics excluded).
-
-  The max pool follows a ReLU, so zero padding equals PyTorch's -inf padding.
+  """torchvision's ResNet-50 (v1.5) with its initialisation.
 
   Args:
-    num_classes: K.
-    input_shape: (height, width, channels) of the [0, 1] input images.
     normed_head: cosine `NormedDense` classifier instead of Dense.
-    mean, std: per-channel standardisation inside the model (ImageNet).
-    name: model name.
-
+    mean, std: per-channel standardisation inside the model (default: ImageNet's).
   Returns:
     A functional `keras.Model` from (batch, H, W, C) images to logits.
   """

@@ -7,12 +7,9 @@ import numpy as np
 
 @keras.saving.register_keras_serializable(package="m2m_tf")
 class Standardize(keras.layers.Layer):
-  """(x - mean) / std per channel or feature (last axis); no weights.
+  """(x - mean) / std over the last axis; no weights (docs/method.md#the-networks).
 
-  The official code applies `transforms.Normalize(mean, std)` in the data
-  pipeline; we apply it inside the model (ResNets: per channel; the MLP on your
-  own data: per feature) so that M2m's translation works in the data's own units
-  (images: [0, 1]) and clips there.
+  Raises ValueError for mean and std of different lengths, a std <= 0, or another channel count.
   """
 
   def __init__(self, mean, std, **kwargs):

@@ -1,18 +1,6 @@
-"""Loads a PyTorch state_dict saved as .npz into a Keras model of this package.
+"""Converts between a PyTorch state_dict saved as .npz and a Keras model of this package.
 
-The Keras layers of `resnet32` (and of the other ResNets) carry the PyTorch
-module names, so the key of every tensor follows from the layer name:
-
-- Conv2D kernel -> NAME.weight, (out, in, kh, kw) -> (kh, kw, in, out);
-  Conv2D bias (if any) -> NAME.bias.
-- BatchNormalization gamma, beta, moving_mean, moving_variance ->
-  NAME.weight, NAME.bias, NAME.running_mean, NAME.running_var.
-- Dense kernel -> NAME.weight, (out, in) -> (in, out); bias -> NAME.bias.
-- NormedDense kernel -> NAME.weight, unchanged (the official NormedLinear
-  stores its weight as (in, out)).
-
-`NAME.num_batches_tracked` entries are ignored (Keras has no counterpart; it
-only matters for PyTorch BN with momentum=None).
+Keys follow from the layer names (docs/method.md#pytorch-checkpoints).
 """
 
 import os
@@ -88,32 +76,13 @@ def _expected_tensors(model):
 
 
 def load_torch_state_dict(model, npz_path):
-  """Loads a PyTorch-layout state_dict (.npz) into `model`; returns `model`.
+  """Loads a PyTorch-layout state_dict (.npz) into the built `model`; returns `model`.
 
-  Made for `resnet32` (normed_head False or True) and the official M2m
-  checkpoint (e.g. `official_erm_resnet32_cifar10lt_r100.npz`: conv weights
-  (out, in, kh, kw), BN weight/bias/running_mean/running_var, linear
-  (out, in)). It works for any model of this package whose layer names are
-  PyTorch module names. After loading, `model(x, training=False)` matches
-  the PyTorch model in eval mode on the same [0, 1] images (the PyTorch side
-  normalising with the same mean/std) to float32 rounding.
-
-  A DataParallel "module." prefix on every key is stripped. All keys and
-  shapes are checked before any variable is written.
-
-  Args:
-    model: a built Keras model (e.g. from `resnet32`).
-    npz_path: path to an .npz file mapping state_dict keys to arrays.
-
-  Returns:
-    `model`, with its weights replaced.
+  Every key and shape is checked before any variable is written.
 
   Raises:
     FileNotFoundError: `npz_path` does not exist.
-    ValueError: the file is not a readable .npz, a key the model needs is
-      missing, the file has a key the model does not use
-      (`*.num_batches_tracked` excepted), or a shape does not match; the
-      message names the keys and both shapes.
+    ValueError: an unreadable .npz, a missing or unused key, or a shape mismatch.
   """
   path = os.fspath(npz_path)
   if not os.path.isfile(path):
@@ -161,9 +130,7 @@ _TO_TORCH = {_conv_kernel: lambda a: np.transpose(a, (3, 2, 0, 1)),
 
 
 def torch_state_dict(model) -> dict:
-  """The inverse of `load_torch_state_dict`: `model`'s weights as a PyTorch-layout state dict
-  ({key: float32 array}, no `num_batches_tracked`), keyed by module name as that function
-  expects; loading it back gives the same weights."""
+  """The inverse of `load_torch_state_dict`: `model`'s weights as a PyTorch-layout {key: array}."""
   return {key: _TO_TORCH[convert](np.asarray(variable.numpy()))
           for key, (variable, _, convert) in _expected_tensors(model).items()}
 

@@ -1,18 +1,15 @@
-"""Loading weight files into our Keras models, with one-line errors when they do not fit.
-
-A `.weights.h5` file (Keras) or a PyTorch-layout `.npz` state_dict (the official
-M2m ResNet-32 g: `m2m_tf.models.torch_import`) is loaded into a model built for
-a dataset. When the file was made for another input shape, number of classes,
-architecture or head, the error says which in one line (a `CheckpointError`)
-instead of Keras' list of skipped layers. Used for g by a run and by
-`m2m_tf.evaluate`.
+"""Loads `.weights.h5` and PyTorch-layout `.npz` files into our models, with a one-line
+`CheckpointError` naming the input shape, class count, architecture or head that does not fit.
 """
 
 import os
 import warnings
 from typing import Dict, Optional
 
+import h5py
+
 from m2m_tf.errors import CheckpointError
+from m2m_tf.models.torch_import import load_torch_state_dict
 
 WEIGHT_SUFFIXES = (".npz", ".weights.h5")
 
@@ -34,7 +31,6 @@ def mismatch_error(checkpoint: str, data_name: str, ckpt_shape, ckpt_k, input_sh
 
 def _h5_shapes(path: str) -> Dict[str, tuple]:
   """Every variable of a Keras `.weights.h5` file: its path in the file -> shape."""
-  import h5py  # pylint: disable=g-import-not-at-top
   shapes = {}
   with h5py.File(path, "r") as f:
     f.visititems(lambda name, obj: shapes.update({name: tuple(obj.shape)})
@@ -43,12 +39,9 @@ def _h5_shapes(path: str) -> Dict[str, tuple]:
 
 
 def _diagnose_h5(model, checkpoint, data_name, input_shape, num_classes) -> Optional[str]:
-  """Why `checkpoint` does not load into `model` (built for the dataset), or None.
-
-  Compares the file with the same model saved fresh (Keras names the variables in
-  the file after the layer types, so equal architectures give equal names).
-  """
-  import tempfile  # pylint: disable=g-import-not-at-top
+  """Why `checkpoint` does not load into `model` (built for the dataset), or None."""
+  # Compared with the model saved fresh: Keras names a file's variables after the layer types.
+  import tempfile
   try:
     got = _h5_shapes(checkpoint)
   except OSError:
@@ -90,22 +83,16 @@ def _layer_difference(checkpoint, model_name, got, want, diff) -> Optional[str]:
 
 
 def load_weights(model, checkpoint: str, data_name: str = "?") -> None:
-  """Loads a `.npz` (PyTorch layout) or `.weights.h5` checkpoint into `model`.
+  """Loads a `.npz` (PyTorch layout) or `.weights.h5` file into `model`, built for the dataset.
 
-  Args:
-    model: a built Keras model (made for the dataset: its input shape and
-      number of classes are the dataset's).
-    checkpoint: the weights file.
-    data_name: the dataset's name, for error messages.
-  Raises:
-    CheckpointError: a missing file, another format, or weights that do not fit.
+  Raises CheckpointError for a missing file, another format, or weights that do not fit;
+  data_name is for the messages.
   """
   if not os.path.exists(checkpoint):
     raise CheckpointError(f"checkpoint not found: {checkpoint!r}")
   if not checkpoint.endswith(WEIGHT_SUFFIXES):
     raise CheckpointError(f"checkpoint {checkpoint!r} must end in .weights.h5 or .npz")
   input_shape, num_classes = tuple(model.input_shape[1:]), int(model.output_shape[-1])
-  from m2m_tf.models.torch_import import load_torch_state_dict  # pylint: disable=g-import-not-at-top
   if checkpoint.endswith(".npz"):
     try:
       load_torch_state_dict(model, checkpoint)

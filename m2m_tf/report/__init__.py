@@ -1,21 +1,7 @@
-"""A report for every run: `RUN_DIR/figures/*.png` and a short `RUN_DIR/report.md`.
+"""A run's report, `RUN_DIR/figures/*.png` and `RUN_DIR/report.md`, from its results and history.
 
-Written at the end of every run (`m2m_tf.training.run.export_and_report`, just before
-results.json, so a run killed before its end gets its report when the resumed run ends), and on
-demand with `python -m m2m_tf.report RUN_DIR` (docs/runs.md#report). The figures
-(`m2m_tf.plots`) and what they show:
-
-  training_curves.png   loss, lr, val bACC (a line) and test bACC (points, where evaluated) per
-                        epoch; the phase switch (deferred epoch) and the selected epoch marked
-  per_class_recall.png  val and test recall per class, classes by training count
-  confusion_matrix.png  the test confusion matrix, rows in percent of the true class
-  cumulative_fp.png     cumulative false positives over classes by training count (Fig. 5)
-  m2m_rates.png         M2m runs: generation, candidate and acceptance rates per epoch
-  translations.png      M2m runs on images: majority seeds translated towards the smallest
-                        classes with the run's g and best f, titled with g's confidence
-
-Values come from results.json (the selected epoch's metrics, class names and counts) and
-history.csv (one row per epoch); the numbers of report.md are results.json's.
+Written at the end of every run and by `python -m m2m_tf.report RUN_DIR`; the figures and what
+they show are listed in docs/runs.md#report.
 """
 
 import dataclasses
@@ -30,8 +16,8 @@ import tensorflow as tf
 
 from m2m_tf import plots
 from m2m_tf.data import pipeline
-from m2m_tf.io_utils import TMP_PREFIX, atomic_write_text, read_json
-from m2m_tf.m2m.translate import translate
+from data_prep.atomic import TMP_PREFIX, atomic_write_text, read_json
+from m2m_tf.m2m.translation import translate
 from m2m_tf.run_records import flatten_record
 from m2m_tf.training.methods import get_method
 
@@ -51,8 +37,7 @@ M2M_RATES = (("m2m_gen_rate", "generation"), ("m2m_candidate_rate", "candidate")
 
 @dataclasses.dataclass
 class RunFiles:
-  """What the report reads from a run folder: results.json, history.csv and flags.json (as
-  {leaf name: value})."""
+  """A run folder's results.json, history.csv and flags.json (as {leaf name: value})."""
 
   run_dir: str
   results: dict
@@ -62,8 +47,7 @@ class RunFiles:
 
 @dataclasses.dataclass
 class Models:
-  """The translation grid's inputs: f (best weights), g (f itself for M2m-Self), the run's
-  `M2mConfig` (with the data's clip range) and its `DatasetSplits`."""
+  """The translation grid's inputs: best f, g (f for M2m-Self), `M2mConfig`, `DatasetSplits`."""
 
   f: object
   g: object
@@ -73,8 +57,7 @@ class Models:
 
 @dataclasses.dataclass
 class Written:
-  """What `write_report` wrote: report.md's path, {figure key: path} and, per figure, the
-  values it drew (`m2m_tf.plots`' return values)."""
+  """`write_report`'s output: report.md's path, {figure key: path}, {figure key: drawn values}."""
 
   report: str
   figures: Dict[str, str]
@@ -82,11 +65,7 @@ class Written:
 
 
 def read_run(run_dir: str, results: Optional[dict] = None) -> RunFiles:
-  """A run folder's files; `results` replaces results.json (the run's own, before it is written).
-
-  Raises:
-    FileNotFoundError: no results (an unfinished run has no report).
-  """
+  """A run folder's files, `results` replacing results.json; FileNotFoundError without results."""
   results = results if results is not None else read_json(os.path.join(run_dir, "results.json"))
   if results is None:
     raise FileNotFoundError(f"{run_dir} has no results.json: the run is unfinished (run the same "
@@ -100,8 +79,7 @@ def read_run(run_dir: str, results: Optional[dict] = None) -> RunFiles:
 
 
 def grid_models(trainer, data) -> Optional[Models]:
-  """The translation grid's `Models` from an `M2mTrainer` whose f holds the best weights, or
-  None when the run has no grid (no M2m, not images, or a training split left on disk)."""
+  """The grid's `Models` from an `M2mTrainer` holding the best f; None if the run has no grid."""
   if trainer.m2m_config is None or data.input_kind != "image" or data.train_source is not None:
     return None
   return Models(trainer.f, trainer.g if trainer.g is not None else trainer.f,
@@ -120,8 +98,7 @@ def deferred_epoch(run: RunFiles) -> Optional[int]:
 
 
 def phase_marks(run: RunFiles) -> List[tuple]:
-  """The phase switch as a vertical mark (x counts epochs from 1): between the last phase-1
-  epoch and the first phase-2 one; none for a one-phase run."""
+  """The phase switch as a vertical mark [(x, label)], x counting epochs from 1; [] if one-phase."""
   d = deferred_epoch(run)
   return [] if d is None else [(d + 0.5, f"phase 2 from epoch {d + 1}")]
 
@@ -203,12 +180,10 @@ def translate_examples(g, f, x_train, y_train, class_counts, *, lam: float, step
                        steps: int, start_noise: float, clip_range=(0.0, 1.0),
                        start_noise_mode: str = "official", n_seeds: int = 4, n_targets: int = 4,
                        seed: int = 0) -> dict:
-  """Majority-class training seeds translated towards the `n_targets` smallest classes.
+  """`n_seeds` majority-class seeds translated towards the `n_targets` smallest classes.
 
-  One `m2m_tf.m2m.translate` call for every (target, seed) pair (traced once), clipped to
-  `clip_range` (None: no clipping). Returns a dict: x0 [S, ...] (model inputs), major (the seed
-  class), targets [T], x_star [T, S, ...], p_before / p_after [T, S] (g's softmax probability
-  of the target at the seed and at x*).
+  Returns {x0 [S, ...], major, targets [T], x_star [T, S, ...], p_before, p_after [T, S]}, the
+  p's being g's probability of the target at the seed and at x*.
   """
   order = plots.count_order(class_counts)
   major = int(order[0])
@@ -235,8 +210,7 @@ def translate_examples(g, f, x_train, y_train, class_counts, *, lam: float, step
 
 
 def fig_translations(run: RunFiles, models: Models, path: str) -> dict:
-  """Seeds -> x* with g's confidence (`plots.translation_grid`), made with the run's g and best
-  f and its M2m settings; the drawn dict also holds the examples ("examples")."""
+  """Seeds -> x* with the run's g, best f and M2m settings; drawn values plus "examples"."""
   m, data = models.m2m, models.data
   ex = translate_examples(models.g, models.f, data.x_train, data.y_train, data.class_counts,
                           lam=m.lam, step_size=m.step_size, steps=m.steps,
@@ -252,11 +226,7 @@ def fig_translations(run: RunFiles, models: Models, path: str) -> dict:
 
 
 def draw_figures(run: RunFiles, fig_dir: str, models: Optional[Models] = None) -> Dict[str, dict]:
-  """Every figure the run has inputs for, under `fig_dir`; returns {figure key: drawn values}.
-
-  Curves need history.csv rows; recall, confusion matrix and cumulative FP the test summary of
-  results.json; M2m rates the M2m columns of history.csv; translations `models`.
-  """
+  """Every figure the run has inputs for, under `fig_dir`; returns {figure key: drawn values}."""
   out, h, test = {}, run.history, run.results.get("test") or {}
   path = {k: os.path.join(fig_dir, name) for k, name in FIGURES.items()}
   if len(h):
@@ -320,10 +290,10 @@ def markdown(run: RunFiles, figures: Dict[str, str]) -> str:
 
 def write_report(run_dir: str, results: Optional[dict] = None,
                  models: Optional[Models] = None) -> Written:
-  """Draws the run's figures into `run_dir/figures/` and writes `run_dir/report.md` (each file
-  atomically). `results`: the run's results dict when results.json is not written yet;
-  `models`: the translation grid's inputs (`grid_models`), None for no grid (report.md then
-  still links a grid an earlier report of the run drew).
+  """Draws `run_dir/figures/` and writes `run_dir/report.md`, each file atomically.
+
+  `results` stands for a results.json not yet written; `models` (`grid_models`) draws the
+  translation grid (None: report.md still links an earlier grid).
   """
   run = read_run(run_dir, results)
   fig_dir = os.path.join(run_dir, FIGURES_DIR)

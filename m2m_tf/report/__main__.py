@@ -3,10 +3,10 @@
 import os
 import sys
 
-# TensorFlow's C++ INFO lines are noise to a user (as in m2m_tf.main); set before TF loads.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
-from m2m_tf.report.cli import main  # pylint: disable=wrong-import-position
+from m2m_tf import quiet
 
 if __name__ == "__main__":
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines after start-up
+  quiet.import_tensorflow()
+  from m2m_tf.report.cli import main  # lazy: after TensorFlow's quiet import, which it needs
   sys.exit(main())

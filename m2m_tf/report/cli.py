@@ -18,9 +18,10 @@ from data_prep.paths import DataNotFoundError
 from m2m_tf import report
 from m2m_tf.config import ExperimentConfig
 from m2m_tf.errors import M2mError
-from m2m_tf.io_utils import read_json
-from m2m_tf.training import run
+from data_prep.atomic import read_json
+from m2m_tf.training import builders
 from m2m_tf.training.checkpoint import BEST_WEIGHTS_FILE
+from m2m_tf.training.inputs import load_data
 from m2m_tf.training.methods import get_method
 
 
@@ -45,11 +46,9 @@ def g_path(cfg: ExperimentConfig, run_dir: str) -> Optional[str]:
 
 
 def load_models(run_dir: str, data_dir: Optional[str] = None) -> Optional[report.Models]:
-  """The translation grid's inputs rebuilt from a run folder (its data, g and best f, built as
-  the run built them), or None for a run without a grid (no M2m, or not images).
+  """The translation grid's inputs (data, g, best f) rebuilt from a run folder; None if no grid.
 
-  Raises:
-    M2mError, DataNotFoundError: the data or g cannot be read.
+  Raises M2mError or DataNotFoundError when the data or g cannot be read.
   """
   cfg = ExperimentConfig.from_json(read_json(os.path.join(run_dir, "flags.json")) or {})
   if not get_method(cfg.training.method).m2m or cfg.model.arch == "mlp":
@@ -57,20 +56,19 @@ def load_models(run_dir: str, data_dir: Optional[str] = None) -> Optional[report
   # One device, and the training split in memory (the seeds are drawn from it).
   cfg = cfg.replace(strategy="default", streaming=False, output_dir=run_dir,
                     data_dir=data_dir or cfg.data.data_dir)
-  data = run.load_data(cfg)
+  data = load_data(cfg)
   if data.input_kind != "image":
     return None
   g = g_path(cfg, run_dir)
   if g:
-    run.check_g_paths(g)
-  trainer = run.build_trainer(cfg, data, g, data.x_train, data.y_train)
+    builders.check_g_paths(g)
+  trainer = builders.build_trainer(cfg, data, g, data.x_train, data.y_train)
   trainer.f.load_weights(os.path.join(run_dir, BEST_WEIGHTS_FILE))
   return report.grid_models(trainer, data)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  """Writes RUN_DIR/figures/*.png and RUN_DIR/report.md; returns 0, or 1 (with one line) when
-  RUN_DIR is not a finished run's folder."""
+  """Writes the report of RUN_DIR; returns 0, or 1 with one line if it is not a finished run."""
   args = parse_args(argv)
   if not os.path.isdir(args.run_dir):
     print(f"m2m_tf.report: error: {args.run_dir} is not a folder.", file=sys.stderr)

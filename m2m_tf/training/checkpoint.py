@@ -1,29 +1,6 @@
-"""Crash-safe run state: epoch checkpoints that survive a kill at any instant (docs/runs.md).
-
-After every epoch `RunCheckpoint` commits, under `<output_dir>/ckpt/`:
-
-  state-NNNN.npz    f's weights and the optimizer's variables after NNNN completed epochs
-  best-eNNNN.npz    f's weights at the best validation epoch so far (written when it improves)
-  state-NNNN.json   the commit record: both files' sha256, the best-epoch record, the history
-                    rows and the epoch wall times
-
-The record is written last and atomically, so it is the commit point: a kill
-before it leaves the previous record in force (its epoch is repeated on resume,
-with the same batches and random draws); a kill after it loses nothing. The
-files users read (`history.csv`, `best_f.weights.h5`, `best_state.json`) are
-derived from the record and rewritten from it on resume. Each record is
-checked (hashes, shapes) when read; a damaged newest one falls back to the
-previous with a warning, never to fresh weights.
-
-The randomness of a run is stateless, a function of (seed, epoch) for the data
-and of (seed, optimizer.iterations) inside the step, so weights, optimizer
-variables (iterations included) and the epoch counter are the whole state.
-
-Under a multi-worker strategy (docs/distributed.md) a commit reads each variable's
-local copy (`get_weights`, `.numpy()`: mirrored variables are equal on every worker),
-which needs no collective, unlike a `tf.train.Checkpoint` save in which every
-worker must take part. So the chief alone commits into the run folder; the other
-workers commit into their private folders, and load the chief's commit to resume.
+"""Crash-safe run state (docs/runs.md#kill-it-at-any-instant-run-the-same-command-again):
+epoch commits under `<output_dir>/ckpt/`, each made by its record written last, and the files
+derived from them (history.csv, best_f.weights.h5, best_state.json).
 """
 
 import csv
@@ -41,8 +18,8 @@ import keras
 import numpy as np
 
 from m2m_tf.errors import CheckpointError
-from m2m_tf.io_utils import TMP_PREFIX, atomic_save, atomic_write_json, atomic_write_text
-from m2m_tf.io_utils import file_sha256
+from data_prep.atomic import TMP_PREFIX, atomic_save, atomic_write_json, atomic_write_text
+from data_prep.atomic import file_sha256
 from m2m_tf.machine import machine_name
 # The commit records' format lives in `m2m_tf.run_records` (no Keras), for progress reports.
 from m2m_tf.run_records import CKPT_DIR, committed_records, epoch_machines, read_record
@@ -65,7 +42,7 @@ class RunState:
   history: List[dict]
   epoch_seconds: List[float]
   record_path: str
-  # The machine each epoch ran on (`machine_name()`), None where not recorded (older records).
+  # Each epoch's `machine_name()`; None where not recorded (older records).
   epoch_machines: List[Optional[str]] = dataclasses.field(default_factory=list)
 
 
@@ -118,9 +95,8 @@ def load_state(record_path: str) -> RunState:
 
 
 def latest_state(ckpt_dir: str) -> Optional[RunState]:
-  """The newest commit that verifies; warns for each damaged newer one.
+  """The newest commit in `ckpt_dir` that verifies (None: no record); warns of damaged ones.
 
-  Returns None when there is no record at all.
   Raises:
     CheckpointError: records exist but none is usable.
   """
@@ -162,19 +138,14 @@ def _json_float(v):
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-  """Commits the run's state at every epoch end; restores it before training (module docstring).
-
-  Place it LAST among the callbacks: the epoch's evaluation and log entries
-  must exist when it commits.
+  """Commits the run's state at every epoch end; restores it before training. Place it LAST
+  among the callbacks: the epoch's evaluation and logs must exist when it commits.
 
   Args:
     output_dir: the run folder (checkpoints go to its `ckpt/`).
-    evaluation: the run's `BalancedEvaluation`, whose best-epoch record is
-      committed with the state and restored from it.
-    keep_last: committed states kept while training (>= 2, so a damaged newest
-      one has a predecessor).
-    keep_epochs: completed-epoch counts whose state is kept for good (phase-1
-      sharing: a deferred run branches from them, see `m2m_tf.training.run.branch`).
+    evaluation: the run's `BalancedEvaluation`, whose best-epoch record is committed too.
+    keep_last: commits kept while training (>= 2: a damaged newest one has a predecessor).
+    keep_epochs: completed-epoch counts whose state is kept for good (`branching.branch`).
   """
 
   def __init__(self, output_dir: str, evaluation, *, keep_last: int = 2,
@@ -191,12 +162,9 @@ class RunCheckpoint(keras.callbacks.Callback):
     self._best_ref = None  # {"epoch", "file", "sha256"} of the best file the last commit named
     self._t0 = None
 
-  # --- restoring -------------------------------------------------------------
-
   def apply(self, trainer, state: RunState) -> None:
     """Loads a verified `RunState` into the trainer, its optimizer and the evaluation."""
-    f_vars = trainer.f.weights
-    opt = trainer.optimizer
+    f_vars, opt = trainer.f.weights, trainer.optimizer
     if not opt.built:
       opt.build(trainer.f.trainable_variables)
     check_shapes(state.record_path, "f", f_vars, state.f_weights)
@@ -227,8 +195,6 @@ class RunCheckpoint(keras.callbacks.Callback):
     self._write_derived(state.epochs_done, best_changed=True)
     self.prune(keep=self.keep_last)
     return state.epochs_done
-
-  # --- committing ------------------------------------------------------------
 
   def on_epoch_begin(self, epoch, logs=None):
     self._t0 = time.time()
@@ -288,8 +254,6 @@ class RunCheckpoint(keras.callbacks.Callback):
     atomic_write_json(os.path.join(self.output_dir, BEST_STATE_FILE), {
         "best_epoch": ev.best_epoch, "best_score": ev.best_score, "summaries": ev.best_summaries,
         "weights_sha256": file_sha256(weights_path), "epochs_done": epochs_done})
-
-  # --- pruning ---------------------------------------------------------------
 
   def prune(self, keep: int) -> None:
     """Deletes all but the `keep` newest commits (and `keep_epochs`), then unreferenced files."""

@@ -1,25 +1,6 @@
-"""`--strategy=multi_worker`: MultiWorkerMirroredStrategy with a distributed custom loop.
-
-Keras 3.15's `fit` fails under `tf.distribute.MultiWorkerMirroredStrategy`
-(`ValueError: Attempt to convert a value (PerReplica:{...` on the first step,
-keras-team/keras#20585), so these runs train with `fit_distributed`: a loop that
-runs the trainer's own `train_step` on every replica with `strategy.run`, over
-`strategy.distribute_datasets_from_function`, and drives the run's Keras
-callbacks (phases, lr schedule, balanced evaluation, checkpoint commits,
-TensorBoard, progress bar) with the logs `fit` gives them. There is one training
-step for every strategy.
-
-Roles (docs/distributed.md): every worker runs the same command with the same
-`--output_dir`, on a filesystem all of them see. The chief (task `chief`, or
-`worker` 0 when there is none) writes the run there; every other worker writes
-its copy of the run into a private temporary folder that it deletes when it ends,
-and reads from `--output_dir` only what the chief committed: the checkpoint it
-resumes from and g's weights. Decisions that depend on files (the epoch to
-resume from, whether g is already trained) are the chief's, sent to all workers
-with a collective, so every worker runs the same sequence of collectives.
-
-The cluster comes from `TF_CONFIG`, or from Slurm (`SlurmClusterResolver`) when
-the process is a Slurm task and `TF_CONFIG` is unset.
+"""--strategy=multi_worker: the cluster, the workers' agreement and `fit_distributed`, which trains
+there since Keras' `fit` cannot (docs/distributed.md#why-a-custom-loop). The chief writes the run,
+the others private folders (docs/distributed.md#what-each-worker-writes-and-reads).
 """
 
 import contextlib
@@ -38,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from m2m_tf.errors import CheckpointError, ClusterError, ConfigError
-from m2m_tf.io_utils import file_sha256
+from data_prep.atomic import file_sha256
 from m2m_tf.run_records import record_path
 from m2m_tf.training import collectives
 from m2m_tf.training.checkpoint import load_state
@@ -98,10 +79,7 @@ def cluster_resolver(environ: Mapping[str, str]) -> tf.distribute.cluster_resolv
 @functools.lru_cache(maxsize=None)
 def cluster_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
   """The process's MultiWorkerMirroredStrategy, made on the first call and reused (g's run and
-  f's run share it).
-
-  TensorFlow configures a process's collective ops once, before its first op, so there can
-  be one such strategy per process and it must be made before any TensorFlow work.
+  f's run share it). TensorFlow allows one, made before its first op.
 
   Raises:
     ConfigError: no cluster (see `cluster_resolver`), or TensorFlow refused it.
@@ -146,10 +124,8 @@ def worker_name(strat: tf.distribute.Strategy) -> str:
 
 
 def gather_ints(strat: tf.distribute.Strategy, values: Sequence[int]) -> np.ndarray:
-  """Every replica's `values` as rows [replicas, len(values)], the same on every worker.
-
-  A collective: every worker must call it, in the same order as its other collectives.
-  """
+  """Every replica's `values` as rows [replicas, len(values)], the same on every worker (a
+  collective: every worker calls it, in the same order as its other collectives)."""
   row = [[int(v) for v in values]]
 
   def replica_fn():
@@ -193,11 +169,12 @@ def worker_prints(config_json: Mapping, data_digest: str, g_files: Optional[str]
 
 def follow_chief(trainer, checkpoint, first: int, shared_dir: str,
                  prints: Mapping[str, int]) -> int:
-  """Makes every worker start where the chief does; returns that epoch.
+  """Makes every worker start where the chief does (`first`: the epochs the chief restored);
+  the others load that commit from `shared_dir`. Returns that epoch.
 
-  The chief restored its newest commit (`first` epochs done); the others load that same
-  commit from the shared `--output_dir`. Workers whose `prints` (`worker_prints`) differ from
-  the chief's stop, all of them, with a one-line ConfigError naming what differs.
+  Raises:
+    ConfigError: some worker's `prints` (`worker_prints`) differ from the chief's (all stop).
+    CheckpointError: a worker cannot read the chief's commit.
   """
   strat = trainer.distribute_strategy
   names = list(prints)
@@ -292,13 +269,11 @@ def _run_epochs(trainer, callbacks, iterator, epochs: range, steps: int):
 
 def fit_distributed(trainer, dataset, *, epochs: int, initial_epoch: int, steps_per_epoch: int,
                     callbacks: Sequence[keras.callbacks.Callback], verbose: int):
-  """`trainer.fit(...)` for a distributed dataset under MultiWorkerMirroredStrategy.
+  """`trainer.fit(...)` for a distributed dataset: the callbacks get the calls and logs `fit`
+  gives them, plus History and (on the chief) the progress bar. Returns the History callback.
 
-  The same callbacks see the same calls and logs as under `fit`, which also adds History and,
-  here on the chief only, the progress bar. A lost peer becomes a ClusterError.
-
-  Returns:
-    The History callback.
+  Raises:
+    ClusterError: a peer was lost.
   """
   strat = trainer.distribute_strategy
   verbose = verbose if is_chief(strat) else 0

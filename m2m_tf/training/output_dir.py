@@ -24,7 +24,7 @@ import socket
 from typing import Callable, Iterable, List, Optional
 
 from m2m_tf.errors import OutputDirError
-from m2m_tf.io_utils import TMP_PREFIX, atomic_write_json, read_json
+from data_prep.atomic import TMP_PREFIX, atomic_write_json, read_json
 from m2m_tf.run_records import CKPT_DIR, committed_records
 
 LOCK_FILE = ".m2m_lock"

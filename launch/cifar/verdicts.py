@@ -16,9 +16,10 @@ import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from scipy import stats
 
+from data_prep.atomic import atomic_save, file_sha256, read_json
 from launch.tables import verdict_word
-from m2m_tf.io_utils import atomic_save, file_sha256, read_json
 from m2m_tf.metrics import confusion_matrix
 
 PREDICTIONS = "cifar10_jpeg_lt_predictions.npz"
@@ -42,7 +43,6 @@ def balanced_accuracy(y: np.ndarray, pred: np.ndarray, num_classes: int, axis: i
 def paired_difference(y, pred_a, pred_b, num_classes: int, *, n_resamples: int = N_RESAMPLES,
                       seed: int = 0) -> Tuple[float, float, float]:
   """bACC(a) - bACC(b) in points and its 95% paired-bootstrap percentile interval."""
-  from scipy import stats  # pylint: disable=g-import-not-at-top
   y, a, b = (np.asarray(v) for v in (y, pred_a, pred_b))
 
   def diff(y_, a_, b_, axis=-1):
@@ -93,55 +93,58 @@ def write_predictions(runs, y: np.ndarray, predict_run, path: str) -> Dict[str, 
   """Saves every finished row's test predictions with its weights' sha256.
 
   A row whose stored predictions were made from the same weights keeps them; the others
-  are predicted with `predict_run(run)`. Returns {stage: predictions}.
+  are predicted with `predict_run(run)`. Returns {run key: predictions}.
   """
   stored, arrays, preds = _stored(path), {"y_test": np.asarray(y, np.int16)}, {}
   for run in runs:
     if run.finished and run.weights:
       sha = file_sha256(run.weights)
-      same = run.stage in stored and str(stored[run.stage + "_sha256"]) == sha
-      preds[run.stage] = stored[run.stage] if same else predict_run(run)
-      arrays[run.stage], arrays[run.stage + "_sha256"] = preds[run.stage], np.array(sha)
+      same = run.key in stored and str(stored[run.key + "_sha256"]) == sha
+      preds[run.key] = stored[run.key] if same else predict_run(run)
+      arrays[run.key], arrays[run.key + "_sha256"] = preds[run.key], np.array(sha)
   atomic_save(lambda tmp: np.savez_compressed(tmp, **arrays), path)
   return preds
 
 
 def read_predictions(runs, path: str) -> Tuple[Optional[np.ndarray], Dict[str, np.ndarray],
                                                List[str]]:
-  """(y_test, {stage: predictions} of rows whose weights still match, stale stage names)."""
+  """(y_test, {run key: predictions} of runs whose weights still match, stale run keys)."""
   stored = _stored(path)
   if not stored:
     return None, {}, []
   preds, stale = {}, []
   for run in runs:
-    if run.stage not in stored or not run.weights:
+    if run.key not in stored or not run.weights:
       continue
-    if str(stored[run.stage + "_sha256"]) == file_sha256(run.weights):
-      preds[run.stage] = stored[run.stage]
+    if str(stored[run.key + "_sha256"]) == file_sha256(run.weights):
+      preds[run.key] = stored[run.key]
     else:
-      stale.append(run.stage)
+      stale.append(run.key)
   return stored.get("y_test"), preds, stale
 
 
 def verdict_lines(y, preds: Dict[str, np.ndarray], stale: Sequence[str], num_classes: int,
-                  labels: Dict[str, str]) -> List[str]:
-  """The Markdown of the paired comparisons (what is missing is said, not skipped)."""
-  lines = ["Paired differences on the test images (95% percentile bootstrap over test images, "
-           f"{N_RESAMPLES} resamples; one training seed, so another seed's spread is not in the "
-           "interval):", ""]
+                  labels: Dict[str, str], seed: int = 0,
+                  finished: Sequence[str] = ()) -> List[str]:
+  """The Markdown of one training seed's paired comparisons, `preds` and `labels` keyed by row
+  (what is missing is said, not skipped; `finished` names the rows whose run finished)."""
+  lines = [f"Seed {seed}, paired differences on the test images (95% percentile bootstrap over "
+           f"test images, {N_RESAMPLES} resamples; this seed's runs only, so the spread over "
+           "seeds is not in the interval):", ""]
   for a, b in VERDICTS:
     if a not in labels or b not in labels:  # a row this table does not have
       continue
     name = f"- {labels[a]} - {labels[b]}: "
     missing = [s for s in (a, b) if s not in preds]
     if missing:
-      why = ", ".join(f"{labels[s]} {'predictions stale' if s in stale else 'not finished'}"
-                      for s in missing)
+      why = ", ".join(f"{labels[s]} " + ("predictions stale" if s in stale else
+                                         "without stored predictions" if s in finished else
+                                         "not finished") for s in missing)
       lines.append(name + f"n/a ({why})")
       continue
     d, lo, hi = paired_difference(y, preds[a], preds[b], num_classes)
     lines.append(name + f"{d:+.1f} points [{lo:+.1f}, {hi:+.1f}]: {verdict_word(lo, hi)}")
   if stale:
-    lines += ["", "Stale predictions (weights changed since): run `python -m launch.cifar_report` "
+    lines += ["", "Stale predictions (weights changed since): run `python -m launch.cifar.report` "
               "without --skip_figures."]
   return lines

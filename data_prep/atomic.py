@@ -1,4 +1,5 @@
-"""Atomic file output: write to a temporary file in the same folder, then rename."""
+"""Atomic file output (the one helper; data_prep is the lowest floor): write to a temporary file
+in the same folder, then rename."""
 
 import hashlib
 import json

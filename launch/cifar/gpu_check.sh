@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # One accelerator check that fits a 15-minute device budget. Run from the repo root:
 #
-#   OUT=./gpu_out launch/gpu_check.sh [--data_dir DIR] [--epochs 30 --deferred 20] [--tiny]
+#   OUT=./gpu_out launch/cifar/gpu_check.sh [--data_dir DIR] [--epochs 30 --deferred 20] [--tiny]
 #
 # 1. prints nvidia-smi and TensorFlow's GPU list (into $OUT/env.txt too);
 # 2. installs the pinned dependencies when TensorFlow/Keras are missing (PyPI only), reporting
 #    what it did; a failed install is reported and the check stops;
-# 3. runs `python -m launch.gpu_check` (throughput, official g, short ERM -> M2m schedule on
+# 3. runs `python -m launch.cifar.gpu_check` (throughput, official g, short ERM -> M2m schedule on
 #    the JPEG substitute), which writes $OUT/gpu_check.json and .md after every stage.
 # Data: --data_dir DIR (a root holding cifar10_jpeg/{train,test}.npz), else $M2M_DATA_DIR,
 # else ../shared/data or ./shared/data (data_prep/paths.py). The official g .npz is looked for
 # in ../shared/pretrained, ./shared/pretrained or next to the data root, or given with --g_npz.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./gpu_out}
 mkdir -p "$OUT"
 PY=${PYTHON:-}
@@ -44,7 +44,7 @@ fi
 'GPUs', tf.config.list_physical_devices('GPU'))" 2>&1 | grep -v "^I0000\|^WARNING: All log" \
   | tee -a "$OUT/env.txt"
 
-"$PY" -m launch.gpu_check --out "$OUT" "$@"
+"$PY" -m launch.cifar.gpu_check --out "$OUT" "$@"
 rc=$?
 echo "== gpu_check exit $rc; files in $OUT:"; ls -la "$OUT"
 exit $rc

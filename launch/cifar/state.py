@@ -1,7 +1,7 @@
 r"""Stages the CIFAR plan's run folders for a commit, keeping the repository light.
 
-  python -m launch.cifar_state            # git add / git rm --cached what the rule says
-  python -m launch.cifar_state --dry_run  # print it only
+  python -m launch.cifar.state            # git add / git rm --cached what the rule says
+  python -m launch.cifar.state --dry_run  # print it only
 
 The rule (docs/runs.md#carrying-a-plan-across-machines): every run folder's own files
 (flags, history, results, best weights, the export, its log) are committed; of its
@@ -20,7 +20,7 @@ from typing import List, Set, Tuple
 from absl import app
 from absl import flags
 
-from launch import cifar_full
+from launch.cifar import full as cifar_full
 from m2m_tf.cli import run_absl
 from m2m_tf.run_records import CKPT_DIR, read_record, record_path
 from m2m_tf.training import checkpoint as ckpt_lib

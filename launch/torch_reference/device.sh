@@ -2,14 +2,14 @@
 # The device side of the PyTorch reference (docs/torch_reference.md), for a GPU machine with
 # PyTorch and no TensorFlow. From the repository root, with .torchref carried there:
 #
-#   OUT=<folder that comes back> bash launch/torch_reference_device.sh [--resume DIR] ARGS...
+#   OUT=<folder that comes back> bash launch/torch_reference/device.sh [--resume DIR] ARGS...
 #
 # runs `python3 -m launch.torch_reference all --data $DATA --out $WORK ARGS...` (DATA defaults to
 # .torchref, WORK to /tmp/tr; --resume DIR first copies DIR's run folders into WORK), then packs
 # what comes back: $OUT/all.log, $OUT/runs.tgz (histories, results, logs; no states) and one
 # $OUT/states_s<seed>.tgz per seed (its runs' state.pt, under the device's 16 MiB per file).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:?set OUT to the folder that comes back}
 DATA=${DATA:-.torchref}
 WORK=${WORK:-/tmp/tr}

@@ -1,16 +1,16 @@
 r"""One accelerator check that fits a 15-minute device budget.
 
-  python -m launch.gpu_check --out ./gpu_out [--data_dir DIR] [--epochs 30 --deferred 20]
-  python -m launch.gpu_check --tiny --out /tmp/x      # a few steps, for tests on the CPU
+  python -m launch.cifar.gpu_check --out ./gpu_out [--data_dir DIR] [--epochs 30 --deferred 20]
+  python -m launch.cifar.gpu_check --tiny --out /tmp/x      # a few steps, for tests on the CPU
 
 In one process it:
   1. records the machine (TF/Keras versions, GPUs, `nvidia-smi` is run by gpu_check.sh);
   2. measures ResNet-32 step throughput at batch 128 (CIFAR-LT-10 ratio 100 class counts)
-     for ERM and the M2m phase-2 step, XLA on and off (`benchmarks.bench.time_steps`);
+     for ERM and the M2m phase-2 step, XLA on and off (`launch.step_timing.time_steps`);
   3. evaluates the official g (`official_erm_resnet32_cifar10lt_r100.npz`) on the JPEG
      CIFAR-10 test split (`m2m_tf.evaluate`);
   4. runs a SHORT CIFAR-LT-10 schedule on `cifar10_jpeg_lt` (ratio 100): ERM g, then M2m
-     from that g, with the recipe scaled to `--epochs` (`launch.cifar_short.short_schedule`);
+     from that g, with the recipe scaled to `--epochs` (`launch.cifar.short.short_schedule`);
   5. writes `<out>/gpu_check.json` after every stage (so a run cut short keeps what it
      measured) and `<out>/gpu_check.md`.
 The data root is found as everywhere (`data_prep.paths.resolve_data_dir`: --data_dir,
@@ -28,13 +28,17 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from benchmarks import bench
-from launch import cifar_short
-from launch.cifar_short import fmt
+from data_prep import paths, splits
+from data_prep.atomic import atomic_write_json, atomic_write_text
+from data_prep.registry import load_dataset
+from launch import step_timing
+from launch.cifar import short as cifar_short
+from launch.cifar.short import fmt
+from m2m_tf import evaluate
+from m2m_tf.config import ExperimentConfig
 from m2m_tf.markdown import markdown_table
-from m2m_tf.io_utils import atomic_write_json, atomic_write_text
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 OFFICIAL_G = "official_erm_resnet32_cifar10lt_r100.npz"
 STAGES = ("throughput", "official_g", "erm", "m2m")
 
@@ -55,7 +59,6 @@ def find_official_g(explicit: Optional[str], data_dir: Optional[str]) -> Optiona
 
 def tiny_subset(data, per_class: int = 12, eval_per_class: int = 4):
   """A few images per class of a DatasetSplits (for --tiny), long-tailed like the original."""
-  from data_prep import splits  # pylint: disable=g-import-not-at-top
   k = data.num_classes
   tr = splits.first_per_class(data.y_train, splits.long_tail_counts(per_class, k, 4))
   va = splits.first_per_class(data.y_val, [eval_per_class] * k)
@@ -68,7 +71,6 @@ def tiny_subset(data, per_class: int = 12, eval_per_class: int = 4):
 
 def random_images(num_classes: int = 10):
   """Random 32x32 images (for --tiny without the JPEG data)."""
-  from data_prep import splits  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
 
   def make(n):
@@ -106,7 +108,7 @@ class Report:
     """fn(), or None when it raised (the error is recorded under `name`; later stages run)."""
     try:
       return fn()
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # any failure ends this stage only
       self.error(name, e)
       return None
 
@@ -152,8 +154,7 @@ def markdown(data: dict) -> str:
 def train_short(data, out_dir: str, schedule: dict, *, method: str, g_checkpoint=None,
                 batch_size: Optional[int] = None, verbose: int = 2) -> dict:
   """One run of the shortened CIFAR recipe (`cifar_short.short_schedule`) with run_experiment."""
-  from m2m_tf.config import ExperimentConfig  # pylint: disable=g-import-not-at-top
-  from m2m_tf.training.run import run_experiment  # pylint: disable=g-import-not-at-top
+  from m2m_tf.training.run import run_experiment  # lazy: TensorFlow; keeps --help fast
   cfg = ExperimentConfig.from_leaves(
       dataset="cifar10_jpeg_lt", method=method, seed=0, output_dir=out_dir,
       epochs=schedule["epochs"], batch_size=batch_size, warmup_epochs=schedule["warmup_epochs"],
@@ -182,22 +183,20 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def throughput(tiny: bool, bench_steps: int) -> list:
   """ResNet-32 ERM and M2m (n_buckets=8) step timings, XLA on and off (--tiny: off, tiny)."""
-  w = bench.WORKLOADS["resnet32"]
+  w = step_timing.WORKLOADS["resnet32"]
   jits = (True, False)
   if tiny:
-    w, jits = bench.quick_workload(w), (False,)
-  configs = [c for jit in jits for c in (bench.StepConfig("erm", jit),
-                                         bench.StepConfig("m2m", jit, 8))]
+    w, jits = step_timing.quick_workload(w), (False,)
+  configs = [c for jit in jits for c in (step_timing.StepConfig("erm", jit),
+                                         step_timing.StepConfig("m2m", jit, 8))]
   steps = 2 if tiny else bench_steps
-  return bench.time_steps(w, configs, warmup=1 if tiny else 3, steps=steps, slow_steps=steps,
-                          seed=0)
+  return step_timing.time_steps(w, configs, warmup=1 if tiny else 3, steps=steps,
+                                slow_steps=steps, seed=0)
 
 
 def load_data(report: Report, data_dir: Optional[str], tiny: bool):
   """(CIFAR-10-LT JPEG splits, their data root); --tiny: a subset, or random images when
   there is no data (root None)."""
-  from data_prep import paths  # pylint: disable=g-import-not-at-top
-  from data_prep.registry import load_dataset  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   try:
     root = str(paths.resolve_data_dir(data_dir))
@@ -216,7 +215,6 @@ def load_data(report: Report, data_dir: Optional[str], tiny: bool):
 
 def official_g(data, g_npz: Optional[str], data_dir: Optional[str]) -> dict:
   """bACC, GM and per-class recall of the official g on the test split."""
-  from m2m_tf import evaluate  # pylint: disable=g-import-not-at-top
   g_path = find_official_g(g_npz, data_dir)
   if g_path is None:
     raise FileNotFoundError(f"{OFFICIAL_G} not found: pass --g_npz")
@@ -254,8 +252,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   args = parse_args(argv)
   skip = {s for s in args.skip.split(",") if s}
   report = Report(args.out, vars(args))
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  info = bench.machine_info()
+  import tensorflow as tf  # lazy: keeps --help fast
+  info = step_timing.machine_info()
   info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
   report.stage("machine", info)
   if "throughput" not in skip:

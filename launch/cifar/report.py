@@ -1,12 +1,12 @@
-r"""Table and figures of the CIFAR-10-LT full-schedule runs (`python -m launch.cifar_full`).
+r"""Table and figures of the CIFAR-10-LT full-schedule runs (`python -m launch.cifar.full`).
 
-  python -m launch.cifar_report                  # table + every figure whose inputs exist
-  python -m launch.cifar_report --skip_figures   # table only (no TensorFlow, seconds)
-  python -m launch.cifar_report --embedding=tsne # t-SNE instead of PCA for Fig. 4
+  python -m launch.cifar.report                  # table + every figure whose inputs exist
+  python -m launch.cifar.report --skip_figures   # table only (no TensorFlow, seconds)
+  python -m launch.cifar.report --embedding=tsne # t-SNE instead of PCA for Fig. 4
 
 Reads whatever run folders exist under --root (finished or not) and writes
 
-  <results_dir>/cifar10_jpeg_lt.csv, .md   one row per row of launch.cifar_full.ROWS, and
+  <results_dir>/cifar10_jpeg_lt.csv, .md   one row per row of launch.cifar.full.ROWS, and
                                            M2m's paired test-set comparisons (cifar_verdicts)
   <results_dir>/cifar10_jpeg_lt_predictions.npz   the finished rows' test predictions
   <results_dir>/figures/cifar_*.png        each figure only when its inputs exist:
@@ -34,17 +34,22 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
 
-from launch import cifar_full
-from launch import cifar_verdicts
+from data_prep import registry
+from data_prep.atomic import atomic_write_text, read_json
 from launch import selection_ties
 from launch import tables
-from m2m_tf.markdown import markdown_table
+from launch.cifar import full as cifar_full
+from launch.cifar import seeds
+from launch.cifar import verdicts as cifar_verdicts
 from m2m_tf import plots
-from m2m_tf.io_utils import atomic_write_text, read_json
 from m2m_tf import run_records as ckpt_lib
+from m2m_tf.markdown import markdown_table
 
 DATASET = "cifar10_jpeg_lt"
+TORCH_CSV = "torch_reference_cifar10_jpeg_lt.csv"  # launch.torch_reference's table
 IMBALANCE_RATIO = 100
 DEFAULT_G = "../shared/pretrained/official_erm_resnet32_cifar10lt_r100.npz"
 # Fallback names (CIFAR-10's index order) for the recall columns before any run has finished.
@@ -67,6 +72,7 @@ class Run:
   loss: str
   method: str
   run_dir: str
+  seed: int = 0
   flags: Optional[dict] = None
   phase1_flags: Optional[dict] = None  # a branched run's: its source's flags.json
   results: Optional[dict] = None
@@ -80,6 +86,11 @@ class Run:
   def label(self) -> str:
     """The table's name of the stage (e.g. "ERM-M2m")."""
     return cifar_full.ROW_SPECS[self.stage][0] if self.stage in cifar_full.ROW_SPECS else self.stage
+
+  @property
+  def key(self) -> str:
+    """The run's unique name, `<stage>_s<seed>` (its folder's)."""
+    return f"{self.stage}_s{self.seed}"
 
   @property
   def finished(self) -> bool:
@@ -122,7 +133,7 @@ def _wall_hours(results, record, flags) -> Optional[float]:
 
 def read_run(root: str, stage) -> Run:
   """The `Run` of one `cifar_full.Stage` under `root` (`<root>/<stage>_s<seed>`)."""
-  run = Run(stage.name, stage.loss, stage.method, os.path.join(root, stage.key))
+  run = Run(stage.name, stage.loss, stage.method, os.path.join(root, stage.key), stage.seed)
   if not os.path.isdir(run.run_dir):
     return run
   flags = read_json(os.path.join(run.run_dir, "flags.json"))
@@ -176,9 +187,11 @@ def _source_dir(root: str, init_from: str) -> str:
 
 
 def read_runs(root: str) -> List[Run]:
-  """One `Run` per seed-0 row of `launch.cifar_full.ROWS`, in the plan's order (the table over
-  seeds is still to come)."""
-  return [read_run(root, stage) for stage in cifar_full.ROWS if stage.seed == 0]
+  """One `Run` per row and seed of `launch.cifar.full.ROWS`: rows in the plan's order of their
+  first seed, each row's seeds in order."""
+  order = list(dict.fromkeys(stage.name for stage in cifar_full.ROWS))
+  stages = sorted(cifar_full.ROWS, key=lambda s: (order.index(s.name), s.seed))
+  return [read_run(root, stage) for stage in stages]
 
 
 def phase1_hours(root: str) -> Dict[str, tuple]:
@@ -243,7 +256,7 @@ def table_row(run: Run, names: Sequence[str]) -> dict:
     status = f"{run.epochs_done} of {run.epochs_total} epochs"
   recall = r.get("per_class_recall") or [None] * len(names)
   row = {"stage": run.stage, "method": run.label, "loss": run.loss,
-         "rebalancing": "none" if run.method == "erm" else run.method, "seed": 0,
+         "rebalancing": "none" if run.method == "erm" else run.method, "seed": run.seed,
          "epochs": f"{run.epochs_done}/{run.epochs_total}", "status": status,
          "test_bacc": r.get("test_bacc", math.nan), "test_gm": r.get("test_gm", math.nan),
          # Unfinished: the latest epoch's validation bACC (no test numbers of an unselected epoch).
@@ -276,11 +289,13 @@ def recipe_text(runs: Sequence[Run]) -> str:
       "lr_milestones": [160, 180], "lr_factors": [0.01, 0.01], "weight_decay": 2e-4,
       "deferred_epoch": cifar_full.BRANCH_EPOCH}
   steps = ", ".join(f"x{fac:g} at {m}" for m, fac in zip(f["lr_milestones"], f["lr_factors"]))
-  return (f"ResNet-32, seed 0, {f['epochs']} epochs, batch {f['batch_size']}, SGD with momentum "
+  seeds_run = sorted({r.seed for r in runs if r.flags}) or [0]
+  return (f"ResNet-32, seeds {', '.join(map(str, seeds_run))}, {f['epochs']} epochs, batch "
+          f"{f['batch_size']}, SGD with momentum "
           f"{f['momentum']:g}, lr {f['lr']:g} with {f['warmup_epochs']} warm-up epochs, {steps}, "
           f"weight decay {f['weight_decay']:g}; momentum form: {momentum_text(runs)}; every "
-          "row branches "
-          f"from ERM's (LDAM's) shared phase-1 run after {cifar_full.BRANCH_EPOCH} epochs, and "
+          "row branches from its seed's ERM (LDAM) shared phase-1 run after "
+          f"{cifar_full.BRANCH_EPOCH} epochs, and "
           f"DRS, DRW and M2m act from epoch {f['deferred_epoch']}. Test metrics are those of the "
           "epoch with the best validation bACC; GM replaces zero recalls by 0.001.")
 
@@ -324,12 +339,12 @@ def _start_noise(runs: Sequence[Run] = ()) -> float:
   for run in sorted(runs, key=lambda r: r.method != "m2m"):
     if run.flags and "start_noise" in run.flags:
       return float(run.flags["start_noise"])
-  from m2m_tf.m2m.generation import M2mConfig  # pylint: disable=g-import-not-at-top
+  from m2m_tf.m2m.generation import M2mConfig  # lazy: TensorFlow; table-only reports run without
   return M2mConfig().start_noise
 
 
 def m2m_text(runs: Sequence[Run] = ()) -> str:
-  """The M2m hyper-parameters of the M2m rows (launch.cifar_full.M2M_FLAGS)."""
+  """The M2m hyper-parameters of the M2m rows (launch.cifar.full.M2M_FLAGS)."""
   m = cifar_full.M2M_FLAGS
   return (f"beta {m['beta']}, lambda {m['lam']}, gamma {m['gamma']}, step size "
           f"{m['step_size']}, T = {m['steps']}, random start of L2 radius "
@@ -361,40 +376,54 @@ def _main_table(df: pd.DataFrame) -> List[str]:
 
 
 def _recall_table(df: pd.DataFrame) -> List[str]:
-  """Per-class test recall of the finished stages."""
-  cols = [c for c in df.columns if c.startswith("recall_")]
-  done = df[df["status"] == "done"]
-  if done.empty:
+  """Per-class test recall of each row, averaged over its finished seeds."""
+  rec = seeds.recall_over_seeds(df)
+  if rec.empty:
     return ["Per-class test recall: no finished run yet."]
-  header = ["method"] + [c[len("recall_"):] for c in cols]
-  body = [[r["method"]] + [_fmt(r[c]) for c in cols] for _, r in done.iterrows()]
-  return ["Per-class test recall (%), finished rows, classes in index order (largest first):", "",
-          markdown_table(header, body)]
+  cols = [c for c in rec.columns if c.startswith("recall_")]
+  header = ["method", "seeds"] + [c[len("recall_"):] for c in cols]
+  body = [[r["method"], int(r["seeds"])] + [_fmt(r[c]) for c in cols] for _, r in rec.iterrows()]
+  return ["Per-class test recall (%), each row's mean over its finished seeds, classes in index "
+          "order (largest first):", "", markdown_table(header, body)]
 
 
-def verdicts(runs: Sequence[Run], results_dir: str) -> List[str]:
-  """The paired test-set comparisons of M2m rows, from the stored predictions."""
+def verdicts(runs: Sequence[Run], results_dir: str, df: pd.DataFrame) -> List[str]:
+  """M2m's paired comparisons: over seeds (`seeds.seed_verdicts`), then each seed's bootstrap
+  over test images from the stored predictions (seeds with a finished run)."""
+  labels = {r.stage: r.label for r in runs}
+  lines = seeds.seed_verdict_lines(seeds.seed_verdicts(df), labels)
   y, preds, stale = cifar_verdicts.read_predictions(
       runs, os.path.join(results_dir, cifar_verdicts.PREDICTIONS))
-  labels = {r.stage: r.label for r in runs}
-  return cifar_verdicts.verdict_lines(y, preds, stale, len(class_names(runs)), labels)
+  for seed in sorted({r.seed for r in runs if r.finished}):
+    mine = [r for r in runs if r.seed == seed]
+    lines += [""] + cifar_verdicts.verdict_lines(
+        y, {r.stage: preds[r.key] for r in mine if r.key in preds},
+        [r.stage for r in mine if r.key in stale], len(class_names(runs)),
+        {r.stage: r.label for r in mine}, seed, [r.stage for r in mine if r.finished])
+  return lines
 
 
 def markdown(df: pd.DataFrame, runs: Sequence[Run], root: str,
-             verdict: Sequence[str] = ()) -> str:
+             verdict: Sequence[str] = (), summary: Optional[pd.DataFrame] = None) -> str:
   """The report's Markdown: data caveat, recipe, g, M2m values, the tables, provenance."""
+  summary = seeds.summary(df) if summary is None else summary
   lines = [
       "# CIFAR-10-LT (imbalance ratio 100), ResNet-32, the paper's 200-epoch schedule", "",
       "**JPEG substitute (CIFAR-10 re-encoded as JPEG; not comparable to the paper to the "
       "decimal).**", "",
-      f"Made by `python -m launch.cifar_report` from the run folders under `{root}/` "
-      "(trained by `python -m launch.cifar_full`).", "",
+      f"Made by `python -m launch.cifar.report` from the run folders under `{root}/` "
+      "(trained by `python -m launch.cifar.full`).", "",
       f"- Recipe: {recipe_text(runs)}",
       "- g for the M2m rows: the official pre-trained ResNet-32 "
       f"(`{os.path.basename(DEFAULT_G)}`), independent of f; 66.2% bACC on the JPEG test "
       "split (`results/official_g_cifar10_jpeg.md`).",
       f"- M2m hyper-parameters: {m2m_text(runs)}. There was no hyper-parameter grid.",
-      "- Paper: the M2m paper's Table 2 (lossless CIFAR-10-LT, ratio 100, ResNet-32).",
+      "- Paper: the M2m paper's Table 2 (lossless CIFAR-10-LT, ratio 100, ResNet-32), the mean "
+      "of its 3 seeds; its spread is not in our reference copy, so it is not shown.",
+      "- Seeds: each seed has its own phase 1 (initialisation and data order); the long-tailed "
+      "subset is the official one for every seed, as in the paper. PyTorch reference: "
+      "`python -m launch.torch_reference` on the same data from the same kind of start "
+      f"(`results/{TORCH_CSV[:-4]}.md`, docs/torch_reference.md).",
       "- Post-hoc LA: each finished row's logits minus tau log(prior) at evaluation (Menon et "
       "al., ICLR 2021), tau chosen on validation bACC from 0, 0.25, ..., 2 "
       "(`python -m m2m_tf.evaluate --checkpoint=RUN --posthoc_tau=select`); a tau of 2 is the "
@@ -407,7 +436,9 @@ def markdown(df: pd.DataFrame, runs: Sequence[Run], root: str,
       f"`seconds`; {_phase1_text(root)}.",
       "- Machines of each row's own epochs (epoch counts; a run resumed on another CPU runs at "
       f"its speed there, docs/platform.md): {machines_text(runs)}.", ""]
-  lines += _main_table(df) + [""] + _recall_table(df)
+  lines += (["Each row over the seeds (test bACC and GM: mean ± sample std over the finished "
+             "seeds):", ""] + seeds.summary_markdown(summary, df)
+            + ["", "Each run:", ""] + _main_table(df) + [""] + _recall_table(df))
   if verdict:
     lines += [""] + list(verdict)
   return "\n".join(lines) + "\n"
@@ -426,14 +457,17 @@ def _phase1_text(root: str) -> str:
 
 
 def write_table(runs: Sequence[Run], results_dir: str, root: str) -> List[str]:
-  """Writes `<results_dir>/cifar10_jpeg_lt.csv` and `.md`; returns their paths."""
+  """Writes `<results_dir>/cifar10_jpeg_lt.csv` (one line per run), `cifar10_jpeg_lt_seeds.csv`
+  (one per row, over seeds) and `cifar10_jpeg_lt.md`; returns their paths."""
   df = table(runs)
+  summary = seeds.summary(df, seeds.torch_reference(os.path.join(results_dir, TORCH_CSV)))
   os.makedirs(results_dir, exist_ok=True)
-  csv_path = os.path.join(results_dir, f"{DATASET}.csv")
-  md_path = os.path.join(results_dir, f"{DATASET}.md")
-  atomic_write_text(csv_path, df.to_csv(index=False, float_format="%.4f"))
-  atomic_write_text(md_path, markdown(df, runs, root, verdicts(runs, results_dir)))
-  return [csv_path, md_path]
+  paths = [os.path.join(results_dir, f"{DATASET}{suffix}") for suffix in
+           (".csv", "_seeds.csv", ".md")]
+  atomic_write_text(paths[0], df.to_csv(index=False, float_format="%.4f"))
+  atomic_write_text(paths[1], summary.to_csv(index=False, float_format="%.4f"))
+  atomic_write_text(paths[2], markdown(df, runs, root, verdicts(runs, results_dir, df), summary))
+  return paths
 
 
 # --- figures -----------------------------------------------------------------
@@ -471,15 +505,23 @@ def fig_training_curves(runs: Sequence[Run], path: str) -> Optional[str]:
 
 
 def fig_per_class_recall(runs: Sequence[Run], path: str) -> Optional[str]:
-  """Grouped per-class test recall bars of the finished runs, classes by training count."""
+  """Grouped per-class test recall bars of each row, averaged over its finished seeds, classes
+  by training count."""
   runs = [r for r in runs if r.finished and r.results.get("per_class_recall")]
   if not runs:
     return None
-  groups = [(f"{r.label} (bACC {r.results['test_bacc']:.1f})", r.results["per_class_recall"],
-             _color(r)) for r in runs]
+  rows = {}
+  for r in runs:
+    rows.setdefault(r.stage, []).append(r)
+  groups = []
+  for mine in rows.values():
+    bacc = np.mean([r.results["test_bacc"] for r in mine])
+    recall = np.mean([r.results["per_class_recall"] for r in mine], axis=0)
+    groups.append((f"{mine[0].label} (bACC {bacc:.1f}, {len(mine)} seed"
+                   f"{'s' if len(mine) > 1 else ''})", list(recall), _color(mine[0])))
   plots.recall_bars(path, runs[0].results["class_names"], runs[0].results["class_counts"],
-                    groups, title="Per-class test recall (classes by training count N_k, "
-                    "largest first)")
+                    groups, title="Per-class test recall, mean over seeds (classes by training "
+                    "count N_k, largest first)")
   return path
 
 
@@ -501,7 +543,7 @@ def fig_cumulative_fp(runs: Sequence[Run], path: str) -> Optional[str]:
 
 def build_f(run: Run, input_shape, num_classes: int):
   """f of a run with its best-validation weights."""
-  from m2m_tf import models  # pylint: disable=g-import-not-at-top
+  from m2m_tf import models  # lazy: TensorFlow; table-only reports run without
   f = models.build_model("resnet32", input_shape, num_classes, normed_head=run.loss == "ldam")
   f.load_weights(run.weights)
   return f
@@ -511,14 +553,14 @@ def load_official_g(path: str, input_shape=(32, 32, 3), num_classes: int = 10):
   """The official pre-trained ResNet-32 g (PyTorch layout .npz), or None if the file is missing."""
   if not os.path.isfile(path):
     return None
-  from m2m_tf import models  # pylint: disable=g-import-not-at-top
+  from m2m_tf import models  # lazy: TensorFlow; table-only reports run without
   g = models.build_model("resnet32", input_shape, num_classes, name="g")
   return models.load_torch_state_dict(g, path)
 
 
 def features(f, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
   """f's penultimate features (the "avgpool" output) of uint8 images x, float32 [N, D]."""
-  import keras  # pylint: disable=g-import-not-at-top
+  import keras  # lazy: TensorFlow; table-only reports run without it
   body = keras.Model(f.input, f.get_layer("avgpool").output)
   return cifar_verdicts.apply_in_batches(body, x, batch_size)
 
@@ -526,9 +568,7 @@ def features(f, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
 def embed(feats: np.ndarray, method: str = "pca") -> np.ndarray:
   """2-D embedding of features: PCA (default) or t-SNE (slower: about a minute per model)."""
   if method == "tsne":
-    from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top
     return TSNE(n_components=2, init="pca", random_state=0).fit_transform(feats)
-  from sklearn.decomposition import PCA  # pylint: disable=g-import-not-at-top
   return PCA(n_components=2, random_state=0).fit_transform(feats)
 
 
@@ -554,8 +594,9 @@ def fig_embedding(runs: Sequence[Run], data, path: str, method: str = "pca") -> 
 
 
 def translation_f(runs: Sequence[Run]) -> Optional[Run]:
-  """The f for Fig. 6: the finished M2m run's, else ERM's (finished or its best so far)."""
-  by = {r.stage: r for r in runs}
+  """The f for Fig. 6: seed 0's finished M2m run, else its ERM run (finished or its best so
+  far)."""
+  by = {r.stage: r for r in runs if r.seed == 0}
   if "m2m" in by and by["m2m"].finished and by["m2m"].weights:
     return by["m2m"]
   if "erm" in by and by["erm"].weights:
@@ -572,8 +613,7 @@ def translate_examples(g, f, data, n_seeds: int = 4, n_targets: int = 4, seed: i
   [S, H, W, C], major (seed class), targets [T], x_star [T, S, H, W, C], p_before /
   p_after [T, S] (g's softmax probability of the target at the seed and at x*).
   """
-  # TensorFlow loads only when a figure is due (a table-only report needs none).
-  from m2m_tf import report  # pylint: disable=g-import-not-at-top
+  from m2m_tf import report  # lazy: TensorFlow; table-only reports run without
   m = cifar_full.M2M_FLAGS
   return report.translate_examples(
       g, f, data.x_train, data.y_train, data.class_counts, lam=m["lam"],
@@ -606,8 +646,9 @@ def make_figures(runs: Sequence[Run], fig_dir: str, *, load_data: Callable[[], o
   (the official g, or None) are called only when a model figure is due; tests
   inject small ones.
   """
+  every_seed, runs = runs, [r for r in runs if r.seed == 0]  # figures of seed 0, but recall
   out = {"curves": fig_training_curves(runs, os.path.join(fig_dir, FIGURES["curves"])),
-         "recall": fig_per_class_recall(runs, os.path.join(fig_dir, FIGURES["recall"])),
+         "recall": fig_per_class_recall(every_seed, os.path.join(fig_dir, FIGURES["recall"])),
          "cumulative_fp": fig_cumulative_fp(runs, os.path.join(fig_dir, FIGURES["cumulative_fp"]))}
   want_embedding = any(r.stage in EMBEDDING_STAGES and r.finished and r.weights for r in runs)
   f_run = translation_f(runs)
@@ -627,7 +668,7 @@ def make_figures(runs: Sequence[Run], fig_dir: str, *, load_data: Callable[[], o
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   """The command line (see the module docstring)."""
-  p = argparse.ArgumentParser(prog="python -m launch.cifar_report", description=__doc__,
+  p = argparse.ArgumentParser(prog="python -m launch.cifar.report", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--root", default="results/cifar10_jpeg_lt_full",
                  help="Folder of the run folders.")
@@ -671,7 +712,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   @functools.lru_cache(maxsize=1)
   def load_data():
     """The real CIFAR-10-LT JPEG splits (read once, only when a model is due)."""
-    from data_prep import registry  # pylint: disable=g-import-not-at-top
     return registry.load_dataset(DATASET, args.data_dir, imbalance_ratio=IMBALANCE_RATIO)
 
   predictions = None if args.skip_figures else make_predictions(runs, args.results_dir, load_data)

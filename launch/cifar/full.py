@@ -1,9 +1,9 @@
 r"""CIFAR-10-LT (ratio 100, JPEG substitute) at the paper's full schedule, three seeds,
 resumable on a CPU.
 
-  python -m launch.cifar_full            # run (or resume) the plan in order; kill at any time
-  python -m launch.cifar_full --status   # every stage: done, running, the time left
-  python -m launch.cifar_full --only=erm_phase1_s1 --idle   # a second lane on the CPU time left
+  python -m launch.cifar.full            # run (or resume) the plan in order; kill at any time
+  python -m launch.cifar.full --status   # every stage: done, running, the time left
+  python -m launch.cifar.full --only=erm_phase1_s1 --idle   # a second lane on the CPU time left
 
 The recipe (ResNet-32, 200 epochs, batch 128, lr 0.1 with 5 warm-up epochs, x0.01 at 160 and
 180, weight decay 2e-4, deferral 160). For each seed s (its own initialisation and data order;
@@ -26,7 +26,7 @@ use the recipe's beta 0.999, the M2m release's.
 
 Every run folder lives under results/cifar10_jpeg_lt_full/, so the committed
 repository holds all a new machine needs to continue: each unfinished run keeps
-its two newest epoch states (ckpt/; the newest is committed, `launch.cifar_state`) and a
+its two newest epoch states (ckpt/; the newest is committed, `launch.cifar.state`) and a
 phase-1 run its branch point too.
 
 Two lanes: ResNet-32's step keeps a 2-core CPU about 87% busy, and evaluation and
@@ -50,7 +50,7 @@ from absl import flags
 from launch import tables
 from m2m_tf.cli import run_absl
 from m2m_tf.config import ExperimentConfig
-from m2m_tf.io_utils import read_json
+from data_prep.atomic import read_json
 from m2m_tf.machine import machine_name
 from m2m_tf import run_records as ckpt_lib
 from m2m_tf.training import output_dir

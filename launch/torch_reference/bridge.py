@@ -9,16 +9,21 @@ import shutil
 from typing import Dict
 
 import numpy as np
+import torch
 
-from launch import torch_reference as tr
+from data_prep import cifar_jpeg, download, paths, registry
+from data_prep.atomic import atomic_write_text
+from launch.cifar import gpu_check
+from launch.torch_reference import training as tr
+from m2m_tf import models
+from m2m_tf.errors import CheckpointError
+from m2m_tf.models import torch_import
+from m2m_tf.training import checkpoint
 
 
 def export(out, data_dir=None, g_path=None) -> pathlib.Path:
   """Writes the cifar10_jpeg_lt split's JPEG files (what the TF runs decode), the digests of
   their decoded arrays, and the official g to `out` (JPEG bytes: a fifth of the arrays' size)."""
-  from data_prep import cifar_jpeg, download, paths  # pylint: disable=g-import-not-at-top
-  from data_prep import registry  # pylint: disable=g-import-not-at-top
-  from launch import gpu_check  # pylint: disable=g-import-not-at-top
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   files, _ = download.checked_raw_files(paths.resolve_data_dir(data_dir),
@@ -52,11 +57,6 @@ def import_tf_phase1(tf_run, out, epochs: int = 160) -> pathlib.Path:
   The weights map by module name (`torch_import.torch_state_dict`); Keras' momentum slot m is
   -lr times PyTorch's buffer at a steady lr (docs/method.md difference 9), so b = -m / lr.
   """
-  from m2m_tf import models  # pylint: disable=g-import-not-at-top
-  from m2m_tf.models import torch_import  # pylint: disable=g-import-not-at-top
-  from m2m_tf.errors import CheckpointError  # pylint: disable=g-import-not-at-top
-  from m2m_tf.training import checkpoint  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
   record = os.path.join(tf_run, "ckpt", f"state-{epochs:04d}.json")
   state = checkpoint.load_state(record)
   model = models.resnet32(10)
@@ -84,7 +84,8 @@ def import_tf_phase1(tf_run, out, epochs: int = 160) -> pathlib.Path:
   tr.save_state(out, f, opt, epochs)
   tr.write_history(out, [_tf_history_row(r, s) for r, s in
                       zip(state.history[:epochs], state.epoch_seconds[:epochs])])
-  (out / "result.json").write_text(json.dumps({"epochs": epochs, "from_tf": str(tf_run)}))
+  atomic_write_text(str(out / "result.json"),
+                    json.dumps({"epochs": epochs, "from_tf": str(tf_run)}))
   _check_val(f, float(state.history[epochs - 1]["val_bacc"]))
   return out
 
@@ -92,8 +93,6 @@ def import_tf_phase1(tf_run, out, epochs: int = 160) -> pathlib.Path:
 def _check_val(f, tf_val_bacc: float) -> None:
   """The imported f must score m2m_tf's recorded validation bACC (within one image per class
   pair: a prediction at a near-tie may flip under another framework's rounding)."""
-  from data_prep import registry  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
   ds = registry.load_dataset("cifar10_jpeg_lt")
   x = torch.from_numpy(np.ascontiguousarray(ds.x_val.transpose(0, 3, 1, 2)))
   got = 100 * float(tr.recalls(f, x, torch.from_numpy(ds.y_val), ds.num_classes).mean())

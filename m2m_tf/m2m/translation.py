@@ -1,17 +1,7 @@
-"""The translation x_j -> x* of M2m (paper eq. 3; docs/method.md#step-4-translation).
-
-    x* = argmin_x  CE(g(x), y_i) + lam * f(x)[y_j]
-
-solved approximately by T normalised gradient steps from the seed x_j:
-
-    x <- clip(x - eta * d / ||d||_2),   d = grad_x [CE(g(x), y_i) + lam * f(x)[y_j]].
-
-The random start follows the official law (`official_start`) or a per-sample
-radius (`random_start`, ours); docs/method.md#the-random-start. One difference
-from the official code (alinlab/M2m, `train.py: generation`), on purpose:
-  * the loss is a per-sample sum, not a batch mean. After the per-sample
-    normalisation of d the two give the same step, but padded rows (see
-    `m2m_tf.m2m.generation`) cannot leak into real rows.
+"""The translation x_j -> x* of M2m (paper eq. 3) and its random starts: T normalised gradient
+steps on CE(g(x), y_i) + lam * f(x)[y_j], summed per sample. See
+docs/method.md#step-4-translation, docs/method.md#the-random-start and difference 5 of
+docs/method.md#deliberate-differences-from-the-official-code-and-why.
 """
 
 import tensorflow as tf
@@ -27,9 +17,8 @@ START_NOISE_MODES = ("official", "per_sample")
 
 
 def random_start(x0: tf.Tensor, radius: float, seed: tf.Tensor) -> tf.Tensor:
-  """The per-sample start (ours): x0 + delta with ||delta_b||_2 = radius * u_b, u_b ~ U(0, 1).
-
-  The direction is Gaussian, normalised per sample.
+  """The per-sample start (ours): x0 + delta, ||delta_b||_2 = radius * u_b, u_b ~ U(0, 1), in a
+  Gaussian direction.
 
   Args:
     x0: [B, ...] float32 seeds.
@@ -48,10 +37,7 @@ def random_start(x0: tf.Tensor, radius: float, seed: tf.Tensor) -> tf.Tensor:
 
 def official_start(x0: tf.Tensor, radius: float, seed: tf.Tensor, rows=None) -> tf.Tensor:
   """The official start: x0 + delta, delta ~ U(-0.5, 0.5) per element, then each channel slice
-  (the last axis) over the rows `rows` scaled to L2 norm <= radius.
-
-  PyTorch's `renorm(p=2, dim=1, maxnorm=radius)` on NCHW (or [B, D]) inputs, factor
-  radius / (norm + 1e-7) where the norm exceeds radius.
+  (the last axis) over the rows `rows` scaled to L2 norm <= radius (PyTorch's `renorm`).
 
   Args:
     x0: [B, ..., C] float32 seeds.
@@ -83,33 +69,28 @@ def start_point(x0: tf.Tensor, radius: float, seed: tf.Tensor, mode: str, rows=N
 def translate(g, f, x0, seed_labels, target_labels, *, lam, step_size, steps,
               clip_min=0.0, clip_max=1.0, start_noise=0.0, seed=None,
               start_noise_mode="official"):
-  """Translates seeds x0 (of class `seed_labels`) towards `target_labels`.
+  """Translates seeds x0 (of class `seed_labels`) towards `target_labels`, without acceptance.
 
-  Public API: the pure translation of docs/method.md#step-4-translation, without acceptance.
-  Usable eagerly and inside `tf.function` (with or without XLA): the T steps run
-  in a `tf.while_loop` with static shapes.
-
-  Both f and g are called in inference mode (`training=False`): BatchNorm uses
-  running statistics and nothing about f or g changes.
+  Usable eagerly and inside `tf.function` (with or without XLA); f and g run with
+  `training=False` and are not changed.
 
   Args:
     g: the frozen classifier, a callable `g(x, training=False) -> logits`.
-    f: the classifier being trained, same calling convention. Pass `g` again for
-      the M2m-Self ablation.
+    f: the classifier being trained, same calling convention (`g` again for M2m-Self).
     x0: [B, ...] float seeds x_j.
     seed_labels: [B] int, y_j (the class whose f-logit is pushed down).
     target_labels: [B] int, y_i (the class g should predict for x*).
     lam: weight of f's seed-class logit (lambda; 0 gives the lam = 0 ablation).
     step_size: eta, the L2 length of each step.
     steps: T, the number of steps (a Python int).
-    clip_min, clip_max: the valid input domain. Pass None for both to leave x
-      unclipped (embeddings).
+    clip_min, clip_max: the valid input domain; None for both leaves x unclipped.
     start_noise: the largest L2 norm of the random start (0 disables it).
-    seed: a stateless seed (shape [2] int tensor) for the random start; required
-      when start_noise > 0.
+    seed: a stateless seed ([2] int tensor), required when start_noise > 0.
     start_noise_mode: "official" (the official law over the rows of x0) or "per_sample".
   Returns:
-    x*: [B, ...] float32, the translated inputs.
+    x*: [B, ...] float32.
+  Raises:
+    ValueError: steps < 0, start_noise > 0 without a seed, an unknown mode, or one clip bound.
   """
   x0 = tf.convert_to_tensor(x0, tf.float32)
   seed_labels = tf.cast(seed_labels, tf.int32)
@@ -142,13 +123,8 @@ def translate(g, f, x0, seed_labels, target_labels, *, lam, step_size, steps,
 
 
 def translation_loss(g, f, x, seed_labels, target_labels, lam) -> tf.Tensor:
-  """The translation objective summed over the batch (docs/method.md#step-4-translation):
-
-    sum_i CE(g(x_i), y_i) + lam * f(x_i)[y_j],
-
-  y_i the target and y_j the seed's class; f and g in inference mode. Each
-  row's input gradient is that row's own objective's (rows are independent).
-  """
+  """sum_i CE(g(x_i), y_i) + lam * f(x_i)[y_j], a float32 scalar (f and g in inference mode);
+  each row's input gradient is its own objective's."""
   g_logits = tf.cast(g(x, training=False), tf.float32)
   ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target_labels, logits=g_logits)
   f_logits = tf.cast(f(x, training=False), tf.float32)

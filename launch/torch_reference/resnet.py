@@ -1,5 +1,6 @@
-"""The official CIFAR ResNet-32 in PyTorch, for the PyTorch reference (launch/torch_reference.py,
-docs/torch_reference.md) and as the oracle of tests/test_torch_import.py.
+"""The official CIFAR ResNet-32 in PyTorch, for the PyTorch reference (launch/torch_reference/,
+docs/torch_reference.md), the PyTorch step of `benchmarks.bench --torch`, and as the oracle of
+tests/test_torch_import.py.
 
 3 stages of 5 basic blocks (16/32/64 channels), zero-padded identity shortcuts, the official
 initialisation, and the input normaliser inside (images in [0, 1] are clamped, then normalised

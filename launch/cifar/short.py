@@ -1,12 +1,12 @@
 r"""The shortened CIFAR-LT schedule of the GPU check and the CPU short run, and its report.
 
-  python -m launch.cifar_short schedule --epochs 10 --deferred 8
+  python -m launch.cifar.short schedule --epochs 10 --deferred 8
       # prints "WARMUP MILESTONES FACTORS", e.g. "1 8,9 0.01,0.01"
-  python -m launch.cifar_short report --erm_dir DIR --m2m_dir DIR --output R.json \
+  python -m launch.cifar.short report --erm_dir DIR --m2m_dir DIR --output R.json \
       --epochs 10 --deferred 8 [--where "machine description"]
       # collects the two runs' results.json into R.json and R.md
 
-`launch/gpu_check.py` imports the functions; `launch/cifar_cpu_short.sh` runs the
+`launch/cifar/gpu_check.py` imports the functions; `launch/cifar/cpu_short.sh` runs the
 two commands. Figures made with such a schedule on the JPEG substitute are
 labelled as both: they are not the paper's 200-epoch numbers.
 """
@@ -19,7 +19,7 @@ import sys
 from typing import Optional, Sequence
 
 from m2m_tf.markdown import markdown_table
-from m2m_tf.io_utils import atomic_write_json, atomic_write_text
+from data_prep.atomic import atomic_write_json, atomic_write_text
 
 DATA_LABEL = "JPEG substitute (CIFAR-10 re-encoded as JPEG; PROVENANCE §3)"
 NOT_COMPARABLE = "not comparable to the paper to the decimal"
@@ -95,7 +95,7 @@ def cpu_description() -> str:
 
 def _parser() -> argparse.ArgumentParser:
   """The two commands of the module docstring."""
-  p = argparse.ArgumentParser(prog="python -m launch.cifar_short",
+  p = argparse.ArgumentParser(prog="python -m launch.cifar.short",
                               description=__doc__.split("\n\n")[0])
   sub = p.add_subparsers(dest="command", required=True)
   for name, text in (("schedule", "print WARMUP MILESTONES FACTORS of the short schedule"),

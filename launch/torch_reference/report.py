@@ -3,15 +3,17 @@ output folder's histories under results/, `report` writes
 results/torch_reference_cifar10_jpeg_lt.{csv,md} beside m2m_tf's rows and the paper's."""
 
 import json
-import os
 import pathlib
 import shutil
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import pandas as pd
 
+from data_prep.atomic import atomic_save, atomic_write_text
 from launch import tables
-from launch import torch_reference as tr
+from launch.torch_reference import training as tr
+from m2m_tf.markdown import markdown_table
 
 
 def selected_row(rows: Sequence[Dict]) -> Dict:
@@ -52,7 +54,6 @@ def phase1_rows(runs_dir: pathlib.Path, tf_history, deferral: int) -> List[List[
   """Phase 1 side by side: each PyTorch seed's and m2m_tf's training loss at the deferral
   epoch and mean validation bACC over `phase1_windows` (at lr 0.1 a single epoch's bACC
   swings by several points, so windows are averaged)."""
-  import pandas as pd  # pylint: disable=g-import-not-at-top
   out = []
   for hist in sorted(runs_dir.glob("*_phase1_s*/history.csv")):
     frame = pd.read_csv(hist)
@@ -105,7 +106,6 @@ def collect(src, dest, states: bool = False) -> List[str]:
 
 def _tf_rows(path) -> Dict[str, Dict]:
   """Our TF rows (seed 0) by stage, from the committed CIFAR table."""
-  import pandas as pd  # pylint: disable=g-import-not-at-top
   if not pathlib.Path(path).exists():
     return {}
   table = pd.read_csv(path)
@@ -128,14 +128,12 @@ TF_PHASE1 = "results/cifar10_jpeg_lt_full/erm_phase1_s0/history.csv"
 def report(runs_dir, results_dir, tf_table="results/cifar10_jpeg_lt.csv",
            tf_phase1=TF_PHASE1, recipe: tr.Recipe = tr.Recipe()) -> pathlib.Path:
   """Writes torch_reference_cifar10_jpeg_lt.{csv,md} under `results_dir` from the runs."""
-  from m2m_tf.markdown import markdown_table  # pylint: disable=g-import-not-at-top
-  import pandas as pd  # pylint: disable=g-import-not-at-top
   runs_dir = pathlib.Path(runs_dir)
   names = sorted(p.parent.name for p in runs_dir.glob("*/history.csv")
                  if "_phase1_" not in p.parent.name)
   frame = pd.DataFrame([summarize_run(n, tr.read_history(runs_dir / n), recipe) for n in names])
   base = pathlib.Path(results_dir) / "torch_reference_cifar10_jpeg_lt"
-  frame.to_csv(f"{base}.csv", index=False, float_format="%.4f")
+  atomic_save(lambda tmp: frame.to_csv(tmp, index=False, float_format="%.4f"), f"{base}.csv")
   per_run = [[f"{r['method']}_s{r['seed']}", r["epochs"], r["best_epoch"] or "",
               _f(r["val_bacc"]), _f(r["test_bacc"]), _f(r["test_gm"]),
               f"{r['latest_epoch']}: {_f(r['latest_val_bacc'])} / {_f(r['latest_test_bacc'])}",
@@ -157,9 +155,7 @@ def report(runs_dir, results_dir, tf_table="results/cifar10_jpeg_lt.csv",
                       for lo, hi in phase1_windows(recipe.deferral)],
                      phase1_rows(runs_dir, tf_phase1, recipe.deferral)), ""]
   text += _from_tf_section(runs_dir / "from_tf", _tf_rows(tf_table), recipe)
-  tmp = pathlib.Path(f"{base}.md.tmp")
-  tmp.write_text("\n".join(text))
-  os.replace(tmp, f"{base}.md")
+  atomic_write_text(f"{base}.md", "\n".join(text))
   return base
 
 
@@ -168,7 +164,6 @@ def _from_tf_section(folder: pathlib.Path, tf_rows: Dict[str, Dict],
   """The rows branched in PyTorch from m2m_tf's own phase-1 state (`import_tf`), beside
   m2m_tf's rows: the same weights and momentum after epoch 160, then each framework's
   epochs 161-200 (their data order and kernels differ)."""
-  from m2m_tf.markdown import markdown_table  # pylint: disable=g-import-not-at-top
   runs = [m for m in tr.ROWS if (folder / f"{m}_s0" / "history.csv").exists()]
   if not runs:
     return []
@@ -200,8 +195,6 @@ TRAJECTORY_EPOCHS = (161, 162, 163, 165, 170, 180, 190, 200)
 def _trajectories(folder: pathlib.Path, methods: Sequence[str], tf_root,
                   recipe: tr.Recipe) -> List[str]:
   """A table of both sides' validation bACC at `TRAJECTORY_EPOCHS` for each branched row."""
-  from m2m_tf.markdown import markdown_table  # pylint: disable=g-import-not-at-top
-  import pandas as pd  # pylint: disable=g-import-not-at-top
   epochs = [e for e in TRAJECTORY_EPOCHS if recipe.deferral < e <= recipe.epochs]
   lines = []
   for m in methods:
