@@ -3,7 +3,7 @@ point: `load_dataset(name, data_dir, **options)`. Names are imported lazily (PEP
 `python -m data_prep.download` runs without importing the builders.
 """
 
-import importlib
+from data_prep.lazy import exports
 
 _EXPORTS = {
     "DataNotFoundError": "data_prep.paths",
@@ -20,13 +20,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-  """Imports an exported name on first use."""
-  if name in _EXPORTS:
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-  raise AttributeError(f"module 'data_prep' has no attribute {name!r}")
-
-
-def __dir__():
-  return sorted(list(globals()) + list(_EXPORTS))
+__getattr__, __dir__ = exports("data_prep", _EXPORTS, globals())

@@ -5,7 +5,7 @@ The names below are imported on first use (PEP 562), so that `m2m_tf.m2m.params`
 TensorFlow.
 """
 
-import importlib
+from data_prep.lazy import exports
 
 _EXPORTS = {
     "M2mConfig": "m2m_tf.m2m.params",
@@ -20,13 +20,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-  """Imports an exported name on first use."""
-  if name in _EXPORTS:
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-  raise AttributeError(f"module 'm2m_tf.m2m' has no attribute {name!r}")
-
-
-def __dir__():
-  return sorted(list(globals()) + list(_EXPORTS))
+__getattr__, __dir__ = exports("m2m_tf.m2m", _EXPORTS, globals())
