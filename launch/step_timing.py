@@ -260,6 +260,14 @@ class _Timed(TimedSteps):
     return dt
 
 
+def step_timer(w: Workload, cfg: StepConfig, seed: int, n_batches: int = 8) -> TimedSteps:
+  """A built, untimed m2m_tf step of `cfg` over `n_batches` in-memory balanced batches of
+  synthetic data with the workload's class counts (`time_steps` times such steps)."""
+  x, y = synthetic_arrays(w, seed)
+  xs, ys = balanced_batches(w, x, y, n_batches=n_batches, seed=seed)
+  return _Timed(w, cfg, xs, ys, seed)
+
+
 def _step_row(w: Workload, t: _Timed) -> dict:
   """The JSON row of one timed configuration (with the translated-slot fractions of M2m)."""
   med = statistics.median(t.times) if t.times else float("nan")

@@ -1,4 +1,4 @@
-"""The figures of a run's report (`m2m_tf.report`) and of the CIFAR study (`launch.cifar_report`).
+"""The figures of a run's report (`m2m_tf.report`) and of the CIFAR study (`launch.cifar.report`).
 
 Agg canvas, no pyplot; PNGs are written atomically. Each drawing function returns the values
 read back from what it drew, for tests; classes go by training count, largest first.
