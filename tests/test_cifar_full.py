@@ -186,6 +186,9 @@ class CommittedStateTest(absltest.TestCase):
     _verified_state(erm, 170, 165)
     with open(os.path.join(erm, "results.json"), "w") as fh:  # finished: no checkpoint kept
       json.dump({"test_bacc": 1.0, "test_gm": 1.0}, fh)
+    export = os.path.join(erm, "saved_model", "variables", "variables.index")
+    os.makedirs(os.path.dirname(export))
+    open(export, "w").close()
     add, drop = cifar_state.plan_git(cifar_full.PLAN)
     kept = sorted(os.path.relpath(p, root) for p in add if "/ckpt/" in p)
     self.assertEqual(kept, ["erm_phase1_s0/ckpt/best-e0050.npz",
@@ -195,7 +198,9 @@ class CommittedStateTest(absltest.TestCase):
                             "ldam_phase1_s0/ckpt/state-0100.json",
                             "ldam_phase1_s0/ckpt/state-0100.npz"])
     self.assertIn(os.path.join(erm, "results.json"), add)
-    self.assertLen(drop, 4 + 2 + 3)  # 161, 162; ldam's 101; erm_s0's whole ckpt/
+    self.assertNotIn(export, add)  # exports stay on disk
+    self.assertIn(export, drop)
+    self.assertLen(drop, 4 + 2 + 3 + 1)  # 161, 162; ldam's 101; erm_s0's ckpt/ and export
     # Once every row of the seed has finished, the branch point leaves the tree too.
     for row in ("drs_s0", "m2m_per_sample_s0", "m2m_s0"):
       os.makedirs(os.path.join(root, row))

@@ -4,7 +4,8 @@ r"""Stages the CIFAR plan's run folders for a commit, keeping the repository lig
   python -m launch.cifar.state --dry_run  # print it only
 
 The rule (docs/runs.md#carrying-a-plan-across-machines): every run folder's own files
-(flags, history, results, best weights, the export, its log) are committed; of its
+(flags, history, results, best weights, its log) are committed, but not its export
+(`saved_model/`, which stays on disk; exports committed before stay); of its
 `ckpt/`, only what a new machine needs to go on:
   * an unfinished run: its newest commit that verifies (record, state, best file);
   * a phase-1 run: its branch point too, while a row of its seed still has to branch
@@ -26,6 +27,7 @@ from m2m_tf.run_records import CKPT_DIR, read_record, record_path
 from m2m_tf.training import checkpoint as ckpt_lib
 
 FLAGS = flags.FLAGS
+EXPORT_DIR = "saved_model"  # 4.5 MB a row; best_f.weights.h5 holds the same f
 flags.DEFINE_bool("dry_run", False, "Print the git commands; change nothing.")
 
 
@@ -61,7 +63,8 @@ def kept_checkpoints(stage: cifar_full.Stage) -> Set[str]:
 
 
 def plan_git(stages) -> Tuple[List[str], List[str]]:
-  """(paths to add, checkpoint paths to drop from the index) for the plan's run folders."""
+  """(paths to add, paths left out: checkpoints to drop from the index, and exports) for the
+  plan's run folders."""
   add, drop = [], []
   for stage in stages:
     if not os.path.isdir(stage.run_dir):
@@ -71,7 +74,8 @@ def plan_git(stages) -> Tuple[List[str], List[str]]:
       for name in sorted(files):
         path = os.path.join(folder, name)
         in_ckpt = os.path.basename(folder) == CKPT_DIR
-        (add if not in_ckpt or path in kept else drop).append(path)
+        in_export = EXPORT_DIR in os.path.relpath(folder, stage.run_dir).split(os.sep)
+        (add if (not in_ckpt or path in kept) and not in_export else drop).append(path)
     if os.path.exists(stage.run_dir + ".log"):
       add.append(stage.run_dir + ".log")
   return add, drop
