@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from data_prep.atomic import atomic_write_json, atomic_write_text
 from m2m_tf.data import pipeline
@@ -100,6 +101,42 @@ def time_steps(timers: dict, warmup: int, steps: int, min_sample_s: float) -> Di
   return {k: {"median_step_s": statistics.median(t.times), "first_call_s": t.first_call_s,
               "times_s": [round(v, 5) for v in t.times], "steps_per_sample": t.repeat}
           for k, t in timers.items()}
+
+
+# ResNet-32's three stages: (height = width, channels) of their 3x3 convolutions.
+RESNET32_STAGES = ((32, 16), (16, 32), (8, 64))
+
+
+def _conv_pass(data_format: str):
+  """A compiled 3x3 convolution with its input and filter gradients, in `data_format`."""
+  @tf.function
+  def run(x, w):
+    with tf.GradientTape() as tape:
+      tape.watch([x, w])
+      y = tf.nn.conv2d(x, w, 1, "SAME", data_format=data_format)
+      loss = tf.reduce_sum(y * y)
+    return tape.gradient(loss, [x, w])
+  return run
+
+
+def time_layouts(batch: int, repeats: int, stages=RESNET32_STAGES) -> List[dict]:
+  """Median seconds of a ResNet-32 stage's convolution pass (`_conv_pass`) in NHWC and NCHW,
+  timed in interleaved rounds after one untimed call each."""
+  cases = {}
+  for size, ch in stages:
+    w = tf.random.stateless_normal((3, 3, ch, ch), seed=(0, ch))
+    for fmt in ("NHWC", "NCHW"):
+      shape = (batch, size, size, ch) if fmt == "NHWC" else (batch, ch, size, size)
+      cases[(size, ch, fmt)] = (_conv_pass(fmt), tf.random.stateless_normal(shape, (1, ch)), w)
+  times = {k: [] for k in cases}
+  for r in range(repeats + 1):
+    for key, (run, x, w) in cases.items():
+      t0 = time.perf_counter()
+      np.asarray(run(x, w)[1])
+      if r:
+        times[key].append(time.perf_counter() - t0)
+  return [{"size": size, "channels": ch, "nhwc_s": statistics.median(times[(size, ch, "NHWC")]),
+           "nchw_s": statistics.median(times[(size, ch, "NCHW")])} for size, ch in stages]
 
 
 def epoch_seconds(step_s: float, steps: int, val_s: float, test_s: float, share: float) -> float:
@@ -179,6 +216,7 @@ def measure(w, args) -> dict:
   return {"steps": steps, "evaluation": evals, "pipeline": pipe, "profiles": profiles,
           "share_runs": sorted(runs), "test_share": share,
           "epochs": summarise(w, steps, evals, share, pipe, args.default_eval_batch),
+          "layouts": time_layouts(w.batch_size, args.layout_repeats),
           "threads": time_threads(args.threads, args) if args.threads else []}
 
 
@@ -235,8 +273,18 @@ def markdown(report: dict) -> str:
       f"Input pipeline read alone: {pipe['samples_per_s']:.0f} samples/s, "
       f"{pipe['epoch_s']:.1f} s per epoch of batches = {_pct(pipe['over_erm_steps'])} of the "
       "ERM steps' time (it runs beside the step, on the same cores).",
-  ] + _profile_tables(r["profiles"])
+  ] + _profile_tables(r["profiles"]) + _layout_lines(r.get("layouts", []))
   return "\n".join(lines + _threads_lines(r["threads"])) + "\n"
+
+
+def _layout_lines(layouts: List[dict]) -> List[str]:
+  """The NHWC / NCHW table."""
+  rows = [[f"{x['size']}x{x['size']}x{x['channels']}", f"{x['nhwc_s'] * 1e3:.1f}",
+           f"{x['nchw_s'] * 1e3:.1f}", f"{x['nchw_s'] / x['nhwc_s']:.2f}"] for x in layouts]
+  return ["", "A 3x3 convolution with its input and filter gradients, per ResNet-32 stage, "
+          "in each layout (median ms, interleaved):", "",
+          markdown_table(["stage (HxWxC)", "NHWC ms", "NCHW ms", "NCHW / NHWC"], rows)
+          ] if layouts else []
 
 
 def _threads_lines(threads: List[dict]) -> List[str]:
@@ -266,6 +314,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p.add_argument("--default_eval_batch", type=int, default=1024,
                  help="the runs' --eval_batch_size (the 'before')")
   p.add_argument("--eval_repeats", type=int, default=3, help="timed passes per evaluation")
+  p.add_argument("--layout_repeats", type=int, default=20, help="timed passes per layout")
   p.add_argument("--pipeline_batches", type=int, default=40)
   p.add_argument("--profile_steps", type=int, default=3, help="steps profiled per step kind")
   p.add_argument("--threads", type=lambda s: [v for v in s.split(",") if v], default=[],

@@ -6,6 +6,7 @@ import tempfile
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 from absl.testing import absltest, parameterized
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
@@ -96,6 +97,22 @@ class KernelProfileTest(parameterized.TestCase):
     self.assertAlmostEqual(s["total_ms"], 500 / 1e9)
 
 
+class LayoutTest(tf.test.TestCase):
+
+  def test_both_layouts_compute_the_same_gradients(self):
+    x = tf.random.stateless_normal((2, 5, 5, 3), seed=(0, 1))
+    w = tf.random.stateless_normal((3, 3, 3, 4), seed=(0, 2))
+    try:
+      gx_nchw, gw_nchw = epoch_cost._conv_pass("NCHW")(tf.transpose(x, (0, 3, 1, 2)), w)
+    except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
+      self.skipTest("this TensorFlow build has no NCHW convolution on the CPU")
+    gx, gw = epoch_cost._conv_pass("NHWC")(x, w)
+    # Each entry sums at most 2 * 25 * 36 float32 products of size ~10 in some order:
+    # |error| <= 1800 * 2**-24 * 10, about 1e-3.
+    self.assertAllClose(gw, gw_nchw, rtol=1e-4, atol=1e-3)
+    self.assertAllClose(gx, tf.transpose(gx_nchw, (0, 2, 3, 1)), rtol=1e-4, atol=1e-3)
+
+
 class EpochCostCommandTest(absltest.TestCase):
 
   def test_quick_run_writes_its_report(self):
@@ -106,6 +123,7 @@ class EpochCostCommandTest(absltest.TestCase):
       out = os.path.join(d, "ec.json")
       epoch_cost.main(["--quick", "--steps", "1", "--warmup", "1", "--eval_repeats", "1",
                        "--pipeline_batches", "2", "--profile_steps", "1", "--epochs", "4",
+                       "--layout_repeats", "1",
                        "--histories", os.path.join(d, "*", "history.csv"), "--output", out])
       with open(out) as fh:
         report = json.load(fh)
@@ -118,6 +136,9 @@ class EpochCostCommandTest(absltest.TestCase):
     self.assertIn("translation", r["profiles"]["m2m"]["parts"])
     self.assertNotIn("translation", r["profiles"]["erm"]["parts"])
     self.assertIn("s/epoch after", md)
+    self.assertEqual([(x["size"], x["channels"]) for x in r["layouts"]],
+                     list(epoch_cost.RESNET32_STAGES))
+    self.assertIn("NCHW / NHWC", md)
 
   def test_threads_only_times_child_processes(self):
     with tempfile.TemporaryDirectory() as d:
