@@ -18,11 +18,13 @@ import pandas as pd
 from PIL import Image
 
 from data_prep.splits import DatasetSplits
+from launch.cifar import figures as cifar_figures
 from launch.cifar import report as cifar_report
+from launch.cifar import runs as cifar_runs
 from m2m_tf import models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NAMES = cifar_report.CIFAR10_CLASSES
+NAMES = cifar_runs.CIFAR10_CLASSES
 COUNTS = [50, 40, 30, 20, 15, 10, 8, 6, 5, 4]
 FLAGS = {"epochs": 200, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "warmup_epochs": 5,
          "lr_milestones": [160, 180], "lr_factors": [0.01, 0.01], "weight_decay": 2e-4,
@@ -115,8 +117,8 @@ class TableTest(absltest.TestCase):
     self.root = tempfile.mkdtemp()
     _finished_erm(self.root, with_weights=False)
     _unfinished_m2m(self.root)
-    self.runs = cifar_report.read_runs(self.root)
-    self.table = cifar_report.table(self.runs)
+    self.runs = cifar_runs.read_runs(self.root)
+    self.table = cifar_runs.table(self.runs)
     self.df = _seed0(self.table)
 
   def test_one_row_per_stage_and_seed_with_paper_numbers(self):
@@ -186,7 +188,7 @@ class TableTest(absltest.TestCase):
            {"tau": 1.75, "test_bacc": 51.25, "test_gm": 30.5})
     _write(os.path.join(self.root, "m2m_s0", "posthoc_la.json"),  # unfinished: not read
            {"tau": 1.0, "test_bacc": 99.0, "test_gm": 99.0})
-    df = cifar_report.table(cifar_report.read_runs(self.root))
+    df = cifar_runs.table(cifar_runs.read_runs(self.root))
     erm, m2m = (_seed0(df).loc[k] for k in ("erm", "m2m"))
     self.assertEqual((erm["posthoc_tau"], erm["posthoc_test_bacc"], erm["posthoc_test_gm"]),
                      (1.75, 51.25, 30.5))
@@ -200,11 +202,11 @@ class TableTest(absltest.TestCase):
     hist.loc[[150, 180], "val_bacc"] = 50.0  # a tie: ours keeps 150, the official code 180
     hist["test_gm"] = hist["test_bacc"] - 10.0
     _write(os.path.join(self.root, "erm_s0", "history.csv"), hist.to_csv(index=False))
-    erm = _seed0(cifar_report.table(cifar_report.read_runs(self.root))).loc["erm"]
+    erm = _seed0(cifar_runs.table(cifar_runs.read_runs(self.root))).loc["erm"]
     self.assertEqual(erm["best_epoch_last_tie"], 180)
     self.assertAlmostEqual(erm["test_bacc_last_tie"], hist["test_bacc"][180])
     self.assertAlmostEqual(erm["test_gm_last_tie"], hist["test_bacc"][180] - 10.0)
-    md = cifar_report.markdown(cifar_report.table(cifar_report.read_runs(self.root)),
+    md = cifar_report.markdown(cifar_runs.table(cifar_runs.read_runs(self.root)),
                                self.runs, self.root)
     t180 = hist["test_bacc"][180]
     self.assertIn(f"| 190 | 180: {t180:.1f} / {t180 - 10:.1f} |", md)
@@ -214,14 +216,14 @@ class TableTest(absltest.TestCase):
   def test_machines_count_a_rows_own_epochs(self):
     record = {"epochs_done": 164, "epoch_seconds": [1.0] * 164,
               "epoch_machines": [None] * 161 + ["AMD, 2 cores", "Intel, 2 cores", "Intel, 2 cores"]}
-    got = cifar_report._machines(None, record, {"init_epoch": 160})
+    got = cifar_runs._machines(None, record, {"init_epoch": 160})
     self.assertEqual(got, {"not recorded": 1, "AMD, 2 cores": 1, "Intel, 2 cores": 2})
     # A record from before the field: every own epoch "not recorded".
     old = {"epochs_done": 170, "epoch_seconds": [1.0] * 170}
-    self.assertEqual(cifar_report._machines(None, old, {"init_epoch": 160}), {"not recorded": 10})
-    run = cifar_report.Run("drs", "ce", "drs", "x", machines=got)
+    self.assertEqual(cifar_runs._machines(None, old, {"init_epoch": 160}), {"not recorded": 10})
+    run = cifar_runs.Run("drs", "ce", "drs", "x", machines=got)
     self.assertIn("ERM-DRS: not recorded (1), AMD, 2 cores (1), Intel, 2 cores (2)",
-                  cifar_report.machines_text([run]))
+                  cifar_runs.machines_text([run]))
 
   def test_cli(self):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -243,18 +245,18 @@ class FigureTest(absltest.TestCase):
     root, figs = tempfile.mkdtemp(), tempfile.mkdtemp()
     _finished_erm(root, with_weights=True)
     _unfinished_m2m(root)
-    runs = cifar_report.read_runs(root)
-    self.assertEqual(cifar_report.translation_f(runs).stage, "erm")  # M2m is unfinished
-    written = cifar_report.make_figures(runs, figs, load_data=_fake_data, load_g=_random_g)
-    self.assertEqual(sorted(written), sorted(cifar_report.FIGURES))
-    for key, name in cifar_report.FIGURES.items():
+    runs = cifar_runs.read_runs(root)
+    self.assertEqual(cifar_figures.translation_f(runs).stage, "erm")  # M2m is unfinished
+    written = cifar_figures.make_figures(runs, figs, load_data=_fake_data, load_g=_random_g)
+    self.assertEqual(sorted(written), sorted(cifar_figures.FIGURES))
+    for key, name in cifar_figures.FIGURES.items():
       self.assertEqual(written[key], os.path.join(figs, name))
       _assert_png(self, written[key])
 
   def test_translations_clip_and_probabilities(self):
     data = _fake_data()
     f = models.build_model("resnet32", (32, 32, 3), 10, name="f")
-    ex = cifar_report.translate_examples(_random_g(), f, data, n_seeds=2, n_targets=2)
+    ex = cifar_figures.translate_examples(_random_g(), f, data, n_seeds=2, n_targets=2)
     self.assertEqual(ex["major"], 0)
     self.assertEqual(ex["targets"], [9, 8])  # smallest classes first
     self.assertEqual(ex["x_star"].shape, (2, 2, 32, 32, 3))
@@ -268,19 +270,19 @@ class FigureTest(absltest.TestCase):
     def no_data():
       raise AssertionError("data loaded without a model figure to make")
 
-    written = cifar_report.make_figures(cifar_report.read_runs(root), figs, load_data=no_data,
+    written = cifar_figures.make_figures(cifar_runs.read_runs(root), figs, load_data=no_data,
                                         load_g=no_data)
     self.assertEqual(list(written), ["curves"])
-    self.assertEqual(os.listdir(figs), [cifar_report.FIGURES["curves"]])
+    self.assertEqual(os.listdir(figs), [cifar_figures.FIGURES["curves"]])
     _assert_png(self, written["curves"])
-    empty = cifar_report.read_runs(tempfile.mkdtemp())
-    self.assertEqual(cifar_report.make_figures(empty, figs, load_data=no_data, load_g=no_data), {})
+    empty = cifar_runs.read_runs(tempfile.mkdtemp())
+    self.assertEqual(cifar_figures.make_figures(empty, figs, load_data=no_data, load_g=no_data), {})
 
   def test_missing_g_skips_translations(self):
     root, figs = tempfile.mkdtemp(), tempfile.mkdtemp()
     _finished_erm(root, with_weights=True)
-    self.assertIsNone(cifar_report.load_official_g(os.path.join(root, "no_such_g.npz")))
-    written = cifar_report.make_figures(cifar_report.read_runs(root), figs,
+    self.assertIsNone(cifar_figures.load_official_g(os.path.join(root, "no_such_g.npz")))
+    written = cifar_figures.make_figures(cifar_runs.read_runs(root), figs,
                                         load_data=lambda: _fake_data(4), load_g=lambda: None)
     self.assertNotIn("translations", written)
     self.assertIn("embedding", written)
@@ -290,7 +292,7 @@ class FigureTest(absltest.TestCase):
     root, out = tempfile.mkdtemp(), tempfile.mkdtemp()
     _finished_erm(root, with_weights=True)
     _unfinished_m2m(root)
-    runs = cifar_report.read_runs(root)
+    runs = cifar_runs.read_runs(root)
     data = _fake_data(4)
     path = cifar_report.make_predictions(runs, out, lambda: data)
     with np.load(path) as z:
@@ -305,7 +307,7 @@ class FigureTest(absltest.TestCase):
     self.assertIn("Paired over seeds", md)
     self.assertIn("- ERM-M2m - ERM: n/a (0 shared finished seeds)", md)
     # No finished row with weights: no model is built and no data read.
-    self.assertIsNone(cifar_report.make_predictions(cifar_report.read_runs(tempfile.mkdtemp()),
+    self.assertIsNone(cifar_report.make_predictions(cifar_runs.read_runs(tempfile.mkdtemp()),
                                                     out, load_data=None))
 
 

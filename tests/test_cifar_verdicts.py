@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
 from launch.cifar import verdicts as cv
-from launch.cifar.report import Run
+from launch.cifar.runs import Run
 
 K = 10
 

@@ -17,263 +17,35 @@ Reads whatever run folders exist under --root (finished or not) and writes
                                     (official g, the best f available)
     cifar_per_class_recall.png      per-class test recall of the finished rows
     cifar_training_curves.png       loss, val bACC (and M2m acceptance rate) per epoch
-  drawn by `m2m_tf.plots`, the code that draws every run's report (`m2m_tf.report`).
+  drawn by `launch.cifar.figures` with `m2m_tf.plots`, the code that draws every run's report
+  (`m2m_tf.report`). The run folders are read by `launch.cifar.runs`.
 
 Unfinished rows show their progress and their latest validation bACC: the test
 metrics of an epoch that was not selected on validation are never reported.
 """
 
 import argparse
-import collections
-import dataclasses
 import functools
 import math
 import os
 import sys
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
 
 from data_prep import registry
-from data_prep.atomic import atomic_write_text, read_json
-from launch import selection_ties
+from data_prep.atomic import atomic_write_text
 from launch import tables
+from launch.cifar import figures as cifar_figures
 from launch.cifar import full as cifar_full
 from launch.cifar import seeds
 from launch.cifar import verdicts as cifar_verdicts
-from m2m_tf import plots
-from m2m_tf import run_records as ckpt_lib
+from launch.cifar.runs import (DATASET, IMBALANCE_RATIO, Run, class_names, machines_text,
+                               phase1_hours, read_runs, start_noise, table)
 from m2m_tf.markdown import markdown_table
 
-DATASET = "cifar10_jpeg_lt"
 TORCH_CSV = "torch_reference_cifar10_jpeg_lt.csv"  # launch.torch_reference's table
-IMBALANCE_RATIO = 100
-DEFAULT_G = "../shared/pretrained/official_erm_resnet32_cifar10lt_r100.npz"
-# Fallback names (CIFAR-10's index order) for the recall columns before any run has finished.
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                   "ship", "truck")
-# The paper's CIFAR-10-LT (ratio 100, lossless PNG data), ResNet-32: launch/tables.py PAPER.
-PAPER = tables.PAPER["cifar10_lt"]
-# Fig. 4 compares these stages' f (the paper's Fig. 4: ERM, DRS, M2m).
-EMBEDDING_STAGES = ("erm", "drs", "m2m")
-FIGURES = {"embedding": "cifar_fig4_embedding.png", "cumulative_fp": "cifar_fig5_cumulative_fp.png",
-           "translations": "cifar_fig6_translations.png",
-           "recall": "cifar_per_class_recall.png", "curves": "cifar_training_curves.png"}
-
-
-@dataclasses.dataclass
-class Run:
-  """What a stage's run folder holds (all fields empty for a stage not started)."""
-
-  stage: str
-  loss: str
-  method: str
-  run_dir: str
-  seed: int = 0
-  flags: Optional[dict] = None
-  phase1_flags: Optional[dict] = None  # a branched run's: its source's flags.json
-  results: Optional[dict] = None
-  history: Optional[pd.DataFrame] = None
-  epochs_done: int = 0
-  epochs_total: int = 200
-  hours: Optional[float] = None
-  machines: Dict[str, int] = dataclasses.field(default_factory=dict)  # own epochs per machine
-
-  @property
-  def label(self) -> str:
-    """The table's name of the stage (e.g. "ERM-M2m")."""
-    return cifar_full.ROW_SPECS[self.stage][0] if self.stage in cifar_full.ROW_SPECS else self.stage
-
-  @property
-  def key(self) -> str:
-    """The run's unique name, `<stage>_s<seed>` (its folder's)."""
-    return f"{self.stage}_s{self.seed}"
-
-  @property
-  def finished(self) -> bool:
-    """Whether the run wrote results.json (its last file)."""
-    return self.results is not None
-
-  @property
-  def weights(self) -> Optional[str]:
-    """f's best-validation weights, if written."""
-    path = os.path.join(self.run_dir, "best_f.weights.h5")
-    return path if os.path.exists(path) else None
-
-
-def _history(run_dir: str, record: Optional[dict]) -> Optional[pd.DataFrame]:
-  """history.csv, else the history rows of the newest commit record."""
-  path = os.path.join(run_dir, "history.csv")
-  if os.path.exists(path):
-    try:
-      return pd.read_csv(path)
-    except (pd.errors.EmptyDataError, ValueError):
-      pass
-  rows = (record or {}).get("history")
-  return pd.DataFrame(rows) if rows else None
-
-
-def _wall_hours(results, record, flags) -> Optional[float]:
-  """This run's own training time: the sum of its epoch times.
-
-  A finished run stores every epoch's time in results.json (`epoch_seconds`), an
-  unfinished one in its newest checkpoint record. A branched run's lists also
-  hold its parent's epoch times; those are left out (they are the parent's row).
-  Old results without `epoch_seconds` fall back to `seconds` (last invocation).
-  """
-  source, first = _epoch_lists(results, record, flags)
-  seconds = [s for s in source.get("epoch_seconds", [])[first:] if s]
-  if seconds:
-    return sum(seconds) / 3600
-  return results.get("seconds", 0.0) / 3600 if results else None
-
-
-def read_run(root: str, stage) -> Run:
-  """The `Run` of one `cifar_full.Stage` under `root` (`<root>/<stage>_s<seed>`)."""
-  run = Run(stage.name, stage.loss, stage.method, os.path.join(root, stage.key), stage.seed)
-  if not os.path.isdir(run.run_dir):
-    return run
-  flags = read_json(os.path.join(run.run_dir, "flags.json"))
-  # As {leaf name: value}, whether the record is nested by section or of the older flat form.
-  run.flags = None if flags is None else ckpt_lib.flatten_record(flags)
-  if run.flags and run.flags.get("init_from"):
-    source = read_json(os.path.join(_source_dir(root, run.flags["init_from"]), "flags.json"))
-    run.phase1_flags = None if source is None else ckpt_lib.flatten_record(source)
-  run.results = read_json(os.path.join(run.run_dir, "results.json"))
-  record = ckpt_lib.newest_record(os.path.join(run.run_dir, ckpt_lib.CKPT_DIR))
-  run.history = _history(run.run_dir, record)
-  run.epochs_total = int((run.flags or {}).get("epochs") or 200)
-  if run.finished:
-    run.epochs_done = run.epochs_total
-  elif record is not None:
-    run.epochs_done = int(record.get("epochs_done", 0))
-  elif run.history is not None and len(run.history):
-    run.epochs_done = int(run.history["epoch"].max()) + 1
-  run.hours = _wall_hours(run.results, record, run.flags)
-  run.machines = _machines(run.results, record, run.flags)
-  return run
-
-
-def _epoch_lists(results, record, flags) -> Tuple[dict, int]:
-  """(where a run's per-epoch lists are, its first own epoch): results.json once finished
-  (older ones lack the lists), else its newest commit record; a branched run's lists also hold
-  its source's epochs, before `init_epoch`."""
-  source = results if results and "epoch_seconds" in results else record
-  return source or {}, int((flags or {}).get("init_epoch") or 0)
-
-
-def _machines(results, record, flags) -> Dict[str, int]:
-  """How many of the run's own epochs (after its branch point) ran on each machine."""
-  source, first = _epoch_lists(results, record, flags)
-  names = ckpt_lib.epoch_machines(source)[first:]
-  return dict(collections.Counter(m or "not recorded" for m in names))
-
-
-def machines_text(runs: Sequence[Run]) -> str:
-  """Where each row's own epochs ran (a row resumed on another CPU changes speed there)."""
-  parts = [f"{r.label}: " + ", ".join(f"{m} ({n})" for m, n in r.machines.items())
-           for r in runs if r.machines]
-  return "; ".join(parts) if parts else "none yet"
-
-
-def _source_dir(root: str, init_from: str) -> str:
-  """A branched run's source folder: its name under `root` (the plan's runs live together, and
-  `init_from` is relative to where the launcher ran), else `init_from` as written."""
-  here = os.path.join(root, os.path.basename(os.path.normpath(init_from)))
-  return here if os.path.isdir(here) else init_from
-
-
-def read_runs(root: str) -> List[Run]:
-  """One `Run` per row and seed of `launch.cifar.full.ROWS`: rows in the plan's order of their
-  first seed, each row's seeds in order."""
-  order = list(dict.fromkeys(stage.name for stage in cifar_full.ROWS))
-  stages = sorted(cifar_full.ROWS, key=lambda s: (order.index(s.name), s.seed))
-  return [read_run(root, stage) for stage in stages]
-
-
-def phase1_hours(root: str) -> Dict[str, tuple]:
-  """(hours, epochs) each phase-1 run of the plan spent on its first `BRANCH_EPOCH` epochs (the
-  rows branched from it share them) or on as many as it has run, for the runs that have any."""
-  out = {}
-  for stage in cifar_full.PHASE1:
-    rec = ckpt_lib.newest_record(os.path.join(root, stage.key, ckpt_lib.CKPT_DIR))
-    seconds = [s for s in (rec or {}).get("epoch_seconds", [])[:cifar_full.BRANCH_EPOCH] if s]
-    if seconds:
-      out[stage.key] = (sum(seconds) / 3600, len(seconds))
-  return out
-
-
-def class_names(runs: Sequence[Run]) -> List[str]:
-  """The class names of the first finished run, else CIFAR-10's."""
-  for run in runs:
-    if run.finished and run.results.get("class_names"):
-      return list(run.results["class_names"])
-  return list(CIFAR10_CLASSES)
-
-
-def _latest(history: Optional[pd.DataFrame], column: str) -> float:
-  if history is None or column not in history or not history[column].notna().any():
-    return math.nan
-  return float(history[column].dropna().iloc[-1])
-
-
-def last_tie(run: Run) -> dict:
-  """A finished run's epoch and test bACC / GM under the official code's tie rule (the last
-  epoch with the best validation bACC; ours keeps the first): NaN when unfinished."""
-  h = run.history
-  if not run.finished or h is None or "val_bacc" not in h or not h["val_bacc"].notna().any():
-    return {"best_epoch_last_tie": math.nan, "test_bacc_last_tie": math.nan,
-            "test_gm_last_tie": math.nan}
-  h = h.sort_values("epoch").reset_index(drop=True)
-  _, last = selection_ties.tie_epochs(h["val_bacc"])
-  return {"best_epoch_last_tie": int(h["epoch"][last]),
-          "test_bacc_last_tie": float(h["test_bacc"][last]) if "test_bacc" in h else math.nan,
-          "test_gm_last_tie": float(h["test_gm"][last]) if "test_gm" in h else math.nan}
-
-
-def posthoc(run: Run) -> dict:
-  """A finished run's post-hoc logit adjustment (its posthoc_la.json, written by
-  `python -m m2m_tf.evaluate --checkpoint=RUN --posthoc_tau=select`): tau chosen on validation
-  bACC, and the adjusted test bACC / GM; NaN where there is none."""
-  p = read_json(os.path.join(run.run_dir, "posthoc_la.json")) if run.finished else None
-  if p is None:
-    return {"posthoc_tau": math.nan, "posthoc_test_bacc": math.nan, "posthoc_test_gm": math.nan}
-  return {"posthoc_tau": p["tau"], "posthoc_test_bacc": p["test_bacc"],
-          "posthoc_test_gm": p["test_gm"]}
-
-
-def table_row(run: Run, names: Sequence[str]) -> dict:
-  """The CSV row of one stage: progress, test metrics (finished only), recall, paper."""
-  r = run.results or {}
-  if run.finished:
-    status = "done"
-  elif run.flags is None and run.history is None:
-    status = "not started"
-  else:
-    status = f"{run.epochs_done} of {run.epochs_total} epochs"
-  recall = r.get("per_class_recall") or [None] * len(names)
-  row = {"stage": run.stage, "method": run.label, "loss": run.loss,
-         "rebalancing": "none" if run.method == "erm" else run.method, "seed": run.seed,
-         "epochs": f"{run.epochs_done}/{run.epochs_total}", "status": status,
-         "test_bacc": r.get("test_bacc", math.nan), "test_gm": r.get("test_gm", math.nan),
-         # Unfinished: the latest epoch's validation bACC (no test numbers of an unselected epoch).
-         "val_bacc": r["val_bacc"] if run.finished else _latest(run.history, "val_bacc"),
-         "best_epoch": r.get("best_epoch", math.nan), **last_tie(run), **posthoc(run)}
-  for name, value in zip(names, recall):
-    row[f"recall_{name}"] = math.nan if value is None else value
-  paper = PAPER.get(run.stage, (math.nan, math.nan))
-  row.update({"wall_hours": math.nan if run.hours is None else run.hours,
-              "paper_bacc": paper[0], "paper_gm": paper[1]})
-  return row
-
-
-def table(runs: Sequence[Run]) -> pd.DataFrame:
-  """The report's table: one row per stage, in the plan's order."""
-  names = class_names(runs)
-  return pd.DataFrame([table_row(run, names) for run in runs])
 
 
 def _fmt(v, digits: int = 1) -> str:
@@ -330,25 +102,12 @@ def momentum_text(runs: Sequence[Run]) -> str:
   return "; ".join(parts)
 
 
-def _start_noise(runs: Sequence[Run] = ()) -> float:
-  """The random start's radius: a run's flags.json value, else M2mConfig's default.
-
-  main.py's --start_noise is not in M2M_FLAGS, so the runs use its default; it is
-  read from flags.json first so that a table-only report needs no TensorFlow.
-  """
-  for run in sorted(runs, key=lambda r: r.method != "m2m"):
-    if run.flags and "start_noise" in run.flags:
-      return float(run.flags["start_noise"])
-  from m2m_tf.m2m.generation import M2mConfig  # lazy: TensorFlow; table-only reports run without
-  return M2mConfig().start_noise
-
-
 def m2m_text(runs: Sequence[Run] = ()) -> str:
   """The M2m hyper-parameters of the M2m rows (launch.cifar.full.M2M_FLAGS)."""
   m = cifar_full.M2M_FLAGS
   return (f"beta {m['beta']}, lambda {m['lam']}, gamma {m['gamma']}, step size "
           f"{m['step_size']}, T = {m['steps']}, random start of L2 radius "
-          f"{_start_noise(runs)} (the official code's CIFAR-10 values)")
+          f"{start_noise(runs)} (the official code's CIFAR-10 values)")
 
 
 def _main_row(r: pd.Series) -> list:
@@ -415,8 +174,8 @@ def markdown(df: pd.DataFrame, runs: Sequence[Run], root: str,
       "(trained by `python -m launch.cifar.full`).", "",
       f"- Recipe: {recipe_text(runs)}",
       "- g for the M2m rows: the official pre-trained ResNet-32 "
-      f"(`{os.path.basename(DEFAULT_G)}`), independent of f; 66.2% bACC on the JPEG test "
-      "split (`results/official_g_cifar10_jpeg.md`).",
+      f"(`{os.path.basename(cifar_figures.DEFAULT_G)}`), independent of f; 66.2% bACC on the "
+      "JPEG test split (`results/official_g_cifar10_jpeg.md`).",
       f"- M2m hyper-parameters: {m2m_text(runs)}. There was no hyper-parameter grid.",
       "- Paper: the M2m paper's Table 2 (lossless CIFAR-10-LT, ratio 100, ResNet-32), the mean "
       "of its 3 seeds; its spread is not in our reference copy, so it is not shown.",
@@ -470,199 +229,6 @@ def write_table(runs: Sequence[Run], results_dir: str, root: str) -> List[str]:
   return paths
 
 
-# --- figures -----------------------------------------------------------------
-
-
-def _color(run: Run):
-  """One colour per row in every figure, by its place in the plan."""
-  names = list(dict.fromkeys(stage.name for stage in cifar_full.ROWS))
-  return plots.tab10(names.index(run.stage) if run.stage in names else 9)
-
-
-def fig_training_curves(runs: Sequence[Run], path: str) -> Optional[str]:
-  """Loss, val bACC and (M2m rows) acceptance rate per epoch of every run with a history."""
-  runs = [r for r in runs if r.history is not None and len(r.history)]
-  if not runs:
-    return None
-  m2m = [r for r in runs if "m2m_accept_rate" in r.history]
-  panels = [("loss", "training loss", runs), ("val_bacc", "val bACC (%)", runs)]
-  if m2m:
-    panels.append(("m2m_accept_rate", "M2m acceptance rate", m2m))
-
-  def series(col, rows):
-    """One line per run that has the column (unfinished runs tagged with their progress)."""
-    out = []
-    for r in rows:
-      if col in r.history:
-        tag = "" if r.finished else f" ({r.epochs_done}/{r.epochs_total})"
-        out.append(plots.Series(r.label + tag, r.history["epoch"] + 1, r.history[col],
-                                color=_color(r)))
-    return out
-
-  plots.curves(path, [plots.Panel(title, series(col, rows)) for col, title, rows in panels],
-               title="CIFAR-10-LT (JPEG substitute), ratio 100, ResNet-32", legend_all=False)
-  return path
-
-
-def fig_per_class_recall(runs: Sequence[Run], path: str) -> Optional[str]:
-  """Grouped per-class test recall bars of each row, averaged over its finished seeds, classes
-  by training count."""
-  runs = [r for r in runs if r.finished and r.results.get("per_class_recall")]
-  if not runs:
-    return None
-  rows = {}
-  for r in runs:
-    rows.setdefault(r.stage, []).append(r)
-  groups = []
-  for mine in rows.values():
-    bacc = np.mean([r.results["test_bacc"] for r in mine])
-    recall = np.mean([r.results["per_class_recall"] for r in mine], axis=0)
-    groups.append((f"{mine[0].label} (bACC {bacc:.1f}, {len(mine)} seed"
-                   f"{'s' if len(mine) > 1 else ''})", list(recall), _color(mine[0])))
-  plots.recall_bars(path, runs[0].results["class_names"], runs[0].results["class_counts"],
-                    groups, title="Per-class test recall, mean over seeds (classes by training "
-                    "count N_k, largest first)")
-  return path
-
-
-def fig_cumulative_fp(runs: Sequence[Run], path: str) -> Optional[str]:
-  """The paper's Fig. 5: cumulative false positives over classes, largest class first."""
-  runs = [r for r in runs if r.finished and (r.results.get("test") or {}).get("cumulative_fp")]
-  if not runs:
-    return None
-  # ERM and M2m are the paper's pair; the other rows are drawn thinner.
-  series = [(r.label, r.results["test"]["cumulative_fp"], _color(r),
-             2.2 if r.stage in ("erm", "m2m") else 1.0) for r in runs]
-  plots.cumulative_fp(path, runs[0].results["class_names"], runs[0].results["class_counts"],
-                      series, title="Cumulative false positives (Fig. 5)")
-  return path
-
-
-# --- figures that need models and data ---------------------------------------
-
-
-def build_f(run: Run, input_shape, num_classes: int):
-  """f of a run with its best-validation weights."""
-  from m2m_tf import models  # lazy: TensorFlow; table-only reports run without
-  f = models.build_model("resnet32", input_shape, num_classes, normed_head=run.loss == "ldam")
-  f.load_weights(run.weights)
-  return f
-
-
-def load_official_g(path: str, input_shape=(32, 32, 3), num_classes: int = 10):
-  """The official pre-trained ResNet-32 g (PyTorch layout .npz), or None if the file is missing."""
-  if not os.path.isfile(path):
-    return None
-  from m2m_tf import models  # lazy: TensorFlow; table-only reports run without
-  g = models.build_model("resnet32", input_shape, num_classes, name="g")
-  return models.load_torch_state_dict(g, path)
-
-
-def features(f, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
-  """f's penultimate features (the "avgpool" output) of uint8 images x, float32 [N, D]."""
-  import keras  # lazy: TensorFlow; table-only reports run without it
-  body = keras.Model(f.input, f.get_layer("avgpool").output)
-  return cifar_verdicts.apply_in_batches(body, x, batch_size)
-
-
-def embed(feats: np.ndarray, method: str = "pca") -> np.ndarray:
-  """2-D embedding of features: PCA (default) or t-SNE (slower: about a minute per model)."""
-  if method == "tsne":
-    return TSNE(n_components=2, init="pca", random_state=0).fit_transform(feats)
-  return PCA(n_components=2, random_state=0).fit_transform(feats)
-
-
-def fig_embedding(runs: Sequence[Run], data, path: str, method: str = "pca") -> Optional[str]:
-  """The paper's Fig. 4: f's test-set penultimate features in 2-D, one panel per run."""
-  runs = [r for r in runs if r.stage in EMBEDDING_STAGES and r.finished and r.weights]
-  if not runs:
-    return None
-  fig = plots.figure(4.8 * len(runs), 4.6, layout=None)
-  axes = fig.subplots(1, len(runs), squeeze=False)
-  for ax, r in zip(axes[0], runs):
-    f = build_f(r, data.x_test.shape[1:], data.num_classes)
-    z = embed(features(f, data.x_test), method)
-    for k, name in enumerate(data.class_names):
-      m = data.y_test == k
-      ax.scatter(z[m, 0], z[m, 1], s=2, alpha=0.5, color=plots.tab10(k), label=name)
-    ax.set_title(f"{r.label} (test bACC {r.results['test_bacc']:.1f})")
-    ax.set_xticks([])
-    ax.set_yticks([])
-  axes[0][-1].legend(markerscale=5, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
-  fig.suptitle(f"f's penultimate features on the test set ({method.upper()}), coloured by class")
-  return plots.save(fig, path)
-
-
-def translation_f(runs: Sequence[Run]) -> Optional[Run]:
-  """The f for Fig. 6: seed 0's finished M2m run, else its ERM run (finished or its best so
-  far)."""
-  by = {r.stage: r for r in runs if r.seed == 0}
-  if "m2m" in by and by["m2m"].finished and by["m2m"].weights:
-    return by["m2m"]
-  if "erm" in by and by["erm"].weights:
-    return by["erm"]
-  return None
-
-
-def translate_examples(g, f, data, n_seeds: int = 4, n_targets: int = 4, seed: int = 0):
-  """Majority-class training seeds translated towards the `n_targets` smallest classes
-  (`m2m_tf.report.translate_examples`, the code of every run's report).
-
-  Uses the M2m values of the CIFAR runs (`cifar_full.M2M_FLAGS`, `M2mConfig`'s
-  random start of a per-sample radius) and clips to [0, 1]. Returns a dict: x0
-  [S, H, W, C], major (seed class), targets [T], x_star [T, S, H, W, C], p_before /
-  p_after [T, S] (g's softmax probability of the target at the seed and at x*).
-  """
-  from m2m_tf import report  # lazy: TensorFlow; table-only reports run without
-  m = cifar_full.M2M_FLAGS
-  return report.translate_examples(
-      g, f, data.x_train, data.y_train, data.class_counts, lam=m["lam"],
-      step_size=m["step_size"], steps=m["steps"], start_noise=_start_noise(),
-      clip_range=(0.0, 1.0), start_noise_mode="per_sample", n_seeds=n_seeds,
-      n_targets=n_targets, seed=seed)
-
-
-def fig_translations(g, f_run: Run, data, path: str) -> str:
-  """The paper's Fig. 6: seeds (top row) and their translations, one row per target class."""
-  f = build_f(f_run, data.x_train.shape[1:], data.num_classes)
-  ex = translate_examples(g, f, data)
-  gamma = cifar_full.M2M_FLAGS["gamma"]
-  state = "" if f_run.finished else f", unfinished: best of {f_run.epochs_done} epochs"
-  m = cifar_full.M2M_FLAGS
-  plots.translation_grid(
-      path, ex, data.class_names, gamma,
-      title=f"M2m translations with the official g and f = {f_run.label}'s{state}\n"
-      f"(lambda {m['lam']}, step {m['step_size']}, T {m['steps']}, start noise "
-      f"{_start_noise()}; accepted if g >= {gamma})")
-  return path
-
-
-def make_figures(runs: Sequence[Run], fig_dir: str, *, load_data: Callable[[], object],
-                 load_g: Callable[[], object], embedding: str = "pca") -> Dict[str, str]:
-  """Every figure whose inputs exist; returns {figure key: path} of those written.
-
-  `load_data()` (a `DatasetSplits`-like object: x_/y_ train and test as uint8
-  images and labels, class_names, class_counts, num_classes) and `load_g()`
-  (the official g, or None) are called only when a model figure is due; tests
-  inject small ones.
-  """
-  every_seed, runs = runs, [r for r in runs if r.seed == 0]  # figures of seed 0, but recall
-  out = {"curves": fig_training_curves(runs, os.path.join(fig_dir, FIGURES["curves"])),
-         "recall": fig_per_class_recall(every_seed, os.path.join(fig_dir, FIGURES["recall"])),
-         "cumulative_fp": fig_cumulative_fp(runs, os.path.join(fig_dir, FIGURES["cumulative_fp"]))}
-  want_embedding = any(r.stage in EMBEDDING_STAGES and r.finished and r.weights for r in runs)
-  f_run = translation_f(runs)
-  data = load_data() if want_embedding or f_run else None
-  if want_embedding:
-    out["embedding"] = fig_embedding(runs, data, os.path.join(fig_dir, FIGURES["embedding"]),
-                                     embedding)
-  g = load_g() if f_run else None
-  if f_run and g is not None:
-    out["translations"] = fig_translations(g, f_run, data,
-                                           os.path.join(fig_dir, FIGURES["translations"]))
-  return {k: v for k, v in out.items() if v}
-
-
 # --- command line --------------------------------------------------------------
 
 
@@ -676,7 +242,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                  help="Where the table goes (figures under its figures/).")
   p.add_argument("--data_dir", default=None,
                  help="Data root (default $M2M_DATA_DIR, else ../shared/data).")
-  p.add_argument("--g_checkpoint", default=DEFAULT_G, help="The official pre-trained ResNet-32 g.")
+  p.add_argument("--g_checkpoint", default=cifar_figures.DEFAULT_G,
+                 help="The official pre-trained ResNet-32 g.")
   p.add_argument("--skip_figures", action="store_true", help="Write the table only.")
   p.add_argument("--embedding", choices=("pca", "tsne"), default="pca",
                  help="2-D embedding of Fig. 4.")
@@ -692,7 +259,7 @@ def make_predictions(runs: Sequence[Run], results_dir: str,
   data = load_data()
 
   def predict_run(run: Run) -> np.ndarray:
-    f = build_f(run, data.x_test.shape[1:], data.num_classes)
+    f = cifar_figures.build_f(run, data.x_test.shape[1:], data.num_classes)
     pred = cifar_verdicts.predict(f, data.x_test)
     off = cifar_verdicts.confusion_check(run, data.y_test, pred, data.num_classes)
     print(f"{run.stage}: predictions differ from its recorded test confusion matrix on "
@@ -720,11 +287,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"wrote {path}")
   if args.skip_figures:
     return 0
-  written = make_figures(runs, os.path.join(args.results_dir, "figures"), load_data=load_data,
-                         load_g=lambda: load_official_g(args.g_checkpoint),
-                         embedding=args.embedding)
-  for key in FIGURES:
-    print(f"wrote {written[key]}" if key in written else f"skipped {FIGURES[key]} (no input yet)")
+  figures = cifar_figures.FIGURES
+  written = cifar_figures.make_figures(
+      runs, os.path.join(args.results_dir, "figures"), load_data=load_data,
+      load_g=lambda: cifar_figures.load_official_g(args.g_checkpoint), embedding=args.embedding)
+  for key in figures:
+    print(f"wrote {written[key]}" if key in written else f"skipped {figures[key]} (no input yet)")
   return 0
 
 
