@@ -35,14 +35,18 @@ COLUMNS = (("CIFAR-10-LT, ratio 100 (JPEG substitute)", "cifar10_jpeg_lt.csv", "
             tables.PAPER["cifar10_lt"]),
            ("Reuters (R52)", "reuters.csv", "row", tables.PAPER["reuters"]),
            ("Twitter POS", "twitter.csv", "row", None))
+# Columns whose cells list each seed's value (the paper's three-seed protocol).
+EACH_SEED = ("CIFAR-10-LT, ratio 100 (JPEG substitute)",)
 
 
-def _cell(values: np.ndarray, paper: Optional[tuple]) -> str:
-  """'mean ± std (n)' of a row's test bACC over its seeds, '/ paper' when the paper has one."""
+def _cell(values: np.ndarray, paper: Optional[tuple], each: bool = False) -> str:
+  """'mean ± std (n)' of a row's test bACC over its seeds, with each seed's value instead of n
+  when `each` and n > 1, and '/ paper' when the paper has one."""
   if len(values) == 0:
     return "–"
   text = f"{values.mean():.1f}" + (f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else "")
-  text += f" ({len(values)})"
+  seeds = ", ".join(f"{v:.1f}" for v in values) if each and len(values) > 1 else len(values)
+  text += f" ({seeds})"
   return text + (f" / {paper[0]:.1f}" if paper else "")
 
 
@@ -70,7 +74,8 @@ def headline(results_dir: str) -> str:
   for row in HEADLINE_ROWS:
     if any(row in col for col, _ in columns):
       body.append([labels.get(row, row)] + [
-          _cell(col.get(row, np.array([])), (paper or {}).get(row)) for col, paper in columns])
+          _cell(col.get(row, np.array([])), (paper or {}).get(row), each=title in EACH_SEED)
+          for (col, paper), (title, *_) in zip(columns, COLUMNS)])
   header = ["method"] + [title for title, *_ in COLUMNS]
   return markdown_table(header, body)
 
@@ -91,7 +96,8 @@ def section(results_dir: str = "results") -> str:
   return "\n".join([
       BEGIN, "",
       "Test bACC (%) of the epoch with the best validation bACC: mean ± std over seeds (their "
-      "number) / the paper's (lossless data; its Twitter column has no numbers). CIFAR-10 is a "
+      "number; for CIFAR-10-LT each seed's value) / the paper's (lossless data; its Twitter "
+      "column has no numbers). CIFAR-10 is a "
       "lossy JPEG substitute here, so its numbers are not comparable to the paper's to the "
       "decimal ([docs/data.md](docs/data.md)).", "",
       headline(results_dir), "",

@@ -95,7 +95,7 @@ class ReadmeTest(absltest.TestCase):
                "m2m,2,running,\nldam,0,not started,\n")
     rows = {r[0]: r for r in (line.split(" | ") for line in readme.headline(results).splitlines())}
     sd = np.std([67.0, 68.0, 69.5], ddof=1)
-    self.assertEqual(rows["| ERM-M2m"], ["| ERM-M2m", "74.0 ± 1.4 (2) / 78.3", "–",
+    self.assertEqual(rows["| ERM-M2m"], ["| ERM-M2m", "74.0 ± 1.4 (73.0, 75.0) / 78.3", "–",
                                          f"68.2 ± {sd:.1f} (3) |"])
     self.assertEqual(rows["| ERM-DRS"], ["| ERM-DRS", "–", "–", "70.0 (1) |"])
     self.assertNotIn("| LDAM", rows)  # no finished run anywhere
