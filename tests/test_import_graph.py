@@ -93,6 +93,24 @@ class ImportGraphTest(absltest.TestCase):
       self.assertEqual(house.cycles(graph), {("m2m_tf.a", "m2m_tf.b")})
       self.assertEqual(house.local_imports(os.path.join(root, "m2m_tf/a.py")), 1)
 
+  def test_docstring_and_code_lines(self):
+    text = ('"""Module doc,\n'           # 1  docstring
+            'two lines."""\n'            # 2  docstring
+            '\n'                         # 3  blank
+            '# a comment\n'              # 4  comment
+            'X = {"a": 1,\n'             # 5  code
+            '     "b": 2}  # trailing\n'  # 6  code
+            'def f():\n'                 # 7  code
+            '  """One line."""\n'        # 8  docstring
+            '  s = """not a\n'           # 9  code (a string, not a docstring)
+            'docstring"""\n'             # 10 code
+            '  return s\n')              # 11 code
+    with tempfile.TemporaryDirectory() as root:
+      path = os.path.join(root, "m.py")
+      with open(path, "w") as fh:
+        fh.write(text)
+      self.assertEqual(house.line_counts(path), (3, 6))
+
 
 if __name__ == "__main__":
   absltest.main()
