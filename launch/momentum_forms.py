@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from launch import over_seeds
 from launch import tables
 from m2m_tf.markdown import markdown_table
 from data_prep.atomic import atomic_write_text
@@ -60,7 +61,7 @@ def summary(pairs: pd.DataFrame, jumps: dict) -> pd.DataFrame:
   for row, sub in pairs.groupby("row", sort=False):
     rec = {"row": row, "seeds": len(sub)}
     for m in METRICS:
-      mean, low, high = tables.t_interval(sub[f"{m}_pytorch"] - sub[f"{m}_keras"])
+      mean, low, high = over_seeds.t_interval(sub[f"{m}_pytorch"] - sub[f"{m}_keras"])
       rec.update({f"{m}_keras": sub[f"{m}_keras"].mean(),
                   f"{m}_pytorch": sub[f"{m}_pytorch"].mean(),
                   f"{m}_diff": mean, f"{m}_diff_low": low, f"{m}_diff_high": high})
@@ -77,7 +78,7 @@ def _label(row: str) -> str:
 def direction(low: float, high: float) -> str:
   """How an interval of PyTorch - Keras reads: higher or lower when it excludes 0."""
   return {"holds": "higher", "fails": "lower",
-          "unresolved": "no clear difference"}[tables.verdict_word(low, high)]
+          "unresolved": "no clear difference"}[over_seeds.verdict_word(low, high)]
 
 
 def _diff(r, m: str) -> str:

@@ -17,6 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from launch import budgets
+from launch import over_seeds
 from launch import readme
 from launch import runner
 from launch import store
@@ -404,13 +405,13 @@ class LaunchTest(absltest.TestCase):
 
   def test_t_interval_against_scipy_and_by_hand(self):
     x = [61.0, 63.5, 60.2, 64.1, 62.0]
-    mean, low, high = tables.t_interval(x)
+    mean, low, high = over_seeds.t_interval(x)
     want = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
     np.testing.assert_allclose((low, high), want, atol=1e-12)
     # Two values: t_{0.975,1} = 12.706; s = |a-b|/sqrt(2), so half = 12.706 * |a-b| / 2.
-    _, low, high = tables.t_interval([1.0, 3.0])
+    _, low, high = over_seeds.t_interval([1.0, 3.0])
     self.assertAlmostEqual(high - 2.0, 12.7062047, places=6)
-    self.assertTrue(np.isnan(tables.t_interval([5.0])[1]))
+    self.assertTrue(np.isnan(over_seeds.t_interval([5.0])[1]))
 
   def test_verdict_pairs_by_seed_against_the_family_best(self):
     rows = []
@@ -419,12 +420,12 @@ class LaunchTest(absltest.TestCase):
       for row, v in (("erm", erm), ("drs", drs), ("m2m", m2m), ("ldam", ldam),
                      ("ldam_m2m", ldam_m2m), ("focal", 90)):  # focal: not in a family
         rows.append({"row": row, "seed": seed, "test_bacc": float(v)})
-    found = {v["row"]: v for v in tables.verdicts(pd.DataFrame(rows))}
+    found = {v["row"]: v for v in over_seeds.verdicts(pd.DataFrame(rows))}
     self.assertEqual(found["m2m"]["against"], "drs")
     self.assertAlmostEqual(found["m2m"]["diff"], 3.0)
     self.assertEqual(found["m2m"]["verdict"], "holds")  # the differences are 3, 3, 3
     self.assertEqual(found["ldam_m2m"]["verdict"], "unresolved")  # 0, -2, +2
-    md = tables.verdict_markdown(list(found.values()), tables.TABLE2_ROWS)
+    md = over_seeds.verdict_markdown(list(found.values()), tables.TABLE2_ROWS)
     self.assertIn("| ERM-M2m | ERM-DRS | 3 | +3.0 |", md)
 
 
@@ -494,14 +495,15 @@ class LaunchTest(absltest.TestCase):
     self.assertIn("--method=drs", cmds["drs_v2000_s1"])
 
   def test_verdict_families_of_the_tables_beyond_the_paper(self):
-    fam = tables.verdict_families(list(tables.VOCAB_ROWS))
+    fam = over_seeds.verdict_families(list(tables.VOCAB_ROWS))
     self.assertEqual(fam["m2m_v5000"], ("erm_v5000", "drs_v5000"))
     self.assertEqual(fam["ldam_m2m_v2000"], ("ldam_drw_v2000",))
     self.assertNotIn("ldam_m2m_v2000", fam.get("m2m_v2000", ()))
-    self.assertEqual(tables.verdict_families(list(tables.TABLE2_ROWS)), tables.VERDICT_FAMILIES)
-    self.assertEqual(tables.verdict_families(list(tables.SUBSTITUTE_ROWS)),
+    self.assertEqual(over_seeds.verdict_families(list(tables.TABLE2_ROWS)),
+                     over_seeds.VERDICT_FAMILIES)
+    self.assertEqual(over_seeds.verdict_families(list(tables.SUBSTITUTE_ROWS)),
                      {"m2m": ("erm", "drs"), "m2m_random": ("erm_random", "drs_random")})
-    self.assertEqual(tables.verdict_families(list(tables.ABLATION_ROWS)), {})
+    self.assertEqual(over_seeds.verdict_families(list(tables.ABLATION_ROWS)), {})
 
 
 class LogitAdjustmentRowsTest(absltest.TestCase):
@@ -627,25 +629,25 @@ class LogitAdjustmentRowsTest(absltest.TestCase):
       for row, v in (("la", la_), ("balanced_softmax", bs), ("erm_posthoc_la", post),
                      ("m2m", m2m), ("la_m2m", la_m2m)):
         rows.append({"row": row, "seed": seed, "test_bacc": float(v)})
-    fam = tables.la_verdict_families(["m2m", "la_m2m", "la", "balanced_softmax",
+    fam = over_seeds.la_verdict_families(["m2m", "la_m2m", "la", "balanced_softmax",
                                       "erm_posthoc_la"])
-    self.assertEqual(fam, {"m2m": tables.LA_FAMILY, "la_m2m": tables.LA_FAMILY})
-    self.assertEqual(tables.la_verdict_families(list(tables.TABLE2_ROWS)), {})
-    self.assertEqual(set(tables.la_verdict_families(list(tables.TABLE2_GRID_ROWS))),
+    self.assertEqual(fam, {"m2m": over_seeds.LA_FAMILY, "la_m2m": over_seeds.LA_FAMILY})
+    self.assertEqual(over_seeds.la_verdict_families(list(tables.TABLE2_ROWS)), {})
+    self.assertEqual(set(over_seeds.la_verdict_families(list(tables.TABLE2_GRID_ROWS))),
                      {"m2m", "ldam_m2m", "la_m2m"})
-    found = {v["row"]: v for v in tables.verdicts(pd.DataFrame(rows), families=fam)}
+    found = {v["row"]: v for v in over_seeds.verdicts(pd.DataFrame(rows), families=fam)}
     self.assertEqual(found["m2m"]["against"], "balanced_softmax")  # the best mean, 68
     self.assertAlmostEqual(found["m2m"]["diff"], -3.0)  # -3, -2, -4
     self.assertEqual(found["m2m"]["verdict"], "fails")
     self.assertAlmostEqual(found["la_m2m"]["diff"], 1.666666666, places=6)  # 1, 2, 2
     self.assertEqual(found["la_m2m"]["verdict"], "holds")
-    md = tables.la_verdict_markdown([found["m2m"], found["la_m2m"]], tables.TABLE2_GRID_ROWS)
+    md = over_seeds.la_verdict_markdown([found["m2m"], found["la_m2m"]], tables.TABLE2_GRID_ROWS)
     self.assertIn("| ERM-M2m | Balanced Softmax | 3 | -3.0 | [-5.5, -0.5] | fails |", md)
     self.assertIn("- ERM-M2m vs Balanced Softmax: the logit-adjustment family's best beats it "
                   "here.", md)
     self.assertIn("- LA-M2m vs Balanced Softmax: M2m beats the logit-adjustment family's best "
                   "here.", md)
-    self.assertEqual(tables.la_verdict_markdown([], tables.TABLE2_GRID_ROWS), "")
+    self.assertEqual(over_seeds.la_verdict_markdown([], tables.TABLE2_GRID_ROWS), "")
 
   def test_store_keeps_the_posthoc_file_and_the_pytorch_grid(self):
     tmp = tempfile.mkdtemp()

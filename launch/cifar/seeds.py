@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from launch import tables
+from launch import over_seeds
 from m2m_tf.markdown import markdown_table
 
 # M2m's comparisons of the paper's Table 1, paired by seed (the four; the per-sample
@@ -110,10 +110,10 @@ def seed_verdicts(df: pd.DataFrame, pairs=SEED_VERDICTS) -> List[dict]:
     va = done[done["stage"] == a].set_index("seed")["test_bacc"]
     vb = done[done["stage"] == b].set_index("seed")["test_bacc"]
     seeds = sorted(set(va.index) & set(vb.index))
-    diff, low, high = tables.t_interval([va[s] - vb[s] for s in seeds])
+    diff, low, high = over_seeds.t_interval([va[s] - vb[s] for s in seeds])
     out.append({"a": a, "b": b, "seeds": seeds, "diffs": [float(va[s] - vb[s]) for s in seeds],
                 "diff": diff, "low": low, "high": high,
-                "verdict": tables.verdict_word(low, high) if len(seeds) > 1 else "unresolved"})
+                "verdict": over_seeds.verdict_word(low, high) if len(seeds) > 1 else "unresolved"})
   return out
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import stats
 
 from data_prep.atomic import atomic_save, file_sha256, read_json
-from launch.tables import verdict_word
+from launch.over_seeds import verdict_word
 from m2m_tf.metrics import confusion_matrix
 
 PREDICTIONS = "cifar10_jpeg_lt_predictions.npz"
