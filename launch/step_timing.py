@@ -128,15 +128,6 @@ class StepConfig:
 CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
-def _cpu_model() -> str:
-  """The CPU's model name, with its family/model numbers where the name is vague."""
-  info = machine.cpuinfo()
-  name = info.get("model name") or platform.processor() or "unknown"
-  if "cpu family" in info and "model" in info:
-    name += f" (family {info['cpu family']}, model {info['model']})"
-  return name
-
-
 def cpu_features() -> List[str]:
   """Which of CPU_FEATURES this CPU has (bfloat16 is emulated without avx512_bf16 / amx_bf16)."""
   flags = set(machine.cpuinfo().get("flags", "").split())
@@ -153,7 +144,7 @@ def machine_info() -> dict:
     details = tf.config.experimental.get_device_details(gpus[0])
     device = f"GPU: {details.get('device_name', gpus[0].name)}"
   return {
-      "cpu": _cpu_model(),
+      "cpu": machine.cpu_model(machine.cpuinfo()),
       "cpu_features": cpu_features(),
       "cores": os.cpu_count(),
       "device": device,

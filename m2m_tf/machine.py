@@ -21,9 +21,18 @@ def cpuinfo() -> Dict[str, str]:
   return out
 
 
+def cpu_model(info: Dict[str, str]) -> str:
+  """The CPU's model name from cpuinfo fields `info`, with its family and model numbers where
+  known: a virtual machine's name can be as vague as "AMD EPYC" for CPUs 4x apart in speed."""
+  name = info.get("model name") or platform.processor() or platform.machine() or "unknown"
+  if "cpu family" in info and "model" in info:
+    name += f" (family {info['cpu family']}, model {info['model']})"
+  return name
+
+
 @functools.lru_cache(maxsize=1)
 def machine_name() -> str:
-  """This machine's CPU model and core count, e.g. "AMD EPYC 7B13, 2 cores" (a run that moves
-  between machines records which epochs ran where; speeds differ by CPU, docs/platform.md)."""
-  model = cpuinfo().get("model name") or platform.processor() or platform.machine()
-  return f"{model}, {os.cpu_count()} cores"
+  """This machine's CPU model and core count, e.g. "AMD EPYC (family 25, model 17), 2 cores"
+  (a run that moves between machines records which epochs ran where; a pace is its machine's,
+  docs/platform.md)."""
+  return f"{cpu_model(cpuinfo())}, {os.cpu_count()} cores"
