@@ -11,6 +11,7 @@ from m2m_tf.errors import CheckpointError
 from data_prep.atomic import read_json
 
 CKPT_DIR = "ckpt"
+BEST_WEIGHTS_FILE = "best_f.weights.h5"  # the selected epoch's f, beside ckpt/
 _RECORD = re.compile(r"state-(\d{4,})\.json$")
 
 

@@ -11,6 +11,7 @@ import threading
 
 from absl import flags
 from absl.testing import absltest
+from absl.testing import flagsaver
 import numpy as np
 
 from launch.cifar import full as cifar_full
@@ -245,6 +246,42 @@ class LanesTest(absltest.TestCase):
     self.assertIn("erm_s1            done: test bACC 70.00, GM 60.00", rest)
     # Nothing was started: no log of a run of its own beside the folder.
     self.assertFalse(os.path.exists(run_dir + ".log"))
+
+  def test_a_finished_row_gets_its_posthoc_la_once(self):
+    # The launcher runs the table's post-hoc column itself: once per finished row (best weights
+    # kept), never for a phase-1 run, and not again once the file exists.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    root = tempfile.mkdtemp()
+    calls = []
+
+    def fake_run(cmd, **unused):
+      calls.append(cmd)
+      run_dir = cmd[3].split("=", 1)[1]
+      with open(os.path.join(run_dir, "posthoc_la.json"), "w") as fh:
+        json.dump({"tau": 1.0}, fh)
+      return subprocess.CompletedProcess(cmd, 0)
+
+    row, phase1 = cifar_full.STAGES["erm_s1"], cifar_full.STAGES["erm_phase1_s1"]
+    with flagsaver.flagsaver(root=root, data_dir="/data"):
+      for stage in (row, phase1):
+        os.makedirs(stage.run_dir)
+        for name in ("results.json", "best_f.weights.h5"):
+          with open(os.path.join(stage.run_dir, name), "w") as fh:
+            json.dump({"test_bacc": 70.0, "test_gm": 60.0}, fh)
+      self.assertTrue(cifar_full.needs_posthoc(row))
+      self.assertFalse(cifar_full.needs_posthoc(phase1))
+      real_run, subprocess.run = subprocess.run, fake_run
+      try:
+        for _ in range(2):
+          cifar_full.run_stage(row)
+          cifar_full.run_stage(phase1)
+      finally:
+        subprocess.run = real_run
+      self.assertEqual(calls, [[sys.executable, "-m", "m2m_tf.evaluate",
+                                f"--checkpoint={row.run_dir}", "--posthoc_tau=select",
+                                "--data_dir=/data"]])
+      self.assertFalse(cifar_full.needs_posthoc(row))
 
 if __name__ == "__main__":
   absltest.main()

@@ -24,6 +24,10 @@ T = 10, the official random start) and the official pre-trained ResNet-32 g for 
 there is no hyper-parameter grid here (18 settings x ~3 h of CPU each). CB weights (LDAM-DRW)
 use the recipe's beta 0.999, the M2m release's.
 
+Once a row finishes, the launcher runs its post-hoc logit adjustment (`m2m_tf.evaluate
+--posthoc_tau=select`, tau chosen on validation; the table's post-hoc column), and does so for
+any finished row still without its posthoc_la.json.
+
 Every run folder lives under results/cifar10_jpeg_lt_full/, so the committed
 repository holds all a new machine needs to continue: each unfinished run keeps
 its two newest epoch states (ckpt/; the newest is committed, `launch.cifar.state`) and a
@@ -301,22 +305,44 @@ def wait_while_busy(stage: Stage, poll_s: float) -> None:
     time.sleep(poll_s)
 
 
-def run_stage(stage: Stage) -> None:
-  """Runs (or resumes) one stage as a subprocess, its log beside its folder."""
-  wait_while_busy(stage, FLAGS.busy_poll_s)
-  if progress(stage)["done"]:
-    return
-  if stage.branch_from and not progress(source(stage))["done"]:
-    print(f"{stage.key}: waits for {source(stage).key} to finish.")
-    return
+def posthoc_command(stage: Stage) -> List[str]:
+  """The `m2m_tf.evaluate` command of a finished row's post-hoc logit adjustment (tau chosen on
+  validation; the table's post-hoc column)."""
+  cmd = [sys.executable, "-m", "m2m_tf.evaluate", f"--checkpoint={stage.run_dir}",
+         "--posthoc_tau=select"]
+  return cmd + ([f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else [])
+
+
+def needs_posthoc(stage: Stage) -> bool:
+  """Whether `stage` is a finished row (best weights kept) without its post-hoc LA file."""
+  def has(name):
+    return os.path.exists(os.path.join(stage.run_dir, name))
+  return (stage.phase1_of is None and has(output_dir.RESULTS_FILE)
+          and has(ckpt_lib.BEST_WEIGHTS_FILE) and not has(output_dir.POSTHOC_FILE))
+
+
+def run_logged(stage: Stage, cmd: List[str]) -> None:
+  """Runs `cmd` for `stage`, its output appended to the log beside the stage's folder; exits
+  with one line if it fails."""
   os.makedirs(FLAGS.root, exist_ok=True)
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {stage.key}: {' '.join(command(stage))}",
-        flush=True)
+  print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {stage.key}: {' '.join(cmd)}", flush=True)
   with open(stage.run_dir + ".log", "a") as log:
-    rc = subprocess.run(command(stage), stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
   if rc:
     sys.exit(f"{stage.key} failed with exit code {rc}; see {stage.run_dir}.log")
+
+
+def run_stage(stage: Stage) -> None:
+  """Runs (or resumes) one stage as a subprocess, then a finished row's post-hoc LA."""
+  wait_while_busy(stage, FLAGS.busy_poll_s)
+  if not progress(stage)["done"]:
+    if stage.branch_from and not progress(source(stage))["done"]:
+      print(f"{stage.key}: waits for {source(stage).key} to finish.")
+      return
+    run_logged(stage, command(stage))
+  if needs_posthoc(stage):
+    run_logged(stage, posthoc_command(stage))
 
 
 def main(argv):

@@ -185,8 +185,8 @@ def markdown(df: pd.DataFrame, runs: Sequence[Run], root: str,
       f"(`results/{TORCH_CSV[:-4]}.md`, docs/torch_reference.md).",
       "- Post-hoc LA: each finished row's logits minus tau log(prior) at evaluation (Menon et "
       "al., ICLR 2021), tau chosen on validation bACC from 0, 0.25, ..., 2 "
-      "(`python -m m2m_tf.evaluate --checkpoint=RUN --posthoc_tau=select`); a tau of 2 is the "
-      "grid's edge.",
+      "(`python -m m2m_tf.evaluate --checkpoint=RUN --posthoc_tau=select`, which "
+      "`launch.cifar.full` runs once a row finishes); a tau of 2 is the grid's edge.",
       "- Last tie: on a tie in validation bACC our runs keep the first epoch; the official code "
       "keeps the last. The column gives that epoch's test bACC / GM where it differs "
       "(`results/selection_ties.md` counts the same for the text tables).",

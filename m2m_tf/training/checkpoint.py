@@ -22,11 +22,11 @@ from data_prep.atomic import TMP_PREFIX, atomic_save, atomic_write_json, atomic_
 from data_prep.atomic import file_sha256
 from m2m_tf.machine import machine_name
 # The commit records' format lives in `m2m_tf.run_records` (no Keras), for progress reports.
-from m2m_tf.run_records import CKPT_DIR, committed_records, epoch_machines, read_record
+from m2m_tf.run_records import BEST_WEIGHTS_FILE, CKPT_DIR, committed_records, epoch_machines
+from m2m_tf.run_records import read_record
 from m2m_tf.run_records import record_path
 
 HISTORY_FILE = "history.csv"
-BEST_WEIGHTS_FILE = "best_f.weights.h5"
 BEST_STATE_FILE = "best_state.json"
 
 
