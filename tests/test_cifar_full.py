@@ -55,21 +55,21 @@ class StatusTest(absltest.TestCase):
     # a phase-1 run goes to the branch point only (60 epochs left).
     self.assertEqual(lines[0], "erm_phase1_s0     unfinished, 100/160 epochs, 400 s/epoch "
                      "recently, 160 at best; left ~6.7 h (~2.7 h at best)")
-    # The rows branch at 160: 40 epochs at ERM's pace; M2m: the same x its step factor 5.9.
+    # The rows branch at 160: 40 epochs at ERM's pace; M2m: the same x its step factor 6.95.
     self.assertEqual(lines[1], "erm_s0            pending, 0/200 epochs; left ~4.4 h (~1.8 h at "
                      "best)")
-    self.assertEqual(lines[3], "m2m_per_sample_s0 pending, 0/200 epochs; left ~26.2 h (~10.5 h "
+    self.assertEqual(lines[3], "m2m_per_sample_s0 pending, 0/200 epochs; left ~30.9 h (~12.4 h "
                      "at best)")
     self.assertEqual(lines[4], "ldam_phase1_s0    pending, 0/160 epochs; left ~17.8 h (~7.1 h at "
                      "best)")
     # The whole plan: 18 stages (3 seeds of ERM's phase 1, ERM, DRS, M2m; seed 0's LDAM rows,
     # the per-sample ablation and LA's own 200 epochs); seeds 1-2 add 2 x (64000 + 2 x 16000 +
-    # 94400) s at the recent pace to seed 0's (24000 + 4 x 16000 + 3 x 94400 + 64000) s, and LA
+    # 111200) s at the recent pace to seed 0's (24000 + 4 x 16000 + 3 x 111200 + 64000) s, and LA
     # 80000 s; at the best pace 160 s.
     self.assertLen(lines, 19)
     self.assertEqual(lines[-2], "la_s0             pending, 0/200 epochs; left ~22.2 h (~8.9 h at "
                      "best)")
-    self.assertEqual(lines[-1], "total left ~248.9 h at the recent pace, ~99.6 h at the best "
+    self.assertEqual(lines[-1], "total left ~272.2 h at the recent pace, ~108.9 h at the best "
                      "pace seen (2-core CPU; '?' stages not counted)")
 
   def test_a_phase1_run_is_done_at_its_branch_point(self):

@@ -74,9 +74,10 @@ BRANCH_EPOCH = 160
 SEEDS = (0, 1, 2)
 M2M_FLAGS = {"beta": 0.999, "lam": 0.5, "gamma": 0.9, "step_size": 0.1, "steps": 10}
 # Measured M2m/ERM step time of ResNet-32 on the 2-core CPUs this project runs on: 5.4 on an
-# Intel Xeon (results/bench_resnet32_quiet.md), 5.9 on an AMD EPYC (results/bench_resnet32_amd.md).
-# The larger one, so that an estimate errs long; a stage's own pace replaces it once it has run.
-M2M_STEP_FACTOR = 5.9
+# Intel Xeon (results/bench_resnet32_quiet.md), 5.9 on a Zen 3 AMD EPYC (bench_resnet32_amd.md),
+# 6.95 on a Zen 4 one (bench_resnet32_torch_amd_epyc.md). The largest, so that an estimate errs
+# long; a stage's own pace replaces it once it has run on this machine.
+M2M_STEP_FACTOR = 6.95
 
 ROWS_MOMENTUM_FORM = "pytorch"  # the official code's; the rows' epochs 161-200
 # Every row of the table: (label, loss, method, M2m's start_noise_mode). "m2m_per_sample" is our
