@@ -12,6 +12,7 @@ from data_prep.atomic import read_json
 
 CKPT_DIR = "ckpt"
 BEST_WEIGHTS_FILE = "best_f.weights.h5"  # the selected epoch's f, beside ckpt/
+BEST_STATE_FILE = "best_state.json"  # its epoch, score, summaries and the file's sha256
 _RECORD = re.compile(r"state-(\d{4,})\.json$")
 
 

@@ -73,6 +73,35 @@ class CheckpointTest(tf.test.TestCase):
     with open(os.path.join(self.dir, "history.csv")) as fh:
       self.assertEqual(fh.read().splitlines()[0], "epoch,loss,val_bacc")
 
+  def test_a_branch_whose_best_is_before_it_writes_the_best_files(self):
+    # A row branched after epoch 2 of a run whose best epoch is 1, and never beaten after:
+    # its folder holds that best f and its record from the branch commit on (it once had none,
+    # so a finished row kept no weights of its own).
+    self._epoch(0)
+    self._epoch(1)
+    self._epoch(2, improve=False)
+    best_f = self.ev.best_weights
+    source = ckpt_lib.load_state(ckpt_lib.record_path(self.dir, 3))
+    branch_dir = tempfile.mkdtemp()
+    trainer, ev = _trainer(seed=1), _evaluation()
+    ckpt = ckpt_lib.RunCheckpoint(branch_dir, ev)
+    ckpt.set_model(trainer)
+    ckpt.apply(trainer, source)
+    ckpt.commit(3)
+    saved = os.path.join(branch_dir, ckpt_lib.BEST_WEIGHTS_FILE)
+    f = models.build_model("mlp", (4,), 3, hidden_units=(5,), name="f")
+    f.load_weights(saved)
+    for a, b in zip(f.get_weights(), best_f):
+      self.assertAllEqual(a, b)
+    with open(os.path.join(branch_dir, ckpt_lib.BEST_STATE_FILE)) as fh:
+      best_state = json.load(fh)
+    self.assertEqual((best_state["best_epoch"], best_state["epochs_done"]), (1, 3))
+    # Its own epochs that do not beat it leave the files as they are.
+    before = os.path.getmtime(saved)
+    ckpt.on_epoch_begin(3)
+    ckpt.on_epoch_end(3, {"loss": 0.1, "val_bacc": 0.0})
+    self.assertEqual(os.path.getmtime(saved), before)
+
   def test_each_epoch_records_its_machine(self):
     for e in range(2):
       self._epoch(e)

@@ -247,6 +247,41 @@ class LanesTest(absltest.TestCase):
     # Nothing was started: no log of a run of its own beside the folder.
     self.assertFalse(os.path.exists(run_dir + ".log"))
 
+  def test_a_row_whose_best_is_in_phase1_gets_the_phase1_best_files(self):
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    root = tempfile.mkdtemp()
+    with flagsaver.flagsaver(root=root):
+      phase1, row, drs = (cifar_full.STAGES[k] for k in ("erm_phase1_s2", "erm_s2", "drs_s2"))
+      for stage in (phase1, row, drs):
+        os.makedirs(stage.run_dir)
+      weights = os.path.join(phase1.run_dir, "best_f.weights.h5")
+      with open(weights, "wb") as fh:
+        fh.write(b"the f of epoch 125")
+      sha = hashlib.sha256(b"the f of epoch 125").hexdigest()
+      best = {"best_epoch": 125, "best_score": 66.4, "epochs_done": 126, "weights_sha256": sha,
+              "summaries": {"test": {"bacc": 65.8}}}
+      for path, record in ((os.path.join(phase1.run_dir, "best_state.json"), best),
+                           (os.path.join(row.run_dir, "results.json"), {"best_epoch": 125}),
+                           (os.path.join(drs.run_dir, "results.json"), {"best_epoch": 170})):
+        with open(path, "w") as fh:
+          json.dump(record, fh)
+      self.assertTrue(cifar_full.restore_best_files(row))
+      with open(os.path.join(row.run_dir, "best_f.weights.h5"), "rb") as fh:
+        self.assertEqual(fh.read(), b"the f of epoch 125")
+      self.assertEqual(read_json(os.path.join(row.run_dir, "best_state.json")),
+                       dict(best, epochs_done=160))  # what its branch commit now writes
+      self.assertFalse(cifar_full.restore_best_files(row))  # once
+      self.assertFalse(cifar_full.restore_best_files(drs))  # its best is its own epoch's
+      self.assertFalse(cifar_full.restore_best_files(phase1))
+      # A phase-1 best of another epoch (or other bytes) is not the row's: one line, no copy.
+      os.remove(os.path.join(row.run_dir, "best_f.weights.h5"))
+      with open(weights, "ab") as fh:
+        fh.write(b"!")
+      with self.assertRaisesRegex(SystemExit, "erm_s2: no best weights"):
+        cifar_full.restore_best_files(row)
+      self.assertFalse(os.path.exists(os.path.join(row.run_dir, "best_f.weights.h5")))
+
   def test_a_finished_row_gets_its_posthoc_la_once(self):
     # The launcher runs the table's post-hoc column itself: once per finished row (best weights
     # kept), never for a phase-1 run, and not again once the file exists.

@@ -43,6 +43,7 @@ started twice.
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -54,7 +55,7 @@ from absl import flags
 from launch import tables
 from m2m_tf.cli import run_absl
 from m2m_tf.config import ExperimentConfig
-from data_prep.atomic import read_json
+from data_prep.atomic import atomic_save, atomic_write_json, file_sha256, read_json
 from m2m_tf.machine import machine_name
 from m2m_tf import run_records as ckpt_lib
 from m2m_tf.training import output_dir
@@ -322,6 +323,29 @@ def needs_posthoc(stage: Stage) -> bool:
           and has(ckpt_lib.BEST_WEIGHTS_FILE) and not has(output_dir.POSTHOC_FILE))
 
 
+def restore_best_files(stage: Stage) -> bool:
+  """Gives a finished branched row whose best epoch came before the branch point its best files
+  (best_f.weights.h5, best_state.json), copied from its phase-1 run, whose best they are; the
+  trainer wrote none for such a row before December 2026. Returns whether it copied them."""
+  src = source(stage)
+  best_epoch = (read_json(os.path.join(stage.run_dir, output_dir.RESULTS_FILE)) or {}).get(
+      "best_epoch")
+  if (src is None or best_epoch is None or best_epoch >= BRANCH_EPOCH
+      or os.path.exists(os.path.join(stage.run_dir, ckpt_lib.BEST_WEIGHTS_FILE))):
+    return False
+  best_state = read_json(os.path.join(src.run_dir, ckpt_lib.BEST_STATE_FILE)) or {}
+  weights = os.path.join(src.run_dir, ckpt_lib.BEST_WEIGHTS_FILE)
+  if (best_state.get("best_epoch") != best_epoch or not os.path.exists(weights)
+      or file_sha256(weights) != best_state.get("weights_sha256")):
+    sys.exit(f"{stage.key}: no best weights, and {src.key}'s are not its epoch {best_epoch}")
+  atomic_save(lambda tmp: shutil.copyfile(weights, tmp),
+              os.path.join(stage.run_dir, ckpt_lib.BEST_WEIGHTS_FILE))
+  atomic_write_json(os.path.join(stage.run_dir, ckpt_lib.BEST_STATE_FILE),
+                    dict(best_state, epochs_done=BRANCH_EPOCH))  # as its branch commit writes
+  print(f"{stage.key}: best files (epoch {best_epoch}) copied from {src.key}.", flush=True)
+  return True
+
+
 def run_logged(stage: Stage, cmd: List[str]) -> None:
   """Runs `cmd` for `stage`, its output appended to the log beside the stage's folder; exits
   with one line if it fails."""
@@ -342,6 +366,8 @@ def run_stage(stage: Stage) -> None:
       print(f"{stage.key}: waits for {source(stage).key} to finish.")
       return
     run_logged(stage, command(stage))
+  if stage.phase1_of is None and progress(stage)["results"]:
+    restore_best_files(stage)
   if needs_posthoc(stage):
     run_logged(stage, posthoc_command(stage))
 

@@ -22,12 +22,10 @@ from data_prep.atomic import TMP_PREFIX, atomic_save, atomic_write_json, atomic_
 from data_prep.atomic import file_sha256
 from m2m_tf.machine import machine_name
 # The commit records' format lives in `m2m_tf.run_records` (no Keras), for progress reports.
-from m2m_tf.run_records import BEST_WEIGHTS_FILE, CKPT_DIR, committed_records, epoch_machines
-from m2m_tf.run_records import read_record
-from m2m_tf.run_records import record_path
+from m2m_tf.run_records import BEST_STATE_FILE, BEST_WEIGHTS_FILE, CKPT_DIR, committed_records
+from m2m_tf.run_records import epoch_machines, read_record, record_path
 
 HISTORY_FILE = "history.csv"
-BEST_STATE_FILE = "best_state.json"
 
 
 @dataclasses.dataclass
@@ -216,10 +214,12 @@ class RunCheckpoint(keras.callbacks.Callback):
     arrays += [v.numpy() for v in trainer.optimizer.variables]
     sha = _save_npz(os.path.join(self.ckpt_dir, state_file), arrays)
     ev = self.evaluation
-    best = None
+    best, new_best = None, False
     if ev.best_weights is not None:
       ref = self._best_ref
-      if ref is None or ref["epoch"] != ev.best_epoch:  # a new best: write its file once
+      # A new best (or a branch's first commit, whose best is the source's): write its file once.
+      new_best = ref is None or ref["epoch"] != ev.best_epoch
+      if new_best:
         file = f"best-e{ev.best_epoch:04d}.npz"
         ref = {"epoch": ev.best_epoch, "file": file,
                "sha256": _save_npz(os.path.join(self.ckpt_dir, file), ev.best_weights)}
@@ -229,8 +229,7 @@ class RunCheckpoint(keras.callbacks.Callback):
               "epoch_seconds": self.epoch_seconds, "epoch_machines": self.epoch_machines}
     atomic_write_json(record_path(self.output_dir, epochs_done), record)
     self._best_ref = None if best is None else {k: best[k] for k in ("epoch", "file", "sha256")}
-    self._write_derived(epochs_done, best_changed=best is not None and
-                        best["epoch"] == epochs_done - 1)
+    self._write_derived(epochs_done, best_changed=new_best)
     self.prune(keep=self.keep_last)
 
   def _write_derived(self, epochs_done: int, best_changed: bool) -> None:
