@@ -99,6 +99,20 @@ class StatusTest(absltest.TestCase):
                   "best; left ~1.4 h (~1.4 h at best)", out)
     self.assertIn("erm_phase1_s1     pending, 0/160 epochs; left ~4.4 h (~4.4 h at best)", out)
 
+  def test_a_finished_rows_pace_comes_from_its_results(self):
+    # A finished row keeps no ckpt/: the pace of its epochs on this machine is read from its
+    # results.json, so a pending stage is estimated at this machine's pace, not an older one's.
+    root = tempfile.mkdtemp()
+    _record(os.path.join(root, "erm_phase1_s0"), 160, [400.0] * 160, ["elsewhere"] * 160)
+    os.makedirs(os.path.join(root, "erm_s2"))
+    with open(os.path.join(root, "erm_s2", "results.json"), "w") as fh:
+      json.dump({"test_bacc": 65.0, "test_gm": 60.0, "epoch_seconds": [400.0] * 160 + [45.0] * 40,
+                 "epoch_machines": ["elsewhere"] * 160 + [machine_name()] * 40}, fh)
+    lines = _status(root).strip().splitlines()
+    drs_s2 = next(line for line in lines if line.startswith("drs_s2"))
+    self.assertEqual(drs_s2, "drs_s2            pending, 0/200 epochs; left ~0.5 h (~0.5 h at "
+                     "best)")  # 40 epochs at 45 s
+
   def test_a_second_lane_is_not_taken_for_the_quiet_pace(self):
     root = tempfile.mkdtemp()
     _record(os.path.join(root, "erm_phase1_s0"), 100, [160.0] * 90 + [400.0] * 10)

@@ -212,7 +212,8 @@ def progress(stage: Stage, machine: Optional[str] = None) -> dict:
   """Epochs done, the stage's recent and best seconds per epoch (on `machine` where it has run
   there, default this one), and whether it finished."""
   results = read_json(os.path.join(stage.run_dir, "results.json"))
-  rec = ckpt_lib.newest_record(os.path.join(stage.run_dir, ckpt_lib.CKPT_DIR)) or {}
+  # A finished run keeps no ckpt/; its results.json holds the same epoch_seconds and machines.
+  rec = ckpt_lib.newest_record(os.path.join(stage.run_dir, ckpt_lib.CKPT_DIR)) or results or {}
   seconds = own_seconds(stage, rec, machine or machine_name())
   # The pace of the last 10 epochs (median): the machine's load changes between sessions.
   recent, every = sorted(seconds[-10:]), sorted(seconds)
