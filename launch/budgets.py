@@ -32,6 +32,7 @@ import pandas as pd
 from launch import tables
 from m2m_tf.markdown import markdown_table
 from data_prep.registry import get_recipe
+from m2m_tf.run_records import RESULTS_FILE
 
 BUDGET_SIZE = 18
 
@@ -88,7 +89,7 @@ def select(settings) -> tuple:
   """(row -> the selected setting, the table of mean val bACC); test metrics are not read."""
   records = []
   for row, setting, s, out in settings:
-    with open(os.path.join(out, "results.json")) as fh:
+    with open(os.path.join(out, RESULTS_FILE)) as fh:
       val = json.load(fh)["val_bacc"]
     records.append({"row": row, "setting": json.dumps(setting, sort_keys=True), "seed": s,
                     "val_bacc": val})

@@ -31,7 +31,7 @@ from sklearn.model_selection import train_test_split
 from data_prep.atomic import atomic_save, atomic_write_text, read_json
 from m2m_tf.cli import run_absl
 from m2m_tf.markdown import markdown_table
-from m2m_tf.run_records import flatten_record
+from m2m_tf.run_records import FLAGS_FILE, RESULTS_FILE, flatten_record
 
 METHODS = {"erm": "ERM", "drs": "DRS", "m2m": "M2m"}  # key -> table label
 
@@ -108,10 +108,10 @@ def main(argv):
   for method in METHODS:
     for seed in seeds:
       out_dir = os.path.join(FLAGS.root, f"{method}_s{seed}")
-      res = read_json(os.path.join(out_dir, "results.json"))
+      res = read_json(os.path.join(out_dir, RESULTS_FILE))
       if res is None:  # not finished: run (or resume) it, then read what it wrote
         subprocess.run(command(npz, method, seed, out_dir), check=True)
-        res = read_json(os.path.join(out_dir, "results.json"))
+        res = read_json(os.path.join(out_dir, RESULTS_FILE))
       rows.append({"method": method, "seed": seed, "test_bacc": res["test_bacc"],
                    "test_gm": res["test_gm"], "val_bacc": res["val_bacc"],
                    "best_epoch": res["best_epoch"]})
@@ -119,7 +119,7 @@ def main(argv):
   summary = table(rows)
   atomic_write_text(os.path.join(FLAGS.results_dir, "digits_lt10.csv"),
                     pd.DataFrame(rows).to_csv(index=False))
-  recorded = flatten_record(read_json(os.path.join(FLAGS.root, f"m2m_s{seeds[0]}", "flags.json")))
+  recorded = flatten_record(read_json(os.path.join(FLAGS.root, f"m2m_s{seeds[0]}", FLAGS_FILE)))
   text = markdown(summary, seeds, recorded, data_facts(npz))
   atomic_write_text(os.path.join(FLAGS.results_dir, "digits_lt10.md"), text)
   print(text)

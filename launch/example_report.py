@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 from m2m_tf.config import ExperimentConfig
 from data_prep.atomic import read_json
+from m2m_tf.run_records import REPORT_FILE, RESULTS_FILE
 from m2m_tf.training import run
 
 OUT = os.path.join("results", "example_reuters_m2m")
@@ -23,18 +24,18 @@ OUT = os.path.join("results", "example_reuters_m2m")
 
 def ensure_run(run_dir: str) -> None:
   """Trains the Quick start's run into `run_dir` unless it has finished there (resumes it)."""
-  if read_json(os.path.join(run_dir, "results.json")) is None:
+  if read_json(os.path.join(run_dir, RESULTS_FILE)) is None:
     run.run_experiment(ExperimentConfig.from_leaves(dataset="reuters", method="m2m",
                                                     output_dir=run_dir, verbose=0))
 
 
 def copy_report(run_dir: str, out: str = OUT) -> str:
   """Copies `run_dir`'s report.md and figures/ to `out` (replacing both); returns `out`."""
-  if not os.path.exists(os.path.join(run_dir, "report.md")):
+  if not os.path.exists(os.path.join(run_dir, REPORT_FILE)):
     raise SystemExit(f"example_report: {run_dir} has no report.md; run "
                      f"`python -m m2m_tf.report {run_dir}` first.")
   os.makedirs(out, exist_ok=True)
-  shutil.copyfile(os.path.join(run_dir, "report.md"), os.path.join(out, "report.md"))
+  shutil.copyfile(os.path.join(run_dir, REPORT_FILE), os.path.join(out, REPORT_FILE))
   shutil.rmtree(os.path.join(out, "figures"), ignore_errors=True)
   shutil.copytree(os.path.join(run_dir, "figures"), os.path.join(out, "figures"))
   return out

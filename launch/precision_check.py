@@ -24,6 +24,7 @@ from launch.cifar import short as cifar_short
 from m2m_tf.markdown import markdown_table
 from m2m_tf.config import PRECISIONS
 from data_prep.atomic import atomic_write_json, atomic_write_text, read_json
+from m2m_tf.run_records import RESULTS_FILE
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -119,12 +120,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   for seed in args.seeds:
     for p in args.precisions:
       out_dir = os.path.join(args.root, f"{p}_s{seed}")
-      if read_json(os.path.join(out_dir, "results.json")) is None:
+      if read_json(os.path.join(out_dir, RESULTS_FILE)) is None:
         print(f"[precision_check] {p} seed {seed} -> {out_dir}", flush=True)
         if subprocess.call(run_command(args, p, seed, out_dir)) != 0:
           print(f"[precision_check] the run in {out_dir} failed; its log is above.")
           return 1
-      runs[f"{p}_s{seed}"] = summary(read_json(os.path.join(out_dir, "results.json")), p,
+      runs[f"{p}_s{seed}"] = summary(read_json(os.path.join(out_dir, RESULTS_FILE)), p,
                                      schedule)
   report = {"argv": argv, "label": f"{cifar_short.DATA_LABEL}; {schedule} - "
             f"{cifar_short.NOT_COMPARABLE}", "machine": cifar_short.cpu_description(),

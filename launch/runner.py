@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 from launch import tables
 from m2m_tf.config import DataConfig
 from m2m_tf.config import G_SEED_OFFSET
+from m2m_tf.run_records import BEST_WEIGHTS_FILE, RESULTS_FILE
 
 # The flags that shape the data; a g must be trained on the same data as f.
 DATA_FIELDS = frozenset(f.name for f in dataclasses.fields(DataConfig))
@@ -49,7 +50,7 @@ def posthoc_jobs(rows: Dict[str, tuple], seeds: List[int], root: str,
     for s in seeds if base else ():
       run = os.path.join(root, f"{base}_s{s}")
       out = os.path.join(root, tables.finished_marker(rows, key, s))
-      if os.path.exists(os.path.join(run, "results.json")) and not os.path.exists(out):
+      if os.path.exists(os.path.join(run, RESULTS_FILE)) and not os.path.exists(out):
         jobs.append((out, [sys.executable, "-m", "m2m_tf.evaluate", f"--checkpoint={run}",
                            "--posthoc_tau=select"] + ([f"--data_dir={data_dir}"] if data_dir
                                                       else [])))
@@ -144,10 +145,10 @@ def plan(dataset: str, rows: Dict[str, tuple], seeds: List[int], root: str, extr
       run = dict(flags_, seed=s)
       if flags_.get("method") == "m2m" and not flags_.get("self_translation"):
         gs = g_runs(flags_, s, ensemble, g_root or root)
-        run["g_checkpoint"] = ",".join(os.path.join(out, "best_f.weights.h5") for out, _ in gs)
+        run["g_checkpoint"] = ",".join(os.path.join(out, BEST_WEIGHTS_FILE) for out, _ in gs)
         runs.update({out: (0, g) for out, g in gs})
       runs[os.path.join(root, f"{key}_s{s}")] = (1, run)
   jobs = [(stage, out, base + run_flags(f) + [f"--output_dir={out}"] + tail)
           for out, (stage, f) in runs.items()
-          if not os.path.exists(os.path.join(out, "results.json"))]
+          if not os.path.exists(os.path.join(out, RESULTS_FILE))]
   return sorted(jobs, key=lambda j: j[0])

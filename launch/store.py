@@ -27,6 +27,8 @@ from absl import flags
 from m2m_tf.cli import run_absl
 from data_prep.atomic import atomic_save, atomic_write_text
 from m2m_tf.config import G_SEED_OFFSET
+from m2m_tf.run_records import BEST_WEIGHTS_FILE, FLAGS_FILE, HISTORY_FILE, POSTHOC_FILE
+from m2m_tf.run_records import RESULTS_FILE
 
 FLAGS = flags.FLAGS
 
@@ -34,10 +36,10 @@ FLAGS = flags.FLAGS
 # (recorded before PyTorch's became the default; the ablation, vocabulary and substitute
 # tables) and the Table-2 grids in PyTorch's form (the default; results/<dataset>.md).
 ROOTS = ("tune", "grid", "grid_pytorch")
-FILES = ("results.json", "history.csv", "flags.json")
+FILES = (RESULTS_FILE, HISTORY_FILE, FLAGS_FILE)
 # Kept when a run has them: its post-hoc logit adjustment (a table row of its own).
-OPTIONAL_FILES = ("posthoc_la.json",)
-WEIGHTS = "best_f.weights.h5"
+OPTIONAL_FILES = (POSTHOC_FILE,)
+WEIGHTS = BEST_WEIGHTS_FILE
 MAX_G_BYTES = 4 << 20
 STORE = os.path.join("results", "run_store")
 
@@ -48,7 +50,7 @@ def finished_runs(runs: str, dataset: str) -> Iterator[str]:
     top = os.path.join(runs, kind, dataset)
     for here, dirs, files in os.walk(top):
       dirs.sort()
-      if "results.json" in files:
+      if RESULTS_FILE in files:
         dirs.clear()  # a run's own subfolders (saved_model, ckpt) hold no runs
         yield os.path.relpath(here, runs)
 
@@ -123,7 +125,7 @@ def restore(runs: str, dataset: str, store: str) -> List[str]:
   done = []
   for rec in records:
     out = os.path.join(runs, rec["run"])
-    if os.path.exists(os.path.join(out, "results.json")):
+    if os.path.exists(os.path.join(out, RESULTS_FILE)):
       continue
     if _is_g(rec["run"]) and "g_weights" not in rec:
       continue  # no weights kept: the grid trains this g again

@@ -23,8 +23,8 @@ from data_prep.atomic import atomic_write_json, atomic_write_text, read_json
 from m2m_tf import logit_adjustment as la
 from launch import over_seeds
 from m2m_tf.markdown import markdown_table
+from m2m_tf.run_records import FLAGS_FILE, HISTORY_FILE, POSTHOC_FILE, RESULTS_FILE
 from m2m_tf.run_records import flatten_record
-from m2m_tf.training.output_dir import POSTHOC_FILE
 
 # The seeds of a committed table (the paper reports the mean of 3 seeds).
 CANONICAL_SEEDS = (0, 1, 2, 3, 4)  # a committed table has every row for each of them
@@ -120,7 +120,7 @@ def momentum_forms(run_root: str, runs: Sequence[str]) -> Dict[str, int]:
   their flags.json says (a run recorded before the field existed ran Keras' form)."""
   counts: Dict[str, int] = {}
   for run in runs:
-    flags = flatten_record(read_json(os.path.join(run_root, run, "flags.json")) or {})
+    flags = flatten_record(read_json(os.path.join(run_root, run, FLAGS_FILE)) or {})
     form = flags.get("momentum_form") or "keras"
     counts[form] = counts.get(form, 0) + 1
   return counts
@@ -218,7 +218,7 @@ def write_selection(results_dir: str, stem: str, record: dict, md: str,
 def load_runs(run_root: str) -> pd.DataFrame:
   """One row per finished run (a `results.json` directly under a run folder of `run_root`)."""
   rows = []
-  for path in sorted(glob.glob(os.path.join(run_root, "*", "results.json"))):
+  for path in sorted(glob.glob(os.path.join(run_root, "*", RESULTS_FILE))):
     with open(path) as fh:
       r = json.load(fh)
     run = os.path.basename(os.path.dirname(path))
@@ -293,7 +293,7 @@ def load_posthoc_runs(run_root: str, rows: Dict[str, tuple]) -> pd.DataFrame:
       run_dir = os.path.dirname(path)
       run = os.path.basename(run_dir)
       if re.fullmatch(rf"{re.escape(base)}_s\d+", run):  # not erm_vocab_size2000_s0
-        out.append(_posthoc_record(run, key, read_json(os.path.join(run_dir, "results.json")),
+        out.append(_posthoc_record(run, key, read_json(os.path.join(run_dir, RESULTS_FILE)),
                                    read_json(path)))
   return pd.DataFrame(out)
 
@@ -422,7 +422,7 @@ def histories(run_root: str, df: pd.DataFrame) -> pd.DataFrame:
   """Every run's per-epoch history.csv (the audit trail of a table), keyed by run, row, seed."""
   parts = []
   for run, row, seed in zip(df["run"], df["row"], df["seed"]):
-    h = pd.read_csv(os.path.join(run_root, run, "history.csv"))
+    h = pd.read_csv(os.path.join(run_root, run, HISTORY_FILE))
     h.insert(0, "seed", seed)
     h.insert(0, "row", row)
     parts.append(h)

@@ -18,12 +18,13 @@ from m2m_tf import logit_adjustment as la
 from m2m_tf import metrics
 from m2m_tf import quiet
 from m2m_tf.errors import CheckpointError
+from m2m_tf.run_records import BEST_WEIGHTS_FILE, EXPORT_DIR, FLAGS_FILE, POSTHOC_FILE, RESULTS_FILE
 from m2m_tf.run_records import NAMED_DATA_OPTIONS, flatten_record
-from m2m_tf.training.output_dir import OUR_ENTRIES, POSTHOC_FILE, RESULTS_FILE
+from m2m_tf.training.output_dir import OUR_ENTRIES
 
 SPLITS = ("test", "val", "train")
 # What a run folder holds, in the order evaluated (the SavedModel needs no --arch).
-RUN_CHECKPOINTS = ("saved_model", "best_f.weights.h5")
+RUN_CHECKPOINTS = (EXPORT_DIR, BEST_WEIGHTS_FILE)
 
 
 def resolve_checkpoint(path: str) -> Tuple[str, dict]:
@@ -36,7 +37,7 @@ def resolve_checkpoint(path: str) -> Tuple[str, dict]:
     raise FileNotFoundError(f"checkpoint not found: {path!r}")
   run_dir = os.path.dirname(os.path.abspath(path))
   checkpoint = path
-  if os.path.isdir(path) and os.path.isfile(os.path.join(path, "flags.json")):
+  if os.path.isdir(path) and os.path.isfile(os.path.join(path, FLAGS_FILE)):
     run_dir = path
     found = [os.path.join(path, n) for n in RUN_CHECKPOINTS
              if os.path.exists(os.path.join(path, n))]
@@ -44,7 +45,7 @@ def resolve_checkpoint(path: str) -> Tuple[str, dict]:
       raise FileNotFoundError(f"run folder {path!r} has neither saved_model/ nor best_f.weights.h5 "
                               "(an unfinished run?)")
     checkpoint = found[0]
-  return checkpoint, flatten_record(read_json(os.path.join(run_dir, "flags.json")) or {})
+  return checkpoint, flatten_record(read_json(os.path.join(run_dir, FLAGS_FILE)) or {})
 
 
 def _saved_model_shapes(loaded) -> Optional[Tuple[tuple, Optional[int]]]:
@@ -217,7 +218,7 @@ def logit_scale(run_flags: dict) -> float:
 
 def _run_dir(path: str, checkpoint: str) -> str:
   """The run folder `path`, else the folder of the resolved checkpoint."""
-  if os.path.isdir(path) and os.path.isfile(os.path.join(path, "flags.json")):
+  if os.path.isdir(path) and os.path.isfile(os.path.join(path, FLAGS_FILE)):
     return path
   return os.path.dirname(os.path.abspath(checkpoint))
 
@@ -237,7 +238,7 @@ def posthoc_output(path: str, checkpoint: str, output: Optional[str] = None) -> 
 
 def _check_finished(run_dir: str, data) -> None:
   """Raises CheckpointError unless a run folder is finished and has the data's class counts."""
-  if not os.path.isfile(os.path.join(run_dir, "flags.json")):
+  if not os.path.isfile(os.path.join(run_dir, FLAGS_FILE)):
     return  # a checkpoint outside any run folder
   results = read_json(os.path.join(run_dir, RESULTS_FILE))
   if results is None:

@@ -1,5 +1,6 @@
-"""The commit records of a run's `ckpt/` folder (written by `m2m_tf.training.checkpoint`), read
-with the standard library only, so progress reports need no Keras.
+"""A run folder's file names and the commit records of its `ckpt/` folder (written by
+`m2m_tf.training.checkpoint`), read with the standard library only, so progress reports need no
+Keras.
 """
 
 import glob
@@ -10,9 +11,17 @@ from typing import Dict, List, Optional
 from m2m_tf.errors import CheckpointError
 from data_prep.atomic import read_json
 
-CKPT_DIR = "ckpt"
+# The entries of a run folder (docs/runs.md), named once for the writers and the readers.
+CKPT_DIR = "ckpt"  # the commit records and the states they name
+FLAGS_FILE = "flags.json"  # the run's configuration (m2m_tf.config.ExperimentConfig)
+HISTORY_FILE = "history.csv"  # one row per finished epoch
+RESULTS_FILE = "results.json"  # written last: a run folder holding it is finished
 BEST_WEIGHTS_FILE = "best_f.weights.h5"  # the selected epoch's f, beside ckpt/
 BEST_STATE_FILE = "best_state.json"  # its epoch, score, summaries and the file's sha256
+EXPORT_DIR = "saved_model"  # the selected f as a SavedModel
+POSTHOC_FILE = "posthoc_la.json"  # post-hoc logit adjustment of a finished run (m2m_tf.evaluate)
+REPORT_FILE = "report.md"  # the run's report (m2m_tf.report)
+FIGURES_DIR = "figures"  # the report's figures
 _RECORD = re.compile(r"state-(\d{4,})\.json$")
 
 

@@ -221,8 +221,8 @@ class TableTest(absltest.TestCase):
     # A record from before the field: every own epoch "not recorded".
     old = {"epochs_done": 170, "epoch_seconds": [1.0] * 170}
     self.assertEqual(cifar_runs._machines(None, old, {"init_epoch": 160}), {"not recorded": 10})
-    run = cifar_runs.Run("drs", "ce", "drs", "x", machines=got)
-    self.assertIn("ERM-DRS: not recorded (1), AMD, 2 cores (1), Intel, 2 cores (2)",
+    run = cifar_runs.Run("drs", "ce", "drs", "x", seed=2, machines=got)
+    self.assertIn("ERM-DRS s2: not recorded (1), AMD, 2 cores (1), Intel, 2 cores (2)",
                   cifar_runs.machines_text([run]))
 
   def test_cli(self):

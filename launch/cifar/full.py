@@ -172,7 +172,7 @@ def source(stage: Stage) -> Optional[Stage]:
 def phase1_momentum_form(stage: Stage) -> str:
   """A phase-1 run's momentum form: seed 0's phase 1 of its loss as recorded (the committed runs
   were made in Keras' form; the seeds stay comparable), else today's default."""
-  record = read_json(os.path.join(FLAGS.root, f"{stage.name}_s0", "flags.json"))
+  record = read_json(os.path.join(FLAGS.root, f"{stage.name}_s0", ckpt_lib.FLAGS_FILE))
   # from_json: a record older than the momentum_form leaf was made in Keras' form.
   return (ExperimentConfig() if record is None else
           ExperimentConfig.from_json(record)).schedule.momentum_form
@@ -211,7 +211,7 @@ def own_seconds(stage: Stage, record: dict, machine: str) -> List[float]:
 def progress(stage: Stage, machine: Optional[str] = None) -> dict:
   """Epochs done, the stage's recent and best seconds per epoch (on `machine` where it has run
   there, default this one), and whether it finished."""
-  results = read_json(os.path.join(stage.run_dir, "results.json"))
+  results = read_json(os.path.join(stage.run_dir, ckpt_lib.RESULTS_FILE))
   # A finished run keeps no ckpt/; its results.json holds the same epoch_seconds and machines.
   rec = ckpt_lib.newest_record(os.path.join(stage.run_dir, ckpt_lib.CKPT_DIR)) or results or {}
   seconds = own_seconds(stage, rec, machine or machine_name())
@@ -320,8 +320,8 @@ def needs_posthoc(stage: Stage) -> bool:
   """Whether `stage` is a finished row (best weights kept) without its post-hoc LA file."""
   def has(name):
     return os.path.exists(os.path.join(stage.run_dir, name))
-  return (stage.phase1_of is None and has(output_dir.RESULTS_FILE)
-          and has(ckpt_lib.BEST_WEIGHTS_FILE) and not has(output_dir.POSTHOC_FILE))
+  return (stage.phase1_of is None and has(ckpt_lib.RESULTS_FILE)
+          and has(ckpt_lib.BEST_WEIGHTS_FILE) and not has(ckpt_lib.POSTHOC_FILE))
 
 
 def restore_best_files(stage: Stage) -> bool:
@@ -329,7 +329,7 @@ def restore_best_files(stage: Stage) -> bool:
   (best_f.weights.h5, best_state.json), copied from its phase-1 run, whose best they are; the
   trainer wrote none for such a row before December 2026. Returns whether it copied them."""
   src = source(stage)
-  best_epoch = (read_json(os.path.join(stage.run_dir, output_dir.RESULTS_FILE)) or {}).get(
+  best_epoch = (read_json(os.path.join(stage.run_dir, ckpt_lib.RESULTS_FILE)) or {}).get(
       "best_epoch")
   if (src is None or best_epoch is None or best_epoch >= BRANCH_EPOCH
       or os.path.exists(os.path.join(stage.run_dir, ckpt_lib.BEST_WEIGHTS_FILE))):

@@ -37,6 +37,7 @@ from launch.cifar.short import fmt
 from m2m_tf import evaluate
 from m2m_tf.config import ExperimentConfig
 from m2m_tf.markdown import markdown_table
+from m2m_tf.run_records import BEST_WEIGHTS_FILE
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 OFFICIAL_G = "official_erm_resnet32_cifar10lt_r100.npz"
@@ -238,7 +239,7 @@ def train_stages(report: Report, args: argparse.Namespace, data, skip) -> None:
         verbose=args.verbose))
     if res is not None:
       report.stage("erm", cifar_short.run_summary(res, label))
-      g_weights = os.path.join(runs, "erm", "best_f.weights.h5")
+      g_weights = os.path.join(runs, "erm", BEST_WEIGHTS_FILE)
   if "m2m" not in skip and g_weights is not None:
     res = report.guarded("m2m", lambda: train_short(
         data, os.path.join(runs, "m2m"), sched, method="m2m", batch_size=batch,

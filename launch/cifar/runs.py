@@ -62,13 +62,13 @@ class Run:
   @property
   def weights(self) -> Optional[str]:
     """f's best-validation weights, if written."""
-    path = os.path.join(self.run_dir, "best_f.weights.h5")
+    path = os.path.join(self.run_dir, ckpt_lib.BEST_WEIGHTS_FILE)
     return path if os.path.exists(path) else None
 
 
 def _history(run_dir: str, record: Optional[dict]) -> Optional[pd.DataFrame]:
   """history.csv, else the history rows of the newest commit record."""
-  path = os.path.join(run_dir, "history.csv")
+  path = os.path.join(run_dir, ckpt_lib.HISTORY_FILE)
   if os.path.exists(path):
     try:
       return pd.read_csv(path)
@@ -98,13 +98,13 @@ def read_run(root: str, stage) -> Run:
   run = Run(stage.name, stage.loss, stage.method, os.path.join(root, stage.key), stage.seed)
   if not os.path.isdir(run.run_dir):
     return run
-  flags = read_json(os.path.join(run.run_dir, "flags.json"))
+  flags = read_json(os.path.join(run.run_dir, ckpt_lib.FLAGS_FILE))
   # As {leaf name: value}, whether the record is nested by section or of the older flat form.
   run.flags = None if flags is None else ckpt_lib.flatten_record(flags)
   if run.flags and run.flags.get("init_from"):
-    source = read_json(os.path.join(_source_dir(root, run.flags["init_from"]), "flags.json"))
+    source = read_json(os.path.join(_source_dir(root, run.flags["init_from"]), ckpt_lib.FLAGS_FILE))
     run.phase1_flags = None if source is None else ckpt_lib.flatten_record(source)
-  run.results = read_json(os.path.join(run.run_dir, "results.json"))
+  run.results = read_json(os.path.join(run.run_dir, ckpt_lib.RESULTS_FILE))
   record = ckpt_lib.newest_record(os.path.join(run.run_dir, ckpt_lib.CKPT_DIR))
   run.history = _history(run.run_dir, record)
   run.epochs_total = int((run.flags or {}).get("epochs") or 200)
@@ -135,8 +135,9 @@ def _machines(results, record, flags) -> Dict[str, int]:
 
 
 def machines_text(runs: Sequence[Run]) -> str:
-  """Where each row's own epochs ran (a row resumed on another CPU changes speed there)."""
-  parts = [f"{r.label}: " + ", ".join(f"{m} ({n})" for m, n in r.machines.items())
+  """Where each run's own epochs ran, by row and seed (a row resumed on another CPU changes
+  speed there)."""
+  parts = [f"{r.label} s{r.seed}: " + ", ".join(f"{m} ({n})" for m, n in r.machines.items())
            for r in runs if r.machines]
   return "; ".join(parts) if parts else "none yet"
 
@@ -200,7 +201,7 @@ def posthoc(run: Run) -> dict:
   """A finished run's post-hoc logit adjustment (its posthoc_la.json, written by
   `python -m m2m_tf.evaluate --checkpoint=RUN --posthoc_tau=select`): tau chosen on validation
   bACC, and the adjusted test bACC / GM; NaN where there is none."""
-  p = read_json(os.path.join(run.run_dir, "posthoc_la.json")) if run.finished else None
+  p = read_json(os.path.join(run.run_dir, ckpt_lib.POSTHOC_FILE)) if run.finished else None
   if p is None:
     return {"posthoc_tau": math.nan, "posthoc_test_bacc": math.nan, "posthoc_test_gm": math.nan}
   return {"posthoc_tau": p["tau"], "posthoc_test_bacc": p["test_bacc"],

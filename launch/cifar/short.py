@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 from m2m_tf.markdown import markdown_table
 from data_prep.atomic import atomic_write_json, atomic_write_text
+from m2m_tf.run_records import RESULTS_FILE
 
 DATA_LABEL = "JPEG substitute (CIFAR-10 re-encoded as JPEG; PROVENANCE §3)"
 NOT_COMPARABLE = "not comparable to the paper to the decimal"
@@ -79,7 +80,7 @@ def write_short_run_report(erm_dir: str, m2m_dir: str, out_json: str, epochs: in
   out = {"label": f"{DATA_LABEL}; {label} - {NOT_COMPARABLE}",
          "machine": where, "schedule": short_schedule(epochs, deferred), "runs": {}}
   for name, d in (("erm", erm_dir), ("m2m", m2m_dir)):
-    path = os.path.join(d, "results.json")
+    path = os.path.join(d, RESULTS_FILE)
     if os.path.exists(path):
       with open(path) as fh:
         out["runs"][name] = run_summary(json.load(fh), label)

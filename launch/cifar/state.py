@@ -23,11 +23,10 @@ from absl import flags
 
 from launch.cifar import full as cifar_full
 from m2m_tf.cli import run_absl
-from m2m_tf.run_records import CKPT_DIR, read_record, record_path
+from m2m_tf.run_records import CKPT_DIR, EXPORT_DIR, read_record, record_path
 from m2m_tf.training import checkpoint as ckpt_lib
 
 FLAGS = flags.FLAGS
-EXPORT_DIR = "saved_model"  # 4.5 MB a row; best_f.weights.h5 holds the same f
 flags.DEFINE_bool("dry_run", False, "Print the git commands; change nothing.")
 
 
@@ -74,6 +73,7 @@ def plan_git(stages) -> Tuple[List[str], List[str]]:
       for name in sorted(files):
         path = os.path.join(folder, name)
         in_ckpt = os.path.basename(folder) == CKPT_DIR
+        # A finished row's export (4.5 MB a row) stays out: its best weights hold the same f.
         in_export = EXPORT_DIR in os.path.relpath(folder, stage.run_dir).split(os.sep)
         (add if (not in_ckpt or path in kept) and not in_export else drop).append(path)
     if os.path.exists(stage.run_dir + ".log"):

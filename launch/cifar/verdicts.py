@@ -21,6 +21,7 @@ from scipy import stats
 from data_prep.atomic import atomic_save, file_sha256, read_json
 from launch.over_seeds import verdict_word
 from m2m_tf.metrics import confusion_matrix
+from m2m_tf.run_records import BEST_STATE_FILE
 
 PREDICTIONS = "cifar10_jpeg_lt_predictions.npz"
 # (row, compared with): M2m against the rows the paper's claim is about.
@@ -74,7 +75,7 @@ def predict(f, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
 def confusion_check(run, y: np.ndarray, pred: np.ndarray, num_classes: int) -> Optional[int]:
   """How many test images the run's own best-epoch confusion matrix (best_state.json) and
   these predictions disagree on, counted cell by cell; None if the run recorded none."""
-  best = read_json(os.path.join(run.run_dir, "best_state.json")) or {}
+  best = read_json(os.path.join(run.run_dir, BEST_STATE_FILE)) or {}
   cm = ((best.get("summaries") or {}).get("test") or {}).get("confusion_matrix")
   if cm is None:
     return None

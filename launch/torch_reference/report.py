@@ -14,6 +14,7 @@ from data_prep.atomic import atomic_save, atomic_write_text
 from launch import tables
 from launch.torch_reference import training as tr
 from m2m_tf.markdown import markdown_table
+from m2m_tf.run_records import HISTORY_FILE
 
 
 def selected_row(rows: Sequence[Dict]) -> Dict:
@@ -199,7 +200,7 @@ def _trajectories(folder: pathlib.Path, methods: Sequence[str], tf_root,
   lines = []
   for m in methods:
     ours = {int(r["epoch"]): float(r["val_bacc"]) for r in tr.read_history(folder / f"{m}_s0")}
-    path = pathlib.Path(tf_root) / f"{m}_s0" / "history.csv"
+    path = pathlib.Path(tf_root) / f"{m}_s0" / HISTORY_FILE  # our run folder
     tf = {}
     if path.exists():  # its epoch column counts from 0
       tf = {int(e) + 1: float(v) for e, v in pd.read_csv(path)[["epoch", "val_bacc"]].values}

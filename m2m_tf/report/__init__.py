@@ -18,11 +18,10 @@ from m2m_tf import plots
 from m2m_tf.data import pipeline
 from data_prep.atomic import TMP_PREFIX, atomic_write_text, read_json
 from m2m_tf.m2m.translation import translate
+from m2m_tf.run_records import FIGURES_DIR, FLAGS_FILE, HISTORY_FILE, REPORT_FILE, RESULTS_FILE
 from m2m_tf.run_records import flatten_record
 from m2m_tf.training.methods import get_method
 
-REPORT_FILE = "report.md"
-FIGURES_DIR = "figures"
 FIGURES = {"curves": "training_curves.png", "recall": "per_class_recall.png",
            "confusion": "confusion_matrix.png", "cumulative_fp": "cumulative_fp.png",
            "m2m_rates": "m2m_rates.png", "translations": "translations.png"}
@@ -66,13 +65,13 @@ class Written:
 
 def read_run(run_dir: str, results: Optional[dict] = None) -> RunFiles:
   """A run folder's files, `results` replacing results.json; FileNotFoundError without results."""
-  results = results if results is not None else read_json(os.path.join(run_dir, "results.json"))
+  results = results if results is not None else read_json(os.path.join(run_dir, RESULTS_FILE))
   if results is None:
     raise FileNotFoundError(f"{run_dir} has no results.json: the run is unfinished (run the same "
                             "command again to finish it; its report is written at the end).")
-  path = os.path.join(run_dir, "history.csv")
+  path = os.path.join(run_dir, HISTORY_FILE)
   history = pd.read_csv(path) if os.path.exists(path) else pd.DataFrame({"epoch": []})
-  flags = read_json(os.path.join(run_dir, "flags.json"))
+  flags = read_json(os.path.join(run_dir, FLAGS_FILE))
   if not results.get("class_names"):  # results of a run made before they were recorded
     results = dict(results, class_names=[str(k) for k in range(len(results["class_counts"]))])
   return RunFiles(run_dir, results, history, flatten_record(flags or {}))

@@ -18,9 +18,9 @@ from data_prep.paths import DataNotFoundError
 from m2m_tf import report
 from m2m_tf.config import ExperimentConfig
 from m2m_tf.errors import M2mError
+from m2m_tf.run_records import BEST_WEIGHTS_FILE, FLAGS_FILE, RESULTS_FILE
 from data_prep.atomic import read_json
 from m2m_tf.training import builders
-from m2m_tf.training.checkpoint import BEST_WEIGHTS_FILE
 from m2m_tf.training.inputs import load_data
 from m2m_tf.training.methods import get_method
 
@@ -50,7 +50,7 @@ def load_models(run_dir: str, data_dir: Optional[str] = None) -> Optional[report
 
   Raises M2mError or DataNotFoundError when the data or g cannot be read.
   """
-  cfg = ExperimentConfig.from_json(read_json(os.path.join(run_dir, "flags.json")) or {})
+  cfg = ExperimentConfig.from_json(read_json(os.path.join(run_dir, FLAGS_FILE)) or {})
   if not get_method(cfg.training.method).m2m or cfg.model.arch == "mlp":
     return None
   # One device, and the training split in memory (the seeds are drawn from it).
@@ -73,7 +73,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if not os.path.isdir(args.run_dir):
     print(f"m2m_tf.report: error: {args.run_dir} is not a folder.", file=sys.stderr)
     return 1
-  if read_json(os.path.join(args.run_dir, "results.json")) is None:
+  if read_json(os.path.join(args.run_dir, RESULTS_FILE)) is None:
     print(f"m2m_tf.report: error: {args.run_dir} holds no results.json (an unfinished run: run "
           "its command again; the report is written when it ends).", file=sys.stderr)
     return 1

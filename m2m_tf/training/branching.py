@@ -6,7 +6,7 @@ import os
 from data_prep.atomic import read_json
 from m2m_tf.config import ExperimentConfig
 from m2m_tf.errors import CheckpointError, ConfigError
-from m2m_tf.run_records import record_path
+from m2m_tf.run_records import FLAGS_FILE, record_path
 from m2m_tf.training import checkpoint as ckpt_lib
 from m2m_tf.training import output_dir as out_lib
 from m2m_tf.training.comparison import M2M_ONLY_FIELDS, comparable_config, differences
@@ -59,7 +59,7 @@ def branch(cfg: ExperimentConfig, trainer, checkpoint) -> int:
   """Loads `init_from`'s state after `init_epoch` epochs and commits it as this run's first;
   returns init_epoch. Raises CheckpointError (no such run or commit) or `check_branch`'s error."""
   init_from, init_epoch = cfg.runtime.init_from, cfg.runtime.init_epoch
-  source = read_json(os.path.join(init_from, out_lib.FLAGS_FILE))
+  source = read_json(os.path.join(init_from, FLAGS_FILE))
   if source is None:
     raise CheckpointError(f"--init_from={init_from} is not a run folder (no flags.json).")
   check_branch(source, cfg)

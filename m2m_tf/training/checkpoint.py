@@ -23,9 +23,7 @@ from data_prep.atomic import file_sha256
 from m2m_tf.machine import machine_name
 # The commit records' format lives in `m2m_tf.run_records` (no Keras), for progress reports.
 from m2m_tf.run_records import BEST_STATE_FILE, BEST_WEIGHTS_FILE, CKPT_DIR, committed_records
-from m2m_tf.run_records import epoch_machines, read_record, record_path
-
-HISTORY_FILE = "history.csv"
+from m2m_tf.run_records import HISTORY_FILE, epoch_machines, read_record, record_path
 
 
 @dataclasses.dataclass

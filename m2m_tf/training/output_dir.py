@@ -25,18 +25,17 @@ from typing import Callable, Iterable, List, Optional
 
 from m2m_tf.errors import OutputDirError
 from data_prep.atomic import TMP_PREFIX, atomic_write_json, read_json
-from m2m_tf.run_records import BEST_STATE_FILE, BEST_WEIGHTS_FILE, CKPT_DIR, committed_records
+from m2m_tf.run_records import BEST_STATE_FILE, BEST_WEIGHTS_FILE, CKPT_DIR, EXPORT_DIR
+from m2m_tf.run_records import FIGURES_DIR, FLAGS_FILE, HISTORY_FILE, POSTHOC_FILE, REPORT_FILE
+from m2m_tf.run_records import RESULTS_FILE, committed_records
 
 LOCK_FILE = ".m2m_lock"
 MANIFEST_FILE = ".m2m_manifest.json"
-FLAGS_FILE = "flags.json"
-RESULTS_FILE = "results.json"
-# Post-hoc logit adjustment of a finished run (`m2m_tf.evaluate --posthoc_tau`): ours, so that it
-# does not make the folder foreign, and --overwrite drops it with the results it was made from.
-POSTHOC_FILE = "posthoc_la.json"
-OUR_ENTRIES = (FLAGS_FILE, RESULTS_FILE, "history.csv", BEST_WEIGHTS_FILE, BEST_STATE_FILE,
-               "saved_model", "tensorboard", CKPT_DIR, "g_erm", "backup", LOCK_FILE, MANIFEST_FILE,
-               POSTHOC_FILE, "report.md", "figures")
+# Post-hoc logit adjustment of a finished run (POSTHOC_FILE) is ours too, so that it does not
+# make the folder foreign, and --overwrite drops it with the results it was made from.
+OUR_ENTRIES = (FLAGS_FILE, RESULTS_FILE, HISTORY_FILE, BEST_WEIGHTS_FILE, BEST_STATE_FILE,
+               EXPORT_DIR, "tensorboard", CKPT_DIR, "g_erm", "backup", LOCK_FILE, MANIFEST_FILE,
+               POSTHOC_FILE, REPORT_FILE, FIGURES_DIR)
 # Settings that cannot change a run's result: they never block a resume (--streaming reads the
 # same batches from disk; --noexport only skips the SavedModel).
 NOT_RESULT_FIELDS = frozenset({"overwrite", "verbose", "data_dir", "output_dir", "keep_epochs",

@@ -11,7 +11,7 @@ from m2m_tf import report as report_lib
 from m2m_tf import serving
 from m2m_tf.config import ExperimentConfig
 from m2m_tf.training import callbacks as cb
-from m2m_tf.training.output_dir import RESULTS_FILE
+from m2m_tf.run_records import EXPORT_DIR, RESULTS_FILE
 
 
 def loss_record(loss_fn) -> dict:
@@ -67,7 +67,7 @@ def export_and_report(cfg: ExperimentConfig, data, trainer, evaluation, checkpoi
   folders are private), then results.json, then drops the checkpoints; returns the results."""
   f = trainer.f
   f.set_weights(evaluation.best_weights)
-  export_dir = os.path.join(cfg.output_dir, "saved_model")
+  export_dir = os.path.join(cfg.output_dir, EXPORT_DIR)
   if cfg.runtime.export:
     # Text datasets also get a raw-text endpoint (docs/runs.md#serving-the-exported-model).
     atomic_replace_dir(lambda p: serving.export_saved_model(

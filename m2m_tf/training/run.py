@@ -15,6 +15,7 @@ from data_prep.atomic import read_json
 from data_prep.recipes import suggested_recipe
 from m2m_tf.config import G_SEED_OFFSET, ExperimentConfig
 from m2m_tf.errors import OutputDirError
+from m2m_tf.run_records import FLAGS_FILE, RESULTS_FILE
 from m2m_tf.training import builders
 from m2m_tf.training import checkpoint as ckpt_lib
 from m2m_tf.training import determinism
@@ -90,9 +91,9 @@ def _reuse_g(run: PlannedRun, runner) -> bool:
   """Whether g's run is finished (the chief's view), then kept; one of another configuration is
   refused with an OutputDirError."""
   cfg = run.cfg
-  if not runner.chief_value(os.path.exists(os.path.join(cfg.output_dir, out_lib.RESULTS_FILE))):
+  if not runner.chief_value(os.path.exists(os.path.join(cfg.output_dir, RESULTS_FILE))):
     return False
-  previous = read_json(os.path.join(cfg.output_dir, out_lib.FLAGS_FILE)) or {}
+  previous = read_json(os.path.join(cfg.output_dir, FLAGS_FILE)) or {}
   diff = differences(previous, cfg.to_json())
   if diff:
     raise OutputDirError(f"{cfg.output_dir} holds a g trained with another configuration "
