@@ -99,6 +99,23 @@ class StatusTest(absltest.TestCase):
                   "best; left ~1.4 h (~1.4 h at best)", out)
     self.assertIn("erm_phase1_s1     pending, 0/160 epochs; left ~4.4 h (~4.4 h at best)", out)
 
+  def test_a_pending_m2m_stage_goes_at_an_m2m_stage_pace_measured_here(self):
+    root = tempfile.mkdtemp()
+    here = machine_name()
+    _record(os.path.join(root, "erm_phase1_s0"), 160, [50.0] * 160, [here] * 160)
+    # Seed 0's ERM-M2m: 10 own epochs here at 380 s (7.6 ERM epochs, not the factor's 6.95).
+    _record(os.path.join(root, "m2m_s0"), 170, [50.0] * 160 + [380.0] * 10, [here] * 170)
+    # ERM-M2m of seed 1 then takes 40 x 380 s = 4.2 h; at ERM's pace x 6.95 it would be 3.9 h.
+    self.assertIn("m2m_s1            pending, 0/200 epochs; left ~4.2 h (~4.2 h at best)",
+                  _status(root))
+    # Epochs that ran elsewhere do not stand in for this machine's M2m pace.
+    other = tempfile.mkdtemp()
+    _record(os.path.join(other, "erm_phase1_s0"), 160, [50.0] * 160, [here] * 160)
+    _record(os.path.join(other, "m2m_s0"), 170, [50.0] * 160 + [380.0] * 10,
+            [here] * 160 + ["Other CPU, 2 cores"] * 10)
+    self.assertIn("m2m_s1            pending, 0/200 epochs; left ~3.9 h (~3.9 h at best)",
+                  _status(other))
+
   def test_a_finished_rows_pace_comes_from_its_results(self):
     # A finished row keeps no ckpt/: the pace of its epochs on this machine is read from its
     # results.json, so a pending stage is estimated at this machine's pace, not an older one's.

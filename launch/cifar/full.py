@@ -77,7 +77,7 @@ M2M_FLAGS = {"beta": 0.999, "lam": 0.5, "gamma": 0.9, "step_size": 0.1, "steps":
 # Measured M2m/ERM step time of ResNet-32 on the 2-core CPUs this project runs on: 5.4 on an
 # Intel Xeon (results/bench_resnet32_quiet.md), 5.9 on a Zen 3 AMD EPYC (bench_resnet32_amd.md),
 # 6.95 on a Zen 4 one (bench_resnet32_torch_amd_epyc.md). The largest, so that an estimate errs
-# long; a stage's own pace replaces it once it has run on this machine.
+# long; an M2m stage's own pace on this machine replaces it, for that stage and the pending ones.
 M2M_STEP_FACTOR = 6.95
 
 ROWS_MOMENTUM_FORM = "pytorch"  # the official code's; the rows' epochs 161-200
@@ -202,10 +202,16 @@ def command(stage: Stage) -> List[str]:
 def own_seconds(stage: Stage, record: dict, machine: str) -> List[float]:
   """The seconds of the stage's own epochs (after its branch point) that ran on `machine`, or of
   all its own epochs if none did (CPUs differ up to 4x in speed: a pace is its machine's)."""
-  first = BRANCH_EPOCH if stage.branch_from else 0
-  pairs = list(zip(record.get("epoch_seconds", []), ckpt_lib.epoch_machines(record)))[first:]
+  pairs = _own_epochs(stage, record)
   here = [s for s, m in pairs if s and m == machine]
   return here or [s for s, _ in pairs if s]
+
+
+def _own_epochs(stage: Stage, record: dict) -> List[tuple]:
+  """(seconds, machine) of each of the stage's own epochs: a branched stage's record also holds
+  its source's first `BRANCH_EPOCH`, which are not its own."""
+  first = BRANCH_EPOCH if stage.branch_from else 0
+  return list(zip(record.get("epoch_seconds", []), ckpt_lib.epoch_machines(record)))[first:]
 
 
 def progress(stage: Stage, machine: Optional[str] = None) -> dict:
@@ -214,7 +220,8 @@ def progress(stage: Stage, machine: Optional[str] = None) -> dict:
   results = read_json(os.path.join(stage.run_dir, ckpt_lib.RESULTS_FILE))
   # A finished run keeps no ckpt/; its results.json holds the same epoch_seconds and machines.
   rec = ckpt_lib.newest_record(os.path.join(stage.run_dir, ckpt_lib.CKPT_DIR)) or results or {}
-  seconds = own_seconds(stage, rec, machine or machine_name())
+  machine = machine or machine_name()
+  seconds = own_seconds(stage, rec, machine)
   # The pace of the last 10 epochs (median): the machine's load changes between sessions.
   recent, every = sorted(seconds[-10:]), sorted(seconds)
   epochs = rec.get("epochs_done", 0)
@@ -223,7 +230,7 @@ def progress(stage: Stage, machine: Optional[str] = None) -> dict:
           # The pace of a quiet machine: the 10th percentile of all its epochs (one odd fast
           # epoch does not move it; the epochs that shared the CPU do not either).
           "best_sec_per_epoch": every[len(every) // 10] if every else None,
-          "here": bool(seconds) and machine_name() in ckpt_lib.epoch_machines(rec)}
+          "here": any(s and m == machine for s, m in _own_epochs(stage, rec))}
 
 
 def erm_pace(progs: Dict[str, dict]) -> dict:
@@ -235,11 +242,17 @@ def erm_pace(progs: Dict[str, dict]) -> dict:
   return progs["erm_s0"] if progs["erm_s0"]["sec_per_epoch"] else progs["erm_phase1_s0"]
 
 
-def estimate_left(stage: Stage, prog: dict, erm_prog: dict,
-                  pace_key: str = "sec_per_epoch") -> Optional[float]:
+def m2m_pace(progs: Dict[str, dict]) -> Optional[dict]:
+  """The `progress` whose pace stands for a pending M2m stage's: the first M2m stage that has
+  run on this machine (every M2m row translates with the same g and T), else None."""
+  return next((progs[s.key] for s in PLAN if s.method == "m2m" and progs[s.key]["here"]), None)
+
+
+def estimate_left(stage: Stage, prog: dict, erm_prog: dict, pace_key: str = "sec_per_epoch",
+                  m2m_prog: Optional[dict] = None) -> Optional[float]:
   """Seconds left for a stage at its own pace `pace_key` ("sec_per_epoch": recent,
-  "best_sec_per_epoch": a quiet machine's), else at ERM's (`erm_prog`, `erm_pace`; x M2m's
-  step factor).
+  "best_sec_per_epoch": a quiet machine's); else, for M2m, at another M2m stage's (`m2m_prog`,
+  `m2m_pace`); else at ERM's (`erm_prog`, `erm_pace`; x M2m's step factor for M2m).
 
   At the best pace a stage that does not translate may also go at ERM's best: the same
   ResNet-32 step, so a stage whose own epochs all shared the CPU (a second lane) is not
@@ -250,8 +263,10 @@ def estimate_left(stage: Stage, prog: dict, erm_prog: dict,
   first = BRANCH_EPOCH if stage.branch_from else 0
   left = stage.until - max(prog["epochs"], first)
   own, erm = prog[pace_key], erm_prog[pace_key]
-  if own is None and erm is not None and stage.method == "m2m":
-    return left * erm * M2M_STEP_FACTOR
+  if own is None and stage.method == "m2m":
+    stand_in = (m2m_prog or {}).get(pace_key)
+    if stand_in is not None or erm is not None:
+      return left * (stand_in or erm * M2M_STEP_FACTOR)
   if pace_key == "best_sec_per_epoch" and stage.method != "m2m":
     own = min((p for p in (own, erm) if p is not None), default=None)
   pace = own or erm
@@ -278,12 +293,12 @@ def status_lines() -> List[str]:
   """One line per stage, then the total time left at the recent and at the best pace."""
   lines, total, total_best = [], 0.0, 0.0
   progs = {stage.key: progress(stage) for stage in PLAN}  # each run's record read once
-  erm = erm_pace(progs)
+  erm, m2m = erm_pace(progs), m2m_pace(progs)
   width = max(len(k) for k in STAGES)
   for stage in PLAN:
     prog = progs[stage.key]
-    left = estimate_left(stage, prog, erm)
-    best = estimate_left(stage, prog, erm, "best_sec_per_epoch")
+    left = estimate_left(stage, prog, erm, m2m_prog=m2m)
+    best = estimate_left(stage, prog, erm, "best_sec_per_epoch", m2m)
     pace = (f", {prog['sec_per_epoch']:.0f} s/epoch recently, "
             f"{prog['best_sec_per_epoch']:.0f} at best" if prog["sec_per_epoch"] else "")
     lines.append(f"{stage.key:{width}s} {_state(stage, prog)}{pace}; left ~{_hours(left)} "
