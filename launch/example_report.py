@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 from m2m_tf.config import ExperimentConfig
 from data_prep.atomic import read_json
-from m2m_tf.run_records import REPORT_FILE, RESULTS_FILE
+from m2m_tf.run_records import FIGURES_DIR, REPORT_FILE, RESULTS_FILE
 from m2m_tf.training import run
 
 OUT = os.path.join("results", "example_reuters_m2m")
@@ -36,8 +36,8 @@ def copy_report(run_dir: str, out: str = OUT) -> str:
                      f"`python -m m2m_tf.report {run_dir}` first.")
   os.makedirs(out, exist_ok=True)
   shutil.copyfile(os.path.join(run_dir, REPORT_FILE), os.path.join(out, REPORT_FILE))
-  shutil.rmtree(os.path.join(out, "figures"), ignore_errors=True)
-  shutil.copytree(os.path.join(run_dir, "figures"), os.path.join(out, "figures"))
+  shutil.rmtree(os.path.join(out, FIGURES_DIR), ignore_errors=True)
+  shutil.copytree(os.path.join(run_dir, FIGURES_DIR), os.path.join(out, FIGURES_DIR))
   return out
 
 

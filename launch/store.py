@@ -39,7 +39,6 @@ ROOTS = ("tune", "grid", "grid_pytorch")
 FILES = (RESULTS_FILE, HISTORY_FILE, FLAGS_FILE)
 # Kept when a run has them: its post-hoc logit adjustment (a table row of its own).
 OPTIONAL_FILES = (POSTHOC_FILE,)
-WEIGHTS = BEST_WEIGHTS_FILE
 MAX_G_BYTES = 4 << 20
 STORE = os.path.join("results", "run_store")
 
@@ -81,7 +80,7 @@ def _record(runs: str, rel: str, g_dir: str, store: str) -> dict:
                                                                                        f))):
     with open(os.path.join(runs, rel, name)) as fh:
       rec[name] = fh.read()
-  weights = os.path.join(runs, rel, WEIGHTS)
+  weights = os.path.join(runs, rel, BEST_WEIGHTS_FILE)
   if _is_g(rel) and os.path.getsize(weights) <= MAX_G_BYTES:
     dest = os.path.join(g_dir, rel.replace(os.sep, "__") + ".weights.h5")
     if not os.path.exists(dest):
@@ -131,7 +130,7 @@ def restore(runs: str, dataset: str, store: str) -> List[str]:
       continue  # no weights kept: the grid trains this g again
     os.makedirs(out, exist_ok=True)
     if "g_weights" in rec:
-      shutil.copyfile(os.path.join(store, rec["g_weights"]), os.path.join(out, WEIGHTS))
+      shutil.copyfile(os.path.join(store, rec["g_weights"]), os.path.join(out, BEST_WEIGHTS_FILE))
     for name in [f for f in OPTIONAL_FILES if f in rec] + list(FILES):  # results.json last:
       atomic_write_text(os.path.join(out, name), rec[name])  # a run is finished once it exists
     done.append(rec["run"])

@@ -114,7 +114,7 @@ class StoreTest(absltest.TestCase):
     _fake_run(os.path.join(runs, "grid", "ds"), "m2m_s0", 0, rng)
     for name, size in (("erm_s1000", 1000), ("erm_vocab_size5000_s1000", store.MAX_G_BYTES + 1)):
       _fake_run(os.path.join(runs, "grid", "ds"), name, 1000, rng)
-      with open(os.path.join(runs, "grid", "ds", name, store.WEIGHTS), "wb") as fh:
+      with open(os.path.join(runs, "grid", "ds", name, run_records.BEST_WEIGHTS_FILE), "wb") as fh:
         fh.write(rng.bytes(size))
     os.makedirs(os.path.join(runs, "grid", "ds", "drs_s0"))  # unfinished: not stored
     self.assertEqual(store.save(runs, "ds", st), 4)
@@ -130,7 +130,7 @@ class StoreTest(absltest.TestCase):
       for name in store.FILES:
         self.assertEqual(_read(os.path.join(fresh, rel, name)),
                          _read(os.path.join(runs, rel, name)))
-    g = os.path.join("grid", "ds", "erm_s1000", store.WEIGHTS)
+    g = os.path.join("grid", "ds", "erm_s1000", run_records.BEST_WEIGHTS_FILE)
     self.assertEqual(_read_bytes(os.path.join(fresh, g)), _read_bytes(os.path.join(runs, g)))
     self.assertEqual(store.restore(fresh, "ds", st), [])  # nothing missing any more
     self.assertEqual(store.restore(fresh, "other", st), [])  # no store for that dataset

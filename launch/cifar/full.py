@@ -199,10 +199,9 @@ def command(stage: Stage) -> List[str]:
   return cmd
 
 
-def own_seconds(stage: Stage, record: dict, machine: str) -> List[float]:
-  """The seconds of the stage's own epochs (after its branch point) that ran on `machine`, or of
-  all its own epochs if none did (CPUs differ up to 4x in speed: a pace is its machine's)."""
-  pairs = _own_epochs(stage, record)
+def own_seconds(pairs: List[tuple], machine: str) -> List[float]:
+  """The seconds of a stage's own epochs (`_own_epochs`) that ran on `machine`, or of all of
+  them if none did (CPUs differ up to 4x in speed: a pace is its machine's)."""
   here = [s for s, m in pairs if s and m == machine]
   return here or [s for s, _ in pairs if s]
 
@@ -221,7 +220,8 @@ def progress(stage: Stage, machine: Optional[str] = None) -> dict:
   # A finished run keeps no ckpt/; its results.json holds the same epoch_seconds and machines.
   rec = ckpt_lib.newest_record(os.path.join(stage.run_dir, ckpt_lib.CKPT_DIR)) or results or {}
   machine = machine or machine_name()
-  seconds = own_seconds(stage, rec, machine)
+  pairs = _own_epochs(stage, rec)
+  seconds = own_seconds(pairs, machine)
   # The pace of the last 10 epochs (median): the machine's load changes between sessions.
   recent, every = sorted(seconds[-10:]), sorted(seconds)
   epochs = rec.get("epochs_done", 0)
@@ -230,7 +230,7 @@ def progress(stage: Stage, machine: Optional[str] = None) -> dict:
           # The pace of a quiet machine: the 10th percentile of all its epochs (one odd fast
           # epoch does not move it; the epochs that shared the CPU do not either).
           "best_sec_per_epoch": every[len(every) // 10] if every else None,
-          "here": any(s and m == machine for s, m in _own_epochs(stage, rec))}
+          "here": any(s and m == machine for s, m in pairs)}
 
 
 def erm_pace(progs: Dict[str, dict]) -> dict:
