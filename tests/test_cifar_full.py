@@ -116,6 +116,17 @@ class StatusTest(absltest.TestCase):
     self.assertIn("m2m_s1            pending, 0/200 epochs; left ~3.9 h (~3.9 h at best)",
                   _status(other))
 
+  def test_an_erm_pace_comes_from_an_m2m_stage_run_here_before_another_cpus(self):
+    root = tempfile.mkdtemp()
+    here = machine_name()
+    # ERM's phase 1 ran elsewhere at 168 s; only ERM-M2m's own epochs ran here, at 270 s.
+    _record(os.path.join(root, "erm_phase1_s0"), 160, [168.0] * 160, ["elsewhere"] * 160)
+    _record(os.path.join(root, "m2m_s0"), 170, [168.0] * 160 + [270.0] * 10,
+            ["elsewhere"] * 160 + [here] * 10)
+    # LA's own 200 epochs at 270 / 5.4 = 50 s (2.8 h), not at the other CPU's 168 s (9.3 h).
+    self.assertIn("la_s0             pending, 0/200 epochs; left ~2.8 h (~2.8 h at best)",
+                  _status(root))
+
   def test_a_finished_rows_pace_comes_from_its_results(self):
     # A finished row keeps no ckpt/: the pace of its epochs on this machine is read from its
     # results.json, so a pending stage is estimated at this machine's pace, not an older one's.

@@ -79,6 +79,9 @@ M2M_FLAGS = {"beta": 0.999, "lam": 0.5, "gamma": 0.9, "step_size": 0.1, "steps":
 # 6.95 on a Zen 4 one (bench_resnet32_torch_amd_epyc.md). The largest, so that an estimate errs
 # long; an M2m stage's own pace on this machine replaces it, for that stage and the pending ones.
 M2M_STEP_FACTOR = 6.95
+# The smallest of them: an ERM pace derived from an M2m stage's (M2m's epochs alone have run on
+# this machine) then errs long too.
+M2M_STEP_FACTOR_LOW = 5.4
 
 ROWS_MOMENTUM_FORM = "pytorch"  # the official code's; the rows' epochs 161-200
 # Every row of the table: (label, loss, method, M2m's start_noise_mode). "m2m_per_sample" is our
@@ -234,11 +237,15 @@ def progress(stage: Stage, machine: Optional[str] = None) -> dict:
 
 
 def erm_pace(progs: Dict[str, dict]) -> dict:
-  """The `progress` whose pace stands for an ERM step's: the first stage without translation
-  that has run on this machine, else seed 0's ERM row once it has a pace, else its phase 1's."""
+  """The pace that stands for an ERM step's: the first stage without translation that has run
+  on this machine; else the first M2m stage that has, over `M2M_STEP_FACTOR_LOW`; else seed 0's
+  ERM row once it has a pace, else its phase 1's."""
   for stage in PLAN:
     if stage.method != "m2m" and progs[stage.key]["here"]:
       return progs[stage.key]
+  m2m = m2m_pace(progs)
+  if m2m:
+    return {k: m2m[k] / M2M_STEP_FACTOR_LOW for k in ("sec_per_epoch", "best_sec_per_epoch")}
   return progs["erm_s0"] if progs["erm_s0"]["sec_per_epoch"] else progs["erm_phase1_s0"]
 
 
