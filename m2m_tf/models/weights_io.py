@@ -3,6 +3,7 @@
 """
 
 import os
+import tempfile
 import warnings
 from typing import Dict, Optional
 
@@ -41,7 +42,6 @@ def _h5_shapes(path: str) -> Dict[str, tuple]:
 def _diagnose_h5(model, checkpoint, data_name, input_shape, num_classes) -> Optional[str]:
   """Why `checkpoint` does not load into `model` (built for the dataset), or None."""
   # Compared with the model saved fresh: Keras names a file's variables after the layer types.
-  import tempfile
   try:
     got = _h5_shapes(checkpoint)
   except OSError:
