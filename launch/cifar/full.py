@@ -236,16 +236,15 @@ def progress(stage: Stage, machine: Optional[str] = None) -> dict:
           "here": any(s and m == machine for s, m in pairs)}
 
 
-def erm_pace(progs: Dict[str, dict]) -> dict:
+def erm_pace(progs: Dict[str, dict], m2m_prog: Optional[dict] = None) -> dict:
   """The pace that stands for an ERM step's: the first stage without translation that has run
-  on this machine; else the first M2m stage that has, over `M2M_STEP_FACTOR_LOW`; else seed 0's
-  ERM row once it has a pace, else its phase 1's."""
+  on this machine; else `m2m_prog` (`m2m_pace`: an M2m stage run here) over
+  `M2M_STEP_FACTOR_LOW`; else seed 0's ERM row once it has a pace, else its phase 1's."""
   for stage in PLAN:
     if stage.method != "m2m" and progs[stage.key]["here"]:
       return progs[stage.key]
-  m2m = m2m_pace(progs)
-  if m2m:
-    return {k: m2m[k] / M2M_STEP_FACTOR_LOW for k in ("sec_per_epoch", "best_sec_per_epoch")}
+  if m2m_prog:
+    return {k: m2m_prog[k] / M2M_STEP_FACTOR_LOW for k in ("sec_per_epoch", "best_sec_per_epoch")}
   return progs["erm_s0"] if progs["erm_s0"]["sec_per_epoch"] else progs["erm_phase1_s0"]
 
 
@@ -300,7 +299,8 @@ def status_lines() -> List[str]:
   """One line per stage, then the total time left at the recent and at the best pace."""
   lines, total, total_best = [], 0.0, 0.0
   progs = {stage.key: progress(stage) for stage in PLAN}  # each run's record read once
-  erm, m2m = erm_pace(progs), m2m_pace(progs)
+  m2m = m2m_pace(progs)
+  erm = erm_pace(progs, m2m)
   width = max(len(k) for k in STAGES)
   for stage in PLAN:
     prog = progs[stage.key]
